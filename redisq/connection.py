@@ -1,0 +1,238 @@
+"""Redis connections that never hang.
+
+Every connection made here has:
+
+* a socket read deadline (``block_timeout_s + read_margin_s``) larger than any blocking command
+  redisq sends, so a dead or half-open connection surfaces as an error instead of a silent wait;
+* TCP keepalive with short probes, so an idle pooled connection is found dead by the kernel;
+* no hidden retries: redis-py 8 retries a timed-out command up to 10 times by default, and a
+  blocking pop retried after a lost reply drops the element. redisq disables that and decides
+  itself what is safe to repeat (see :class:`Outage`);
+* a name (``CLIENT SETNAME redisq:<role>:<host>:<pid>``), re-sent on every reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry as RedisRetry
+
+from .backoff import Backoff
+from .errors import ConfigError
+
+log = logging.getLogger("redisq.connection")
+
+#: Errors that mean "this connection is unusable; make a new one".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How connections behave; see the module docstring for why each exists."""
+
+    block_timeout_s: float = 5.0
+    read_margin_s: float = 2.0
+    connect_timeout_s: float = 5.0
+    keepalive_idle_s: int = 10
+    keepalive_interval_s: int = 5
+    keepalive_count: int = 3
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_cert_reqs: str = "required"
+
+    @property
+    def socket_timeout_s(self) -> float:
+        """Read deadline: longer than the longest block, so a live server always answers first."""
+        return self.block_timeout_s + self.read_margin_s
+
+
+def client_name(role: str) -> str:
+    """The name every redisq connection gives itself."""
+    return f"redisq:{role}:{socket.gethostname()}:{os.getpid()}".replace(" ", "_")
+
+
+def _keepalive_options(opts: ConnectionOptions) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for name, value in (
+        ("TCP_KEEPIDLE", opts.keepalive_idle_s),
+        ("TCP_KEEPINTVL", opts.keepalive_interval_s),
+        ("TCP_KEEPCNT", opts.keepalive_count),
+    ):
+        if hasattr(socket, name):
+            out[getattr(socket, name)] = int(value)
+    return out
+
+
+def _common_kwargs(role: str, opts: ConnectionOptions) -> dict[str, Any]:
+    return {
+        "socket_timeout": opts.socket_timeout_s,
+        "socket_connect_timeout": opts.connect_timeout_s,
+        "retry": RedisRetry(NoBackoff(), 0),
+        "retry_on_timeout": False,
+        "client_name": client_name(role),
+        "health_check_interval": 0,
+    }
+
+
+def _tcp_kwargs(opts: ConnectionOptions) -> dict[str, Any]:
+    return {"socket_keepalive": True, "socket_keepalive_options": _keepalive_options(opts)}
+
+
+def _tls_kwargs(opts: ConnectionOptions, query: dict[str, list[str]]) -> dict[str, Any]:
+    def pick(name: str, default: str | None) -> str | None:
+        return query.get(name, [default])[0] if name in query else default
+
+    return {
+        "ssl_ca_certs": pick("ssl_ca_certs", opts.ssl_ca_certs),
+        "ssl_certfile": pick("ssl_certfile", opts.ssl_certfile),
+        "ssl_keyfile": pick("ssl_keyfile", opts.ssl_keyfile),
+        "ssl_cert_reqs": pick("ssl_cert_reqs", opts.ssl_cert_reqs),
+    }
+
+
+def resolve_url(url: str | None) -> str:
+    """``url``, else ``$REDIS_URL``, else the embedded server's (started if needed)."""
+    if url:
+        return url
+    env = os.environ.get("REDIS_URL")
+    if env:
+        return env
+    from .server import ensure_server  # local import: starting a server is the rare path
+
+    return ensure_server().url
+
+
+def connect(
+    url: str | None = None, role: str = "client", options: ConnectionOptions | None = None
+) -> redis.Redis:
+    """Return a client for ``url`` (``redis://``, ``rediss://``, ``unix://``,
+    ``redis+sentinel://h1:26379,h2:26379/mymaster/0``) configured never to hang."""
+    opts = options or ConnectionOptions()
+    url = resolve_url(url)
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    common = _common_kwargs(role, opts)
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        return _sentinel_client(parsed, common, opts)
+    if scheme == "unix":
+        return redis.Redis.from_url(url, **common)
+    if scheme == "rediss":
+        query = parse_qs(parsed.query)
+        tls = _tls_kwargs(opts, query)
+        base = url.split("?", 1)[0]
+        return redis.Redis.from_url(base, **common, **_tcp_kwargs(opts), **tls)
+    if scheme == "redis":
+        return redis.Redis.from_url(url, **common, **_tcp_kwargs(opts))
+    raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {url!r}")
+
+
+def _sentinel_client(parsed: Any, common: dict[str, Any], opts: ConnectionOptions) -> redis.Redis:
+    from redis.sentinel import Sentinel
+
+    hosts = []
+    for part in (parsed.netloc.rsplit("@", 1)[-1]).split(","):
+        host, _, port = part.partition(":")
+        hosts.append((host or "localhost", int(port or 26379)))
+    path = [p for p in parsed.path.split("/") if p]
+    if not path:
+        raise ConfigError("a sentinel URL needs the master name: redis+sentinel://h:26379/mymaster/0")
+    service, db = path[0], int(path[1]) if len(path) > 1 else 0
+    password = unquote(parsed.password) if parsed.password else None
+    username = unquote(parsed.username) if parsed.username else None
+    extra = _tcp_kwargs(opts)
+    if parsed.scheme.startswith("rediss"):
+        extra.update(ssl=True, **_tls_kwargs(opts, parse_qs(parsed.query)))
+    sentinel = Sentinel(
+        hosts,
+        socket_timeout=opts.socket_timeout_s,
+        socket_connect_timeout=opts.connect_timeout_s,
+        sentinel_kwargs={"socket_timeout": opts.connect_timeout_s},
+        **extra,
+    )
+    kwargs = dict(common)
+    kwargs.pop("socket_timeout")
+    kwargs.pop("socket_connect_timeout")
+    return sentinel.master_for(
+        service, db=db, password=password, username=username,
+        socket_timeout=opts.socket_timeout_s, **kwargs,
+    )
+
+
+def wait_for_redis(client: redis.Redis, timeout_s: float) -> None:
+    """PING until the server answers or ``timeout_s`` passes (then re-raise the last error)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            client.ping()
+            return
+        except (*CONNECTION_ERRORS, redis.BusyLoadingError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+class Outage:
+    """Tracks one component's connection trouble: log the first error of an outage once at
+    WARNING with its cause, count reconnects, back off with jitter, log the recovery.
+
+    ``sleep`` is injectable so tests drive time instead of waiting.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self.what = what
+        self.backoff = backoff or Backoff()
+        self.sleep = sleep
+        self.on_reconnect = on_reconnect
+        self.reconnects = 0
+        self._down_since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def failed(self, exc: BaseException, wait: bool = True) -> float:
+        """Record a failed call; sleep the backoff delay (unless ``wait`` is false); return it."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("%s: connection lost (%s: %s); reconnecting",
+                        self.what, type(exc).__name__, exc)
+        else:
+            log.debug("%s: still down (%s: %s)", self.what, type(exc).__name__, exc)
+        delay = self.backoff.next_delay_s()
+        if wait:
+            self.sleep(delay)
+        return delay
+
+    def succeeded(self) -> None:
+        """Record a successful call; the first after an outage counts as a reconnect."""
+        if self._down_since is None:
+            return
+        took = time.monotonic() - self._down_since
+        self._down_since = None
+        self.reconnects += 1
+        self.backoff.reset()
+        log.warning("%s: reconnected after %.2f s (reconnect #%d)", self.what, took, self.reconnects)
+        if self.on_reconnect is not None:
+            self.on_reconnect()

@@ -1,0 +1,103 @@
+"""Every Redis key redisq uses, built in one place.
+
+All keys of one queue share the hash tag ``{<queue>}`` so that each Lua step touches a single
+Cluster slot; keys that are not tied to one queue carry no tag.
+
+=====================================  ========  ==============================================
+key                                    type      meaning
+=====================================  ========  ==============================================
+``redisq:{q}:pending``                 list      messages waiting; producers LPUSH, consumers
+                                                 take from the right (FIFO)
+``redisq:{q}:processing:<consumer>``   list      messages reserved by one consumer, not yet acked
+``redisq:{q}:lease:<consumer>``        string    the consumer's lease; TTL = ``lease_s``
+``redisq:{q}:consumers``               set       consumer ids that may own a processing list
+``redisq:{q}:delayed``                 zset      messages due later; score = due time (ms, Redis clock)
+``redisq:{q}:dead``                    list      dead-lettered messages (JSON: reason + message)
+``redisq:{q}:stats``                   hash      counters: enqueued, acked, requeued, dead, recovered
+``redisq:{q}:job:<id>``                hash      job record (status, times, result or error)
+``redisq:{q}:unique:<key>``            string    id of the queued/running job holding a unique key
+``redisq:queues``                      set       names of every queue ever written to
+``redisq:workers``                     zset      worker ids, score = last heartbeat (unix s)
+``redisq:worker:<id>``                 hash      worker registry entry; TTL = ``lease_s``
+``redisq:stream:{<channel>}``          stream    durable pub/sub log (capped)
+``redisq:lock:{<name>}``               string    distributed lock token; TTL = lease
+``redisq:scheduler:leader``            string    scheduler leader id; TTL = lease
+``redisq:periodic:<name>``             string    last fired tick of a periodic job (unix s)
+``redisq:events``                      channel   job and worker events for dashboards
+=====================================  ========  ==============================================
+"""
+
+from __future__ import annotations
+
+PREFIX = "redisq"
+EVENTS_CHANNEL = f"{PREFIX}:events"
+QUEUES = f"{PREFIX}:queues"
+WORKERS = f"{PREFIX}:workers"
+SCHEDULER_LEADER = f"{PREFIX}:scheduler:leader"
+
+_FORBIDDEN = set("{}\r\n\t ")
+
+
+def check_name(name: str, what: str = "queue") -> str:
+    """Return ``name`` if it is a usable queue/channel name, else raise ``ValueError``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} name must be a non-empty string, got {name!r}")
+    if len(name) > 200 or _FORBIDDEN & set(name):
+        raise ValueError(f"{what} name {name!r} must be <= 200 chars without braces or spaces")
+    return name
+
+
+def _q(queue: str) -> str:
+    return f"{PREFIX}:{{{queue}}}"
+
+
+def pending(queue: str) -> str:
+    return f"{_q(queue)}:pending"
+
+
+def processing(queue: str, consumer: str) -> str:
+    return f"{_q(queue)}:processing:{consumer}"
+
+
+def lease(queue: str, consumer: str) -> str:
+    return f"{_q(queue)}:lease:{consumer}"
+
+
+def consumers(queue: str) -> str:
+    return f"{_q(queue)}:consumers"
+
+
+def delayed(queue: str) -> str:
+    return f"{_q(queue)}:delayed"
+
+
+def dead(queue: str) -> str:
+    return f"{_q(queue)}:dead"
+
+
+def stats(queue: str) -> str:
+    return f"{_q(queue)}:stats"
+
+
+def job(queue: str, job_id: str) -> str:
+    return f"{_q(queue)}:job:{job_id}"
+
+
+def unique(queue: str, unique_key: str) -> str:
+    return f"{_q(queue)}:unique:{unique_key}"
+
+
+def worker(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+def stream(channel: str) -> str:
+    return f"{PREFIX}:stream:{{{channel}}}"
+
+
+def lock(name: str) -> str:
+    return f"{PREFIX}:lock:{{{name}}}"
+
+
+def periodic(name: str) -> str:
+    return f"{PREFIX}:periodic:{name}"

@@ -1,0 +1,392 @@
+"""A reliable producer/consumer queue on Redis lists.
+
+Producers ``LPUSH`` onto ``pending``. A consumer *reserves* messages by moving them (``BLMOVE``,
+or the ``reserve`` Lua step for a batch) into its own ``processing`` list, and a message leaves
+Redis only when the consumer *acks* it. A consumer holds a *lease* (a key with a TTL it keeps
+refreshing); when the lease of a consumer expires (it was SIGKILLed, its host died, it lost
+Redis for longer than the lease), any other consumer moves its processing list back to
+``pending`` — exactly once, in one Lua step.
+
+Why nothing is lost when a reply is lost: a reservation is a server-side move, so if the reply
+to ``BLMOVE`` never arrives (connection dropped, half-open, server restarted) the message is in
+this consumer's processing list, not on the wire. After every error or empty wait the consumer
+compares that list with what it has handed out and delivers the difference ("orphans").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import redis
+
+from . import keys
+from .connection import CONNECTION_ERRORS, Outage
+from .scripts import Scripts
+
+log = logging.getLogger("redisq.queue")
+
+PUT_CHUNK = 1000  # messages per LPUSH in put_many: big enough to amortise, small enough not to stall Redis
+
+
+@dataclass(frozen=True)
+class Message:
+    """A reserved message: the queue it came from and its body exactly as stored."""
+
+    queue: str
+    body: bytes
+
+
+def _as_bytes(body: bytes | str) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    raise TypeError(f"a message body is bytes or str, not {type(body).__name__}")
+
+
+class Queue:
+    """Producer side and statistics of one queue."""
+
+    def __init__(self, client: redis.Redis, name: str, scripts: Scripts | None = None) -> None:
+        self.client = client
+        self.name = keys.check_name(name)
+        self.scripts = scripts or Scripts(client)
+        self._pending = keys.pending(name)
+
+    def put(self, body: bytes | str) -> int:
+        """Append one message (one round trip); returns the queue depth after it."""
+        return int(self.client.lpush(self._pending, _as_bytes(body)))
+
+    def put_many(self, bodies: Iterable[bytes | str]) -> int:
+        """Append many messages in one pipelined round trip; returns how many were sent."""
+        pipe = self.client.pipeline(transaction=False)
+        chunk: list[bytes] = []
+        count = 0
+        for body in bodies:
+            chunk.append(_as_bytes(body))
+            if len(chunk) >= PUT_CHUNK:
+                pipe.lpush(self._pending, *chunk)
+                count += len(chunk)
+                chunk = []
+        if chunk:
+            pipe.lpush(self._pending, *chunk)
+            count += len(chunk)
+        if count:
+            pipe.execute()
+        return count
+
+    def put_delayed(self, body: bytes | str, delay_s: float) -> int:
+        """Add a message due ``delay_s`` seconds from now (Redis's clock); returns due unix ms."""
+        ms = max(int(delay_s * 1000), 0)
+        return int(self.scripts.schedule(keys=[keys.delayed(self.name)],
+                                         args=[ms, "in", _as_bytes(body)]))
+
+    def put_at(self, body: bytes | str, when_unix_s: float) -> int:
+        """Add a message due at an absolute unix time."""
+        return int(self.scripts.schedule(keys=[keys.delayed(self.name)],
+                                         args=[int(when_unix_s * 1000), "at", _as_bytes(body)]))
+
+    def promote_due(self, limit: int = 1000) -> int:
+        """Move due delayed messages to pending (exactly once across callers); returns count."""
+        return int(self.scripts.promote_due(keys=[keys.delayed(self.name), self._pending],
+                                            args=[limit]))
+
+    def depth(self) -> int:
+        return int(self.client.llen(self._pending))
+
+    def counts(self) -> dict[str, int]:
+        """depth, in_flight, delayed, dead and the counters (enqueued, acked, requeued, dead...)."""
+        members = [m.decode() for m in self.client.smembers(keys.consumers(self.name))]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(self._pending)
+        pipe.zcard(keys.delayed(self.name))
+        pipe.llen(keys.dead(self.name))
+        pipe.hgetall(keys.stats(self.name))
+        for member in members:
+            pipe.llen(keys.processing(self.name, member))
+        depth, delayed, dead, stats, *inflight = pipe.execute()
+        out = {k.decode(): int(v) for k, v in stats.items()}
+        out.update(depth=depth, delayed=delayed, dead_letters=dead, in_flight=sum(inflight),
+                   consumers=len(members))
+        return out
+
+    def dead_letters(self, start: int = 0, stop: int = -1) -> list[bytes]:
+        return list(self.client.lrange(keys.dead(self.name), start, stop))
+
+    def purge(self) -> int:
+        """Delete the pending messages (not the in-flight ones); returns how many."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.llen(self._pending)
+        pipe.delete(self._pending)
+        return int(pipe.execute()[0])
+
+
+class Consumer:
+    """The consuming side of one or more queues, taken in priority order.
+
+    ``reserve(n)`` returns up to ``n`` messages; each must later be ``ack``-ed (done),
+    ``nack``-ed (give back) or ``bury``-ed (dead-letter). Connection trouble never escapes
+    ``reserve``: it is logged, counted and backed off, and ``reserve`` returns ``[]``.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        queues: Sequence[str],
+        consumer_id: str | None = None,
+        lease_s: float = 30.0,
+        block_timeout_s: float = 5.0,
+        dead_max: int = 10000,
+        outage: Outage | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not queues:
+            raise ValueError("a consumer needs at least one queue")
+        self.client = client
+        self.queues = [keys.check_name(q) for q in queues]
+        self.id = consumer_id or uuid.uuid4().hex[:12]
+        self.lease_s = lease_s
+        self.block_timeout_s = block_timeout_s
+        self.dead_max = dead_max
+        self.outage = outage or Outage(f"consumer {self.id}")
+        self.clock = clock
+        self.scripts = Scripts(client)
+        self._held: dict[str, Counter[bytes]] = {q: Counter() for q in self.queues}
+        self._lock = threading.Lock()
+        self._check_orphans = True  # a previous run of this id may have left messages
+        self._last_beat = float("-inf")
+        self._last_recovery = float("-inf")
+        self._waiters: dict[str, Future[bytes | None]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- keys --------------------------------------------------------------------------------
+    def _reserve_keys(self, q: str) -> list[str]:
+        return [keys.pending(q), keys.processing(q, self.id), keys.lease(q, self.id),
+                keys.consumers(q)]
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease_s * 1000)
+
+    # -- reserving ---------------------------------------------------------------------------
+    def reserve(self, n: int = 1, timeout_s: float | None = None) -> list[Message]:
+        """Up to ``n`` messages, highest-priority queue first; waits up to ``timeout_s``
+        (default ``block_timeout_s``) when all queues are empty. Never raises on connection
+        errors: returns ``[]`` after backing off."""
+        if n < 1:
+            return []
+        try:
+            got = self._reserve(n, self.block_timeout_s if timeout_s is None else timeout_s)
+        except CONNECTION_ERRORS as exc:
+            self._check_orphans = True
+            self.outage.failed(exc)
+            return []
+        self.outage.succeeded()
+        return got
+
+    def _reserve(self, n: int, timeout_s: float) -> list[Message]:
+        self._maintain()
+        got = self._take_orphans(n) if self._check_orphans else []
+        got += self._harvest_waiters(n - len(got))
+        if len(got) < n:
+            got += self._take_batch(n - len(got))
+        if got or timeout_s <= 0:
+            return got
+        got = self._block(min(timeout_s, self.block_timeout_s))
+        if not got:
+            # An empty wait is cheap moment to make sure no reply was lost on the way.
+            self._check_orphans = True
+        return got
+
+    def _hold(self, q: str, bodies: Iterable[bytes]) -> list[Message]:
+        out = []
+        with self._lock:
+            for body in bodies:
+                self._held[q][body] += 1
+                out.append(Message(q, body))
+        return out
+
+    def _take_batch(self, n: int) -> list[Message]:
+        out: list[Message] = []
+        for q in self.queues:
+            bodies = self.scripts.reserve(keys=self._reserve_keys(q),
+                                          args=[n - len(out), self.id, self.lease_ms])
+            out += self._hold(q, bodies)
+            if len(out) >= n:
+                break
+        if out:
+            self._last_beat = self.clock()
+        return out
+
+    def _blmove(self, q: str, timeout_s: float) -> bytes | None:
+        return self.client.blmove(keys.pending(q), keys.processing(q, self.id), timeout_s,
+                                  "RIGHT", "LEFT")
+
+    def _block(self, timeout_s: float) -> list[Message]:
+        if len(self.queues) == 1:
+            q = self.queues[0]
+            body = self._blmove(q, timeout_s)
+            return self._hold(q, [body]) if body is not None else []
+        # Several queues: one blocking move per queue on its own pooled connection; whichever
+        # returns first wins. The others keep waiting and are harvested by later calls.
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(len(self.queues), thread_name_prefix="redisq-wait")
+        for q in self.queues:
+            if q not in self._waiters:
+                self._waiters[q] = self._pool.submit(self._blmove, q, self.block_timeout_s)
+        wait(list(self._waiters.values()), timeout=timeout_s, return_when=FIRST_COMPLETED)
+        return self._harvest_waiters(len(self.queues))
+
+    def _harvest_waiters(self, n: int) -> list[Message]:
+        out: list[Message] = []
+        for q, fut in list(self._waiters.items()):
+            if len(out) >= n or not fut.done():
+                continue
+            del self._waiters[q]
+            body = fut.result()  # re-raises a connection error from the waiter thread
+            if body is not None:
+                out += self._hold(q, [body])
+        return out
+
+    def _take_orphans(self, n: int) -> list[Message]:
+        """Messages in our processing lists that we never handed out (their reply was lost)."""
+        pipe = self.client.pipeline(transaction=False)
+        for q in self.queues:
+            pipe.lrange(keys.processing(q, self.id), 0, -1)
+        out: list[Message] = []
+        for q, stored in zip(self.queues, pipe.execute(), strict=True):
+            with self._lock:
+                extra = Counter(stored) - self._held[q]
+            for body, count in extra.items():
+                out += self._hold(q, [body] * count)
+        self._check_orphans = False
+        if out:
+            log.warning("consumer %s: recovered %d reserved message(s) whose reply was lost",
+                        self.id, len(out))
+        return out[:n] + self._give_back(out[n:])
+
+    def _give_back(self, extra: list[Message]) -> list[Message]:
+        for m in extra:
+            self.nack(m)
+        return []
+
+    # -- leases ------------------------------------------------------------------------------
+    def _maintain(self) -> None:
+        now = self.clock()
+        if now - self._last_beat >= self.lease_s / 3:
+            self.heartbeat()
+        if now - self._last_recovery >= self.lease_s / 2:
+            self._last_recovery = now
+            self.requeue_stale()
+
+    def heartbeat(self) -> None:
+        """Refresh this consumer's lease on every queue (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for q in self.queues:
+            pipe.sadd(keys.consumers(q), self.id)
+            pipe.set(keys.lease(q, self.id), b"1", px=self.lease_ms)
+        pipe.execute()
+        self._last_beat = self.clock()
+
+    def requeue_stale(self) -> int:
+        """Give back the messages of consumers whose lease expired; returns how many moved."""
+        moved = 0
+        for q in self.queues:
+            members = [m.decode() for m in self.client.smembers(keys.consumers(q))]
+            others = [m for m in members if m != self.id]
+            if not others:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            for m in others:
+                pipe.exists(keys.lease(q, m))
+            stale = [m for m, alive in zip(others, pipe.execute(), strict=True) if not alive]
+            if not stale:
+                continue
+            ks = [keys.consumers(q), keys.pending(q), keys.stats(q)]
+            for m in stale:
+                ks += [keys.lease(q, m), keys.processing(q, m)]
+            n = int(self.scripts.requeue_stale(keys=ks, args=stale))
+            if n:
+                log.warning("queue %s: recovered %d message(s) of expired consumer(s) %s",
+                            q, n, ",".join(stale))
+            moved += n
+        return moved
+
+    # -- settling ----------------------------------------------------------------------------
+    def _release(self, m: Message) -> None:
+        with self._lock:
+            held = self._held[m.queue]
+            held[m.body] -= 1
+            if held[m.body] <= 0:
+                del held[m.body]
+
+    def ack(self, messages: Sequence[Message]) -> int:
+        """Acknowledge finished messages (one round trip per queue); returns how many were
+        still held (a message recovered by another consumer after our lease expired is not)."""
+        by_queue: dict[str, list[bytes]] = {}
+        for m in messages:
+            by_queue.setdefault(m.queue, []).append(m.body)
+        removed = 0
+        for q, bodies in by_queue.items():
+            removed += int(self.scripts.ack(keys=[keys.processing(q, self.id), keys.stats(q)],
+                                            args=bodies))
+        for m in messages:
+            self._release(m)
+        return removed
+
+    def nack(self, m: Message, front: bool = True) -> bool:
+        """Give a message back to its queue (next in line unless ``front`` is false)."""
+        q = m.queue
+        done = self.scripts.nack(
+            keys=[keys.processing(q, self.id), keys.pending(q), keys.stats(q)],
+            args=[m.body, "front" if front else "back"])
+        self._release(m)
+        return bool(done)
+
+    def bury(self, m: Message, entry: bytes | str) -> bool:
+        """Move a message to the dead-letter list with ``entry`` (e.g. JSON with the reason)."""
+        q = m.queue
+        done = self.scripts.bury(
+            keys=[keys.processing(q, self.id), keys.dead(q), keys.stats(q)],
+            args=[m.body, _as_bytes(entry), self.dead_max])
+        self._release(m)
+        return bool(done)
+
+    def held(self) -> int:
+        """Messages handed out by this consumer and not settled yet."""
+        with self._lock:
+            return sum(sum(c.values()) for c in self._held.values())
+
+    def close(self, release: bool = True) -> None:
+        """Stop waiting; with ``release``, give every unsettled message back and drop the lease
+        so other consumers take them at once instead of after the lease."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # waits at most one block_timeout_s
+            self._pool = None
+        try:
+            if self._waiters:
+                self._harvest_waiters(len(self.queues))
+            if release:
+                self._release_all()
+        except CONNECTION_ERRORS as exc:
+            log.warning("consumer %s: could not release on close (%s); the lease will expire",
+                        self.id, exc)
+
+    def _release_all(self) -> None:
+        for q in self.queues:
+            proc = keys.processing(q, self.id)
+            while self.client.lmove(proc, keys.pending(q), "LEFT", "RIGHT") is not None:
+                pass
+            pipe = self.client.pipeline(transaction=False)
+            pipe.srem(keys.consumers(q), self.id)
+            pipe.delete(keys.lease(q, self.id))
+            pipe.execute()
+            with self._lock:
+                self._held[q].clear()
