@@ -16,13 +16,14 @@ from redis.commands.core import Script
 
 NAMES = (
     "reserve", "ack", "nack", "bury", "requeue_stale", "schedule", "promote_due",
+    "publish_durable",
 )
 
 
 @cache
 def source(name: str) -> str:
     """The text of ``redisq/lua/<name>.lua``."""
-    return resources.files("redisq").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return resources.files("redisq").joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
 class Scripts:

@@ -1,0 +1,262 @@
+"""A pub/sub channel whose subscribers heal themselves.
+
+redis-py's ``health_check_interval`` sends a PING but never checks that the PONG came back, so a
+subscriber behind a half-open connection or a frozen server stays silent forever. A
+:class:`Subscriber` here sends its own PING every ``ping_interval_s`` and requires the PONG
+within ``pong_timeout_s``; on a miss or any connection error it drops the connection, reconnects
+with backoff and subscribes again to everything it had (on a fresh connection, so never twice).
+
+Durable channels (opt-in) also append each message to a capped Stream; a subscriber that was cut
+off replays what it missed from its last seen id when it comes back, and drops the live copies
+it has already replayed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.client import PubSub
+
+from . import keys
+from .connection import CONNECTION_ERRORS, Outage
+from .scripts import Scripts
+
+log = logging.getLogger("redisq.channel")
+
+StreamId = tuple[int, int]
+
+
+def _parse_id(raw: bytes | str) -> StreamId:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True)
+class ChannelMessage:
+    """One message received on ``channel`` (via ``pattern`` when pattern-subscribed)."""
+
+    channel: str
+    data: bytes
+    pattern: str | None = None
+    id: str | None = None  # stream id, on durable channels
+    replayed: bool = False  # delivered from the stream after a reconnect
+
+
+class Channel:
+    """Publishing side of one channel."""
+
+    def __init__(self, client: redis.Redis, name: str, durable: bool = False,
+                 maxlen: int = 10_000, scripts: Scripts | None = None) -> None:
+        self.client = client
+        self.name = keys.check_name(name, "channel")
+        self.durable = durable
+        self.maxlen = maxlen
+        self.scripts = scripts or Scripts(client)
+
+    def publish(self, data: bytes | str) -> int:
+        """Send to every current subscriber (one round trip); returns how many received it."""
+        if not self.durable:
+            return int(self.client.publish(self.name, data))
+        _, receivers = self.scripts.publish_durable(
+            keys=[keys.stream(self.name)], args=[self.name, data, self.maxlen])
+        return int(receivers)
+
+
+class Subscriber:
+    """Receives messages from channels and patterns, reconnecting and re-subscribing by itself.
+
+    Use it as an iterator (``for msg in sub``), poll it (``sub.get(timeout_s)``) or hand it a
+    callback (``sub.run(callback)``, blocking until :meth:`close`).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        channels: Iterable[str] = (),
+        patterns: Iterable[str] = (),
+        durable: Iterable[str] = (),
+        ping_interval_s: float = 5.0,
+        pong_timeout_s: float = 3.0,
+        outage: Outage | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.channels: set[str] = {keys.check_name(c, "channel") for c in channels}
+        self.patterns: set[str] = set(patterns)
+        self.durable: set[str] = {keys.check_name(c, "channel") for c in durable}
+        self.channels |= self.durable
+        self.ping_interval_s = ping_interval_s
+        self.pong_timeout_s = pong_timeout_s
+        self.outage = outage or Outage("subscriber")
+        self.clock = clock
+        self._pubsub: PubSub | None = None
+        self._last_id: dict[str, StreamId] = {}
+        self._backlog: deque[ChannelMessage] = deque()
+        self._last_ping = 0.0
+        self._ping_outstanding: float | None = None
+        self._closed = threading.Event()
+
+    @property
+    def reconnects(self) -> int:
+        return self.outage.reconnects
+
+    def subscribe(self, *channels: str, durable: bool = False) -> None:
+        """Add channels (durable ones replay what they miss while disconnected)."""
+        new = {keys.check_name(c, "channel") for c in channels} - self.channels
+        self.channels |= new
+        if durable:
+            self.durable |= new
+        if self._pubsub is not None and new:
+            self._mark_positions(new & self.durable)
+            self._pubsub.subscribe(*new)
+
+    def psubscribe(self, *patterns: str) -> None:
+        new = set(patterns) - self.patterns
+        self.patterns |= new
+        if self._pubsub is not None and new:
+            self._pubsub.psubscribe(*new)
+
+    # -- connection --------------------------------------------------------------------------
+    def _connect(self) -> None:
+        self._drop()
+        ps = self.client.pubsub(ignore_subscribe_messages=True)
+        if self.channels:
+            ps.subscribe(*sorted(self.channels))
+        if self.patterns:
+            ps.psubscribe(*sorted(self.patterns))
+        if not self.channels and not self.patterns:
+            ps.ping()  # forces the connection so errors surface here
+        self._pubsub = ps
+        self._last_ping = self.clock()
+        self._ping_outstanding = None
+        self._mark_positions({c for c in self.durable if c not in self._last_id})
+        self._replay()
+
+    def _drop(self) -> None:
+        if self._pubsub is not None:
+            # The connection may already be gone; there is nothing left to tell the server.
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                self._pubsub.reset()
+            self._pubsub = None
+
+    def _mark_positions(self, channels: Iterable[str]) -> None:
+        """First subscription to a durable channel: replay starts from the stream's end now."""
+        for ch in channels:
+            last = self.client.xrevrange(keys.stream(ch), count=1)
+            self._last_id[ch] = _parse_id(last[0][0]) if last else (0, 0)
+
+    def _replay(self) -> None:
+        for ch in sorted(self.durable):
+            start = self._last_id.get(ch, (0, 0))
+            while True:
+                entries = self.client.xrange(keys.stream(ch), min=f"({start[0]}-{start[1]}",
+                                             count=500)
+                if not entries:
+                    break
+                for raw_id, fields in entries:
+                    start = _parse_id(raw_id)
+                    self._backlog.append(ChannelMessage(ch, fields[b"d"], None,
+                                                        raw_id.decode(), replayed=True))
+                self._last_id[ch] = start
+            if self._backlog:
+                log.info("subscriber: replayed %d message(s) missed on %s", len(self._backlog), ch)
+
+    # -- receiving ---------------------------------------------------------------------------
+    def get(self, timeout_s: float = 1.0) -> ChannelMessage | None:
+        """The next message, or None after ``timeout_s``. Never raises on connection trouble."""
+        if self._backlog:
+            return self._backlog.popleft()
+        try:
+            if self._pubsub is None:
+                self._connect()
+                if self._backlog:
+                    self.outage.succeeded()
+                    return self._backlog.popleft()
+            msg = self._poll(timeout_s)
+        except (*CONNECTION_ERRORS, _PongMissing) as exc:
+            self._drop()
+            self.outage.failed(exc)
+            return None
+        self.outage.succeeded()
+        return msg
+
+    def _poll(self, timeout_s: float) -> ChannelMessage | None:
+        assert self._pubsub is not None
+        deadline = self.clock() + timeout_s
+        while True:
+            self._check_health()
+            remaining = deadline - self.clock()
+            wait_s = max(0.0, min(remaining, self.ping_interval_s, self.pong_timeout_s))
+            raw = self._pubsub.get_message(timeout=wait_s)
+            if raw is not None:
+                msg = self._convert(raw)
+                if msg is not None:
+                    return msg
+            if self.clock() >= deadline:
+                return None
+
+    def _check_health(self) -> None:
+        now = self.clock()
+        if self._ping_outstanding is not None:
+            if now - self._ping_outstanding > self.pong_timeout_s:
+                raise _PongMissing(f"no PONG within {self.pong_timeout_s} s")
+        elif now - self._last_ping >= self.ping_interval_s:
+            assert self._pubsub is not None
+            self._pubsub.ping()
+            self._last_ping = now
+            self._ping_outstanding = now
+
+    def _convert(self, raw: dict[str, Any]) -> ChannelMessage | None:
+        kind = raw.get("type")
+        # Only a PONG clears an outstanding PING: a busy channel must not hide a server that
+        # stopped answering commands.
+        if kind == "pong":
+            self._ping_outstanding = None
+            return None
+        if kind not in ("message", "pmessage"):
+            return None
+        channel = raw["channel"].decode() if isinstance(raw["channel"], bytes) else raw["channel"]
+        pattern = raw.get("pattern")
+        if isinstance(pattern, bytes):
+            pattern = pattern.decode()
+        data: bytes = raw["data"]
+        if channel in self.durable and pattern is None:
+            raw_id, _, body = data.partition(b"\n")
+            sid = _parse_id(raw_id)
+            if sid <= self._last_id.get(channel, (0, 0)):
+                return None  # already delivered by replay
+            self._last_id[channel] = sid
+            return ChannelMessage(channel, body, None, raw_id.decode())
+        return ChannelMessage(channel, data, pattern)
+
+    def __iter__(self) -> Iterator[ChannelMessage]:
+        while not self._closed.is_set():
+            msg = self.get(1.0)
+            if msg is not None:
+                yield msg
+
+    def run(self, callback: Callable[[ChannelMessage], None]) -> None:
+        """Call ``callback`` for each message until :meth:`close`; a failing callback is logged
+        and does not stop the subscriber."""
+        for msg in self:
+            try:
+                callback(msg)
+            except Exception:
+                log.exception("subscriber callback failed on %s", msg.channel)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._drop()
+
+
+class _PongMissing(Exception):
+    """The server did not answer our PING in time: treat the connection as dead."""

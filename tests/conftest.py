@@ -1,0 +1,79 @@
+"""Shared fixtures.
+
+Real servers are started by the tests themselves on free loopback ports (never the machine's
+6379), from ``redis-server``/``valkey-server`` on PATH or the ``embedded`` extra. A missing binary
+fails the suite: ``find_server_binary`` raises instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from redisq.server import RedisServer, find_server_binary, free_port
+
+# Tests must never fall back to an ambient REDIS_URL (e.g. the machine's own 6379).
+os.environ.pop("REDIS_URL", None)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    find_server_binary()  # raises ServerNotFound: the suite fails loudly, nothing is skipped
+
+
+def start_server(tmp: Path, **kwargs: object) -> RedisServer:
+    return RedisServer(tmp / "redis", port=free_port(), **kwargs).start()  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real server for tests that only need *a* Redis (each test gets a flushed db)."""
+    server = start_server(tmp_path_factory.mktemp("shared"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private real server the test may restart, pause or kill (AOF, fsync always)."""
+    srv = start_server(tmp_path, appendfsync="always")
+    yield srv
+    srv.resume()
+    srv.kill()
+
+
+@pytest.fixture
+def redis_url(shared_server: RedisServer) -> Iterator[str]:
+    """URL of the shared real server, flushed before each test."""
+    admin = shared_server.client()
+    admin.flushall()
+    admin.script_flush()
+    admin.close()
+    yield shared_server.url
+
+
+@pytest.fixture
+def real_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fake_redis() -> Iterator[redis.Redis]:
+    import fakeredis
+
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["fake", "real"])
+def any_redis(request: pytest.FixtureRequest) -> redis.Redis:
+    """The same contract test against fakeredis and a real server."""
+    name = "fake_redis" if request.param == "fake" else "real_redis"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
