@@ -1,5 +1,6 @@
 """redisq: a small, correct Redis-backed job queue and pub/sub library with a worker daemon."""
 
+from .app import App
 from .errors import (
     ConfigError,
     DuplicateJob,
@@ -11,18 +12,25 @@ from .errors import (
     SerializationError,
     UnknownTask,
 )
+from .job import Job, JobContext, current_job
+from .locks import Lock
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "ConfigError",
     "DuplicateJob",
+    "Job",
+    "JobContext",
     "JobFailed",
     "JobTimeout",
+    "Lock",
     "LockNotAcquired",
     "RedisqError",
     "Retry",
     "SerializationError",
     "UnknownTask",
     "__version__",
+    "current_job",
 ]

@@ -23,6 +23,7 @@ key                                    type      meaning
 ``redisq:lock:{<name>}``               string    distributed lock token; TTL = lease
 ``redisq:scheduler:leader``            string    scheduler leader id; TTL = lease
 ``redisq:periodic:<name>``             string    last fired tick of a periodic job (unix s)
+``redisq:channel:{<ch>}:dead``         list      dead letters of a pub/sub channel
 ``redisq:events``                      channel   job and worker events for dashboards
 =====================================  ========  ==============================================
 """
@@ -101,3 +102,8 @@ def lock(name: str) -> str:
 
 def periodic(name: str) -> str:
     return f"{PREFIX}:periodic:{name}"
+
+
+def channel_dead(channel: str) -> str:
+    """Dead letters of a pub/sub channel (messages its handler could not take)."""
+    return f"{PREFIX}:channel:{{{channel}}}:dead"

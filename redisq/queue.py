@@ -320,7 +320,8 @@ class Consumer:
         return moved
 
     # -- settling ----------------------------------------------------------------------------
-    def _release(self, m: Message) -> None:
+    def forget(self, m: Message) -> None:
+        """Stop tracking a message settled by another step (e.g. a job's ``settle``)."""
         with self._lock:
             held = self._held[m.queue]
             held[m.body] -= 1
@@ -338,7 +339,7 @@ class Consumer:
             removed += int(self.scripts.ack(keys=[keys.processing(q, self.id), keys.stats(q)],
                                             args=bodies))
         for m in messages:
-            self._release(m)
+            self.forget(m)
         return removed
 
     def nack(self, m: Message, front: bool = True) -> bool:
@@ -347,7 +348,7 @@ class Consumer:
         done = self.scripts.nack(
             keys=[keys.processing(q, self.id), keys.pending(q), keys.stats(q)],
             args=[m.body, "front" if front else "back"])
-        self._release(m)
+        self.forget(m)
         return bool(done)
 
     def bury(self, m: Message, entry: bytes | str) -> bool:
@@ -356,8 +357,13 @@ class Consumer:
         done = self.scripts.bury(
             keys=[keys.processing(q, self.id), keys.dead(q), keys.stats(q)],
             args=[m.body, _as_bytes(entry), self.dead_max])
-        self._release(m)
+        self.forget(m)
         return bool(done)
+
+    def recheck(self) -> None:
+        """Look for unhanded messages in our processing lists on the next ``reserve`` (after a
+        step that forgot messages it could not settle)."""
+        self._check_orphans = True
 
     def held(self) -> int:
         """Messages handed out by this consumer and not settled yet."""

@@ -16,7 +16,8 @@ from redis.commands.core import Script
 
 NAMES = (
     "reserve", "ack", "nack", "bury", "requeue_stale", "schedule", "promote_due",
-    "publish_durable",
+    "publish_durable", "enqueue", "start", "settle", "cancel", "requeue_dead",
+    "lock_release", "lock_extend", "enqueue_many",
 )
 
 
@@ -41,3 +42,21 @@ class Scripts:
 
     def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args, client=self.client)
+
+    def run_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """Run several scripts in one pipelined round trip. redis-py's pipeline would send a
+        ``SCRIPT EXISTS`` before every execute; instead send EVALSHA and, for any call that
+        answered NOSCRIPT (it did not run), load the script and run just that call again."""
+        if not calls:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for name, keys, args in calls:
+            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+        results = pipe.execute(raise_on_error=False)
+        for i, res in enumerate(results):
+            if isinstance(res, redis.exceptions.NoScriptError):
+                name, keys, args = calls[i]
+                results[i] = self.run(name, keys, args)
+            elif isinstance(res, Exception):
+                raise res
+        return list(results)

@@ -1,0 +1,5 @@
+"""``python -m redisq`` is the ``redisq`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,282 @@
+"""The :class:`App`: the registry of tasks and subscribers, and the producer API.
+
+>>> app = App("redis://localhost:6379/0")   # App() alone: $REDIS_URL, else the embedded server
+>>> @app.task(queue="default", retries=3, timeout_s=300)
+... def rebuild_index(project_id: int) -> dict: ...
+>>> job = rebuild_index.delay(42)
+
+Creating an App connects to nothing; the first Redis call does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from . import keys, serializers
+from .channel import Channel
+from .connection import ConnectionOptions, connect, resolve_url
+from .errors import UnknownTask
+from .job import Job
+from .locks import Lock
+from .queue import Queue
+from .records import Records
+from .scripts import Scripts
+from .tasks import Task, TaskOptions, UniqueBy, duplicate, make_envelope
+
+log = logging.getLogger("redisq.app")
+
+BULK_CHUNK = 500  # jobs per enqueue_many script call: big enough to amortise, short enough for Redis
+
+
+@dataclass
+class Hooks:
+    """Callables run by the worker around jobs and its own life."""
+
+    before_job: list[Callable[..., Any]] = field(default_factory=list)
+    after_job: list[Callable[..., Any]] = field(default_factory=list)
+    on_failure: list[Callable[..., Any]] = field(default_factory=list)
+    startup: list[Callable[..., Any]] = field(default_factory=list)
+    shutdown: list[Callable[..., Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SubscriberSpec:
+    channel: str
+    handler: Callable[[Any], Any]
+    durable: bool = False
+    pattern: bool = False
+
+
+class App:
+    """Tasks, subscribers and hooks, plus the producer side: enqueue, publish, jobs, locks."""
+
+    def __init__(self, url: str | None = None, *, serializer: str = "json",
+                 result_ttl_s: float = 86_400.0, failure_ttl_s: float = 604_800.0,
+                 dead_max: int = 10_000, options: ConnectionOptions | None = None,
+                 events: bool = True) -> None:
+        self._url = url
+        self.serializer = serializers.get(serializer)
+        self.options = options or ConnectionOptions()
+        self.result_ttl_s = result_ttl_s
+        self.failure_ttl_s = failure_ttl_s
+        self.dead_max = dead_max
+        self.events = events
+        self.tasks: dict[str, Task] = {}
+        self.subscribers: dict[str, SubscriberSpec] = {}
+        self.durable_channels: set[str] = set()
+        self.hooks = Hooks()
+        self.periodic_jobs: dict[str, Any] = {}
+        self._client: redis.Redis | None = None
+        self._records: Records | None = None
+
+    # -- connection --------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The Redis URL in use (resolving ``$REDIS_URL`` or starting the embedded server)."""
+        if self._url is None:
+            self._url = resolve_url(None)
+        return self._url
+
+    def connect(self, role: str = "producer") -> redis.Redis:
+        """A new client for this app's Redis (workers make their own, named by role)."""
+        return connect(self.url, role=role, options=self.options)
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = self.connect("producer")
+        return self._client
+
+    @property
+    def records(self) -> Records:
+        if self._records is None:
+            self._records = self.make_records(self.client)
+        return self._records
+
+    def make_records(self, client: redis.Redis) -> Records:
+        return Records(client, Scripts(client), self.result_ttl_s, self.failure_ttl_s,
+                       self.dead_max, self.events)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+            self._records = None
+
+    # -- registration ------------------------------------------------------------------------
+    def task(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
+             queue: str = "default", retries: int = 3, timeout_s: float | None = 300.0,
+             retry_backoff_s: float = 1.0, retry_backoff_cap_s: float = 600.0,
+             unique_by: UniqueBy = None, on_duplicate: str = "return", bind: bool = False,
+             dead_letter: bool = True) -> Any:
+        """Register a task (``@app.task`` or ``@app.task(...)``) under ``module.function``
+        or ``name``. Only registered tasks run in a worker."""
+        opts = TaskOptions(queue, retries, timeout_s, retry_backoff_s, retry_backoff_cap_s,
+                           unique_by, on_duplicate, bind, dead_letter)
+
+        def register(func: Callable[..., Any]) -> Task:
+            task_name = name or f"{func.__module__}.{func.__qualname__}"
+            if task_name in self.tasks and self.tasks[task_name].fn is not func:
+                raise ValueError(f"a different task is already registered as {task_name!r}")
+            task = Task(self, func, task_name, opts)
+            self.tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def subscriber(self, channel: str, *, durable: bool = False, pattern: bool = False) -> Any:
+        """Register a handler for ``redisq worker --mode pubsub`` (``handler(message)``)."""
+        keys.check_name(channel, "channel")
+
+        def register(func: Callable[[Any], Any]) -> Callable[[Any], Any]:
+            self.subscribers[channel] = SubscriberSpec(channel, func, durable, pattern)
+            if durable:
+                self.durable_channels.add(channel)
+            return func
+
+        return register
+
+    def _hook(self, bucket: list[Callable[..., Any]]) -> Callable[..., Any]:
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            bucket.append(func)
+            return func
+
+        return register
+
+    def before_job(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn(job_context)`` before each job (close stale DB connections here)."""
+        return self._hook(self.hooks.before_job)(fn)
+
+    def after_job(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn(job_context, outcome)`` after each attempt, whatever its outcome."""
+        return self._hook(self.hooks.after_job)(fn)
+
+    def on_failure(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn(job_context, exception)`` when an attempt raises."""
+        return self._hook(self.hooks.on_failure)(fn)
+
+    def on_startup(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn(worker)`` once when a worker starts."""
+        return self._hook(self.hooks.startup)(fn)
+
+    def on_shutdown(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn(worker)`` once when a worker stops."""
+        return self._hook(self.hooks.shutdown)(fn)
+
+    # -- producing ---------------------------------------------------------------------------
+    def enqueue(self, task_name: str, args: Sequence[Any] = (),
+                kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
+                delay_s: float | None = None, job_id: str | None = None,
+                eta: datetime | float | None = None) -> Job:
+        """Queue a call of ``task_name`` (registered here or only in the worker)."""
+        task = self.tasks.get(task_name)
+        kwargs = dict(kwargs or {})
+        if not isinstance(args, (list, tuple)):
+            raise TypeError(f"args must be a list or tuple, not {type(args).__name__}")
+        q = keys.check_name(queue or (task.options.queue if task else "default"))
+        unique = None
+        if task is not None:
+            task.check_args(args, kwargs)
+            unique = task.unique_key(args, kwargs)
+        env = make_envelope(task_name, q, args, kwargs, job_id, unique)
+        message = self.serializer.dumps(env.to_dict())
+        delay_s = _delay_from(delay_s, eta)
+        created, jid = self.records.enqueue(env, message, delay_s, _unique_ttl_s(task))
+        job = Job(self.records, jid, q, created)
+        if not created:
+            log.info("job=%s task=%s queue=%s duplicate of a queued or running job",
+                     jid, task_name, q)
+            return duplicate(task, job)
+        return job
+
+    def enqueue_many(self, task_name: str,
+                     calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
+                     queue: str | None = None) -> list[Job]:
+        """Queue many calls of one task in as few round trips as possible."""
+        task = self.tasks.get(task_name)
+        q = keys.check_name(queue or (task.options.queue if task else "default"))
+        if task is not None and task.options.unique_by is not None:
+            return [self.enqueue(task_name, a, k, queue=q) for a, k in calls]
+        self.records.register_queue(q)
+        jobs: list[Job] = []
+        batch: list[tuple[str, bytes]] = []
+        dumps = self.serializer.dumps
+        now = round(time.time(), 6)
+        for args, kwargs in calls:
+            if task is not None:
+                task.check_args(args, kwargs)
+            env = make_envelope(task_name, q, args, kwargs, None, None)
+            batch.append((env.id, dumps({**env.to_dict(), "enqueued_at": now})))
+            jobs.append(Job(self.records, env.id, q))
+        calls_out = []
+        for i in range(0, len(batch), BULK_CHUNK):
+            part = batch[i:i + BULK_CHUNK]
+            ks = [keys.pending(q), keys.stats(q), *(keys.job(q, jid) for jid, _ in part)]
+            calls_out.append(("enqueue_many", ks, [task_name, q, f"{now:.6f}",
+                                                   *(m for _, m in part)]))
+        for i in range(0, len(calls_out), 20):
+            self.records.scripts.run_many(calls_out[i:i + 20])
+        return jobs
+
+    def job(self, job_id: str, queue: str | None = None) -> Job | None:
+        """The handle of an existing job, or None when no queue has a record for it."""
+        q = queue or self.records.find_queue(job_id)
+        if q is None or not self.records.status(q, job_id):
+            return None
+        return Job(self.records, job_id, q)
+
+    def queue(self, name: str) -> Queue:
+        return Queue(self.client, name, self.records.scripts)
+
+    def queues(self) -> list[str]:
+        return sorted(q.decode() for q in self.client.smembers(keys.QUEUES))
+
+    def requeue_dead(self, queue: str, limit: int | None = None,
+                     job_ids: Sequence[str] | None = None) -> int:
+        return self.records.requeue_dead(queue, limit, job_ids)
+
+    def publish(self, channel: str, message: Any, durable: bool | None = None) -> int:
+        """Send ``message`` (JSON) to every subscriber of ``channel``; returns how many got it.
+        Durable channels (``@app.subscriber(..., durable=True)`` or ``durable=True`` here) also
+        keep it in a capped stream for subscribers that were cut off."""
+        is_durable = channel in self.durable_channels if durable is None else durable
+        data = self.serializer.dumps(message)
+        return Channel(self.client, channel, durable=is_durable,
+                       scripts=self.records.scripts).publish(data)
+
+    def lock(self, name: str, ttl_s: float = 30.0, wait_s: float | None = None,
+             auto_renew: bool = True) -> Lock:
+        """A lease-based distributed mutex (``with app.lock("project:7"): ...``)."""
+        return Lock(self.client, name, ttl_s, wait_s, auto_renew, self.records.scripts)
+
+    def task_or_raise(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise UnknownTask(f"no task registered as {name!r}") from None
+
+
+def _delay_from(delay_s: float | None, eta: datetime | float | None) -> float | None:
+    if eta is None:
+        return delay_s
+    when = eta.timestamp() if isinstance(eta, datetime) else float(eta)
+    return max(when - time.time(), 0.0)
+
+
+def _unique_ttl_s(task: Task | None) -> float:
+    """Safety lease of a unique key: the worker deletes it when the job ends; this only bounds
+    how long a key can outlive a job whose record was lost."""
+    if task is None or task.options.unique_by is None:
+        return 86_400.0
+    per_try = task.options.timeout_s or 3600.0
+    return max(86_400.0, per_try * (task.options.retries + 1))
+
+
+__all__ = ["App", "Hooks", "SubscriberSpec"]

@@ -1,0 +1,296 @@
+"""``redisq``: the command line. Thin: it parses, builds settings, and delegates.
+
+Exit codes: 0 ok, 1 runtime error, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from . import config, logs
+from .app import App
+from .errors import ConfigError, RedisqError
+
+APP_HELP = "The App, as package.module:attribute (env REDISQ_APP)."
+URL_HELP = "Redis URL (else REDISQ_URL / REDIS_URL, else the embedded server)."
+
+
+def load_app(spec: str | None, url: str | None) -> App:
+    """Import ``package.module:attribute``; with no spec, a bare App for producing only."""
+    if not spec:
+        return App(url)
+    module_name, _, attr = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} for --app: {exc}") from exc
+    app = getattr(module, attr or "app", None)
+    if not isinstance(app, App):
+        raise ConfigError(f"{spec!r} is not a redisq App")
+    if url:
+        app._url = url
+    return app
+
+
+def settings_from(**flags: Any) -> config.Settings:
+    return config.load({k: v for k, v in flags.items() if v is not None})
+
+
+def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map errors to exit codes: ConfigError → 2, other failures → 1, with one clear line."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except (RedisqError, OSError, ValueError, TypeError) as exc:
+            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(1)
+        except Exception as exc:  # a redis error or anything else: still one line, exit 1
+            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="redisq")
+def main() -> None:
+    """redisq: Redis-backed job queue and pub/sub, with a worker daemon."""
+
+
+@main.command()
+@click.option("--app", "app_spec", help=APP_HELP)
+@click.option("--url", help=URL_HELP)
+@click.option("--mode", type=click.Choice(["prodcons", "pubsub"]), help="Consume queues or channels.")
+@click.option("--queues", help="Comma-separated queues, highest priority first.")
+@click.option("--channels", help="Comma-separated channels (pubsub mode).")
+@click.option("--concurrency", type=int, help="Jobs run at once (threads).")
+@click.option("--burst/--no-burst", default=None, help="Drain the queues, then exit.")
+@click.option("--grace-s", type=float, help="On SIGTERM, seconds running jobs may finish.")
+@click.option("--block-timeout-s", type=float, help="Longest blocking wait on Redis.")
+@click.option("--lease-s", type=float, help="Consumer lease; dead workers' jobs return after it.")
+@click.option("--worker-id", help="This worker's id.")
+@click.option("--with-scheduler/--without-scheduler", default=None,
+              help="Also run the periodic-job scheduler.")
+@click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Log line format.")
+@handles_errors
+def worker(app_spec: str | None, **flags: Any) -> None:
+    """Run a worker daemon until SIGTERM/SIGINT (a second signal forces)."""
+    settings = settings_from(app=app_spec, **flags)
+    logs.setup(settings.log_level, settings.log_format)
+    if not settings.app:
+        raise ConfigError("worker needs --app package.module:app (or REDISQ_APP)")
+    app = load_app(settings.app, settings.url)
+    app.result_ttl_s, app.failure_ttl_s = settings.result_ttl_s, settings.failure_ttl_s
+    app.dead_max = settings.dead_max
+    from .worker import run_worker
+
+    sys.exit(run_worker(app, settings))
+
+
+@main.command()
+@click.option("--data-dir", default=None, help="Data directory (AOF); default ./.redisq.")
+@click.option("--port", type=int, default=None, help="TCP port on 127.0.0.1 (default: unix socket).")
+@handles_errors
+def server(data_dir: str | None, port: int | None) -> None:
+    """Run the embedded Redis-compatible server in the foreground."""
+    import signal
+
+    from .server import RedisServer
+
+    settings = settings_from(data_dir=data_dir)
+    srv = RedisServer(settings.data_dir, port=port).start()
+    click.echo(f"redisq server ready: REDIS_URL={srv.url}")
+    signal.signal(signal.SIGTERM, lambda *_: srv.stop())
+    try:
+        assert srv.proc is not None
+        srv.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
+
+
+@main.command()
+@click.argument("task")
+@click.option("--args", "args_json", default="[]", help="JSON list of positional arguments.")
+@click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
+@click.option("--queue", help="Queue (default: the task's, else 'default').")
+@click.option("--delay-s", type=float, help="Run no earlier than this many seconds from now.")
+@click.option("--app", "app_spec", help=APP_HELP)
+@click.option("--url", help=URL_HELP)
+@handles_errors
+def enqueue(task: str, args_json: str, kwargs_json: str, queue: str | None,
+            delay_s: float | None, app_spec: str | None, url: str | None) -> None:
+    """Queue a job of TASK by name; prints its id."""
+    args, kwargs = _json_arg("--args", args_json, list), _json_arg("--kwargs", kwargs_json, dict)
+    settings = settings_from(app=app_spec, url=url)
+    app = load_app(settings.app, settings.url)
+    job = app.enqueue(task, args=args, kwargs=kwargs, queue=queue, delay_s=delay_s)
+    click.echo(job.id)
+
+
+@main.command()
+@click.argument("channel")
+@click.argument("message")
+@click.option("--durable/--no-durable", default=False, help="Also keep it in the channel's stream.")
+@click.option("--url", help=URL_HELP)
+@handles_errors
+def publish(channel: str, message: str, durable: bool, url: str | None) -> None:
+    """Publish MESSAGE (JSON) on CHANNEL; prints how many subscribers received it."""
+    payload = _json_arg("MESSAGE", message, object)
+    settings = settings_from(url=url)
+    click.echo(load_app(None, settings.url).publish(channel, payload, durable=durable))
+
+
+@main.command()
+@click.option("--url", help=URL_HELP)
+@click.option("--watch", is_flag=True, help="Refresh every --interval-s seconds until Ctrl-C.")
+@click.option("--interval-s", type=float, default=2.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handles_errors
+def info(url: str | None, watch: bool, interval_s: float, as_json: bool) -> None:
+    """Queues (depth, in flight, delayed, dead, rate) and live workers."""
+    from .stats import snapshot, with_rates
+
+    app = load_app(None, settings_from(url=url).url)
+    prev = None
+    while True:
+        snap = with_rates(prev, snapshot(app.client))
+        text = json.dumps(snap, indent=2) if as_json else _format_info(snap, prev is not None)
+        if watch:
+            click.clear()
+        click.echo(text)
+        if not watch:
+            return
+        prev = snap
+        time.sleep(interval_s)
+
+
+def _format_info(snap: dict[str, Any], with_rate: bool) -> str:
+    lines = [f"{'queue':<20}{'depth':>9}{'in flight':>11}{'delayed':>9}{'dead':>7}"
+             f"{'succeeded':>11}{'failed':>8}" + (f"{'rate/s':>9}" if with_rate else "")]
+    for name, c in snap["queues"].items():
+        lines.append(f"{name:<20}{c['depth']:>9}{c['in_flight']:>11}{c['delayed']:>9}"
+                     f"{c['dead_letters']:>7}{c.get('succeeded', 0):>11}{c.get('failed', 0):>8}"
+                     + (f"{c['rate']:>9}" if with_rate else ""))
+    lines.append("")
+    lines.append(f"{len(snap['workers'])} worker(s)")
+    for w in snap["workers"]:
+        where = ",".join(w.get("queues") or w.get("channels") or [])
+        lines.append(f"  {w['id']:<32} {w.get('mode', '?'):<9} {where:<20} "
+                     f"processed={w.get('processed', 0)} failed={w.get('failed', 0)} "
+                     f"running={len(w.get('current') or [])}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--url", help=URL_HELP)
+@handles_errors
+def job(job_id: str, url: str | None) -> None:
+    """Show one job's record as JSON (exit 1 if unknown)."""
+    app = load_app(None, settings_from(url=url).url)
+    handle = app.job(job_id)
+    if handle is None:
+        click.echo(f"error: no job {job_id}", err=True)
+        sys.exit(1)
+    record = handle.info()
+    record.pop("message", None)
+    click.echo(json.dumps(record, indent=2))
+
+
+@main.command()
+@click.option("--queue", "queues", multiple=True, help="Queue(s); default: every known queue.")
+@click.option("--job", "job_ids", multiple=True, help="Only these job ids.")
+@click.option("--limit", type=int, help="At most this many per queue.")
+@click.option("--url", help=URL_HELP)
+@handles_errors
+def requeue(queues: tuple[str, ...], job_ids: tuple[str, ...], limit: int | None,
+            url: str | None) -> None:
+    """Bring dead jobs back to their queue; prints how many."""
+    app = load_app(None, settings_from(url=url).url)
+    total = sum(app.requeue_dead(q, limit, list(job_ids) or None)
+                for q in (queues or app.queues()))
+    click.echo(total)
+
+
+@main.command()
+@click.option("--queue", "queues", multiple=True, required=True, help="Queue(s) to purge.")
+@click.option("--dead", is_flag=True, help="Purge the dead-letter list instead of pending.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--url", help=URL_HELP)
+@handles_errors
+def purge(queues: tuple[str, ...], dead: bool, yes: bool, url: str | None) -> None:
+    """Delete a queue's pending messages (or its dead letters); prints how many."""
+    from . import keys
+
+    if not yes:
+        click.confirm(f"purge {'dead letters of ' if dead else ''}{', '.join(queues)}?",
+                      abort=True)
+    app = load_app(None, settings_from(url=url).url)
+    total = 0
+    for q in queues:
+        if dead:
+            total += int(app.client.llen(keys.dead(q)))
+            app.client.delete(keys.dead(q))
+        else:
+            total += app.queue(q).purge()
+    click.echo(total)
+
+
+@main.command()
+@click.option("--url", help=URL_HELP)
+@click.option("--worker-id", help="Check this worker only (default: every live worker).")
+@click.option("--max-age-s", type=float, help="Longest acceptable gap between loop iterations.")
+@handles_errors
+def health(url: str | None, worker_id: str | None, max_age_s: float | None) -> None:
+    """Exit 0 when Redis answers and every checked worker's loop is progressing, else 1."""
+    from .registry import Registry
+
+    settings = settings_from(url=url, health_max_age_s=max_age_s, worker_id=worker_id)
+    app = load_app(None, settings.url)
+    app.client.ping()
+    registry = Registry(app.client)
+    workers = registry.workers()
+    if worker_id:
+        workers = [w for w in workers if w["id"] == worker_id]
+        if not workers:
+            click.echo(f"unhealthy: worker {worker_id} is not registered (dead or never started)")
+            sys.exit(1)
+    now = time.time()
+    stale = [w for w in workers if now - float(w.get("loop_at", 0)) > settings.health_max_age_s]
+    for w in stale:
+        click.echo(f"unhealthy: worker {w['id']} loop idle for {now - float(w['loop_at']):.1f} s")
+    if stale:
+        sys.exit(1)
+    click.echo(f"ok: redis reachable, {len(workers)} worker(s) progressing")
+
+
+def _json_arg(name: str, text: str, kind: type) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=name) from None
+    if kind is not object and not isinstance(value, kind):
+        raise click.BadParameter(f"must be a JSON {kind.__name__}", param_hint=name)
+    return value
+
+
+if __name__ == "__main__":
+    main()

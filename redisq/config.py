@@ -1,0 +1,166 @@
+"""One frozen settings object for every redisq process.
+
+Precedence: command-line flag > ``REDISQ_<NAME>`` environment variable > default. An unknown
+``REDISQ_*`` variable or an unknown keyword is an error (a misspelt setting that is silently
+ignored is worse than a crash at start). ``REDIS_URL`` is honoured for ``url`` as the de-facto
+standard variable, below ``REDISQ_URL``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import ConfigError
+
+ENV_PREFIX = "REDISQ_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, its type and default; ``docs/configuration.md`` is generated from this."""
+
+    url: str | None = None
+    """Redis URL (redis://, rediss://, unix://, redis+sentinel://); none: the embedded server."""
+    app: str | None = None
+    """Where the App lives, as ``package.module:attribute``."""
+    mode: str = "prodcons"
+    """Worker mode: ``prodcons`` (queues) or ``pubsub`` (channels)."""
+    queues: tuple[str, ...] = ("default",)
+    """Queues to consume, highest priority first."""
+    channels: tuple[str, ...] = ()
+    """Channels to subscribe to in pubsub mode (default: every ``@app.subscriber``)."""
+    concurrency: int = 8
+    """Jobs run at once by one worker process (threads)."""
+    burst: bool = False
+    """Drain the queues, then exit."""
+    grace_s: float = 30.0
+    """On SIGTERM/SIGINT, how long running jobs may finish before they are requeued."""
+    block_timeout_s: float = 5.0
+    """Longest a blocking Redis call waits; the socket deadline is this plus a margin."""
+    lease_s: float = 30.0
+    """A consumer's lease: its messages are recovered this long after it stops renewing."""
+    result_ttl_s: float = 86_400.0
+    """How long a succeeded job's record and result are kept."""
+    failure_ttl_s: float = 604_800.0
+    """How long a failed or dead job's record is kept."""
+    dead_max: int = 10_000
+    """Most entries a queue's dead-letter list keeps."""
+    worker_id: str | None = None
+    """This worker's id (default: host-pid-random)."""
+    with_scheduler: bool = False
+    """Run the periodic-job scheduler inside this worker."""
+    health_max_age_s: float = 60.0
+    """``redisq health`` fails when a worker loop has not completed an iteration for this long."""
+    log_level: str = "INFO"
+    """Logging level of the daemon."""
+    log_format: str = "text"
+    """``text`` (key=value) or ``json`` log lines."""
+    data_dir: str = ".redisq"
+    """Data directory of the embedded server."""
+    web_token: str | None = None
+    """When set, every POST to the web app needs ``Authorization: Bearer <token>``."""
+    web_max_body_bytes: int = 65_536
+    """Largest request body the web app accepts (413 beyond)."""
+    web_host: str = "127.0.0.1"
+    """Address ``redisq web`` listens on."""
+    web_port: int = 8000
+    """Port ``redisq web`` listens on."""
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+_CHOICES = {"mode": ("prodcons", "pubsub"), "log_format": ("text", "json"),
+            "log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
+
+
+def _convert(name: str, raw: Any) -> Any:
+    """Turn a flag or environment value into the field's type, or raise ConfigError."""
+    kind = str(_FIELDS[name].type)
+    try:
+        if raw is None:
+            value: Any = None
+        elif "tuple" in kind:
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            value = tuple(i.strip() for i in items if i.strip())
+        elif kind.startswith("bool"):
+            value = raw if isinstance(raw, bool) else _parse_bool(str(raw))
+        elif kind.startswith("int"):
+            value = int(raw)
+        elif kind.startswith("float"):
+            value = float(raw)
+        else:
+            value = str(raw)
+    except ValueError as exc:
+        raise ConfigError(f"setting {name}: {raw!r} is not a valid {kind}") from exc
+    if name in _CHOICES and value is not None:
+        value = value.upper() if name == "log_level" else value
+        if value not in _CHOICES[name]:
+            raise ConfigError(f"setting {name}: {value!r} is not one of {_CHOICES[name]}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        raise ConfigError(f"setting {name}: {value!r} must not be negative")
+    return value
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(text)
+
+
+def load(overrides: Mapping[str, Any] | None = None,
+         environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``overrides`` (flags; None values mean "not given") over the environment
+    over the defaults. Raises :class:`ConfigError` for unknown names or bad values."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        name = var[len(ENV_PREFIX):].lower()
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {var} (known: "
+                              f"{', '.join(ENV_PREFIX + n.upper() for n in _FIELDS)})")
+        values[name] = _convert(name, raw)
+    if "url" not in values and env.get("REDIS_URL"):
+        values["url"] = env["REDIS_URL"]
+    for name, raw in (overrides or {}).items():
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        if raw is not None:
+            values[name] = _convert(name, raw)
+    settings = Settings(**values)
+    if settings.concurrency < 1:
+        raise ConfigError("setting concurrency must be >= 1")
+    if settings.block_timeout_s <= 0 or settings.lease_s <= settings.block_timeout_s:
+        raise ConfigError("settings need 0 < block_timeout_s < lease_s")
+    return settings
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(env var, type, default, description) for each setting, for generated docs."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    tree = ast.parse(inspect.getsource(Settings))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for prev, node in itertools.pairwise(body):
+        if (isinstance(prev, ast.AnnAssign) and isinstance(node, ast.Expr)
+                and isinstance(node.value, ast.Constant)):
+            docs[prev.target.id] = str(node.value.value)  # type: ignore[union-attr]
+    out = []
+    for f in fields(Settings):
+        default = f.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        out.append((ENV_PREFIX + f.name.upper(), str(f.type), repr(shown), docs.get(f.name, "")))
+    return out

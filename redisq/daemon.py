@@ -1,0 +1,174 @@
+"""What every long-running redisq process shares: identity, signals, the supervisor thread
+(leases, registry, systemd watchdog), and the rule that Redis going away never stops it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from .connection import CONNECTION_ERRORS, Outage
+from .notify import Notifier
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from .app import App
+    from .config import Settings
+
+log = logging.getLogger("redisq.worker")
+
+SUPERVISOR_TICK_S = 0.25
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+
+
+class Daemon:
+    """Base of the prodcons and pubsub workers: subclasses implement :meth:`iterate` (one
+    bounded pass of the main loop), :meth:`maintain` and :meth:`finish`."""
+
+    mode = "daemon"
+
+    def __init__(self, app: App, settings: Settings, notifier: Notifier | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.settings = settings
+        self.id = settings.worker_id or default_worker_id()
+        self.clock = clock
+        self.notifier = notifier or Notifier()
+        self.client = app.connect(f"worker-{self.mode}")
+        self.registry = Registry(self.client)
+        self.outage = Outage(f"worker {self.id}")
+        self.stopping = threading.Event()
+        self.forced = threading.Event()
+        self.iterations = 0
+        self.loop_at = time.time()  # wall clock: read by `redisq health` in other processes
+        self._loop_mono = clock()
+        self._last_beat = float("-inf")
+        self._supervisor: threading.Thread | None = None
+        self.started_at = time.time()
+
+    # -- life --------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until a signal (or burst end); returns the process exit code."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+        self._wait_for_redis()
+        for hook in self.app.hooks.startup:
+            hook(self)
+        self._beat()
+        self.notifier.ready()
+        log.info("worker=%s mode=%s started pid=%d %s", self.id, self.mode, os.getpid(),
+                 self.describe())
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                            name="redisq-supervisor")
+        self._supervisor.start()
+        try:
+            while not self.stopping.is_set():
+                self.iterate()
+                self.iterations += 1
+                self.loop_at = time.time()
+                self._loop_mono = self.clock()
+        finally:
+            self.notifier.stopping()
+            clean = self.finish()
+            for hook in self.app.hooks.shutdown:
+                hook(self)
+            self._unregister()
+            log.info("worker=%s stopped (%s)", self.id, "clean" if clean else "forced")
+        return 0 if clean else 1
+
+    def stop(self, force: bool = False) -> None:
+        """Ask the loop to stop (as SIGTERM does); ``force`` skips the grace period."""
+        if force:
+            self.forced.set()
+        self.stopping.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.stopping.is_set():
+            log.warning("worker=%s second %s: forcing stop", self.id, name)
+            self.stop(force=True)
+        else:
+            log.info("worker=%s %s: finishing running jobs (up to %.0f s), then stopping",
+                     self.id, name, self.settings.grace_s)
+            self.stop()
+
+    def _wait_for_redis(self) -> None:
+        """Block until Redis answers; only a signal ends the wait."""
+        while not self.stopping.is_set():
+            try:
+                self.client.ping()
+                self.outage.succeeded()
+                return
+            except CONNECTION_ERRORS as exc:
+                self.outage.failed(exc)
+
+    def _unregister(self) -> None:
+        try:
+            self.registry.remove(self.id)
+        except CONNECTION_ERRORS as exc:
+            log.warning("worker=%s could not unregister (%s); the entry will expire", self.id, exc)
+
+    # -- supervisor thread -------------------------------------------------------------------
+    def _supervise(self) -> None:
+        watchdog_every = self.notifier.watchdog_interval_s
+        last_watchdog = float("-inf")
+        while not self.stopping.wait(SUPERVISOR_TICK_S):
+            now = self.clock()
+            try:
+                self.tick()
+                if now - self._last_beat >= self.settings.lease_s / 3:
+                    self._beat()
+            except CONNECTION_ERRORS as exc:
+                log.debug("worker=%s supervisor: %s", self.id, exc)
+            except Exception:
+                log.exception("worker=%s supervisor step failed", self.id)
+            if watchdog_every and now - last_watchdog >= watchdog_every and self.progressing():
+                self.notifier.watchdog()
+                last_watchdog = now
+
+    def progressing(self) -> bool:
+        """Whether the main loop completed an iteration recently enough to be called alive:
+        one iteration is bounded by a blocking wait plus a backoff, so a longer gap means a
+        hang that systemd should cure with a restart."""
+        bound_s = self.settings.block_timeout_s * 2 + self.outage.backoff.cap_s + 5.0
+        return self.clock() - self._loop_mono <= bound_s
+
+    def _beat(self) -> None:
+        self.maintain()
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "mode": self.mode,
+                "started_at": round(self.started_at, 3), "loop_at": round(self.loop_at, 3),
+                "iterations": self.iterations, "reconnects": self.outage.reconnects,
+                **self.state()}
+        self.registry.beat(self.id, info, self.settings.lease_s)
+        self._last_beat = self.clock()
+
+    # -- for subclasses ----------------------------------------------------------------------
+    def describe(self) -> str:
+        return ""
+
+    def iterate(self) -> None:
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        """Frequent supervisor work (time limits, delayed jobs)."""
+
+    def maintain(self) -> None:
+        """Lease renewal and recovery, every ``lease_s / 3``."""
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def finish(self) -> bool:
+        """Stop cleanly; False if work had to be cut short."""
+        return True

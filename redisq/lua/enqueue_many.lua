@@ -1,0 +1,20 @@
+-- enqueue_many: create the records of many new jobs of one task and queue their messages, in
+-- one step (bulk sends: ``task.map``). Ids are fresh, so no duplicate check is needed.
+--
+-- KEYS[1]    pending list    redisq:{q}:pending
+-- KEYS[2]    stats hash      redisq:{q}:stats
+-- KEYS[2+i]  job record of job i
+-- ARGV[1]    task name
+-- ARGV[2]    queue name
+-- ARGV[3]    enqueue time (unix seconds, as text)
+-- ARGV[3+i]  message of job i
+-- returns    number of jobs queued
+local n = #KEYS - 2
+for i = 1, n do
+  local msg = ARGV[3 + i]
+  redis.call('HSET', KEYS[2 + i], 'status', 'queued', 'task', ARGV[1], 'queue', ARGV[2],
+    'message', msg, 'attempts', '0', 'enqueued_at', ARGV[3])
+  redis.call('LPUSH', KEYS[1], msg)
+end
+redis.call('HINCRBY', KEYS[2], 'enqueued', n)
+return n

@@ -1,0 +1,42 @@
+-- settle: record how a job's attempt ended and move its message accordingly, in one step.
+--
+-- KEYS[1]  processing list   redisq:{q}:processing:<consumer>
+-- KEYS[2]  job record        redisq:{q}:job:<id>
+-- KEYS[3]  stats hash        redisq:{q}:stats
+-- KEYS[4]  delayed zset      redisq:{q}:delayed   (where a retry waits)
+-- KEYS[5]  dead list         redisq:{q}:dead      (where a dead job's entry goes)
+-- KEYS[6]  unique key        redisq:{q}:unique:<key>   (only when the job holds one)
+-- ARGV[1]  outcome: succeeded | failed | retrying | dead | cancelled
+-- ARGV[2]  the message as reserved (removed from the processing list)
+-- ARGV[3]  retrying: the next attempt's message; dead: the dead-letter entry; else ''
+-- ARGV[4]  retrying: delay in ms before the next attempt
+-- ARGV[5]  record TTL in ms (0 = keep)
+-- ARGV[6]  job id (the unique key is released only if it still names this job)
+-- ARGV[7]  most entries the dead list keeps (0 = unbounded)
+-- ARGV[8]  event channel ('' = publish nothing)
+-- ARGV[9]  event payload
+-- ARGV[10..] record field, value pairs
+-- returns  1 if the message was still held by this consumer, else 0 (it was recovered by
+--          another after our lease expired; the record is written, the message is not moved)
+local held = redis.call('LREM', KEYS[1], -1, ARGV[2])
+local outcome = ARGV[1]
+if held == 1 then
+  if outcome == 'retrying' then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
+  elseif outcome == 'dead' then
+    redis.call('LPUSH', KEYS[5], ARGV[3])
+    local cap = tonumber(ARGV[7])
+    if cap > 0 then redis.call('LTRIM', KEYS[5], 0, cap - 1) end
+  end
+  redis.call('HINCRBY', KEYS[3], outcome, 1)
+end
+if #ARGV >= 10 then redis.call('HSET', KEYS[2], unpack(ARGV, 10)) end
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+if KEYS[6] and outcome ~= 'retrying' and redis.call('GET', KEYS[6]) == ARGV[6] then
+  redis.call('DEL', KEYS[6])
+end
+if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
+return held

@@ -1,0 +1,98 @@
+"""The pubsub worker: ``redisq worker --mode pubsub``. Every worker gets every message of its
+channels and hands it to the ``@app.subscriber`` handler. A message that is not JSON, or whose
+handler raises, goes to the channel's dead-letter list with the reason; the worker goes on."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import keys
+from .channel import ChannelMessage, Subscriber
+from .connection import CONNECTION_ERRORS
+from .daemon import Daemon
+from .errors import ConfigError
+from .records import dead_entry
+from .worker import Pool
+
+if TYPE_CHECKING:
+    from .app import App, SubscriberSpec
+    from .config import Settings
+    from .notify import Notifier
+
+log = logging.getLogger("redisq.worker")
+
+
+class PubSubWorker(Daemon):
+    mode = "pubsub"
+
+    def __init__(self, app: App, settings: Settings, notifier: Notifier | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(app, settings, notifier, clock)
+        wanted = set(settings.channels) or set(app.subscribers)
+        unknown = wanted - set(app.subscribers)
+        if unknown:
+            raise ConfigError(f"no @app.subscriber for channel(s): {', '.join(sorted(unknown))}")
+        self.specs: dict[str, SubscriberSpec] = {c: app.subscribers[c] for c in sorted(wanted)}
+        if not self.specs:
+            raise ConfigError("pubsub mode needs at least one @app.subscriber channel")
+        self.subscriber = Subscriber(
+            self.client,
+            channels=[c for c, s in self.specs.items() if not s.pattern and not s.durable],
+            patterns=[c for c, s in self.specs.items() if s.pattern],
+            durable=[c for c, s in self.specs.items() if s.durable],
+            ping_interval_s=max(settings.block_timeout_s / 2, 0.1),
+            pong_timeout_s=max(settings.block_timeout_s / 2, 0.1),
+            outage=self.outage, clock=clock)
+        self.pool = Pool(settings.concurrency, "redisq-handler")
+        self.handled = 0
+        self.failed = 0
+
+    def describe(self) -> str:
+        return f"channels={','.join(self.specs)}"
+
+    def iterate(self) -> None:
+        msg = self.subscriber.get(self.settings.block_timeout_s)
+        if msg is not None:
+            self.pool.submit(lambda: self.handle(msg))
+
+    def handle(self, msg: ChannelMessage) -> None:
+        spec = self.specs.get(msg.pattern or msg.channel)
+        if spec is None:
+            return
+        try:
+            payload = self.app.serializer.loads(msg.data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._dead(msg, "BadMessage", f"malformed message: {exc}")
+            return
+        try:
+            spec.handler(payload)
+        except Exception as exc:
+            self._dead(msg, type(exc).__name__, f"{exc}\n{traceback.format_exc()}")
+            return
+        self.handled += 1
+        log.info("channel=%s message handled id=%s", msg.channel, msg.id or "-")
+
+    def _dead(self, msg: ChannelMessage, error_type: str, reason: str) -> None:
+        self.failed += 1
+        log.error("channel=%s message dead-lettered: %s: %s", msg.channel, error_type,
+                  reason.splitlines()[0] if reason else "")
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lpush(keys.channel_dead(msg.channel), dead_entry(msg.data, error_type, reason))
+            pipe.ltrim(keys.channel_dead(msg.channel), 0, self.settings.dead_max - 1)
+            pipe.execute()
+        except CONNECTION_ERRORS as exc:
+            log.warning("channel=%s could not store dead letter: %s", msg.channel, exc)
+
+    def state(self) -> dict[str, Any]:
+        return {"channels": list(self.specs), "processed": self.handled, "failed": self.failed,
+                "reconnects": self.subscriber.reconnects}
+
+    def finish(self) -> bool:
+        self.subscriber.close()
+        self.pool.close()
+        return True

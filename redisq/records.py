@@ -1,0 +1,238 @@
+"""The Redis side of jobs: creating, starting, settling and reading job records.
+
+Every write is one Lua step (``enqueue``, ``start``, ``settle``, ``cancel``, ``requeue_dead``)
+so a record and its message never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from . import keys
+from .job import TERMINAL, Envelope
+from .queue import Message
+from .scripts import Scripts
+
+log = logging.getLogger("redisq.records")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended; built by the pure ``execute`` step, written by ``settle``."""
+
+    status: str  # succeeded | failed | retrying | dead | cancelled
+    result: Any = None
+    error_type: str = ""
+    error_message: str = ""
+    traceback: str = ""
+    retry_in_s: float = 0.0
+    duration_s: float = 0.0
+    result_json: str = "null"
+
+
+class Records:
+    """Job records of every queue on one client."""
+
+    def __init__(self, client: redis.Redis, scripts: Scripts | None = None,
+                 result_ttl_s: float = 86_400.0, failure_ttl_s: float = 7 * 86_400.0,
+                 dead_max: int = 10_000, events: bool = True) -> None:
+        self.client = client
+        self.scripts = scripts or Scripts(client)
+        self.result_ttl_s = result_ttl_s
+        self.failure_ttl_s = failure_ttl_s
+        self.dead_max = dead_max
+        self.events = events
+        self._known_queues: set[str] = set()
+
+    # -- producing ---------------------------------------------------------------------------
+    def register_queue(self, queue: str) -> None:
+        """Remember the queue name (for ``redisq info`` and id lookups); once per process."""
+        if queue not in self._known_queues:
+            self.client.sadd(keys.QUEUES, queue)
+            self._known_queues.add(queue)
+
+    def enqueue_call(self, env: Envelope, message: bytes, delay_s: float | None,
+                     unique_ttl_s: float) -> tuple[str, list[str], list[Any]]:
+        """The script call that creates ``env``'s record and queues ``message``."""
+        q = env.queue
+        ks = [keys.pending(q), keys.delayed(q), keys.job(q, env.id), keys.stats(q)]
+        if env.unique is not None:
+            ks.append(keys.unique(q, env.unique))
+        delay_ms = -1 if delay_s is None else max(int(delay_s * 1000), 0)
+        args: list[Any] = [message, env.id, delay_ms, max(int(unique_ttl_s * 1000), 1),
+                           "status", "queued", "task", env.task, "queue", q,
+                           "message", message, "attempts", 0, "enqueued_at", env.enqueued_at]
+        return "enqueue", ks, args
+
+    def enqueue(self, env: Envelope, message: bytes, delay_s: float | None = None,
+                unique_ttl_s: float = 86_400.0) -> tuple[bool, str]:
+        """Create the record and queue the message (one round trip); returns (created, id)."""
+        self.register_queue(env.queue)
+        name, ks, args = self.enqueue_call(env, message, delay_s, unique_ttl_s)
+        created, job_id = self.scripts.run(name, ks, args)
+        return bool(created), job_id.decode() if isinstance(job_id, bytes) else str(job_id)
+
+    def enqueue_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        return self.scripts.run_many(calls)
+
+    # -- reading -----------------------------------------------------------------------------
+    def get(self, queue: str, job_id: str) -> dict[str, Any]:
+        raw = self.client.hgetall(keys.job(queue, job_id))
+        out: dict[str, Any] = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+        if out:
+            out["id"] = job_id
+        return out
+
+    def status(self, queue: str, job_id: str) -> str | None:
+        raw = self.client.hget(keys.job(queue, job_id), "status")
+        return raw.decode() if raw is not None else None
+
+    def find_queue(self, job_id: str) -> str | None:
+        """Which known queue holds a record for ``job_id`` (one round trip)."""
+        queues = sorted(q.decode() for q in self.client.smembers(keys.QUEUES))
+        if not queues:
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        for q in queues:
+            pipe.exists(keys.job(q, job_id))
+        for q, found in zip(queues, pipe.execute(), strict=True):
+            if found:
+                return q
+        return None
+
+    def cancel(self, queue: str, job_id: str) -> bool:
+        raw = self.client.hget(keys.job(queue, job_id), "message")
+        ks = [keys.job(queue, job_id)]
+        unique = _unique_of(raw)
+        if unique is not None:
+            ks.append(keys.unique(queue, unique))
+        done = self.scripts.run("cancel", ks, [job_id, f"{time.time():.3f}"])
+        if done:
+            self._publish({"type": "job", "id": job_id, "queue": queue, "status": "cancelled"})
+        return bool(done)
+
+    # -- working -----------------------------------------------------------------------------
+    def start(self, worker_id: str, jobs: Sequence[Envelope]) -> list[str]:
+        """Mark reserved jobs started (one round trip); returns each one's previous status."""
+        if not jobs:
+            return []
+        by_queue: dict[str, list[int]] = {}
+        for i, env in enumerate(jobs):
+            by_queue.setdefault(env.queue, []).append(i)
+        before = [""] * len(jobs)
+        now = f"{time.time():.3f}"
+        calls = []
+        for q, idx in by_queue.items():
+            calls.append(("start", [keys.job(q, jobs[i].id) for i in idx],
+                          [worker_id, now, *[jobs[i].attempt for i in idx]]))
+        for (_, _, _), idx, res in zip(calls, by_queue.values(), self.scripts.run_many(calls),
+                                       strict=True):
+            for i, status in zip(idx, res, strict=True):
+                before[i] = status.decode() if isinstance(status, bytes) else str(status)
+        return before
+
+    def settle_call(self, consumer_id: str, msg: Message, env: Envelope, outcome: Outcome,
+                    worker_id: str, serializer_dumps: Any) -> tuple[str, list[str], list[Any]]:
+        """The script call that records ``outcome`` and moves ``msg`` accordingly."""
+        q = msg.queue
+        ks = [keys.processing(q, consumer_id), keys.job(q, env.id), keys.stats(q),
+              keys.delayed(q), keys.dead(q)]
+        if env.unique is not None:
+            ks.append(keys.unique(q, env.unique))
+        now = time.time()
+        fields: list[Any] = ["status", outcome.status, "worker", worker_id]
+        extra, ttl_s, delay_ms = b"", 0.0, 0
+        if outcome.status == "succeeded":
+            fields += ["result", outcome.result_json, "finished_at", f"{now:.3f}",
+                       "progress", "1"]
+            ttl_s = self.result_ttl_s
+        elif outcome.status == "cancelled":
+            fields += ["finished_at", f"{now:.3f}"]
+            ttl_s = self.result_ttl_s
+        else:
+            fields += ["error_type", outcome.error_type, "error_message", outcome.error_message,
+                       "traceback", outcome.traceback]
+            if outcome.status == "retrying":
+                delay_ms = int(outcome.retry_in_s * 1000)
+                extra = serializer_dumps(env.next_attempt().to_dict())
+                fields += ["next_attempt_at", f"{now + outcome.retry_in_s:.3f}"]
+            else:
+                fields += ["finished_at", f"{now:.3f}"]
+                ttl_s = self.failure_ttl_s
+                if outcome.status == "dead":
+                    extra = dead_entry(msg.body, outcome.error_type, outcome.error_message,
+                                       env.id, env.task)
+        event = b""
+        if self.events:
+            event = json.dumps({"type": "job", "id": env.id, "queue": q, "task": env.task,
+                                "status": outcome.status, "duration_s": round(outcome.duration_s, 6),
+                                "error_type": outcome.error_type}).encode()
+        args = [outcome.status, msg.body, extra, delay_ms, int(ttl_s * 1000), env.id,
+                self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event, *fields]
+        return "settle", ks, args
+
+    def settle_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        return self.scripts.run_many(calls)
+
+    def report_progress(self, queue: str, job_id: str, fraction: float, message: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(keys.job(queue, job_id), mapping={"progress": f"{fraction:.4f}",
+                                                      "progress_message": message})
+        if self.events:
+            pipe.publish(keys.EVENTS_CHANNEL, json.dumps(
+                {"type": "progress", "id": job_id, "queue": queue, "progress": fraction,
+                 "message": message}))
+        pipe.execute()
+
+    # -- dead letters ------------------------------------------------------------------------
+    def requeue_dead(self, queue: str, limit: int | None = None,
+                     job_ids: Sequence[str] | None = None) -> int:
+        """Bring dead jobs back (all, the first ``limit``, or those in ``job_ids``)."""
+        moved = 0
+        for entry in self.client.lrange(keys.dead(queue), 0, -1):
+            if limit is not None and moved >= limit:
+                break
+            try:
+                data = json.loads(entry)
+                env = Envelope.from_dict(json.loads(data["message"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # malformed messages cannot run; they stay for inspection/purge
+            if job_ids is not None and env.id not in job_ids:
+                continue
+            fresh = json.dumps({**env.to_dict(), "attempt": 1}, separators=(",", ":")).encode()
+            moved += int(self.scripts.run("requeue_dead", [keys.dead(queue), keys.pending(queue),
+                                          keys.job(queue, env.id), keys.stats(queue)],
+                                          [entry, fresh]))
+        return moved
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        if self.events:
+            self.client.publish(keys.EVENTS_CHANNEL, json.dumps(event))
+
+
+def dead_entry(body: bytes, error_type: str, error_message: str, job_id: str = "",
+               task: str = "") -> bytes:
+    """The JSON stored in a dead-letter list: why, when, and the original message."""
+    return json.dumps({"job_id": job_id, "task": task, "error_type": error_type,
+                       "reason": error_message, "failed_at": round(time.time(), 3),
+                       "message": body.decode("utf-8", "backslashreplace")}).encode()
+
+
+def _unique_of(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw).get("unique")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+__all__ = ["TERMINAL", "Outcome", "Records", "dead_entry"]

@@ -1,0 +1,69 @@
+"""The worker registry: who is working, where, on what, and whether its loop is alive.
+
+Each worker keeps ``redisq:worker:<id>`` (a hash, TTL = lease) and its score in
+``redisq:workers`` (last heartbeat, unix seconds). A worker whose hash expired is dead; its
+messages are recovered through queue leases (see :mod:`redisq.queue`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from . import keys
+
+
+class Registry:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def beat(self, worker_id: str, info: dict[str, Any], ttl_s: float) -> None:
+        """Publish the worker's state; one round trip."""
+        now = time.time()
+        mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items()}
+        mapping["last_seen"] = f"{now:.3f}"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(keys.worker(worker_id), mapping=mapping)
+        pipe.pexpire(keys.worker(worker_id), int(ttl_s * 1000))
+        pipe.zadd(keys.WORKERS, {worker_id: now})
+        pipe.execute()
+
+    def remove(self, worker_id: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(keys.worker(worker_id))
+        pipe.zrem(keys.WORKERS, worker_id)
+        pipe.execute()
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Live workers (expired entries are pruned from the index as they are found)."""
+        ids = [i.decode() for i in self.client.zrange(keys.WORKERS, 0, -1)]
+        if not ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for wid in ids:
+            pipe.hgetall(keys.worker(wid))
+        out, gone = [], []
+        for wid, raw in zip(ids, pipe.execute(), strict=True):
+            if not raw:
+                gone.append(wid)
+                continue
+            info: dict[str, Any] = {}
+            for k, v in raw.items():
+                text = v.decode("utf-8", "replace")
+                try:
+                    info[k.decode()] = json.loads(text)
+                except ValueError:
+                    info[k.decode()] = text
+            info["id"] = wid
+            out.append(info)
+        if gone:
+            self.client.zrem(keys.WORKERS, *gone)
+        return out
+
+    def stale(self, max_age_s: float, now: float | None = None) -> list[dict[str, Any]]:
+        """Workers whose main loop has not completed an iteration within ``max_age_s``."""
+        now = time.time() if now is None else now
+        return [w for w in self.workers() if now - float(w.get("loop_at", 0)) > max_age_s]

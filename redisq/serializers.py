@@ -1,0 +1,65 @@
+"""Message encodings. JSON by default, msgpack when installed and asked for; never pickle, so
+whoever can write to Redis can send data, not code."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from .errors import SerializationError
+
+
+class Serializer(Protocol):
+    name: str
+
+    def dumps(self, value: Any) -> bytes: ...
+    def loads(self, data: bytes) -> Any: ...
+
+
+def _refuse(value: Any) -> Any:
+    raise SerializationError(
+        f"{type(value).__name__} cannot be carried as JSON; pass ids or plain data")
+
+
+class JSONSerializer:
+    name = "json"
+
+    def dumps(self, value: Any) -> bytes:
+        # Refuse at enqueue time what JSON cannot carry (sets, bytes, dates, objects, NaN) so the
+        # error reaches the producer, not a worker minutes later.
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False, default=_refuse).encode()
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, SerializationError):
+                raise
+            raise SerializationError(str(exc)) from exc
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+class MsgpackSerializer:
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        import msgpack  # type: ignore[import-not-found,import-untyped]
+
+        self._msgpack = msgpack
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return bytes(self._msgpack.packb(value, use_bin_type=True, default=_refuse))
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(str(exc)) from exc
+
+    def loads(self, data: bytes) -> Any:
+        return self._msgpack.unpackb(data, raw=False)
+
+
+def get(name: str) -> Serializer:
+    if name == "json":
+        return JSONSerializer()
+    if name == "msgpack":
+        return MsgpackSerializer()
+    raise ValueError(f"unknown serializer {name!r} (json or msgpack)")

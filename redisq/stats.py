@@ -1,0 +1,34 @@
+"""Read-only snapshots of queues and workers for ``redisq info``, the dashboard and metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from . import keys
+from .queue import Queue
+from .registry import Registry
+
+
+def snapshot(client: redis.Redis) -> dict[str, Any]:
+    """Every known queue's counts and every live worker, with the time they were read."""
+    names = sorted(q.decode() for q in client.smembers(keys.QUEUES))
+    queues = {name: Queue(client, name).counts() for name in names}
+    return {"time": time.time(), "queues": queues, "workers": Registry(client).workers()}
+
+
+def with_rates(prev: dict[str, Any] | None, cur: dict[str, Any]) -> dict[str, Any]:
+    """Add ``rate`` (jobs settled per second) to each queue of ``cur`` from the change since
+    ``prev``; 0.0 when there is no earlier snapshot."""
+    span = (cur["time"] - prev["time"]) if prev else 0.0
+    for name, counts in cur["queues"].items():
+        done = _settled(counts)
+        before = _settled(prev["queues"].get(name, {})) if prev else done
+        counts["rate"] = round((done - before) / span, 2) if span > 0 else 0.0
+    return cur
+
+
+def _settled(counts: dict[str, Any]) -> int:
+    return sum(int(counts.get(k, 0)) for k in ("succeeded", "failed", "dead", "acked"))

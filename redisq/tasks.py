@@ -1,0 +1,123 @@
+"""Registered tasks: ``@app.task`` turns a function into a :class:`Task` that can be called
+directly, or sent to a worker with ``delay``/``enqueue``/``map``."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import keys
+from .errors import DuplicateJob
+from .job import Envelope, Job, new_id
+
+if TYPE_CHECKING:
+    from .app import App
+
+UniqueBy = str | Sequence[str] | Callable[..., str] | None
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How the worker runs a task (these stay in the worker; they do not travel)."""
+
+    queue: str = "default"
+    retries: int = 3
+    timeout_s: float | None = 300.0
+    retry_backoff_s: float = 1.0
+    retry_backoff_cap_s: float = 600.0
+    unique_by: UniqueBy = None
+    on_duplicate: str = "return"  # or "raise"
+    bind: bool = False
+    dead_letter: bool = True
+
+
+class Task:
+    """A function registered with an :class:`App` under ``name``."""
+
+    def __init__(self, app: App, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+        if options.on_duplicate not in ("return", "raise"):
+            raise ValueError("on_duplicate is 'return' or 'raise'")
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._signature = inspect.signature(fn)
+        keys.check_name(options.queue)
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", name)
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.options.queue}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function here and now, as a plain call (no queue involved)."""
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> Job:
+        """Queue a call with these arguments (one round trip); returns its :class:`Job`."""
+        return self.enqueue(args=args, kwargs=kwargs)
+
+    def enqueue(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+                delay_s: float | None = None, job_id: str | None = None,
+                queue: str | None = None, eta: datetime | float | None = None) -> Job:
+        """Queue a call with job options kept apart from the task's arguments."""
+        return self.app.enqueue(self.name, args=args, kwargs=kwargs, delay_s=delay_s,
+                                job_id=job_id, queue=queue, eta=eta)
+
+    def map(self, calls: Iterable[Any], queue: str | None = None) -> list[Job]:
+        """Queue many calls in pipelined round trips. Each item is an args tuple, a single
+        argument, or an ``(args, kwargs)`` pair written as ``((1, 2), {"x": 3})``."""
+        return self.app.enqueue_many(self.name, (_split_call(c) for c in calls), queue=queue)
+
+    def unique_key(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+        """The key two calls share when they must not be queued or run at the same time."""
+        by = self.options.unique_by
+        if by is None:
+            return None
+        if callable(by):
+            value: Any = by(*args, **kwargs)
+        else:
+            names = [by] if isinstance(by, str) else list(by)
+            bound = self._signature.bind_partial(*args, **kwargs)
+            bound.apply_defaults()
+            missing = [n for n in names if n not in bound.arguments]
+            if missing:
+                raise TypeError(f"{self.name}: unique_by names unknown parameter(s) {missing}")
+            value = [bound.arguments[n] for n in names]
+        return f"{self.name}:{json.dumps(value, sort_keys=True, default=str)}"
+
+    def check_args(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Refuse, at enqueue time, a call the function could not accept."""
+        params = list(self._signature.parameters.values())
+        if self.options.bind and params:
+            params = params[1:]
+        inspect.Signature(params).bind(*args, **kwargs)
+
+
+def _split_call(call: Any) -> tuple[Sequence[Any], dict[str, Any]]:
+    if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[0], (tuple, list))
+            and isinstance(call[1], dict)):
+        return call[0], call[1]
+    if isinstance(call, (tuple, list)):
+        return call, {}
+    return (call,), {}
+
+
+def make_envelope(task_name: str, queue: str, args: Sequence[Any], kwargs: dict[str, Any],
+                  job_id: str | None, unique: str | None) -> Envelope:
+    return Envelope(id=job_id or new_id(), task=task_name, args=list(args), kwargs=dict(kwargs),
+                    queue=queue, attempt=1, enqueued_at=round(time.time(), 6), unique=unique)
+
+
+def duplicate(task: Task | None, job: Job) -> Job:
+    """What enqueue returns (or raises) when an equal unique job is queued or running."""
+    if task is not None and task.options.on_duplicate == "raise":
+        raise DuplicateJob(job.id)
+    return job

@@ -1,0 +1,298 @@
+"""The prodcons worker: ``redisq worker --mode prodcons``.
+
+Its main loop is three named steps: :meth:`Worker.reserve` (take up to one message per free
+slot, in one round trip when they wait), :func:`redisq.execute.execute` (run the task; pure, no
+Redis) in a pool thread, and :meth:`Worker.record` (settle the attempt in one Lua step).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as stdqueue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from .backoff import Backoff
+from .connection import CONNECTION_ERRORS
+from .daemon import Daemon
+from .execute import AsyncRunner, TimeLimiter, execute
+from .job import DEAD, SUCCEEDED, TERMINAL, BadMessage, Envelope, JobContext
+from .queue import Consumer, Message, Queue
+from .records import Outcome, dead_entry
+
+if TYPE_CHECKING:
+    from .app import App
+    from .config import Settings
+    from .notify import Notifier
+    from .tasks import Task
+
+log = logging.getLogger("redisq.worker")
+
+PROMOTE_EVERY_S = 0.5
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """A message that decoded into a runnable job."""
+
+    message: Message
+    env: Envelope
+    task: Task
+
+
+class Pool:
+    """Fixed daemon threads (so a job stuck in C code cannot keep the process from exiting)."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._inbox: stdqueue.SimpleQueue[Callable[[], None] | None] = stdqueue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, daemon=True, name=f"{name}-{i}")
+                         for i in range(size)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._inbox.put(fn)
+
+    def _work(self) -> None:
+        while (fn := self._inbox.get()) is not None:
+            fn()
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._inbox.put(None)
+
+
+class Worker(Daemon):
+    """Consumes ``settings.queues`` (priority order) with ``settings.concurrency`` threads."""
+
+    mode = "prodcons"
+
+    def __init__(self, app: App, settings: Settings, notifier: Notifier | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(app, settings, notifier, clock)
+        self.queues = list(settings.queues)
+        self.concurrency = settings.concurrency
+        self.records = app.make_records(self.client)
+        self.consumer = Consumer(self.client, self.queues, consumer_id=self.id,
+                                 lease_s=settings.lease_s, block_timeout_s=settings.block_timeout_s,
+                                 dead_max=settings.dead_max, outage=self.outage, clock=clock)
+        self.limiter = TimeLimiter()
+        self.runner = AsyncRunner() if any(t.is_async for t in app.tasks.values()) else None
+        self.pool = Pool(self.concurrency, "redisq-job")
+        self.processed = 0
+        self.failed = 0
+        self.current: dict[str, dict[str, Any]] = {}
+        self._slots = threading.Condition()
+        self._running = 0
+        self._last_promote = float("-inf")
+        self._idle_passes = 0
+
+    def describe(self) -> str:
+        return f"queues={','.join(self.queues)} concurrency={self.concurrency}"
+
+    # -- the loop ----------------------------------------------------------------------------
+    def iterate(self) -> None:
+        free = self._wait_for_slot()
+        if free == 0 or self.stopping.is_set():
+            return
+        burst = self.settings.burst
+        jobs = self.start(self.reserve(free, 0.05 if burst else None))
+        for job in jobs:
+            self._submit(job)
+        if burst:
+            self._check_burst_end(bool(jobs))
+
+    def reserve(self, n: int, timeout_s: float | None = None) -> list[Message]:
+        """Step 1: up to ``n`` messages (never raises on connection trouble)."""
+        return self.consumer.reserve(n, timeout_s)
+
+    def start(self, messages: list[Message]) -> list[Reserved]:
+        """Decode messages, dead-letter the ones that cannot run, mark the rest started."""
+        ready: list[Reserved] = []
+        for m in messages:
+            job = self._decode(m)
+            if job is not None:
+                ready.append(job)
+        if not ready:
+            return []
+        try:
+            before = self.records.start(self.id, [r.env for r in ready])
+        except CONNECTION_ERRORS as exc:
+            # They stay in our processing list; the orphan check hands them out again.
+            self.consumer.outage.failed(exc, wait=False)
+            for r in ready:
+                self.consumer.forget(r.message)
+            self.consumer.recheck()
+            return []
+        runnable = []
+        for r, prev in zip(ready, before, strict=True):
+            if prev in TERMINAL:
+                log.info("job=%s task=%s skipped (already %s)", r.env.id, r.env.task, prev)
+                self._ack_skipped(r)
+                continue
+            log.info("job=%s task=%s queue=%s started attempt=%d", r.env.id, r.env.task,
+                     r.env.queue, r.env.attempt)
+            runnable.append(r)
+        return runnable
+
+    def _decode(self, m: Message) -> Reserved | None:
+        try:
+            env = Envelope.from_dict(self.app.serializer.loads(m.body))
+        except (ValueError, BadMessage, UnicodeDecodeError) as exc:
+            reason = f"malformed message: {exc}"
+            log.error("queue=%s dead-lettered a message: %s", m.queue, reason)
+            self._bury_raw(m, "BadMessage", reason)
+            return None
+        if env.queue != m.queue:
+            env = replace(env, queue=m.queue)
+        task = self.app.tasks.get(env.task)
+        if task is None:
+            reason = f"unknown task {env.task!r}: not registered in this worker's app"
+            self.record(Reserved(m, env, _UNKNOWN), Outcome(DEAD, error_type="UnknownTask",
+                                                            error_message=reason))
+            return None
+        return Reserved(m, env, task)
+
+    def _bury_raw(self, m: Message, error_type: str, reason: str) -> None:
+        try:
+            self.consumer.bury(m, dead_entry(m.body, error_type, reason))
+        except CONNECTION_ERRORS as exc:
+            log.warning("queue=%s could not dead-letter (%s); it will be retried", m.queue, exc)
+            self.consumer.forget(m)
+            self.consumer.recheck()
+
+    def _submit(self, job: Reserved) -> None:
+        with self._slots:
+            self._running += 1
+            self.current[job.env.id] = {"task": job.env.task, "queue": job.env.queue,
+                                        "started_at": round(time.time(), 3)}
+        self.pool.submit(lambda: self._run(job))
+
+    def _run(self, job: Reserved) -> None:
+        try:
+            ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
+                             self._report_progress)
+            outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
+            self.record(job, outcome)
+        except Exception:
+            log.exception("job=%s task=%s: worker error", job.env.id, job.env.task)
+        finally:
+            with self._slots:
+                self._running -= 1
+                self.current.pop(job.env.id, None)
+                self._slots.notify()
+
+    def record(self, job: Reserved, outcome: Outcome) -> None:
+        """Step 3: settle the attempt (record + message move, one Lua step), retrying through
+        connection trouble; if we stop first, the lease hands the message to another worker."""
+        call = self.records.settle_call(self.consumer.id, job.message, job.env, outcome, self.id,
+                                        self.app.serializer.dumps)
+        backoff = Backoff(cap_s=2.0)
+        while True:
+            try:
+                self.records.scripts.run(*call)
+                break
+            except CONNECTION_ERRORS as exc:
+                if self.forced.is_set():
+                    log.warning("job=%s not recorded (%s); it will run again", job.env.id, exc)
+                    return
+                time.sleep(backoff.next_delay_s())
+        self.consumer.forget(job.message)
+        self._count_and_log(job, outcome)
+
+    def _ack_skipped(self, job: Reserved) -> None:
+        try:
+            self.consumer.ack([job.message])
+        except CONNECTION_ERRORS:
+            self.consumer.forget(job.message)
+
+    def _count_and_log(self, job: Reserved, outcome: Outcome) -> None:
+        if outcome.status == SUCCEEDED:
+            self.processed += 1
+            log.info("job=%s task=%s queue=%s succeeded duration_s=%.6f", job.env.id,
+                     job.env.task, job.env.queue, outcome.duration_s)
+            return
+        self.failed += 1
+        extra = f" retry_in_s={outcome.retry_in_s:.3f}" if outcome.retry_in_s else ""
+        log.warning("job=%s task=%s queue=%s %s attempt=%d error=%s: %s%s", job.env.id,
+                    job.env.task, job.env.queue, outcome.status, job.env.attempt,
+                    outcome.error_type, outcome.error_message, extra)
+
+    def _report_progress(self, job_id: str, fraction: float, message: str) -> None:
+        info = self.current.get(job_id)
+        if info is not None:
+            self.records.report_progress(info["queue"], job_id, fraction, message)
+
+    def _wait_for_slot(self) -> int:
+        with self._slots:
+            if self._running >= self.concurrency:
+                self._slots.wait(self.settings.block_timeout_s)
+            return self.concurrency - self._running
+
+    def _check_burst_end(self, got: bool) -> None:
+        if got or self._running:
+            self._idle_passes = 0
+            return
+        self._idle_passes += 1
+        if self._idle_passes >= 2 and not any(Queue(self.client, q).depth() for q in self.queues):
+            log.info("worker=%s burst: queues drained", self.id)
+            self.stop()
+
+    # -- supervisor --------------------------------------------------------------------------
+    def tick(self) -> None:
+        self.limiter.enforce()
+        now = self.clock()
+        if now - self._last_promote >= PROMOTE_EVERY_S:
+            self._last_promote = now
+            for q in self.queues:
+                Queue(self.client, q, self.records.scripts).promote_due()
+
+    def maintain(self) -> None:
+        self.consumer.heartbeat()
+        self.consumer.requeue_stale()
+
+    def state(self) -> dict[str, Any]:
+        with self._slots:
+            current = [{"id": k, **v} for k, v in self.current.items()]
+        return {"queues": self.queues, "concurrency": self.concurrency,
+                "processed": self.processed, "failed": self.failed, "current": current}
+
+    # -- stopping ----------------------------------------------------------------------------
+    def finish(self) -> bool:
+        deadline = self.clock() + self.settings.grace_s
+        with self._slots:
+            while self._running and not self.forced.is_set() and self.clock() < deadline:
+                self._slots.wait(0.1)
+            left = self._running
+        if left:
+            log.warning("worker=%s %d job(s) still running at stop; giving them back", self.id,
+                        left)
+        self.consumer.close(release=True)
+        self.pool.close()
+        if self.runner is not None:
+            self.runner.close()
+        return left == 0 and not self.forced.is_set()
+
+
+class _UnknownTask:
+    """Stands in for a task that is not registered, so its job can be settled as dead."""
+
+    name = "<unknown>"
+
+
+_UNKNOWN: Any = _UnknownTask()
+
+
+def run_worker(app: App, settings: Settings) -> int:
+    """Run the worker ``settings.mode`` asks for; returns the exit code."""
+    if settings.mode == "pubsub":
+        from .pubsub_worker import PubSubWorker
+
+        return PubSubWorker(app, settings).run()
+    return Worker(app, settings).run()
+
+
+__all__ = ["Pool", "Reserved", "Worker", "run_worker"]
