@@ -23,7 +23,7 @@ from . import keys, serializers
 from .channel import Channel
 from .connection import ConnectionOptions, connect, resolve_url
 from .errors import UnknownTask
-from .job import Job
+from .job import Envelope, Job
 from .locks import Lock
 from .queue import Queue
 from .records import Records
@@ -44,6 +44,16 @@ class Hooks:
     on_failure: list[Callable[..., Any]] = field(default_factory=list)
     startup: list[Callable[..., Any]] = field(default_factory=list)
     shutdown: list[Callable[..., Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated call, ready to send: its task (if registered here), envelope and message."""
+
+    task: Task | None
+    env: Envelope
+    message: bytes
+    unique_ttl_s: float
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,18 @@ class App:
                 delay_s: float | None = None, job_id: str | None = None,
                 eta: datetime | float | None = None) -> Job:
         """Queue a call of ``task_name`` (registered here or only in the worker)."""
+        prepared = self.prepare(task_name, args, kwargs, queue, job_id)
+        delay_s = delay_from(delay_s, eta)
+        self.records.register_queue(prepared.env.queue)
+        name, ks, argv = self.records.enqueue_call(prepared.env, prepared.message, delay_s,
+                                                   prepared.unique_ttl_s)
+        created, jid = self.records.scripts.run(name, ks, argv)
+        return self.finish_enqueue(prepared, bool(created), jid)
+
+    def prepare(self, task_name: str, args: Sequence[Any], kwargs: dict[str, Any] | None,
+                queue: str | None, job_id: str | None) -> Prepared:
+        """Validate a call and build its message (pure: no Redis). Raises ``TypeError`` for
+        arguments the task cannot take and ``SerializationError`` for values JSON cannot carry."""
         task = self.tasks.get(task_name)
         kwargs = dict(kwargs or {})
         if not isinstance(args, (list, tuple)):
@@ -186,14 +208,18 @@ class App:
             task.check_args(args, kwargs)
             unique = task.unique_key(args, kwargs)
         env = make_envelope(task_name, q, args, kwargs, job_id, unique)
-        message = self.serializer.dumps(env.to_dict())
-        delay_s = _delay_from(delay_s, eta)
-        created, jid = self.records.enqueue(env, message, delay_s, _unique_ttl_s(task))
-        job = Job(self.records, jid, q, created)
+        return Prepared(task, env, self.serializer.dumps(env.to_dict()), _unique_ttl_s(task))
+
+    def finish_enqueue(self, prepared: Prepared, created: bool, job_id: bytes | str) -> Job:
+        """The Job handle for an enqueue's answer (or the duplicate rule's error)."""
+        jid = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
+        env = prepared.env
+        job = Job(self.records, jid, env.queue, created)
         if not created:
             log.info("job=%s task=%s queue=%s duplicate of a queued or running job",
-                     jid, task_name, q)
-            return duplicate(task, job)
+                     jid, env.task, env.queue)
+            return duplicate(prepared.task, job)
+        log.debug("job=%s task=%s queue=%s enqueued", jid, env.task, env.queue)
         return job
 
     def enqueue_many(self, task_name: str,
@@ -263,7 +289,7 @@ class App:
             raise UnknownTask(f"no task registered as {name!r}") from None
 
 
-def _delay_from(delay_s: float | None, eta: datetime | float | None) -> float | None:
+def delay_from(delay_s: float | None, eta: datetime | float | None) -> float | None:
     if eta is None:
         return delay_s
     when = eta.timestamp() if isinstance(eta, datetime) else float(eta)

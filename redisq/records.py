@@ -71,14 +71,6 @@ class Records:
                            "message", message, "attempts", 0, "enqueued_at", env.enqueued_at]
         return "enqueue", ks, args
 
-    def enqueue(self, env: Envelope, message: bytes, delay_s: float | None = None,
-                unique_ttl_s: float = 86_400.0) -> tuple[bool, str]:
-        """Create the record and queue the message (one round trip); returns (created, id)."""
-        self.register_queue(env.queue)
-        name, ks, args = self.enqueue_call(env, message, delay_s, unique_ttl_s)
-        created, job_id = self.scripts.run(name, ks, args)
-        return bool(created), job_id.decode() if isinstance(job_id, bytes) else str(job_id)
-
     def enqueue_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
         return self.scripts.run_many(calls)
 

@@ -1,0 +1,137 @@
+"""The producer API for asyncio programs (aiohttp, FastAPI, Starlette).
+
+>>> producer = AsyncProducer(app)            # the same App: tasks, serializer, URL
+>>> job = await producer.enqueue("pkg.tasks.rebuild_index", args=(42,))
+>>> await job.result(timeout_s=30)
+>>> jobs = await producer.enqueue_many("pkg.tasks.send_mail", calls, concurrency=50)
+>>> await producer.publish("events", {"kind": "created"})
+
+Messages, records and Lua steps are exactly those of the synchronous :class:`redisq.App`, so
+asyncio producers and threaded workers interoperate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry as RedisRetry
+
+from . import keys
+from .app import App, delay_from
+from .connection import client_name
+from .errors import JobFailed, JobTimeout
+from .job import CANCELLED, DEAD, FAILED, SUCCEEDED
+from .scripts import source
+
+
+class AsyncJob:
+    """An asyncio handle on a job."""
+
+    def __init__(self, producer: AsyncProducer, job_id: str, queue: str, created: bool = True):
+        self._producer = producer
+        self.id = job_id
+        self.queue = queue
+        self.created = created
+
+    def __repr__(self) -> str:
+        return f"<AsyncJob {self.id} queue={self.queue}>"
+
+    async def info(self) -> dict[str, Any]:
+        raw = await self._producer.client.hgetall(keys.job(self.queue, self.id))
+        return {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+
+    async def status(self) -> str | None:
+        raw = await self._producer.client.hget(keys.job(self.queue, self.id), "status")
+        return raw.decode() if raw is not None else None
+
+    async def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> Any:
+        """Wait for the job to end; raises JobFailed / JobTimeout like :meth:`Job.result`."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.002
+        while True:
+            info = await self.info()
+            status = info.get("status")
+            if status == SUCCEEDED:
+                return json.loads(info["result"]) if info.get("result") else None
+            if status in (FAILED, DEAD, CANCELLED):
+                raise JobFailed(self.id, info.get("error_type", status or ""),
+                                info.get("error_message", status or ""), info.get("traceback", ""))
+            if time.monotonic() >= deadline:
+                raise JobTimeout(f"job {self.id} still {status or 'unknown'} after {timeout_s} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, poll_s)
+
+
+class AsyncProducer:
+    """Enqueue and publish from asyncio code through one ``redis.asyncio`` client."""
+
+    def __init__(self, app: App, max_connections: int = 50) -> None:
+        self.app = app
+        opts = app.options
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            app.url, socket_timeout=opts.socket_timeout_s,
+            socket_connect_timeout=opts.connect_timeout_s, retry=RedisRetry(NoBackoff(), 0),
+            client_name=client_name("aio-producer"), max_connections=max_connections)
+        self._enqueue = self.client.register_script(source("enqueue"))
+        self._publish_durable = self.client.register_script(source("publish_durable"))
+        self._queues: set[str] = set()
+
+    async def enqueue(self, task_name: str, args: Sequence[Any] = (),
+                      kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
+                      delay_s: float | None = None, job_id: str | None = None,
+                      eta: datetime | float | None = None) -> AsyncJob:
+        """Queue a call (one round trip); same rules as :meth:`App.enqueue`."""
+        prepared = self.app.prepare(task_name, args, kwargs, queue, job_id)
+        q = prepared.env.queue
+        if q not in self._queues:
+            await self.client.sadd(keys.QUEUES, q)
+            self._queues.add(q)
+        _, ks, argv = self.app.records.enqueue_call(prepared.env, prepared.message,
+                                                    delay_from(delay_s, eta),
+                                                    prepared.unique_ttl_s)
+        created, jid = await self._enqueue(keys=ks, args=argv)
+        sync_job = self.app.finish_enqueue(prepared, bool(created), jid)  # duplicate rule
+        return AsyncJob(self, sync_job.id, q, sync_job.created)
+
+    async def enqueue_many(self, task_name: str, calls: Iterable[Any],
+                           concurrency: int = 50, queue: str | None = None) -> list[AsyncJob]:
+        """Queue many calls with at most ``concurrency`` in flight at once (bounded, so a bulk
+        send cannot open thousands of connections or starve the event loop)."""
+        from .tasks import _split_call
+
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(call: Any) -> AsyncJob:
+            args, kwargs = _split_call(call)
+            async with gate:
+                return await self.enqueue(task_name, args, kwargs, queue=queue)
+
+        return list(await asyncio.gather(*(one(c) for c in calls)))
+
+    async def publish(self, channel: str, message: Any, durable: bool | None = None) -> int:
+        is_durable = channel in self.app.durable_channels if durable is None else durable
+        data = self.app.serializer.dumps(message)
+        if not is_durable:
+            return int(await self.client.publish(keys.check_name(channel, "channel"), data))
+        _, receivers = await self._publish_durable(keys=[keys.stream(channel)],
+                                                   args=[channel, data, 10_000])
+        return int(receivers)
+
+    def job(self, job_id: str, queue: str) -> AsyncJob:
+        return AsyncJob(self, job_id, queue)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> AsyncProducer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
