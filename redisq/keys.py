@@ -84,6 +84,11 @@ def job(queue: str, job_id: str) -> str:
     return f"{_q(queue)}:job:{job_id}"
 
 
+def job_prefix(queue: str) -> str:
+    """What :func:`job` puts before the id (for the one script that derives record keys)."""
+    return f"{_q(queue)}:job:"
+
+
 def unique(queue: str, unique_key: str) -> str:
     return f"{_q(queue)}:unique:{unique_key}"
 

@@ -41,6 +41,14 @@ class Message:
 
     queue: str
     body: bytes
+    #: With ``Consumer(mark_jobs=...)``: the job's status before this reservation marked it
+    #: started ('' no record, '?' not a job); None when it was not marked (a blocking move).
+    before: str | None = None
+
+
+def _nones() -> Iterable[None]:
+    while True:
+        yield None
 
 
 def _as_bytes(body: bytes | str) -> bytes:
@@ -146,7 +154,10 @@ class Consumer:
         dead_max: int = 10000,
         outage: Outage | None = None,
         clock: Callable[[], float] = time.monotonic,
+        mark_jobs: str | None = None,
     ) -> None:
+        """``mark_jobs``: a worker id; batch reservations then also mark job records started
+        (see ``lua/reserve.lua``) and report each job's status before."""
         if not queues:
             raise ValueError("a consumer needs at least one queue")
         self.client = client
@@ -165,6 +176,7 @@ class Consumer:
         self._last_recovery = float("-inf")
         self._waiters: dict[str, Future[bytes | None]] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self.mark_jobs = mark_jobs
 
     # -- keys --------------------------------------------------------------------------------
     def _reserve_keys(self, q: str) -> list[str]:
@@ -205,20 +217,25 @@ class Consumer:
             self._check_orphans = True
         return got
 
-    def _hold(self, q: str, bodies: Iterable[bytes]) -> list[Message]:
+    def _hold(self, q: str, bodies: Iterable[bytes],
+              befores: Iterable[str | None] | None = None) -> list[Message]:
         out = []
         with self._lock:
-            for body in bodies:
+            for body, before in zip(bodies, befores or _nones(), strict=False):
                 self._held[q][body] += 1
-                out.append(Message(q, body))
+                out.append(Message(q, body, before))
         return out
 
     def _take_batch(self, n: int) -> list[Message]:
         out: list[Message] = []
         for q in self.queues:
-            bodies = self.scripts.reserve(keys=self._reserve_keys(q),
-                                          args=[n - len(out), self.id, self.lease_ms])
-            out += self._hold(q, bodies)
+            args: list[object] = [n - len(out), self.id, self.lease_ms]
+            if self.mark_jobs is None:
+                out += self._hold(q, self.scripts.reserve(keys=self._reserve_keys(q), args=args))
+            else:
+                args += [keys.job_prefix(q), self.mark_jobs, f"{time.time():.3f}"]
+                flat = self.scripts.reserve(keys=self._reserve_keys(q), args=args)
+                out += self._hold(q, flat[0::2], (b.decode() for b in flat[1::2]))
             if len(out) >= n:
                 break
         if out:

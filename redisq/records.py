@@ -67,8 +67,7 @@ class Records:
             ks.append(keys.unique(q, env.unique))
         delay_ms = -1 if delay_s is None else max(int(delay_s * 1000), 0)
         args: list[Any] = [message, env.id, delay_ms, max(int(unique_ttl_s * 1000), 1),
-                           "status", "queued", "task", env.task, "queue", q,
-                           "message", message, "attempts", 0, "enqueued_at", env.enqueued_at]
+                           env.task, q, env.enqueued_at]
         return "enqueue", ks, args
 
     def enqueue_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
@@ -122,8 +121,7 @@ class Records:
         now = f"{time.time():.3f}"
         calls = []
         for q, idx in by_queue.items():
-            calls.append(("start", [keys.job(q, jobs[i].id) for i in idx],
-                          [worker_id, now, *[jobs[i].attempt for i in idx]]))
+            calls.append(("start", [keys.job(q, jobs[i].id) for i in idx], [worker_id, now]))
         for (_, _, _), idx, res in zip(calls, by_queue.values(), self.scripts.run_many(calls),
                                        strict=True):
             for i, status in zip(idx, res, strict=True):

@@ -7,12 +7,16 @@ and runs it again, so the scripts survive a flush.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+
+from .wire import wire_for
 
 NAMES = (
     "reserve", "ack", "nack", "bury", "requeue_stale", "schedule", "promote_due",
@@ -33,30 +37,36 @@ class Scripts:
     def __init__(self, client: redis.Redis, names: tuple[str, ...] = NAMES) -> None:
         self.client = client
         self._scripts: dict[str, Script] = {n: client.register_script(source(n)) for n in names}
+        self._wire = wire_for(client)
 
-    def __getattr__(self, name: str) -> Script:
-        try:
-            return self.__dict__["_scripts"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        """``scripts.reserve(keys=[...], args=[...])`` runs the script ``reserve``."""
+        if name not in self.__dict__.get("_scripts", {}):
+            raise AttributeError(name)
+        return lambda keys, args: self.run(name, list(keys), list(args))
 
     def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return self._scripts[name](keys=keys, args=args, client=self.client)
+        """Run one script (EVALSHA on this thread's lean connection; loads it on NOSCRIPT)."""
+        script = self._scripts[name]
+        (res,) = self._wire.execute([("EVALSHA", script.sha, len(keys), *keys, *args)])
+        if isinstance(res, Exception):
+            return self.run_many([(name, keys, args)])[0]  # NOSCRIPT: load and run again
+        return res
 
     def run_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """Run several scripts in one pipelined round trip. redis-py's pipeline would send a
-        ``SCRIPT EXISTS`` before every execute; instead send EVALSHA and, for any call that
-        answered NOSCRIPT (it did not run), load the script and run just that call again."""
+        """Run several scripts in one pipelined round trip. A call that answers NOSCRIPT
+        (after ``SCRIPT FLUSH`` or a restart; it did not run) is loaded and run again."""
         if not calls:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for name, keys, args in calls:
-            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-        results = pipe.execute(raise_on_error=False)
+        wire = self._wire
+        results = wire.execute([("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+                                for name, keys, args in calls])
         for i, res in enumerate(results):
-            if isinstance(res, redis.exceptions.NoScriptError):
+            if isinstance(res, NoScriptError):
                 name, keys, args = calls[i]
-                results[i] = self.run(name, keys, args)
-            elif isinstance(res, Exception):
-                raise res
-        return list(results)
+                script = self._scripts[name]
+                _, results[i] = wire.execute([("SCRIPT", "LOAD", script.script),
+                                              ("EVALSHA", script.sha, len(keys), *keys, *args)])
+            if isinstance(results[i], Exception):
+                raise results[i]
+        return results

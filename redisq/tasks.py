@@ -48,6 +48,9 @@ class Task:
         self.options = options
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
+        params = list(self._signature.parameters.values())
+        # What a caller passes: without the job context a bound task receives first.
+        self._call_signature = inspect.Signature(params[1:] if options.bind and params else params)
         keys.check_name(options.queue)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
@@ -95,10 +98,7 @@ class Task:
 
     def check_args(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Refuse, at enqueue time, a call the function could not accept."""
-        params = list(self._signature.parameters.values())
-        if self.options.bind and params:
-            params = params[1:]
-        inspect.Signature(params).bind(*args, **kwargs)
+        self._call_signature.bind(*args, **kwargs)
 
 
 def _split_call(call: Any) -> tuple[Sequence[Any], dict[str, Any]]:

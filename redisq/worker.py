@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .backoff import Backoff
 from .connection import CONNECTION_ERRORS
 from .daemon import Daemon
 from .execute import AsyncRunner, TimeLimiter, execute
 from .job import DEAD, SUCCEEDED, TERMINAL, BadMessage, Envelope, JobContext
 from .queue import Consumer, Message, Queue
+from .recorder import Recorder
 from .records import Outcome, dead_entry
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("redisq.worker")
 
 PROMOTE_EVERY_S = 0.5
+BACKLOG_GATHER_S = 0.002  # longest wait for more free slots while messages are waiting
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,13 @@ class Worker(Daemon):
         self.records = app.make_records(self.client)
         self.consumer = Consumer(self.client, self.queues, consumer_id=self.id,
                                  lease_s=settings.lease_s, block_timeout_s=settings.block_timeout_s,
-                                 dead_max=settings.dead_max, outage=self.outage, clock=clock)
+                                 dead_max=settings.dead_max, outage=self.outage, clock=clock,
+                                 mark_jobs=self.id)
         self.limiter = TimeLimiter()
         self.runner = AsyncRunner() if any(t.is_async for t in app.tasks.values()) else None
         self.pool = Pool(self.concurrency, "redisq-job")
+        self.recorder = Recorder(self.records, self.consumer.id, self.id,
+                                 app.serializer.dumps, self._settled, self.forced)
         self.processed = 0
         self.failed = 0
         self.current: dict[str, dict[str, Any]] = {}
@@ -89,6 +93,7 @@ class Worker(Daemon):
         self._running = 0
         self._last_promote = float("-inf")
         self._idle_passes = 0
+        self._backlog = False
 
     def describe(self) -> str:
         return f"queues={','.join(self.queues)} concurrency={self.concurrency}"
@@ -99,7 +104,11 @@ class Worker(Daemon):
         if free == 0 or self.stopping.is_set():
             return
         burst = self.settings.burst
-        jobs = self.start(self.reserve(free, 0.05 if burst else None))
+        messages = self.reserve(free, 0.05 if burst else None)
+        # A full batch means more are waiting: gather a few freed slots before the next
+        # round trip, so batches stay large under load instead of shrinking to one job.
+        self._backlog = len(messages) == free
+        jobs = self.start(messages)
         for job in jobs:
             self._submit(job)
         if burst:
@@ -110,25 +119,27 @@ class Worker(Daemon):
         return self.consumer.reserve(n, timeout_s)
 
     def start(self, messages: list[Message]) -> list[Reserved]:
-        """Decode messages, dead-letter the ones that cannot run, mark the rest started."""
-        ready: list[Reserved] = []
-        for m in messages:
-            job = self._decode(m)
-            if job is not None:
-                ready.append(job)
-        if not ready:
-            return []
-        try:
-            before = self.records.start(self.id, [r.env for r in ready])
-        except CONNECTION_ERRORS as exc:
-            # They stay in our processing list; the orphan check hands them out again.
-            self.consumer.outage.failed(exc, wait=False)
-            for r in ready:
-                self.consumer.forget(r.message)
-            self.consumer.recheck()
-            return []
+        """Decode messages, dead-letter the ones that cannot run, and mark the rest started
+        (batch reservations come marked already; a blocking move's message does not)."""
+        decoded = [r for r in map(self._decode, messages) if r is not None]
+        befores = [r.message.before for r in decoded]
+        unmarked = [i for i, b in enumerate(befores) if b is None]
+        if unmarked:
+            try:
+                for i, b in zip(unmarked, self.records.start(self.id, [decoded[i].env
+                                                                        for i in unmarked]),
+                                strict=True):
+                    befores[i] = b
+            except CONNECTION_ERRORS as exc:
+                # They stay in our processing list; the orphan check hands them out again.
+                self.consumer.outage.failed(exc, wait=False)
+                for i in unmarked:
+                    self.consumer.forget(decoded[i].message)
+                self.consumer.recheck()
         runnable = []
-        for r, prev in zip(ready, before, strict=True):
+        for r, prev in zip(decoded, befores, strict=True):
+            if prev is None:
+                continue
             if prev in TERMINAL:
                 log.info("job=%s task=%s skipped (already %s)", r.env.id, r.env.task, prev)
                 self._ack_skipped(r)
@@ -172,36 +183,25 @@ class Worker(Daemon):
         self.pool.submit(lambda: self._run(job))
 
     def _run(self, job: Reserved) -> None:
-        try:
-            ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
-                             self._report_progress)
-            outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
-            self.record(job, outcome)
-        except Exception:
-            log.exception("job=%s task=%s: worker error", job.env.id, job.env.task)
-        finally:
+        """Step 2 in a pool thread: execute (pure), then hand the outcome to the recorder."""
+        ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
+                         self._report_progress)
+        outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
+        self.record(job, outcome, holds_slot=True)
+
+    def record(self, job: Reserved, outcome: Outcome, holds_slot: bool = False) -> None:
+        """Step 3: settle the attempt (record + message move, one Lua step), batched by the
+        recorder thread; if we stop first, the lease hands the message to another worker."""
+        self.recorder.put(job, outcome, holds_slot)
+
+    def _settled(self, job: Reserved, outcome: Outcome, holds_slot: bool) -> None:
+        self.consumer.forget(job.message)
+        self._count_and_log(job, outcome)
+        if holds_slot:
             with self._slots:
                 self._running -= 1
                 self.current.pop(job.env.id, None)
                 self._slots.notify()
-
-    def record(self, job: Reserved, outcome: Outcome) -> None:
-        """Step 3: settle the attempt (record + message move, one Lua step), retrying through
-        connection trouble; if we stop first, the lease hands the message to another worker."""
-        call = self.records.settle_call(self.consumer.id, job.message, job.env, outcome, self.id,
-                                        self.app.serializer.dumps)
-        backoff = Backoff(cap_s=2.0)
-        while True:
-            try:
-                self.records.scripts.run(*call)
-                break
-            except CONNECTION_ERRORS as exc:
-                if self.forced.is_set():
-                    log.warning("job=%s not recorded (%s); it will run again", job.env.id, exc)
-                    return
-                time.sleep(backoff.next_delay_s())
-        self.consumer.forget(job.message)
-        self._count_and_log(job, outcome)
 
     def _ack_skipped(self, job: Reserved) -> None:
         try:
@@ -227,9 +227,13 @@ class Worker(Daemon):
             self.records.report_progress(info["queue"], job_id, fraction, message)
 
     def _wait_for_slot(self) -> int:
+        """Free slots, after waiting for one (or, with a backlog, briefly for half of them)."""
         with self._slots:
             if self._running >= self.concurrency:
                 self._slots.wait(self.settings.block_timeout_s)
+            if self._backlog:
+                want = self.concurrency - max(self.concurrency // 2, 1)
+                self._slots.wait_for(lambda: self._running <= want, BACKLOG_GATHER_S)
             return self.concurrency - self._running
 
     def _check_burst_end(self, got: bool) -> None:
@@ -270,6 +274,7 @@ class Worker(Daemon):
         if left:
             log.warning("worker=%s %d job(s) still running at stop; giving them back", self.id,
                         left)
+        self.recorder.close()
         self.consumer.close(release=True)
         self.pool.close()
         if self.runner is not None:

@@ -10,7 +10,9 @@
 -- ARGV[2]  job id
 -- ARGV[3]  delay in ms; < 0 means queue now
 -- ARGV[4]  unique key lease in ms (a safety net: the worker deletes the key when the job ends)
--- ARGV[5..] record field, value pairs
+-- ARGV[5]  task name
+-- ARGV[6]  queue name
+-- ARGV[7]  enqueue time (unix seconds, as text)
 -- returns  { 1, id } when queued, { 0, existing id } when a duplicate was refused
 local status = redis.call('HGET', KEYS[3], 'status')
 if status == 'queued' or status == 'started' or status == 'retrying' then
@@ -21,8 +23,9 @@ if KEYS[5] then
     return { 0, redis.call('GET', KEYS[5]) }
   end
 end
-redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], unpack(ARGV, 5))
+if status then redis.call('DEL', KEYS[3]) end  -- a finished job's id reused: start afresh
+redis.call('HSET', KEYS[3], 'status', 'queued', 'task', ARGV[5], 'queue', ARGV[6],
+  'message', ARGV[1], 'attempts', '0', 'enqueued_at', ARGV[7])
 local delay = tonumber(ARGV[3])
 if delay < 0 then
   redis.call('LPUSH', KEYS[1], ARGV[1])

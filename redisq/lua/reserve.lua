@@ -2,6 +2,11 @@
 -- The move is the reservation: a message never exists only in a reply on the wire, so a lost
 -- reply or a dead consumer can delay a message but never lose it.
 --
+-- With a record prefix (jobs), each moved message's job record is also marked started in the
+-- same step, which saves the worker a round trip per batch. The record key is built here from
+-- the prefix and the id inside the message because it is only known after the move; the prefix
+-- carries the queue's hash tag, so the key is in the same Cluster slot as KEYS[1].
+--
 -- KEYS[1]  pending list      redisq:{q}:pending
 -- KEYS[2]  processing list   redisq:{q}:processing:<consumer>
 -- KEYS[3]  lease key         redisq:{q}:lease:<consumer>
@@ -9,13 +14,39 @@
 -- ARGV[1]  N: most messages to move (integer >= 1)
 -- ARGV[2]  consumer id
 -- ARGV[3]  lease length in milliseconds (refreshed here)
--- returns  array of the moved messages, oldest first (may be empty)
+-- ARGV[4]  job record prefix redisq:{q}:job:  ('' = plain messages, no records)
+-- ARGV[5]  worker id         (with a prefix)
+-- ARGV[6]  start time, unix seconds as text (with a prefix)
+-- returns  without a prefix: the moved messages, oldest first (may be empty);
+--          with a prefix: message, status-before pairs, flattened. A status before of
+--          'succeeded', 'failed', 'dead' or 'cancelled' leaves the record untouched (the job
+--          must not run again: a duplicate delivery, or a cancel); '' means no record,
+--          '?' a message that is not a job (left for the worker to dead-letter).
 redis.call('SADD', KEYS[4], ARGV[2])
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+local prefix = ARGV[4] or ''
 local out = {}
 for i = 1, tonumber(ARGV[1]) do
   local msg = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
   if not msg then break end
-  out[i] = msg
+  if prefix == '' then
+    out[#out + 1] = msg
+  else
+    local ok, job = pcall(cjson.decode, msg)
+    local before = '?'
+    if ok and type(job) == 'table' and type(job.id) == 'string' then
+      local record = prefix .. job.id
+      before = redis.call('HGET', record, 'status') or ''
+      if before ~= 'succeeded' and before ~= 'failed' and before ~= 'dead'
+          and before ~= 'cancelled' then
+        redis.call('HSET', record, 'status', 'started', 'started_at', ARGV[6],
+          'worker', ARGV[5])
+        redis.call('HINCRBY', record, 'attempts', 1)
+        redis.call('PERSIST', record)
+      end
+    end
+    out[#out + 1] = msg
+    out[#out + 1] = before
+  end
 end
 return out
