@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -227,20 +228,39 @@ class Consumer:
         return out
 
     def _take_batch(self, n: int) -> list[Message]:
+        return self.take_with([], n)[1]
+
+    def take_with(self, calls: list[tuple[str, list[str], list[Any]]],
+                  n: int) -> tuple[list[Any], list[Message]]:
+        """Run script ``calls`` (e.g. settling finished jobs) and reserve up to ``n`` messages
+        without blocking, in one round trip while the first queue has enough; returns the
+        calls' results and the messages. Connection errors propagate to the caller."""
+        results: list[Any] = []
         out: list[Message] = []
         for q in self.queues:
-            args: list[object] = [n - len(out), self.id, self.lease_ms]
-            if self.mark_jobs is None:
-                out += self._hold(q, self.scripts.reserve(keys=self._reserve_keys(q), args=args))
-            else:
-                args += [keys.job_prefix(q), self.mark_jobs, f"{time.time():.3f}"]
-                flat = self.scripts.reserve(keys=self._reserve_keys(q), args=args)
-                out += self._hold(q, flat[0::2], (b.decode() for b in flat[1::2]))
+            batch = [*calls, self._reserve_call(q, n - len(out))] if n > len(out) else calls
+            answers = self.scripts.run_many(batch)
+            results += answers[:len(calls)]
+            calls = []
+            if n > len(out):
+                out += self._accept(q, answers[-1])
             if len(out) >= n:
                 break
-        if out:
-            self._last_beat = self.clock()
-        return out
+        if out and not self.mark_jobs:
+            self._last_beat = self.clock()  # the reserve step refreshed the lease
+        return results, out
+
+    def _reserve_call(self, q: str, n: int) -> tuple[str, list[str], list[Any]]:
+        # Jobs mode (a worker) keeps its lease by heartbeat; plain consumers refresh it here.
+        args: list[Any] = [n, self.id, 0 if self.mark_jobs else self.lease_ms]
+        if self.mark_jobs is not None:
+            args += [keys.job_prefix(q), self.mark_jobs, f"{time.time():.3f}"]
+        return "reserve", self._reserve_keys(q), args
+
+    def _accept(self, q: str, answer: list[bytes]) -> list[Message]:
+        if self.mark_jobs is None:
+            return self._hold(q, answer)
+        return self._hold(q, answer[0::2], (b.decode() for b in answer[1::2]))
 
     def _blmove(self, q: str, timeout_s: float) -> bytes | None:
         return self.client.blmove(keys.pending(q), keys.processing(q, self.id), timeout_s,

@@ -121,7 +121,8 @@ class Records:
         now = f"{time.time():.3f}"
         calls = []
         for q, idx in by_queue.items():
-            calls.append(("start", [keys.job(q, jobs[i].id) for i in idx], [worker_id, now]))
+            calls.append(("start", [keys.job(q, jobs[i].id) for i in idx],
+                          [worker_id, now, *(jobs[i].attempt for i in idx)]))
         for (_, _, _), idx, res in zip(calls, by_queue.values(), self.scripts.run_many(calls),
                                        strict=True):
             for i, status in zip(idx, res, strict=True):

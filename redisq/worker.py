@@ -178,16 +178,44 @@ class Worker(Daemon):
     def _submit(self, job: Reserved) -> None:
         with self._slots:
             self._running += 1
-            self.current[job.env.id] = {"task": job.env.task, "queue": job.env.queue,
-                                        "started_at": round(time.time(), 3)}
+            self._track(job)
         self.pool.submit(lambda: self._run(job))
 
-    def _run(self, job: Reserved) -> None:
-        """Step 2 in a pool thread: execute (pure), then hand the outcome to the recorder."""
-        ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
-                         self._report_progress)
-        outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
-        self.record(job, outcome, holds_slot=True)
+    def _track(self, job: Reserved) -> None:
+        self.current[job.env.id] = {"task": job.env.task, "queue": job.env.queue,
+                                    "started_at": round(time.time(), 3)}
+
+    def _run(self, job: Reserved | None) -> None:
+        """A pool thread's work: execute (pure), then record the outcome and take the next
+        job in the same round trip, for as long as jobs are waiting. Under load no job waits
+        for the main loop, and a job costs two round trips: its outcome+next, and its own."""
+        while job is not None:
+            ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
+                             self._report_progress)
+            outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
+            job = self._record_and_take(job, outcome)
+
+    def _record_and_take(self, job: Reserved, outcome: Outcome) -> Reserved | None:
+        if self.stopping.is_set():
+            self.record(job, outcome, holds_slot=True)
+            return None
+        call = self.records.settle_call(self.consumer.id, job.message, job.env, outcome, self.id,
+                                        self.app.serializer.dumps)
+        try:
+            _, messages = self.consumer.take_with([call], 1)
+        except CONNECTION_ERRORS:
+            # The recorder retries the outcome; a message the lost reply may have moved to
+            # us is found by the main loop's orphan check.
+            self.consumer.recheck()
+            self.record(job, outcome, holds_slot=True)
+            return None
+        nxt = self.start(messages)
+        with self._slots:
+            self.current.pop(job.env.id, None)
+            if nxt:
+                self._track(nxt[0])
+        self._settled(job, outcome, holds_slot=not nxt)
+        return nxt[0] if nxt else None
 
     def record(self, job: Reserved, outcome: Outcome, holds_slot: bool = False) -> None:
         """Step 3: settle the attempt (record + message move, one Lua step), batched by the

@@ -13,7 +13,8 @@
 -- KEYS[4]  consumers set     redisq:{q}:consumers
 -- ARGV[1]  N: most messages to move (integer >= 1)
 -- ARGV[2]  consumer id
--- ARGV[3]  lease length in milliseconds (refreshed here)
+-- ARGV[3]  lease length in milliseconds, or 0 when the caller's heartbeat keeps the lease
+--          (a worker's hot path: two fewer writes per job)
 -- ARGV[4]  job record prefix redisq:{q}:job:  ('' = plain messages, no records)
 -- ARGV[5]  worker id         (with a prefix)
 -- ARGV[6]  start time, unix seconds as text (with a prefix)
@@ -22,8 +23,10 @@
 --          'succeeded', 'failed', 'dead' or 'cancelled' leaves the record untouched (the job
 --          must not run again: a duplicate delivery, or a cancel); '' means no record,
 --          '?' a message that is not a job (left for the worker to dead-letter).
-redis.call('SADD', KEYS[4], ARGV[2])
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+if ARGV[3] ~= '0' then
+  redis.call('SADD', KEYS[4], ARGV[2])
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+end
 local prefix = ARGV[4] or ''
 local out = {}
 for i = 1, tonumber(ARGV[1]) do
@@ -32,17 +35,24 @@ for i = 1, tonumber(ARGV[1]) do
   if prefix == '' then
     out[#out + 1] = msg
   else
-    local ok, job = pcall(cjson.decode, msg)
+    -- redisq writes "id" first and "attempt" as a plain integer, so a pattern finds them
+    -- without decoding the whole message; anything else goes through cjson.
+    local id, attempt = string.match(msg, '^{"id":"([^"]+)"'), string.match(msg, '"attempt":(%d+)')
+    if not id then
+      local ok, job = pcall(cjson.decode, msg)
+      if ok and type(job) == 'table' and type(job.id) == 'string' then
+        id, attempt = job.id, tostring(job.attempt or 1)
+      end
+    end
     local before = '?'
-    if ok and type(job) == 'table' and type(job.id) == 'string' then
-      local record = prefix .. job.id
+    if id then
+      local record = prefix .. id
       before = redis.call('HGET', record, 'status') or ''
       if before ~= 'succeeded' and before ~= 'failed' and before ~= 'dead'
           and before ~= 'cancelled' then
+        -- Only finished records carry a TTL, and those are skipped: no PERSIST needed.
         redis.call('HSET', record, 'status', 'started', 'started_at', ARGV[6],
-          'worker', ARGV[5])
-        redis.call('HINCRBY', record, 'attempts', 1)
-        redis.call('PERSIST', record)
+          'worker', ARGV[5], 'attempts', attempt or '1')
       end
     end
     out[#out + 1] = msg
