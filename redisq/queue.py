@@ -178,6 +178,8 @@ class Consumer:
         self._waiters: dict[str, Future[bytes | None]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self.mark_jobs = mark_jobs
+        self._takes = 0  # reservations started by any thread (a seqlock for the orphan check)
+        self._takes_in_flight = 0
 
     # -- keys --------------------------------------------------------------------------------
     def _reserve_keys(self, q: str) -> list[str]:
@@ -237,15 +239,22 @@ class Consumer:
         calls' results and the messages. Connection errors propagate to the caller."""
         results: list[Any] = []
         out: list[Message] = []
-        for q in self.queues:
-            batch = [*calls, self._reserve_call(q, n - len(out))] if n > len(out) else calls
-            answers = self.scripts.run_many(batch)
-            results += answers[:len(calls)]
-            calls = []
-            if n > len(out):
-                out += self._accept(q, answers[-1])
-            if len(out) >= n:
-                break
+        with self._lock:
+            self._takes += 1
+            self._takes_in_flight += 1
+        try:
+            for q in self.queues:
+                batch = [*calls, self._reserve_call(q, n - len(out))] if n > len(out) else calls
+                answers = self.scripts.run_many(batch)
+                results += answers[:len(calls)]
+                calls = []
+                if n > len(out):
+                    out += self._accept(q, answers[-1])
+                if len(out) >= n:
+                    break
+        finally:
+            with self._lock:
+                self._takes_in_flight -= 1
         if out and not self.mark_jobs:
             self._last_beat = self.clock()  # the reserve step refreshed the lease
         return results, out
@@ -292,17 +301,32 @@ class Consumer:
                 out += self._hold(q, [body])
         return out
 
+    def _quiet(self) -> int | None:
+        """The take counter when no other thread is between moving messages and holding them
+        (their messages would look like orphans), else None."""
+        with self._lock:
+            busy = self._takes_in_flight or any(not f.done() for f in self._waiters.values())
+            return None if busy else self._takes
+
     def _take_orphans(self, n: int) -> list[Message]:
-        """Messages in our processing lists that we never handed out (their reply was lost)."""
+        """Messages in our processing lists that we never handed out (their reply was lost).
+        Runs only while no other thread is reserving (checked before and after the read, as
+        a seqlock), else it is tried again on a later call."""
+        before = self._quiet()
+        if before is None:
+            return []
         pipe = self.client.pipeline(transaction=False)
         for q in self.queues:
             pipe.lrange(keys.processing(q, self.id), 0, -1)
+        stored_lists = pipe.execute()
         out: list[Message] = []
-        for q, stored in zip(self.queues, pipe.execute(), strict=True):
-            with self._lock:
-                extra = Counter(stored) - self._held[q]
-            for body, count in extra.items():
-                out += self._hold(q, [body] * count)
+        with self._lock:
+            if self._takes != before or self._takes_in_flight:
+                return []
+            for q, stored in zip(self.queues, stored_lists, strict=True):
+                for body, count in (Counter(stored) - self._held[q]).items():
+                    self._held[q][body] += count
+                    out += [Message(q, body)] * count
         self._check_orphans = False
         if out:
             log.warning("consumer %s: recovered %d reserved message(s) whose reply was lost",
