@@ -137,9 +137,12 @@ def execute(task: Task, env: Envelope, ctx: JobContext, hooks: Hooks,
 def _call(task: Task, args: list[Any], kwargs: dict[str, Any], limiter: TimeLimiter | None,
           runner: AsyncRunner | None) -> Any:
     if task.is_async:
-        if runner is None:
+        if runner is not None:
+            return runner.run(task.fn(*args, **kwargs), task.options.timeout_s)
+        try:
             return asyncio.run(asyncio.wait_for(task.fn(*args, **kwargs), task.options.timeout_s))
-        return runner.run(task.fn(*args, **kwargs), task.options.timeout_s)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise JobTimeLimit(f"exceeded timeout_s={task.options.timeout_s}") from exc
     if limiter is not None:
         limiter.watch(task.options.timeout_s)
     try:
