@@ -53,6 +53,8 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (click.ClickException, click.Abort, SystemExit):
+            raise  # usage errors: click prints them and exits 2
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
