@@ -1,0 +1,180 @@
+"""Worker features, in-process against a real server (faster than subprocesses)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from redisq import App, config, current_job
+from redisq.notify import Notifier
+from redisq.registry import Registry
+from redisq.worker import Worker
+from tests.support.procs import run_cli
+from tests.support.wait import wait_until
+
+
+@pytest.fixture
+def app(redis_url: str) -> Iterator[App]:
+    application = App(redis_url)
+    yield application
+    application.close()
+
+
+@contextlib.contextmanager
+def running(app: App, **overrides: object) -> Iterator[Worker]:
+    settings = config.load({"block_timeout_s": 0.3, "lease_s": 1.5, "concurrency": 4,
+                            "grace_s": 2, **overrides}, {})
+    worker = Worker(app, settings)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(5)
+
+
+def test_results_progress_hooks_and_registry(app: App) -> None:
+    seen: list[str] = []
+    app.before_job(lambda ctx: seen.append(f"before:{ctx.task}"))
+    app.on_startup(lambda w: seen.append("startup"))
+    release = threading.Event()
+
+    @app.task(name="t.steps")
+    def steps(n: int) -> dict:
+        current_job().progress(0.5, "halfway")
+        release.wait(5)
+        return {"n": n}
+
+    job = steps.delay(3)
+    with running(app) as worker:
+        wait_until(lambda: job.info().get("progress_message") == "halfway", what="progress")
+        assert job.status == "started" and float(job.info()["progress"]) == 0.5
+        wait_until(lambda: any(w["current"] for w in Registry(app.client).workers()), 3,
+                   what="the registry to show the running job")
+        entry = Registry(app.client).workers()[0]
+        assert entry["id"] == worker.id and entry["current"][0]["id"] == job.id
+        release.set()
+        assert job.result(5) == {"n": 3}
+    assert seen[:2] == ["startup", "before:t.steps"]
+    assert Registry(app.client).workers() == []  # unregistered on stop
+
+
+def test_unique_while_running_then_free(app: App) -> None:
+    release = threading.Event()
+
+    @app.task(name="t.batch", unique_by="project_id")
+    def batch(project_id: int) -> int:
+        release.wait(5)
+        return project_id
+
+    first = batch.delay(7)
+    with running(app):
+        wait_until(lambda: first.status == "started", what="start")
+        assert batch.delay(7).id == first.id  # still running: the same job
+        release.set()
+        assert first.result(5) == 7
+        second = batch.delay(7)
+        assert second.id != first.id and second.result(5) == 7
+
+
+def test_cancel_requeue_dead_priority_and_burst(app: App) -> None:
+    order: list[str] = []
+
+    @app.task(name="t.mark")
+    def mark(tag: str) -> str:
+        order.append(tag)
+        return tag
+
+    @app.task(name="t.fail", retries=0)
+    def fail() -> None:
+        if not app.client.exists("fixed"):
+            raise RuntimeError("not yet")
+
+    cancelled = mark.enqueue(args=("cancelled",))
+    assert cancelled.cancel() is True
+    mark.enqueue(args=("low",), queue="default")
+    mark.enqueue(args=("high",), queue="high")
+    dead = fail.delay()
+    with running(app, queues="high,default", burst=True, concurrency=1) as worker:
+        wait_until(worker.stopping.is_set, 8, what="the burst to end")
+    assert order == ["high", "low"]  # cancelled skipped, high first
+    assert cancelled.status == "cancelled" and dead.status == "dead"
+    app.client.set("fixed", 1)
+    assert app.requeue_dead("default") == 1
+    with running(app):
+        assert dead.result(5) is None and dead.status == "succeeded"
+
+
+def test_delayed_job_runs_after_its_delay(app: App) -> None:
+    @app.task(name="t.when")
+    def when() -> float:
+        return time.time()
+
+    job = when.enqueue(delay_s=0.6)
+    queued_at = time.time()
+    assert job.status == "queued"
+    with running(app):
+        assert job.result(5) - queued_at >= 0.55
+
+
+def test_health_command(app: App, redis_url: str) -> None:
+    with running(app) as worker:
+        wait_until(lambda: Registry(app.client).workers(), what="registration")
+        assert run_cli(redis_url, "health", "--max-age-s", "5").returncode == 0
+        assert run_cli(redis_url, "health", "--worker-id", worker.id).returncode == 0
+    Registry(app.client).beat("stuck", {"loop_at": time.time() - 120}, 30)
+    stale = run_cli(redis_url, "health", "--max-age-s", "60")
+    assert stale.returncode == 1 and "stuck" in stale.stdout
+    assert run_cli(redis_url, "health", "--worker-id", "gone").returncode == 1
+
+
+def test_systemd_ready_and_watchdog_stops_when_loop_hangs(app: App, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.1)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
+    settings = config.load({"block_timeout_s": 0.2, "lease_s": 1.5}, {})
+    worker = Worker(app, settings, notifier=Notifier())
+    hang = threading.Event()
+    real_iterate = worker.iterate
+
+    def iterate() -> None:
+        while hang.is_set():
+            time.sleep(0.05)  # a stuck loop: no iteration completes
+        real_iterate()
+
+    worker.iterate = iterate  # type: ignore[method-assign]
+    worker.progressing = lambda: worker.clock() - worker._loop_mono < 1.0  # type: ignore[method-assign]
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+
+    def received(window_s: float) -> list[str]:
+        out, end = [], time.monotonic() + window_s
+        while time.monotonic() < end:
+            with contextlib.suppress(TimeoutError, socket.timeout):
+                out.append(sock.recv(100).decode())
+        return out
+
+    try:
+        first = received(1.0)
+        assert first[0] == "READY=1" and first.count("WATCHDOG=1") >= 2
+        hang.set()
+        received(1.2)  # past the progress bound
+        assert "WATCHDOG=1" not in received(0.8)
+        hang.clear()
+        assert "WATCHDOG=1" in received(1.0)
+    finally:
+        hang.clear()
+        worker.stop()
+        thread.join(5)
+        sock.close()
