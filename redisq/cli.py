@@ -284,6 +284,40 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None) -> N
     click.echo(f"ok: redis reachable, {len(workers)} worker(s) progressing")
 
 
+@main.command()
+@click.option("--url", help=URL_HELP)
+@click.option("--app", "app_spec", help=APP_HELP + " Default: webapp.tasks:app (the demo).")
+@click.option("--host", "web_host", help="Address to listen on (REDISQ_WEB_HOST).")
+@click.option("--port", "web_port", type=int, help="Port to listen on (REDISQ_WEB_PORT).")
+@handles_errors
+def web(url: str | None, app_spec: str | None, web_host: str | None,
+        web_port: int | None) -> None:
+    """Serve the web app with Flask's development server (production: gunicorn
+    'webapp:create_app()')."""
+    settings = settings_from(url=url, app=app_spec, web_host=web_host, web_port=web_port)
+    logs.setup(settings.log_level, settings.log_format)
+    from webapp import create_app
+
+    flask_app = create_app({"REDISQ_APP": settings.app or "webapp.tasks:app",
+                            **({"url": settings.url} if settings.url else {})})
+    flask_app.run(host=settings.web_host, port=settings.web_port, threaded=True)
+
+
+@main.command()
+@click.option("--url", help=URL_HELP)
+@click.option("--app", "app_spec", default="webapp.tasks:app", show_default=True, help=APP_HELP)
+@click.option("--port", "web_port", type=int, help="Web port (REDISQ_WEB_PORT).")
+@handles_errors
+def up(url: str | None, app_spec: str, web_port: int | None) -> None:
+    """Start everything: embedded Redis (unless a URL is set), a prodcons worker, a pubsub
+    worker and the web app; Ctrl-C stops them all."""
+    settings = settings_from(url=url, web_port=web_port)
+    logs.setup(settings.log_level, settings.log_format)
+    from .up import run
+
+    sys.exit(run(settings, app_spec))
+
+
 def _json_arg(name: str, text: str, kind: type) -> Any:
     try:
         value = json.loads(text)

@@ -111,7 +111,9 @@ class Queue:
         return int(self.client.llen(self._pending))
 
     def counts(self) -> dict[str, int]:
-        """depth, in_flight, delayed, dead and the counters (enqueued, acked, requeued, dead...)."""
+        """depth, in_flight, delayed, dead_letters, consumers, the counters (enqueued,
+        succeeded, retrying, dead, acked, requeued, recovered...) and, for job queues,
+        ``durations``: the duration histogram (bucket bound → count, and ``sum``)."""
         members = [m.decode() for m in self.client.smembers(keys.consumers(self.name))]
         pipe = self.client.pipeline(transaction=False)
         pipe.llen(self._pending)
@@ -121,7 +123,16 @@ class Queue:
         for member in members:
             pipe.llen(keys.processing(self.name, member))
         depth, delayed, dead, stats, *inflight = pipe.execute()
-        out = {k.decode(): int(v) for k, v in stats.items()}
+        out: dict[str, int] = {}
+        durations: dict[str, float] = {}
+        for k, v in stats.items():
+            name = k.decode()
+            if name.startswith("dur:"):  # the job duration histogram (see records.py)
+                durations[name[4:]] = float(v)
+            else:
+                out[name] = int(v)
+        if durations:
+            out["durations"] = durations  # type: ignore[assignment]
         out.update(depth=depth, delayed=delayed, dead_letters=dead, in_flight=sum(inflight),
                    consumers=len(members))
         return out

@@ -165,8 +165,11 @@ class Records:
             event = json.dumps({"type": "job", "id": env.id, "queue": q, "task": env.task,
                                 "status": outcome.status, "duration_s": round(outcome.duration_s, 6),
                                 "error_type": outcome.error_type}).encode()
+        timed = outcome.status in ("succeeded", "failed", "dead", "retrying") and env.task != ""
         args = [outcome.status, msg.body, extra, delay_ms, int(ttl_s * 1000), env.id,
-                self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event, *fields]
+                self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
+                duration_field(outcome.duration_s) if timed else "",
+                f"{outcome.duration_s:.6f}", *fields]
         return "settle", ks, args
 
     def settle_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
@@ -206,6 +209,19 @@ class Records:
     def _publish(self, event: dict[str, Any]) -> None:
         if self.events:
             self.client.publish(keys.EVENTS_CHANNEL, json.dumps(event))
+
+
+#: Upper bounds (seconds) of the job duration histogram kept in each queue's stats hash.
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                      300.0, float("inf"))
+
+
+def duration_field(seconds: float) -> str:
+    """The stats-hash field counting attempts that took at most the bucket's bound."""
+    for bound in DURATION_BUCKETS_S:
+        if seconds <= bound:
+            return f"dur:{bound:g}"
+    return "dur:inf"
 
 
 def dead_entry(body: bytes, error_type: str, error_message: str, job_id: str = "",

@@ -15,7 +15,9 @@
 -- ARGV[7]  most entries the dead list keeps (0 = unbounded)
 -- ARGV[8]  event channel ('' = publish nothing)
 -- ARGV[9]  event payload
--- ARGV[10..] record field, value pairs
+-- ARGV[10] duration histogram field of the stats hash ('' = do not count), e.g. 'dur:0.05'
+-- ARGV[11] the attempt's duration in seconds
+-- ARGV[12..] record field, value pairs
 -- returns  1 if the message was still held by this consumer, else 0 (it was recovered by
 --          another after our lease expired; the record is written, the message is not moved)
 local held = redis.call('LREM', KEYS[1], -1, ARGV[2])
@@ -31,8 +33,12 @@ if held == 1 then
     if cap > 0 then redis.call('LTRIM', KEYS[5], 0, cap - 1) end
   end
   redis.call('HINCRBY', KEYS[3], outcome, 1)
+  if ARGV[10] ~= '' then
+    redis.call('HINCRBY', KEYS[3], ARGV[10], 1)
+    redis.call('HINCRBYFLOAT', KEYS[3], 'dur:sum', ARGV[11])
+  end
 end
-if #ARGV >= 10 then redis.call('HSET', KEYS[2], unpack(ARGV, 10)) end
+if #ARGV >= 12 then redis.call('HSET', KEYS[2], unpack(ARGV, 12)) end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 if KEYS[6] and outcome ~= 'retrying' and redis.call('GET', KEYS[6]) == ARGV[6] then

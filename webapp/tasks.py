@@ -1,0 +1,47 @@
+"""Demo tasks for the web front end and ``make run`` (``REDISQ_APP=webapp.tasks:app``)."""
+
+from __future__ import annotations
+
+import time
+
+from redisq import App, current_job
+
+app = App()  # REDISQ_URL / REDIS_URL, else the embedded server
+
+
+@app.task(name="demo.add")
+def add(a: float, b: float) -> float:
+    """The classic demo: add two numbers in the background."""
+    return a + b
+
+
+@app.task(name="demo.slow_count", timeout_s=120)
+def slow_count(n: int = 10, step_s: float = 0.2) -> int:
+    """Count to ``n`` slowly, reporting progress (watch the dashboard's progress bar)."""
+    for i in range(n):
+        time.sleep(step_s)
+        current_job().progress((i + 1) / n, f"step {i + 1} of {n}")
+    return n
+
+
+@app.task(name="demo.bulk_update", unique_by="project_id", timeout_s=600)
+def bulk_update(project_id: int, rows: int = 1000) -> dict:
+    """A stand-in for "update a million rows": one per project at a time."""
+    done = 0
+    for chunk in range(0, rows, max(rows // 10, 1)):
+        time.sleep(0.05)
+        done = min(rows, chunk + max(rows // 10, 1))
+        current_job().progress(done / rows, f"{done}/{rows} rows")
+    return {"project_id": project_id, "rows": done}
+
+
+@app.task(name="demo.count")
+def count(key: str = "demo:count") -> int:
+    """Increment a Redis counter (used by the load test to prove exactly-once processing)."""
+    return int(app.client.incr(key))
+
+
+@app.subscriber("events")
+def on_event(message: object) -> None:
+    """Every pubsub worker gets every message of the 'events' channel."""
+    app.client.incr("demo:events")
