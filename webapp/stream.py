@@ -14,7 +14,7 @@ from redisq.channel import Subscriber
 from redisq.records import DURATION_BUCKETS_S
 from redisq.stats import snapshot, with_rates
 
-from . import WebState, state
+from . import WebState, error, state
 
 stream = Blueprint("stream", __name__)
 
@@ -107,9 +107,12 @@ def events() -> Response:
 
 
 @stream.get("/events/<channel>")
-def channel_events(channel: str) -> Response:
+def channel_events(channel: str) -> Response | tuple[Response, int]:
     """An SSE bridge: a browser follows a pub/sub channel without websockets."""
-    keys.check_name(channel, "channel")
+    try:
+        keys.check_name(channel, "channel")
+    except ValueError as exc:
+        return error(400, str(exc))
     sub, until = _subscriber(channel), time.monotonic() + _max_s()
 
     def generate() -> Iterator[str]:
