@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextvars
 import json
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,8 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED})
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits of randomness (os.urandom: a quarter of uuid4's cost on the hot path)."""
+    return os.urandom(16).hex()
 
 
 class BadMessage(ValueError):
