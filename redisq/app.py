@@ -82,7 +82,7 @@ class App:
         self.subscribers: dict[str, SubscriberSpec] = {}
         self.durable_channels: set[str] = set()
         self.hooks = Hooks()
-        self.periodic_jobs: dict[str, Any] = {}
+        self.periodic_jobs: dict[str, Any] = {}  # task name → scheduler.Periodic
         self._client: redis.Redis | None = None
         self._records: Records | None = None
 
@@ -140,6 +140,24 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    def periodic(self, *, cron: str | None = None, every_s: float | None = None,
+                 tz: str = "UTC", misfire: str = "once", misfire_grace_s: float = 60.0,
+                 args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+                 name: str | None = None, queue: str = "default", **task_options: Any) -> Any:
+        """Register a task that ``redisq scheduler`` (or ``worker --with-scheduler``) queues
+        on a schedule: ``@app.periodic(cron="*/5 * * * *", tz="Europe/Paris")`` or
+        ``@app.periodic(every_s=60)``. Each tick fires exactly once across schedulers."""
+        from .scheduler import Periodic
+
+        def register(func: Callable[..., Any]) -> Task:
+            task = self.task(func, name=name, queue=queue, **task_options)
+            self.periodic_jobs[task.name] = Periodic(
+                task.name, queue, cron, every_s, tz, misfire, misfire_grace_s, tuple(args),
+                dict(kwargs or {}))
+            return task
+
+        return register
 
     def subscriber(self, channel: str, *, durable: bool = False, pattern: bool = False) -> Any:
         """Register a handler for ``redisq worker --mode pubsub`` (``handler(message)``)."""

@@ -191,6 +191,8 @@ def _format_info(snap: dict[str, Any], with_rate: bool) -> str:
         lines.append(f"{name:<20}{c['depth']:>9}{c['in_flight']:>11}{c['delayed']:>9}"
                      f"{c['dead_letters']:>7}{c.get('succeeded', 0):>11}{c.get('failed', 0):>8}"
                      + (f"{c['rate']:>9}" if with_rate else ""))
+    for p in snap.get("periodic", []):
+        lines.append(f"periodic {p['name']:<30} {p['schedule']:<28} next {p['next_at_iso']}")
     lines.append("")
     lines.append(f"{len(snap['workers'])} worker(s)")
     for w in snap["workers"]:
@@ -282,6 +284,27 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None) -> N
     if stale:
         sys.exit(1)
     click.echo(f"ok: redis reachable, {len(workers)} worker(s) progressing")
+
+
+@main.command()
+@click.option("--app", "app_spec", help=APP_HELP)
+@click.option("--url", help=URL_HELP)
+@click.option("--lease-s", type=float, help="Leader lease; a dead leader is replaced after it.")
+@click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Log line format.")
+@handles_errors
+def scheduler(app_spec: str | None, **flags: Any) -> None:
+    """Run the periodic-job scheduler (any number may run: one leads at a time)."""
+    settings = settings_from(app=app_spec, **flags)
+    logs.setup(settings.log_level, settings.log_format)
+    if not settings.app:
+        raise ConfigError("scheduler needs --app package.module:app (or REDISQ_APP)")
+    app = load_app(settings.app, settings.url)
+    if not app.periodic_jobs:
+        raise ConfigError(f"{settings.app} registers no @app.periodic jobs")
+    from .scheduler import SchedulerDaemon
+
+    sys.exit(SchedulerDaemon(app, settings).run())
 
 
 @main.command()

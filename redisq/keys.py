@@ -21,8 +21,9 @@ key                                    type      meaning
 ``redisq:worker:<id>``                 hash      worker registry entry; TTL = ``lease_s``
 ``redisq:stream:{<channel>}``          stream    durable pub/sub log (capped)
 ``redisq:lock:{<name>}``               string    distributed lock token; TTL = lease
-``redisq:scheduler:leader``            string    scheduler leader id; TTL = lease
-``redisq:periodic:<name>``             string    last fired tick of a periodic job (unix s)
+``redisq:scheduler:leader``            string    scheduler leader token; TTL = lease
+``redisq:{q}:periodic:<name>``         string    last fired tick of a periodic job (unix s)
+``redisq:periodic``                    hash      periodic job name → JSON (schedule, next/last run)
 ``redisq:channel:{<ch>}:dead``         list      dead letters of a pub/sub channel
 ``redisq:events``                      channel   job and worker events for dashboards
 =====================================  ========  ==============================================
@@ -105,8 +106,12 @@ def lock(name: str) -> str:
     return f"{PREFIX}:lock:{{{name}}}"
 
 
-def periodic(name: str) -> str:
-    return f"{PREFIX}:periodic:{name}"
+PERIODIC_INDEX = f"{PREFIX}:periodic"
+
+
+def periodic_last(queue: str, name: str) -> str:
+    """Last fired tick of a periodic job; under its queue's tag, beside the jobs it fires."""
+    return f"{_q(queue)}:periodic:{name}"
 
 
 def channel_dead(channel: str) -> str:

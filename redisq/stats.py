@@ -13,10 +13,14 @@ from .registry import Registry
 
 
 def snapshot(client: redis.Redis) -> dict[str, Any]:
-    """Every known queue's counts and every live worker, with the time they were read."""
+    """Every known queue's counts (incl. delayed jobs), every live worker and the next run of
+    each periodic job, with the time they were read."""
     names = sorted(q.decode() for q in client.smembers(keys.QUEUES))
     queues = {name: Queue(client, name).counts() for name in names}
-    return {"time": time.time(), "queues": queues, "workers": Registry(client).workers()}
+    from .scheduler import periodic_index
+
+    return {"time": time.time(), "queues": queues, "workers": Registry(client).workers(),
+            "periodic": periodic_index(client)}
 
 
 def with_rates(prev: dict[str, Any] | None, cur: dict[str, Any]) -> dict[str, Any]:

@@ -94,6 +94,11 @@ class Worker(Daemon):
         self._last_promote = float("-inf")
         self._idle_passes = 0
         self._backlog = False
+        self.scheduler = None
+        if settings.with_scheduler:
+            from .scheduler import Scheduler
+
+            self.scheduler = Scheduler(app, lease_s=settings.lease_s, client=self.client)
 
     def describe(self) -> str:
         return f"queues={','.join(self.queues)} concurrency={self.concurrency}"
@@ -276,6 +281,8 @@ class Worker(Daemon):
     # -- supervisor --------------------------------------------------------------------------
     def tick(self) -> None:
         self.limiter.enforce()
+        if self.scheduler is not None:
+            self.scheduler.tick()  # also promotes due delayed jobs of every queue
         now = self.clock()
         if now - self._last_promote >= PROMOTE_EVERY_S:
             self._last_promote = now

@@ -178,3 +178,15 @@ def test_systemd_ready_and_watchdog_stops_when_loop_hangs(app: App, tmp_path: Pa
         worker.stop()
         thread.join(5)
         sock.close()
+
+
+def test_worker_with_scheduler_runs_periodic_jobs(app: App) -> None:
+    runs: list[float] = []
+
+    @app.periodic(every_s=0.5, name="t.beat")
+    def beat() -> None:
+        runs.append(time.time())
+
+    with running(app, with_scheduler=True):
+        wait_until(lambda: len(runs) >= 2, 5, what="two periodic runs")
+    assert runs[1] - runs[0] >= 0.3
