@@ -274,7 +274,12 @@ class Worker(Daemon):
             self._idle_passes = 0
             return
         self._idle_passes += 1
-        if self._idle_passes >= 2 and not any(Queue(self.client, q).depth() for q in self.queues):
+        if self._idle_passes < 2:
+            return
+        # Jobs already due in the delayed set count as waiting; later ones stay queued.
+        promoted = sum(Queue(self.client, q, self.records.scripts).promote_due()
+                       for q in self.queues)
+        if not promoted and not any(Queue(self.client, q).depth() for q in self.queues):
             log.info("worker=%s burst: queues drained", self.id)
             self.stop()
 
