@@ -23,7 +23,7 @@ run: venv
 	$(BIN)/redisq up
 
 test: venv system-deps
-	$(BIN)/ruff check redisq webapp tests bench worker.py
+	$(BIN)/ruff check redisq webapp tests bench scripts worker.py
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-fast: venv
