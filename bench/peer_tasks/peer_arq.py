@@ -1,0 +1,19 @@
+import os
+import time
+
+from arq.connections import RedisSettings
+
+
+async def noop(ctx):
+    await ctx["redis"].incr("counter")
+
+
+async def stamp(ctx, sent):
+    await ctx["redis"].rpush("lat", repr(time.time() - sent))
+
+
+class WorkerSettings:
+    functions = [noop, stamp]
+    redis_settings = RedisSettings.from_dsn(os.environ["REDIS_URL"])
+    poll_delay = 0.01
+    max_jobs = 10

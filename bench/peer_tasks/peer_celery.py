@@ -1,0 +1,18 @@
+import os
+import time
+
+import redis
+from celery import Celery
+
+r = redis.Redis.from_url(os.environ["REDIS_URL"])
+app = Celery("bench", broker=os.environ["REDIS_URL"])
+
+
+@app.task
+def noop():
+    r.incr("counter")
+
+
+@app.task
+def stamp(sent):
+    r.rpush("lat", repr(time.time() - sent))

@@ -1,0 +1,19 @@
+import os
+import time
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+r = redis.Redis.from_url(os.environ["REDIS_URL"])
+dramatiq.set_broker(RedisBroker(url=os.environ["REDIS_URL"]))
+
+
+@dramatiq.actor
+def noop():
+    r.incr("counter")
+
+
+@dramatiq.actor
+def stamp(sent):
+    r.rpush("lat", repr(time.time() - sent))

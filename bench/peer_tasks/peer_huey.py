@@ -1,0 +1,18 @@
+import os
+import time
+
+import redis
+from huey import RedisHuey
+
+r = redis.Redis.from_url(os.environ["REDIS_URL"])
+huey = RedisHuey("bench", url=os.environ["REDIS_URL"])
+
+
+@huey.task()
+def noop():
+    r.incr("counter")
+
+
+@huey.task()
+def stamp(sent):
+    r.rpush("lat", repr(time.time() - sent))

@@ -1,0 +1,16 @@
+import os
+import time
+
+import redis
+from rq import Queue
+
+r = redis.Redis.from_url(os.environ["REDIS_URL"])
+queue = Queue("default", connection=redis.Redis.from_url(os.environ["REDIS_URL"]))
+
+
+def noop():
+    r.incr("counter")
+
+
+def stamp(sent):
+    r.rpush("lat", repr(time.time() - sent))

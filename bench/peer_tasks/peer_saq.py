@@ -1,0 +1,19 @@
+import os
+import time
+
+import redis.asyncio as aioredis
+from saq import Queue
+
+queue = Queue.from_url(os.environ["REDIS_URL"])
+r = aioredis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+async def noop(ctx):
+    await r.incr("counter")
+
+
+async def stamp(ctx, sent):
+    await r.rpush("lat", repr(time.time() - sent))
+
+
+settings = {"queue": queue, "functions": [noop, stamp], "concurrency": 10}
