@@ -1,0 +1,72 @@
+"""rediss:// works end to end: producer, worker and subscriber over TLS, verified against the
+CA; a server whose certificate the CA did not sign is refused (an error, not a hang)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+
+from redisq import App, config
+from redisq.channel import Subscriber
+from redisq.connection import connect
+from redisq.server import RedisServer, free_port
+from redisq.worker import Worker
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def make_ca_and_cert(d: Path, name: str) -> None:
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}-ca.key", "-out",
+            f"{name}-ca.pem", "-days", "2", "-subj", f"/CN={name}-ca", cwd=d)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", "/CN=127.0.0.1", cwd=d)
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{name}-ca.pem", "-CAkey",
+            f"{name}-ca.key", "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+            "-extfile", "ext", cwd=d)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path):
+    make_ca_and_cert(tmp_path, "good")
+    make_ca_and_cert(tmp_path, "other")
+    tls_port = free_port()
+    srv = RedisServer(tmp_path / "data", port=free_port(), extra_args=(
+        "--tls-port", str(tls_port), "--tls-cert-file", str(tmp_path / "good.pem"),
+        "--tls-key-file", str(tmp_path / "good.key"), "--tls-ca-cert-file",
+        str(tmp_path / "good-ca.pem"), "--tls-auth-clients", "no")).start()
+    yield tmp_path, tls_port
+    srv.kill()
+
+
+def test_everything_over_tls(tls_server: tuple[Path, int]) -> None:
+    certs, port = tls_server
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs / 'good-ca.pem'}"
+    app = App(url)
+
+    @app.task(name="tls.add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    sub = Subscriber(app.connect("tls-sub"), channels=["news"])
+    sub.get(0.05)
+    job = add.delay(2, 2)
+    assert Worker(app, config.load({"burst": True, "block_timeout_s": 0.2, "lease_s": 1}, {})
+                  ).run() == 0
+    assert job.result(2) == 4
+    assert app.publish("news", {"n": 1}) == 1
+    msg = sub.get(2)
+    assert msg is not None and msg.data == b'{"n":1}'
+    sub.close()
+
+
+def test_wrong_ca_is_refused(tls_server: tuple[Path, int]) -> None:
+    certs, port = tls_server
+    client = connect(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs / 'other-ca.pem'}", "t")
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
