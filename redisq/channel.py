@@ -104,6 +104,7 @@ class Subscriber:
         self._last_ping = 0.0
         self._ping_outstanding: float | None = None
         self._closed = threading.Event()
+        self._iterating = False
 
     @property
     def reconnects(self) -> int:
@@ -239,10 +240,15 @@ class Subscriber:
         return ChannelMessage(channel, data, pattern)
 
     def __iter__(self) -> Iterator[ChannelMessage]:
-        while not self._closed.is_set():
-            msg = self.get(1.0)
-            if msg is not None:
-                yield msg
+        self._iterating = True
+        try:
+            while not self._closed.is_set():
+                msg = self.get(1.0)
+                if msg is not None:
+                    yield msg
+        finally:
+            self._iterating = False
+            self._drop()
 
     def run(self, callback: Callable[[ChannelMessage], None]) -> None:
         """Call ``callback`` for each message until :meth:`close`; a failing callback is logged
@@ -254,8 +260,11 @@ class Subscriber:
                 log.exception("subscriber callback failed on %s", msg.channel)
 
     def close(self) -> None:
+        """Stop. From another thread while ``run``/iteration reads, the reader drops the
+        connection itself within a second (a socket must not vanish under a blocked read)."""
         self._closed.set()
-        self._drop()
+        if not self._iterating:
+            self._drop()
 
 
 class _PongMissing(Exception):
