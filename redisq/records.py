@@ -100,7 +100,7 @@ class Records:
 
     def cancel(self, queue: str, job_id: str) -> bool:
         raw = self.client.hget(keys.job(queue, job_id), "message")
-        ks = [keys.job(queue, job_id)]
+        ks = [keys.job(queue, job_id), keys.pending(queue), keys.delayed(queue)]
         unique = _unique_of(raw)
         if unique is not None:
             ks.append(keys.unique(queue, unique))
@@ -153,7 +153,8 @@ class Records:
             if outcome.status == "retrying":
                 delay_ms = int(outcome.retry_in_s * 1000)
                 extra = serializer_dumps(env.next_attempt().to_dict())
-                fields += ["next_attempt_at", f"{now + outcome.retry_in_s:.3f}"]
+                # The record names the message that waits, so cancel() can take it out.
+                fields += ["next_attempt_at", f"{now + outcome.retry_in_s:.3f}", "message", extra]
             else:
                 fields += ["finished_at", f"{now:.3f}"]
                 ttl_s = self.failure_ttl_s

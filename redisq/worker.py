@@ -116,6 +116,7 @@ class Worker(Daemon):
         jobs = self.start(messages)
         for job in jobs:
             self._submit(job)
+        self.mark(jobs)
         if burst:
             self._check_burst_end(bool(jobs))
 
@@ -124,27 +125,14 @@ class Worker(Daemon):
         return self.consumer.reserve(n, timeout_s)
 
     def start(self, messages: list[Message]) -> list[Reserved]:
-        """Decode messages, dead-letter the ones that cannot run, and mark the rest started
-        (batch reservations come marked already; a blocking move's message does not)."""
-        decoded = [r for r in map(self._decode, messages) if r is not None]
-        befores = [r.message.before for r in decoded]
-        unmarked = [i for i, b in enumerate(befores) if b is None]
-        if unmarked:
-            try:
-                for i, b in zip(unmarked, self.records.start(self.id, [decoded[i].env
-                                                                        for i in unmarked]),
-                                strict=True):
-                    befores[i] = b
-            except CONNECTION_ERRORS as exc:
-                # They stay in our processing list; the orphan check hands them out again.
-                self.consumer.outage.failed(exc, wait=False)
-                for i in unmarked:
-                    self.consumer.forget(decoded[i].message)
-                self.consumer.recheck()
+        """Decode messages, dead-letter the ones that cannot run, and drop the ones whose job
+        must not run again (a batch reservation marked them started and reported each job's
+        status before). A blocking move's message is not marked yet: see :meth:`mark`."""
         runnable = []
-        for r, prev in zip(decoded, befores, strict=True):
-            if prev is None:
+        for r in map(self._decode, messages):
+            if r is None:
                 continue
+            prev = r.message.before
             if prev in TERMINAL:
                 log.info("job=%s task=%s skipped (already %s)", r.env.id, r.env.task, prev)
                 self._ack_skipped(r)
@@ -153,6 +141,18 @@ class Worker(Daemon):
                      r.env.queue, r.env.attempt)
             runnable.append(r)
         return runnable
+
+    def mark(self, jobs: list[Reserved]) -> None:
+        """Mark jobs from a blocking move started, while they already run: on an idle worker
+        this round trip is off the latency path. (A cancel cannot race it: cancel takes the
+        message out of the queue, so a reserved job is no longer cancellable.)"""
+        unmarked = [j.env for j in jobs if j.message.before is None]
+        if not unmarked:
+            return
+        try:
+            self.records.start(self.id, unmarked)
+        except CONNECTION_ERRORS as exc:
+            log.warning("could not mark %d job(s) started (%s)", len(unmarked), exc)
 
     def _decode(self, m: Message) -> Reserved | None:
         try:
@@ -215,6 +215,7 @@ class Worker(Daemon):
             self.record(job, outcome, holds_slot=True)
             return None
         nxt = self.start(messages)
+        self.mark(nxt)
         with self._slots:
             self.current.pop(job.env.id, None)
             if nxt:

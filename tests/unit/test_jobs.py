@@ -217,3 +217,16 @@ def test_lock_lease(fake_redis: redis.Redis) -> None:
     with Lock(fake_redis, "p", ttl_s=1) as held:
         assert held.locked()
     assert not held.locked()
+
+
+def test_cancel_takes_the_message_out_and_is_too_late_once_reserved(fake_redis: redis.Redis) -> None:
+    from redisq.queue import Consumer
+
+    app = make_app(fake_redis)
+    first, second = app.enqueue("t.x"), app.enqueue("t.x")
+    later = app.enqueue("t.x", delay_s=60)
+    assert first.cancel() and later.cancel()
+    assert fake_redis.llen("redisq:{default}:pending") == 1
+    assert fake_redis.zcard("redisq:{default}:delayed") == 0
+    Consumer(fake_redis, ["default"]).reserve(1)  # a worker took the second one
+    assert second.cancel() is False and second.status == "queued"

@@ -128,8 +128,10 @@ def test_unknown_job_is_404_json(client: FlaskClient) -> None:
 
 def test_cancel_requeue_purge(client: FlaskClient, rq: App) -> None:
     job_id = client.post("/prodcons", json={"task": "web.add", "args": [1, 1]}).get_json()["job_id"]
+    client.post("/prodcons", json={"task": "web.add", "args": [2, 2]})
     assert client.post(f"/jobs/{job_id}/cancel").get_json()["status"] == "cancelled"
     assert client.post(f"/jobs/{job_id}/cancel").status_code == 409
+    assert depth(rq) == 1  # the cancelled job's message left the queue
     assert client.post("/queues/default/purge").get_json()["purged"] == 1
     assert client.post("/queues/default/requeue").get_json()["requeued"] == 0
 
