@@ -70,7 +70,12 @@ class App:
     def __init__(self, url: str | None = None, *, serializer: str = "json",
                  result_ttl_s: float = 86_400.0, failure_ttl_s: float = 604_800.0,
                  dead_max: int = 10_000, options: ConnectionOptions | None = None,
-                 events: bool = True) -> None:
+                 events: bool = True, wait_replicas: int = 0,
+                 wait_timeout_s: float = 1.0) -> None:
+        """``wait_replicas``: durable enqueue. With N > 0, ``enqueue`` returns only once N
+        replicas have the job (``WAIT`` on the same connection, same round trip), else raises
+        :class:`NotReplicated`; asynchronous replication alone can lose a job acknowledged just
+        before a failover."""
         self._url = url
         self.serializer = serializers.get(serializer)
         self.options = options or ConnectionOptions()
@@ -78,6 +83,8 @@ class App:
         self.failure_ttl_s = failure_ttl_s
         self.dead_max = dead_max
         self.events = events
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_s = wait_timeout_s
         self.tasks: dict[str, Task] = {}
         self.subscribers: dict[str, SubscriberSpec] = {}
         self.durable_channels: set[str] = set()
@@ -209,7 +216,11 @@ class App:
         self.records.register_queue(prepared.env.queue)
         name, ks, argv = self.records.enqueue_call(prepared.env, prepared.message, delay_s,
                                                    prepared.unique_ttl_s)
-        created, jid = self.records.scripts.run(name, ks, argv)
+        if self.wait_replicas:
+            created, jid = self.records.scripts.run_replicated(
+                name, ks, argv, self.wait_replicas, self.wait_timeout_s)
+        else:
+            created, jid = self.records.scripts.run(name, ks, argv)
         return self.finish_enqueue(prepared, bool(created), jid)
 
     def prepare(self, task_name: str, args: Sequence[Any], kwargs: dict[str, Any] | None,

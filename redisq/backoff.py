@@ -15,7 +15,7 @@ class Backoff:
     """
 
     base_s: float = 0.05
-    cap_s: float = 5.0
+    cap_s: float = 2.0
     rng: random.Random = field(default_factory=random.Random)
     failures: int = 0
 

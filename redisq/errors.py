@@ -46,6 +46,11 @@ class DuplicateJob(RedisqError):
         self.existing_id = existing_id
 
 
+class NotReplicated(RedisqError):
+    """A durable enqueue was written to the master but not confirmed by enough replicas in
+    time; retrying with the same ``job_id`` is safe (a queued job id is not queued twice)."""
+
+
 class LockNotAcquired(RedisqError):
     """A distributed lock could not be acquired before the deadline."""
 

@@ -16,6 +16,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from .errors import NotReplicated
 from .wire import wire_for
 
 NAMES = (
@@ -51,6 +52,22 @@ class Scripts:
         (res,) = self._wire.execute([("EVALSHA", script.sha, len(keys), *keys, *args)])
         if isinstance(res, Exception):
             return self.run_many([(name, keys, args)])[0]  # NOSCRIPT: load and run again
+        return res
+
+    def run_replicated(self, name: str, keys: list[str], args: list[Any], replicas: int,
+                       timeout_s: float) -> Any:
+        """Run one script, then ``WAIT`` for ``replicas`` replicas to have its writes, in one
+        round trip on the same connection (WAIT counts that connection's writes)."""
+        script = self._scripts[name]
+        res, acked = self._wire.execute([("EVALSHA", script.sha, len(keys), *keys, *args),
+                                         ("WAIT", replicas, int(timeout_s * 1000))])
+        if isinstance(res, NoScriptError):
+            res = self.run_many([(name, keys, args)])[0]  # loads the script and runs it
+            (acked,) = self._wire.execute([("WAIT", replicas, int(timeout_s * 1000))])
+        if isinstance(res, Exception):
+            raise res
+        if int(acked) < replicas:
+            raise NotReplicated(f"{acked} of {replicas} replica(s) confirmed within {timeout_s} s")
         return res
 
     def run_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:

@@ -56,6 +56,11 @@ class Wire:
         exception), a connection error drops the connection and is raised."""
         conn = self._conn()
         try:
+            if conn._sock is None:
+                # Connect explicitly: send_packed_command would connect to the configured
+                # host/port directly, bypassing connection classes that resolve the address
+                # at connect time (Sentinel's master lookup).
+                conn.connect()
             conn.send_packed_command(conn.pack_commands(commands), check_health=False)
             out: list[Any] = []
             for _ in commands:
