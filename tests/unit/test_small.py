@@ -77,3 +77,17 @@ def test_describe_covers_every_setting() -> None:
     rows = config.describe()
     assert {r[0] for r in rows} >= {"REDISQ_URL", "REDISQ_CONCURRENCY", "REDISQ_LEASE_S"}
     assert all(r[3] for r in rows)  # every setting documented
+
+
+def test_json_log_lines_carry_job_fields() -> None:
+    import json
+    import logging
+
+    from redisq.logs import JSONFormatter
+
+    record = logging.LogRecord("redisq.worker", logging.INFO, __file__, 1,
+                               "job=%s task=%s queue=%s succeeded duration_s=%.6f",
+                               ("j1", "t.add", "default", 0.001), None)
+    line = json.loads(JSONFormatter().format(record))
+    assert line["job"] == "j1" and line["task"] == "t.add" and line["queue"] == "default"
+    assert line["level"] == "info" and line["duration_s"] == "0.001000"
