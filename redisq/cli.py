@@ -338,7 +338,7 @@ def up(url: str | None, app_spec: str, web_port: int | None) -> None:
     logs.setup(settings.log_level, settings.log_format)
     from .up import run
 
-    sys.exit(run(settings, app_spec))
+    sys.exit(run(settings, app_spec, announce=click.echo))
 
 
 def _json_arg(name: str, text: str, kind: type) -> Any:

@@ -36,6 +36,7 @@ EVENTS_CHANNEL = f"{PREFIX}:events"
 QUEUES = f"{PREFIX}:queues"
 WORKERS = f"{PREFIX}:workers"
 SCHEDULER_LEADER = f"{PREFIX}:scheduler:leader"
+PERIODIC_INDEX = f"{PREFIX}:periodic"
 
 _FORBIDDEN = set("{}\r\n\t ")
 
@@ -104,9 +105,6 @@ def stream(channel: str) -> str:
 
 def lock(name: str) -> str:
     return f"{PREFIX}:lock:{{{name}}}"
-
-
-PERIODIC_INDEX = f"{PREFIX}:periodic"
 
 
 def periodic_last(queue: str, name: str) -> str:

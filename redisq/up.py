@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 
 from .config import Settings
 from .server import RedisServer
@@ -34,8 +35,10 @@ def _commands(settings: Settings, app_spec: str) -> dict[str, list[str]]:
             "worker-pubsub": [*worker, "--mode", "pubsub"], "web": web}
 
 
-def run(settings: Settings, app_spec: str = "webapp.tasks:app") -> int:
-    """Run everything until a signal; returns the exit code."""
+def run(settings: Settings, app_spec: str = "webapp.tasks:app",
+        announce: Callable[[str], object] = log.warning) -> int:
+    """Run everything until a signal; ``announce`` tells the user where it is (the CLI prints
+    it); returns the exit code."""
     server = None
     url = settings.url
     if not url:
@@ -52,8 +55,8 @@ def run(settings: Settings, app_spec: str = "webapp.tasks:app") -> int:
         for name, cmd in _commands(settings, app_spec).items():
             # Own sessions: a terminal's Ctrl-C reaches only us, and we stop each child once.
             children[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
-        print(f"redisq is up: http://{settings.web_host}:{settings.web_port}/  "
-              f"(REDIS_URL={url}; Ctrl-C stops everything)", flush=True)
+        announce(f"redisq is up: http://{settings.web_host}:{settings.web_port}/  "
+                 f"(REDIS_URL={url}; Ctrl-C stops everything)")
         code = _watch(children, stop)
     finally:
         _stop_all(children, settings.grace_s)

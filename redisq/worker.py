@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .connection import CONNECTION_ERRORS
+from .consumer import Consumer
 from .daemon import Daemon
 from .execute import AsyncRunner, TimeLimiter, execute
 from .job import DEAD, SUCCEEDED, TERMINAL, BadMessage, Envelope, JobContext
-from .queue import Consumer, Message, Queue
+from .queue import Message, Queue
 from .recorder import Recorder
 from .records import Outcome, dead_entry
 

@@ -15,7 +15,8 @@ import pytest
 
 from redisq import keys
 from redisq.connection import ConnectionOptions, connect
-from redisq.queue import Consumer, Queue
+from redisq.consumer import Consumer
+from redisq.queue import Queue
 from redisq.server import RedisServer
 from tests.support.loops import ConsumerLoop
 from tests.support.proxy import FaultProxy
@@ -137,7 +138,7 @@ def test_idle_beyond_server_timeout(server: RedisServer) -> None:
 HOLDER = """
 import sys, time
 from redisq.connection import connect
-from redisq.queue import Consumer
+from redisq.consumer import Consumer
 c = Consumer(connect(sys.argv[1], "holder"), ["jobs"], consumer_id="holder", lease_s=1.0,
              block_timeout_s=0.5)
 got = c.reserve(5)

@@ -1,5 +1,6 @@
 from redisq.connection import connect
-from redisq.queue import Consumer, Queue
+from redisq.consumer import Consumer
+from redisq.queue import Queue
 
 
 def test_put_reserve_ack_roundtrip(redis_url: str) -> None:

@@ -6,7 +6,7 @@ import threading
 from collections import Counter
 
 from redisq.channel import Subscriber
-from redisq.queue import Consumer
+from redisq.consumer import Consumer
 
 
 class ConsumerLoop(threading.Thread):

@@ -220,7 +220,7 @@ def test_lock_lease(fake_redis: redis.Redis) -> None:
 
 
 def test_cancel_takes_the_message_out_and_is_too_late_once_reserved(fake_redis: redis.Redis) -> None:
-    from redisq.queue import Consumer
+    from redisq.consumer import Consumer
 
     app = make_app(fake_redis)
     first, second = app.enqueue("t.x"), app.enqueue("t.x")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import redis
 
 from redisq import keys
-from redisq.queue import Consumer, Queue
+from redisq.consumer import Consumer
+from redisq.queue import Queue
 
 
 def consumer(r: redis.Redis, queues: list[str], cid: str = "c1", lease_s: float = 5.0) -> Consumer:

@@ -1,0 +1,352 @@
+"""The consuming side of queues: reserve, ack, nack, bury, leases and lost-reply recovery.
+
+See :mod:`redisq.queue` for how a reservation works and why nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import redis
+
+from . import keys
+from .connection import CONNECTION_ERRORS, Outage
+from .queue import Message, as_bytes
+from .scripts import Scripts
+
+log = logging.getLogger("redisq.queue")
+
+
+def _nones() -> Iterable[None]:
+    while True:
+        yield None
+
+
+
+class Consumer:
+    """The consuming side of one or more queues, taken in priority order.
+
+    ``reserve(n)`` returns up to ``n`` messages; each must later be ``ack``-ed (done),
+    ``nack``-ed (give back) or ``bury``-ed (dead-letter). Connection trouble never escapes
+    ``reserve``: it is logged, counted and backed off, and ``reserve`` returns ``[]``.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        queues: Sequence[str],
+        consumer_id: str | None = None,
+        lease_s: float = 30.0,
+        block_timeout_s: float = 5.0,
+        dead_max: int = 10000,
+        outage: Outage | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        mark_jobs: str | None = None,
+    ) -> None:
+        """``mark_jobs``: a worker id; batch reservations then also mark job records started
+        (see ``lua/reserve.lua``) and report each job's status before."""
+        if not queues:
+            raise ValueError("a consumer needs at least one queue")
+        self.client = client
+        self.queues = [keys.check_name(q) for q in queues]
+        self.id = consumer_id or uuid.uuid4().hex[:12]
+        self.lease_s = lease_s
+        self.block_timeout_s = block_timeout_s
+        self.dead_max = dead_max
+        self.outage = outage or Outage(f"consumer {self.id}")
+        self.clock = clock
+        self.scripts = Scripts(client)
+        self._held: dict[str, Counter[bytes]] = {q: Counter() for q in self.queues}
+        self._lock = threading.Lock()
+        self._check_orphans = True  # a previous run of this id may have left messages
+        self._last_beat = float("-inf")
+        self._last_recovery = float("-inf")
+        self._waiters: dict[str, Future[bytes | None]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self.mark_jobs = mark_jobs
+        self._takes = 0  # reservations started by any thread (a seqlock for the orphan check)
+        self._takes_in_flight = 0
+
+    # -- keys --------------------------------------------------------------------------------
+    def _reserve_keys(self, q: str) -> list[str]:
+        return [keys.pending(q), keys.processing(q, self.id), keys.lease(q, self.id),
+                keys.consumers(q)]
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease_s * 1000)
+
+    # -- reserving ---------------------------------------------------------------------------
+    def reserve(self, n: int = 1, timeout_s: float | None = None) -> list[Message]:
+        """Up to ``n`` messages, highest-priority queue first; waits up to ``timeout_s``
+        (default ``block_timeout_s``) when all queues are empty. Never raises on connection
+        errors: returns ``[]`` after backing off."""
+        if n < 1:
+            return []
+        try:
+            got = self._reserve(n, self.block_timeout_s if timeout_s is None else timeout_s)
+        except CONNECTION_ERRORS as exc:
+            self._check_orphans = True
+            self.outage.failed(exc)
+            return []
+        self.outage.succeeded()
+        return got
+
+    def _reserve(self, n: int, timeout_s: float) -> list[Message]:
+        self._maintain()
+        got = self._take_orphans(n) if self._check_orphans else []
+        got += self._harvest_waiters(n - len(got))
+        if len(got) < n:
+            got += self._take_batch(n - len(got))
+        if got or timeout_s <= 0:
+            return got
+        got = self._block(min(timeout_s, self.block_timeout_s))
+        if not got:
+            # An empty wait is cheap moment to make sure no reply was lost on the way.
+            self._check_orphans = True
+        return got
+
+    def _hold(self, q: str, bodies: Iterable[bytes],
+              befores: Iterable[str | None] | None = None) -> list[Message]:
+        out = []
+        with self._lock:
+            for body, before in zip(bodies, befores or _nones(), strict=False):
+                self._held[q][body] += 1
+                out.append(Message(q, body, before))
+        return out
+
+    def _take_batch(self, n: int) -> list[Message]:
+        return self.take_with([], n)[1]
+
+    def take_with(self, calls: list[tuple[str, list[str], list[Any]]],
+                  n: int) -> tuple[list[Any], list[Message]]:
+        """Run script ``calls`` (e.g. settling finished jobs) and reserve up to ``n`` messages
+        without blocking, in one round trip while the first queue has enough; returns the
+        calls' results and the messages. Connection errors propagate to the caller."""
+        results: list[Any] = []
+        out: list[Message] = []
+        with self._lock:
+            self._takes += 1
+            self._takes_in_flight += 1
+        try:
+            for q in self.queues:
+                batch = [*calls, self._reserve_call(q, n - len(out))] if n > len(out) else calls
+                answers = self.scripts.run_many(batch)
+                results += answers[:len(calls)]
+                calls = []
+                if n > len(out):
+                    out += self._accept(q, answers[-1])
+                if len(out) >= n:
+                    break
+        finally:
+            with self._lock:
+                self._takes_in_flight -= 1
+        if out and not self.mark_jobs:
+            self._last_beat = self.clock()  # the reserve step refreshed the lease
+        return results, out
+
+    def _reserve_call(self, q: str, n: int) -> tuple[str, list[str], list[Any]]:
+        # Jobs mode (a worker) keeps its lease by heartbeat; plain consumers refresh it here.
+        args: list[Any] = [n, self.id, 0 if self.mark_jobs else self.lease_ms]
+        if self.mark_jobs is not None:
+            args += [keys.job_prefix(q), self.mark_jobs, f"{time.time():.3f}"]
+        return "reserve", self._reserve_keys(q), args
+
+    def _accept(self, q: str, answer: list[bytes]) -> list[Message]:
+        if self.mark_jobs is None:
+            return self._hold(q, answer)
+        return self._hold(q, answer[0::2], (b.decode() for b in answer[1::2]))
+
+    def _blmove(self, q: str, timeout_s: float) -> bytes | None:
+        return self.client.blmove(keys.pending(q), keys.processing(q, self.id), timeout_s,
+                                  "RIGHT", "LEFT")
+
+    def _block(self, timeout_s: float) -> list[Message]:
+        if len(self.queues) == 1:
+            q = self.queues[0]
+            body = self._blmove(q, timeout_s)
+            return self._hold(q, [body]) if body is not None else []
+        # Several queues: one blocking move per queue on its own pooled connection; whichever
+        # returns first wins. The others keep waiting and are harvested by later calls.
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(len(self.queues), thread_name_prefix="redisq-wait")
+        for q in self.queues:
+            if q not in self._waiters:
+                self._waiters[q] = self._pool.submit(self._blmove, q, self.block_timeout_s)
+        wait(list(self._waiters.values()), timeout=timeout_s, return_when=FIRST_COMPLETED)
+        return self._harvest_waiters(len(self.queues))
+
+    def _harvest_waiters(self, n: int) -> list[Message]:
+        out: list[Message] = []
+        for q, fut in list(self._waiters.items()):
+            if len(out) >= n or not fut.done():
+                continue
+            del self._waiters[q]
+            body = fut.result()  # re-raises a connection error from the waiter thread
+            if body is not None:
+                out += self._hold(q, [body])
+        return out
+
+    def _quiet(self) -> int | None:
+        """The take counter when no other thread is between moving messages and holding them
+        (their messages would look like orphans), else None."""
+        with self._lock:
+            busy = self._takes_in_flight or any(not f.done() for f in self._waiters.values())
+            return None if busy else self._takes
+
+    def _take_orphans(self, n: int) -> list[Message]:
+        """Messages in our processing lists that we never handed out (their reply was lost).
+        Runs only while no other thread is reserving (checked before and after the read, as
+        a seqlock), else it is tried again on a later call."""
+        before = self._quiet()
+        if before is None:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for q in self.queues:
+            pipe.lrange(keys.processing(q, self.id), 0, -1)
+        stored_lists = pipe.execute()
+        out: list[Message] = []
+        with self._lock:
+            if self._takes != before or self._takes_in_flight:
+                return []
+            for q, stored in zip(self.queues, stored_lists, strict=True):
+                for body, count in (Counter(stored) - self._held[q]).items():
+                    self._held[q][body] += count
+                    out += [Message(q, body)] * count
+        self._check_orphans = False
+        if out:
+            log.warning("consumer %s: recovered %d reserved message(s) whose reply was lost",
+                        self.id, len(out))
+        return out[:n] + self._give_back(out[n:])
+
+    def _give_back(self, extra: list[Message]) -> list[Message]:
+        for m in extra:
+            self.nack(m)
+        return []
+
+    # -- leases ------------------------------------------------------------------------------
+    def _maintain(self) -> None:
+        now = self.clock()
+        if now - self._last_beat >= self.lease_s / 3:
+            self.heartbeat()
+        if now - self._last_recovery >= self.lease_s / 2:
+            self._last_recovery = now
+            self.requeue_stale()
+
+    def heartbeat(self) -> None:
+        """Refresh this consumer's lease on every queue (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for q in self.queues:
+            pipe.sadd(keys.consumers(q), self.id)
+            pipe.set(keys.lease(q, self.id), b"1", px=self.lease_ms)
+        pipe.execute()
+        self._last_beat = self.clock()
+
+    def requeue_stale(self) -> int:
+        """Give back the messages of consumers whose lease expired; returns how many moved."""
+        moved = 0
+        for q in self.queues:
+            members = [m.decode() for m in self.client.smembers(keys.consumers(q))]
+            others = [m for m in members if m != self.id]
+            if not others:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            for m in others:
+                pipe.exists(keys.lease(q, m))
+            stale = [m for m, alive in zip(others, pipe.execute(), strict=True) if not alive]
+            if not stale:
+                continue
+            ks = [keys.consumers(q), keys.pending(q), keys.stats(q)]
+            for m in stale:
+                ks += [keys.lease(q, m), keys.processing(q, m)]
+            n = int(self.scripts.requeue_stale(keys=ks, args=stale))
+            if n:
+                log.warning("queue %s: recovered %d message(s) of expired consumer(s) %s",
+                            q, n, ",".join(stale))
+            moved += n
+        return moved
+
+    # -- settling ----------------------------------------------------------------------------
+    def forget(self, m: Message) -> None:
+        """Stop tracking a message settled by another step (e.g. a job's ``settle``)."""
+        with self._lock:
+            held = self._held[m.queue]
+            held[m.body] -= 1
+            if held[m.body] <= 0:
+                del held[m.body]
+
+    def ack(self, messages: Sequence[Message]) -> int:
+        """Acknowledge finished messages (one round trip per queue); returns how many were
+        still held (a message recovered by another consumer after our lease expired is not)."""
+        by_queue: dict[str, list[bytes]] = {}
+        for m in messages:
+            by_queue.setdefault(m.queue, []).append(m.body)
+        removed = 0
+        for q, bodies in by_queue.items():
+            removed += int(self.scripts.ack(keys=[keys.processing(q, self.id), keys.stats(q)],
+                                            args=bodies))
+        for m in messages:
+            self.forget(m)
+        return removed
+
+    def nack(self, m: Message, front: bool = True) -> bool:
+        """Give a message back to its queue (next in line unless ``front`` is false)."""
+        q = m.queue
+        done = self.scripts.nack(
+            keys=[keys.processing(q, self.id), keys.pending(q), keys.stats(q)],
+            args=[m.body, "front" if front else "back"])
+        self.forget(m)
+        return bool(done)
+
+    def bury(self, m: Message, entry: bytes | str) -> bool:
+        """Move a message to the dead-letter list with ``entry`` (e.g. JSON with the reason)."""
+        q = m.queue
+        done = self.scripts.bury(
+            keys=[keys.processing(q, self.id), keys.dead(q), keys.stats(q)],
+            args=[m.body, as_bytes(entry), self.dead_max])
+        self.forget(m)
+        return bool(done)
+
+    def recheck(self) -> None:
+        """Look for unhanded messages in our processing lists on the next ``reserve`` (after a
+        step that forgot messages it could not settle)."""
+        self._check_orphans = True
+
+    def held(self) -> int:
+        """Messages handed out by this consumer and not settled yet."""
+        with self._lock:
+            return sum(sum(c.values()) for c in self._held.values())
+
+    def close(self, release: bool = True) -> None:
+        """Stop waiting; with ``release``, give every unsettled message back and drop the lease
+        so other consumers take them at once instead of after the lease."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # waits at most one block_timeout_s
+            self._pool = None
+        try:
+            if self._waiters:
+                self._harvest_waiters(len(self.queues))
+            if release:
+                self._release_all()
+        except CONNECTION_ERRORS as exc:
+            log.warning("consumer %s: could not release on close (%s); the lease will expire",
+                        self.id, exc)
+
+    def _release_all(self) -> None:
+        for q in self.queues:
+            proc = keys.processing(q, self.id)
+            while self.client.lmove(proc, keys.pending(q), "LEFT", "RIGHT") is not None:
+                pass
+            pipe = self.client.pipeline(transaction=False)
+            pipe.srem(keys.consumers(q), self.id)
+            pipe.delete(keys.lease(q, self.id))
+            pipe.execute()
+            with self._lock:
+                self._held[q].clear()
