@@ -13,7 +13,6 @@ asyncio producers and threaded workers interoperate.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -26,8 +25,8 @@ from redis.retry import Retry as RedisRetry
 from . import keys
 from .app import App, delay_from
 from .connection import client_name
-from .errors import JobFailed, JobTimeout
-from .job import CANCELLED, DEAD, FAILED, SUCCEEDED
+from .errors import JobTimeout
+from .job import final_result
 from .scripts import source
 
 
@@ -57,14 +56,12 @@ class AsyncJob:
         delay = 0.002
         while True:
             info = await self.info()
-            status = info.get("status")
-            if status == SUCCEEDED:
-                return json.loads(info["result"]) if info.get("result") else None
-            if status in (FAILED, DEAD, CANCELLED):
-                raise JobFailed(self.id, info.get("error_type", status or ""),
-                                info.get("error_message", status or ""), info.get("traceback", ""))
+            done, value = final_result(self.id, info)
+            if done:
+                return value
             if time.monotonic() >= deadline:
-                raise JobTimeout(f"job {self.id} still {status or 'unknown'} after {timeout_s} s")
+                raise JobTimeout(f"job {self.id} still {info.get('status') or 'unknown'} "
+                                 f"after {timeout_s} s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, poll_s)
 

@@ -141,14 +141,24 @@ class Job:
         delay = 0.002
         while True:
             info = self.info()
-            status = info.get("status")
-            if status == SUCCEEDED:
-                return json.loads(info["result"]) if info.get("result") else None
-            if status in (FAILED, DEAD, CANCELLED):
-                raise JobFailed(self.id, info.get("error_type", status or ""),
-                                info.get("error_message", status or ""), info.get("traceback", ""))
+            done, value = final_result(self.id, info)
+            if done:
+                return value
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise JobTimeout(f"job {self.id} still {status or 'unknown'} after {timeout_s} s")
+                raise JobTimeout(f"job {self.id} still {info.get('status') or 'unknown'} "
+                                 f"after {timeout_s} s")
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, poll_s)
+
+
+def final_result(job_id: str, info: dict[str, Any]) -> tuple[bool, Any]:
+    """``(True, result)`` once a record says succeeded; raises :class:`JobFailed` once it says
+    failed, dead or cancelled; ``(False, None)`` while the job is still on its way."""
+    status = info.get("status")
+    if status == SUCCEEDED:
+        return True, json.loads(info["result"]) if info.get("result") else None
+    if status in (FAILED, DEAD, CANCELLED):
+        raise JobFailed(job_id, info.get("error_type", status or ""),
+                        info.get("error_message", status or ""), info.get("traceback", ""))
+    return False, None

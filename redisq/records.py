@@ -70,9 +70,6 @@ class Records:
                            env.task, q, env.enqueued_at]
         return "enqueue", ks, args
 
-    def enqueue_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        return self.scripts.run_many(calls)
-
     # -- reading -----------------------------------------------------------------------------
     def get(self, queue: str, job_id: str) -> dict[str, Any]:
         raw = self.client.hgetall(keys.job(queue, job_id))
