@@ -18,7 +18,8 @@ import redis
 
 from redisq.channel import Channel, Subscriber
 from redisq.connection import connect
-from redisq.queue import Consumer, Queue
+from redisq.consumer import Consumer
+from redisq.queue import Queue
 from redisq.server import RedisServer, free_port
 
 PAYLOAD = b"x" * 100
