@@ -1,3 +1,4 @@
+"""arq functions for bench/peers.py (worker: arq peer_arq.WorkerSettings, 10 ms poll)."""
 import os
 import time
 
@@ -9,11 +10,11 @@ async def noop(ctx):
 
 
 async def stamp(ctx, sent):
-    await ctx["redis"].rpush("lat", repr(time.time() - sent))
+    await ctx["redis"].rpush("lat", repr(time.monotonic() - sent))
 
 
 class WorkerSettings:
     functions = [noop, stamp]
     redis_settings = RedisSettings.from_dsn(os.environ["REDIS_URL"])
     poll_delay = 0.01
-    max_jobs = 10
+    max_jobs = 10  # arq's default

@@ -1,3 +1,4 @@
+"""Celery tasks for bench/peers.py (worker: celery -A peer_celery worker -P solo)."""
 import os
 import time
 
@@ -5,7 +6,7 @@ import redis
 from celery import Celery
 
 r = redis.Redis.from_url(os.environ["REDIS_URL"])
-app = Celery("bench", broker=os.environ["REDIS_URL"])
+app = Celery("bench", broker=os.environ["REDIS_URL"])  # no result backend: results not kept
 
 
 @app.task
@@ -15,4 +16,4 @@ def noop():
 
 @app.task
 def stamp(sent):
-    r.rpush("lat", repr(time.time() - sent))
+    r.rpush("lat", repr(time.monotonic() - sent))

@@ -1,3 +1,4 @@
+"""Dramatiq actors for bench/peers.py (worker: dramatiq peer_dramatiq -p 1 -t 8)."""
 import os
 import time
 
@@ -16,4 +17,4 @@ def noop():
 
 @dramatiq.actor
 def stamp(sent):
-    r.rpush("lat", repr(time.time() - sent))
+    r.rpush("lat", repr(time.monotonic() - sent))

@@ -1,3 +1,4 @@
+"""Huey tasks for bench/peers.py (worker: huey_consumer peer_huey.huey -w 4 -k thread)."""
 import os
 import time
 
@@ -15,4 +16,4 @@ def noop():
 
 @huey.task()
 def stamp(sent):
-    r.rpush("lat", repr(time.time() - sent))
+    r.rpush("lat", repr(time.monotonic() - sent))

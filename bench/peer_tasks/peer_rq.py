@@ -1,3 +1,4 @@
+"""RQ jobs for bench/peers.py (worker: rq worker -w rq.worker.SimpleWorker default)."""
 import os
 import time
 
@@ -13,4 +14,4 @@ def noop():
 
 
 def stamp(sent):
-    r.rpush("lat", repr(time.time() - sent))
+    r.rpush("lat", repr(time.monotonic() - sent))

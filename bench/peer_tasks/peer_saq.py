@@ -1,3 +1,4 @@
+"""SAQ functions for bench/peers.py (worker: saq peer_saq.settings, concurrency 10)."""
 import os
 import time
 
@@ -12,8 +13,8 @@ async def noop(ctx):
     await r.incr("counter")
 
 
-async def stamp(ctx, sent):
-    await r.rpush("lat", repr(time.time() - sent))
+async def stamp(ctx, *, sent):
+    await r.rpush("lat", repr(time.monotonic() - sent))
 
 
 settings = {"queue": queue, "functions": [noop, stamp], "concurrency": 10}
