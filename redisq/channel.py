@@ -26,7 +26,7 @@ import redis
 from redis.client import PubSub
 
 from . import keys
-from .connection import CONNECTION_ERRORS, Outage
+from .connection import CONNECTION_ERRORS, Outage, drop_idle_connections
 from .scripts import Scripts
 
 log = logging.getLogger("redisq.channel")
@@ -119,6 +119,8 @@ class Subscriber:
         if self._pubsub is not None and new:
             self._mark_positions(new & self.durable)
             self._pubsub.subscribe(*new)
+            # What was published between the mark and the SUBSCRIBE is only in the stream.
+            self._replay(new & self.durable)
 
     def psubscribe(self, *patterns: str) -> None:
         new = set(patterns) - self.patterns
@@ -129,6 +131,11 @@ class Subscriber:
     # -- connection --------------------------------------------------------------------------
     def _connect(self) -> None:
         self._drop()
+        # Mark where a new durable channel starts *before* subscribing: a message published
+        # in between is then in the stream after the mark (and replayed below). Marked after
+        # the SUBSCRIBE, its live copy would sit at or below the mark and be dropped as
+        # "already replayed" although it never was.
+        self._mark_positions({c for c in self.durable if c not in self._last_id})
         ps = self.client.pubsub(ignore_subscribe_messages=True)
         if self.channels:
             ps.subscribe(*sorted(self.channels))
@@ -139,7 +146,6 @@ class Subscriber:
         self._pubsub = ps
         self._last_ping = self.clock()
         self._ping_outstanding = None
-        self._mark_positions({c for c in self.durable if c not in self._last_id})
         self._replay()
 
     def _drop(self) -> None:
@@ -155,8 +161,8 @@ class Subscriber:
             last = self.client.xrevrange(keys.stream(ch), count=1)
             self._last_id[ch] = _parse_id(last[0][0]) if last else (0, 0)
 
-    def _replay(self) -> None:
-        for ch in sorted(self.durable):
+    def _replay(self, channels: Iterable[str] | None = None) -> None:
+        for ch in sorted(self.durable if channels is None else channels):
             start = self._last_id.get(ch, (0, 0))
             while True:
                 entries = self.client.xrange(keys.stream(ch), min=f"({start[0]}-{start[1]}",
@@ -185,6 +191,7 @@ class Subscriber:
             msg = self._poll(timeout_s)
         except (*CONNECTION_ERRORS, _PongMissing) as exc:
             self._drop()
+            drop_idle_connections(self.client)  # the replay's connections: same dead path
             self.outage.failed(exc)
             return None
         self.outage.succeeded()
@@ -232,7 +239,13 @@ class Subscriber:
         data: bytes = raw["data"]
         if channel in self.durable and pattern is None:
             raw_id, _, body = data.partition(b"\n")
-            sid = _parse_id(raw_id)
+            try:
+                sid = _parse_id(raw_id)
+            except ValueError:
+                # Not published through a durable Channel (e.g. a plain PUBLISH): deliver it
+                # as it came instead of letting it break the subscriber.
+                log.warning("subscriber: message on durable channel %s has no stream id", channel)
+                return ChannelMessage(channel, data)
             if sid <= self._last_id.get(channel, (0, 0)):
                 return None  # already delivered by replay
             self._last_id[channel] = sid

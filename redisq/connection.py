@@ -24,18 +24,24 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry as RedisRetry
 
+from . import failover
 from .backoff import Backoff
 from .errors import ConfigError
 
 log = logging.getLogger("redisq.connection")
 
-#: Errors that mean "this connection is unusable; make a new one".
+#: Errors that mean "this connection is unusable; make a new one". In a Redis Cluster, also
+#: "this slot is not served right now" (its node is down or moving): nothing ran, retry later.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     OSError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
 )
 
 
@@ -120,7 +126,8 @@ def connect(
     url: str | None = None, role: str = "client", options: ConnectionOptions | None = None
 ) -> redis.Redis:
     """Return a client for ``url`` (``redis://``, ``rediss://``, ``unix://``,
-    ``redis+sentinel://h1:26379,h2:26379/mymaster/0``) configured never to hang."""
+    ``redis+sentinel://h1:26379,h2:26379/mymaster/0``, ``redis+cluster://h1:7000,h2:7001/``)
+    configured never to hang."""
     opts = options or ConnectionOptions()
     url = resolve_url(url)
     parsed = urlparse(url)
@@ -128,15 +135,27 @@ def connect(
     common = _common_kwargs(role, opts)
     if scheme in ("redis+sentinel", "rediss+sentinel"):
         return _sentinel_client(parsed, common, opts)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from .cluster import cluster_client
+
+        extra = _tcp_kwargs(opts)
+        if scheme.startswith("rediss"):
+            extra.update(_tls_kwargs(opts, parse_qs(parsed.query)))
+        return cluster_client(parsed, common, extra)  # type: ignore[return-value]
+    # Failover-aware connection classes: a reply saying the server is no longer the master
+    # (READONLY after a DNS-based failover, ...) drops the connection (see redisq.failover).
     if scheme == "unix":
-        return redis.Redis.from_url(url, **common)
+        return redis.Redis.from_url(url, connection_class=failover.FailoverUnixConnection,
+                                    **common)
     if scheme == "rediss":
         query = parse_qs(parsed.query)
         tls = _tls_kwargs(opts, query)
         base = url.split("?", 1)[0]
-        return redis.Redis.from_url(base, **common, **_tcp_kwargs(opts), **tls)
+        return redis.Redis.from_url(base, connection_class=failover.FailoverSSLConnection,
+                                    **common, **_tcp_kwargs(opts), **tls)
     if scheme == "redis":
-        return redis.Redis.from_url(url, **common, **_tcp_kwargs(opts))
+        return redis.Redis.from_url(url, connection_class=failover.FailoverConnection,
+                                    **common, **_tcp_kwargs(opts))
     raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {url!r}")
 
 
@@ -154,8 +173,12 @@ def _sentinel_client(parsed: Any, common: dict[str, Any], opts: ConnectionOption
     password = unquote(parsed.password) if parsed.password else None
     username = unquote(parsed.username) if parsed.username else None
     extra = _tcp_kwargs(opts)
+    # The pool's connections ask the sentinels for the master on every connect; the
+    # failover-aware class also drops a connection whose server answers as a non-master.
+    conn_class: type = failover.FailoverSentinelConnection
     if parsed.scheme.startswith("rediss"):
-        extra.update(ssl=True, **_tls_kwargs(opts, parse_qs(parsed.query)))
+        extra.update(_tls_kwargs(opts, parse_qs(parsed.query)))
+        conn_class = failover.FailoverSentinelSSLConnection
     sentinel = Sentinel(
         hosts,
         socket_timeout=opts.socket_timeout_s,
@@ -168,8 +191,18 @@ def _sentinel_client(parsed: Any, common: dict[str, Any], opts: ConnectionOption
     kwargs.pop("socket_connect_timeout")
     return sentinel.master_for(
         service, db=db, password=password, username=username,
-        socket_timeout=opts.socket_timeout_s, **kwargs,
+        socket_timeout=opts.socket_timeout_s, connection_class=conn_class, **kwargs,
     )
+
+
+def drop_idle_connections(client: redis.Redis) -> None:
+    """After a connection error, close ``client``'s idle pooled connections: they most likely
+    went the same way (a dropped NAT flow, a restart, a failover), and each would otherwise
+    be found dead only by its own read deadline, one after the other. Connections other
+    threads are using are left alone; the next command simply connects afresh."""
+    pool = getattr(client, "connection_pool", None)  # a Cluster client has one per node
+    if pool is not None:
+        pool.disconnect(inuse_connections=False)
 
 
 def wait_for_redis(client: redis.Redis, timeout_s: float) -> None:

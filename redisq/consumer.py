@@ -17,9 +17,10 @@ from typing import Any
 import redis
 
 from . import keys
-from .connection import CONNECTION_ERRORS, Outage
+from .connection import CONNECTION_ERRORS, Outage, drop_idle_connections
 from .queue import Message, as_bytes
 from .scripts import Scripts
+from .wire import wire_for
 
 log = logging.getLogger("redisq.queue")
 
@@ -90,28 +91,44 @@ class Consumer:
         errors: returns ``[]`` after backing off."""
         if n < 1:
             return []
+        got: list[Message] = []
         try:
-            got = self._reserve(n, self.block_timeout_s if timeout_s is None else timeout_s)
-        except CONNECTION_ERRORS as exc:
+            self._reserve(n, self.block_timeout_s if timeout_s is None else timeout_s, got)
+        except BaseException as exc:
+            # Messages this call already took (orphans, a harvested wait, one queue of a
+            # batch) never reach the caller: un-hold them so the orphan check delivers them
+            # again, instead of leaving them held, unseen and kept alive by our lease.
+            self._unhold(got)
             self._check_orphans = True
+            if not isinstance(exc, CONNECTION_ERRORS):
+                raise
+            # Replace this thread's lean connection and the idle pooled ones now rather than
+            # wait for each to time out in turn on a path that just died.
+            wire_for(self.client).drop()
+            drop_idle_connections(self.client)
             self.outage.failed(exc)
             return []
         self.outage.succeeded()
         return got
 
-    def _reserve(self, n: int, timeout_s: float) -> list[Message]:
+    def _reserve(self, n: int, timeout_s: float, got: list[Message]) -> None:
+        """Fill ``got`` in place, so that what was taken before an error is known."""
         self._maintain()
-        got = self._take_orphans(n) if self._check_orphans else []
+        if self._check_orphans:
+            got += self._take_orphans(n)
         got += self._harvest_waiters(n - len(got))
         if len(got) < n:
             got += self._take_batch(n - len(got))
         if got or timeout_s <= 0:
-            return got
-        got = self._block(min(timeout_s, self.block_timeout_s))
+            return
+        got += self._block(min(timeout_s, self.block_timeout_s))
         if not got:
             # An empty wait is cheap moment to make sure no reply was lost on the way.
             self._check_orphans = True
-        return got
+
+    def _unhold(self, messages: Iterable[Message]) -> None:
+        for m in messages:
+            self.forget(m)
 
     def _hold(self, q: str, bodies: Iterable[bytes],
               befores: Iterable[str | None] | None = None) -> list[Message]:
@@ -145,6 +162,9 @@ class Consumer:
                     out += self._accept(q, answers[-1])
                 if len(out) >= n:
                     break
+        except BaseException:
+            self._unhold(out)  # taken from an earlier queue: orphans again, found by recheck
+            raise
         finally:
             with self._lock:
                 self._takes_in_flight -= 1
@@ -189,7 +209,11 @@ class Consumer:
             if len(out) >= n or not fut.done():
                 continue
             del self._waiters[q]
-            body = fut.result()  # re-raises a connection error from the waiter thread
+            try:
+                body = fut.result()  # re-raises a connection error from the waiter thread
+            except BaseException:
+                self._unhold(out)  # harvested from other queues: orphans again
+                raise
             if body is not None:
                 out += self._hold(q, [body])
         return out
@@ -212,24 +236,32 @@ class Consumer:
         for q in self.queues:
             pipe.lrange(keys.processing(q, self.id), 0, -1)
         stored_lists = pipe.execute()
-        out: list[Message] = []
+        orphans: list[Message] = []
         with self._lock:
             if self._takes != before or self._takes_in_flight:
                 return []
             for q, stored in zip(self.queues, stored_lists, strict=True):
-                for body, count in (Counter(stored) - self._held[q]).items():
-                    self._held[q][body] += count
-                    out += [Message(q, body)] * count
-        self._check_orphans = False
-        if out:
+                # The list's tail is the oldest reservation: deliver oldest first.
+                for body, count in (Counter(reversed(stored)) - self._held[q]).items():
+                    orphans += [Message(q, body)] * count
+        if orphans:
             log.warning("consumer %s: recovered %d reserved message(s) whose reply was lost",
-                        self.id, len(out))
-        return out[:n] + self._give_back(out[n:])
+                        self.id, len(orphans))
+        # Give the surplus back first, while none is held: if that fails, every orphan is
+        # still an orphan and the next call finds them all again.
+        self._give_back(orphans[n:])
+        out = orphans[:n]
+        with self._lock:
+            for m in out:
+                self._held[m.queue][m.body] += 1
+        self._check_orphans = False
+        return out
 
-    def _give_back(self, extra: list[Message]) -> list[Message]:
-        for m in extra:
-            self.nack(m)
-        return []
+    def _give_back(self, extra: list[Message]) -> None:
+        """Requeue unheld orphans at the front, oldest taken first."""
+        for m in reversed(extra):
+            self.scripts.nack(keys=[keys.processing(m.queue, self.id), keys.pending(m.queue),
+                                    keys.stats(m.queue)], args=[m.body, "front"])
 
     # -- leases ------------------------------------------------------------------------------
     def _maintain(self) -> None:

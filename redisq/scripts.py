@@ -57,33 +57,42 @@ class Scripts:
     def run_replicated(self, name: str, keys: list[str], args: list[Any], replicas: int,
                        timeout_s: float) -> Any:
         """Run one script, then ``WAIT`` for ``replicas`` replicas to have its writes, in one
-        round trip on the same connection (WAIT counts that connection's writes)."""
-        script = self._scripts[name]
-        res, acked = self._wire.execute([("EVALSHA", script.sha, len(keys), *keys, *args),
-                                         ("WAIT", replicas, int(timeout_s * 1000))])
-        if isinstance(res, NoScriptError):
-            res = self.run_many([(name, keys, args)])[0]  # loads the script and runs it
-            (acked,) = self._wire.execute([("WAIT", replicas, int(timeout_s * 1000))])
-        if isinstance(res, Exception):
-            raise res
-        if int(acked) < replicas:
-            raise NotReplicated(f"{acked} of {replicas} replica(s) confirmed within {timeout_s} s")
-        return res
+        round trip on the same connection (WAIT counts that connection's writes); raises
+        :class:`NotReplicated` when fewer confirm within ``timeout_s``."""
+        return self.run_many([(name, keys, args)], replicas, timeout_s)[0]
 
-    def run_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """Run several scripts in one pipelined round trip. A call that answers NOSCRIPT
-        (after ``SCRIPT FLUSH`` or a restart; it did not run) is loaded and run again."""
+    def run_many(self, calls: list[tuple[str, list[str], list[Any]]], replicas: int = 0,
+                 timeout_s: float = 1.0) -> list[Any]:
+        """Run several scripts in one pipelined round trip (then ``WAIT`` for ``replicas``
+        replicas, when asked). A call that answers NOSCRIPT (after ``SCRIPT FLUSH`` or a
+        restart; it did not run) is loaded and run again."""
         if not calls:
             return []
         wire = self._wire
-        results = wire.execute([("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
-                                for name, keys, args in calls])
+        wait = [("WAIT", replicas, max(int(timeout_s * 1000), 1))] if replicas else []
+        results = wire.execute([*(("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+                                  for name, keys, args in calls), *wait])
+        acked = results.pop() if wait else None
         for i, res in enumerate(results):
             if isinstance(res, NoScriptError):
                 name, keys, args = calls[i]
                 script = self._scripts[name]
-                _, results[i] = wire.execute([("SCRIPT", "LOAD", script.script),
-                                              ("EVALSHA", script.sha, len(keys), *keys, *args)])
+                # Same connection: a WAIT sent after this still covers every write above.
+                _, results[i], *more = wire.execute([
+                    ("SCRIPT", "LOAD", script.script),
+                    ("EVALSHA", script.sha, len(keys), *keys, *args), *wait])
+                acked = more[0] if more else acked
             if isinstance(results[i], Exception):
                 raise results[i]
+        if wait:
+            self._check_replicated(acked, replicas, timeout_s)
         return results
+
+    def _check_replicated(self, acked: Any, replicas: int, timeout_s: float) -> None:
+        if isinstance(acked, Exception):
+            raise acked
+        if int(acked) < replicas:
+            # A master short of replicas may be an old master cut off by a failover (the
+            # replicas follow the new one): the retry should ask Sentinel again.
+            self._wire.drop()
+            raise NotReplicated(f"{acked} of {replicas} replica(s) confirmed within {timeout_s} s")

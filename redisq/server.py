@@ -105,7 +105,7 @@ class RedisServer:
         """A plain short-timeout client for administration (not for queue traffic)."""
         if self.port is None:
             return redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=2)
-        return redis.Redis(port=self.port, socket_timeout=2)
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)  # as bound
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         """Start the process and wait until it answers PING (data loaded)."""
@@ -120,7 +120,10 @@ class RedisServer:
                     raise RuntimeError(f"server exited with {self.proc.returncode}; see "
                                        f"{self.data_dir / 'server.log'}")
                 try:
-                    if client.ping():
+                    # Ours, not another server already on the port (whose answer would hide
+                    # that our process failed to bind and is exiting).
+                    # PING first: it fails with LOADING until the AOF is read (INFO does not).
+                    if client.ping() and int(client.info("server")["process_id"]) == self.proc.pid:
                         break
                 except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                     pass

@@ -12,6 +12,7 @@ the connection (the next call reconnects) and is raised to the caller's retry po
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -24,13 +25,22 @@ from .connection import CONNECTION_ERRORS
 _wires: weakref.WeakKeyDictionary[redis.Redis, Wire] = weakref.WeakKeyDictionary()
 _wires_lock = threading.Lock()
 
+#: A connection idle this long is checked before use (as the client's pool checks every
+#: connection it hands out): the server may have closed it meanwhile (its ``timeout`` setting,
+#: CLIENT KILL), and a command sent on it would fail although nothing is wrong.
+IDLE_CHECK_S = 0.5
+
 
 def wire_for(client: redis.Redis) -> Wire:
-    """The one :class:`Wire` of ``client`` (so its per-thread connections are shared)."""
+    """The one :class:`Wire` of ``client`` (so its per-thread connections are shared); for a
+    Redis Cluster client, a :class:`redisq.cluster.ClusterWire`."""
     with _wires_lock:
         wire = _wires.get(client)
         if wire is None:
-            wire = _wires[client] = Wire(client)
+            from .cluster import ClusterWire, is_cluster
+
+            wire = ClusterWire(client) if is_cluster(client) else Wire(client)  # type: ignore[arg-type]
+            _wires[client] = wire  # type: ignore[assignment]
         return wire
 
 
@@ -51,11 +61,25 @@ class Wire:
             self._all.add(conn)
         return conn
 
+    def _stale(self, conn: Any) -> bool:
+        """Whether an idle connection was closed by the server (EOF or stray bytes waiting)."""
+        now = time.monotonic()
+        idle = now - getattr(self._local, "used", now)
+        self._local.used = now
+        if conn._sock is None or idle < IDLE_CHECK_S:
+            return False
+        try:
+            return bool(conn.can_read(timeout=0))
+        except CONNECTION_ERRORS:
+            return True
+
     def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` pipelined; an error reply is returned in its slot (as the
         exception), a connection error drops the connection and is raised."""
         conn = self._conn()
         try:
+            if self._stale(conn):
+                conn.disconnect()
             if conn._sock is None:
                 # Connect explicitly: send_packed_command would connect to the configured
                 # host/port directly, bypassing connection classes that resolve the address
@@ -77,6 +101,13 @@ class Wire:
             # replies unread: never reuse a connection whose stream position is unknown.
             conn.disconnect()
             raise
+
+    def drop(self) -> None:
+        """Close this thread's connection; the next call makes a new one (through Sentinel:
+        to whichever server is the master now)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.disconnect()
 
     def close(self) -> None:
         for conn in list(self._all):
