@@ -72,10 +72,10 @@ class App:
                  dead_max: int = 10_000, options: ConnectionOptions | None = None,
                  events: bool = True, wait_replicas: int = 0,
                  wait_timeout_s: float = 1.0) -> None:
-        """``wait_replicas``: durable enqueue. With N > 0, ``enqueue`` returns only once N
-        replicas have the job (``WAIT`` on the same connection, same round trip), else raises
-        :class:`NotReplicated`; asynchronous replication alone can lose a job acknowledged just
-        before a failover."""
+        """``wait_replicas``: durable enqueue. With N > 0, ``enqueue`` (and ``enqueue_many``,
+        ``task.map``) returns only once N replicas have the job (``WAIT`` on the same
+        connection, same round trip), else raises :class:`NotReplicated`; asynchronous
+        replication alone can lose a job acknowledged just before a failover (docs/scaling.md)."""
         self._url = url
         self.serializer = serializers.get(serializer)
         self.options = options or ConnectionOptions()
@@ -154,17 +154,14 @@ class App:
                  name: str | None = None, queue: str = "default", **task_options: Any) -> Any:
         """Register a task that ``redisq scheduler`` (or ``worker --with-scheduler``) queues
         on a schedule: ``@app.periodic(cron="*/5 * * * *", tz="Europe/Paris")`` or
-        ``@app.periodic(every_s=60)``. Each tick fires exactly once across schedulers."""
-        from .scheduler import Periodic
+        ``@app.periodic(every_s=60)``. Each tick fires exactly once across schedulers; ticks
+        missed while no scheduler ran follow ``misfire`` ("once", "all" or "skip") once older
+        than ``misfire_grace_s``. Other keywords go to :meth:`task` (see docs/scheduling.md)."""
+        from .scheduler import register
 
-        def register(func: Callable[..., Any]) -> Task:
-            task = self.task(func, name=name, queue=queue, **task_options)
-            self.periodic_jobs[task.name] = Periodic(
-                task.name, queue, cron, every_s, tz, misfire, misfire_grace_s, tuple(args),
-                dict(kwargs or {}))
-            return task
-
-        return register
+        return register(self, cron=cron, every_s=every_s, tz=tz, misfire=misfire,
+                        misfire_grace_s=misfire_grace_s, args=args, kwargs=kwargs, name=name,
+                        queue=queue, task_options=task_options)
 
     def subscriber(self, channel: str, *, durable: bool = False, pattern: bool = False) -> Any:
         """Register a handler for ``redisq worker --mode pubsub`` (``handler(message)``)."""
@@ -228,9 +225,8 @@ class App:
         """Validate a call and build its message (pure: no Redis). Raises ``TypeError`` for
         arguments the task cannot take and ``SerializationError`` for values JSON cannot carry."""
         task = self.tasks.get(task_name)
+        _check_call(task_name, args, kwargs, job_id)
         kwargs = dict(kwargs or {})
-        if not isinstance(args, (list, tuple)):
-            raise TypeError(f"args must be a list or tuple, not {type(args).__name__}")
         q = keys.check_name(queue or (task.options.queue if task else "default"))
         unique = None
         if task is not None:
@@ -277,7 +273,8 @@ class App:
             calls_out.append(("enqueue_many", ks, [task_name, q, f"{now:.6f}",
                                                    *(m for _, m in part)]))
         for i in range(0, len(calls_out), 20):
-            self.records.scripts.run_many(calls_out[i:i + 20])
+            self.records.scripts.run_many(calls_out[i:i + 20], self.wait_replicas,
+                                          self.wait_timeout_s)
         return jobs
 
     def job(self, job_id: str, queue: str | None = None) -> Job | None:
@@ -316,6 +313,21 @@ class App:
             return self.tasks[name]
         except KeyError:
             raise UnknownTask(f"no task registered as {name!r}") from None
+
+
+def _check_call(task_name: Any, args: Any, kwargs: Any, job_id: Any) -> None:
+    """Refuse what would reach a worker as a malformed message (and be dead-lettered there)."""
+    if not isinstance(task_name, str) or not task_name:
+        raise TypeError(f"a task name is a non-empty string, not {task_name!r}")
+    if not isinstance(args, (list, tuple)):
+        raise TypeError(f"args must be a list or tuple, not {type(args).__name__}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}")
+    if job_id is not None:
+        # reserve.lua finds the id in the message by a pattern: no quote or backslash in it.
+        keys.check_name(job_id, "job id")
+        if '"' in job_id or "\\" in job_id:
+            raise ValueError(f"job id {job_id!r} must not contain quotes or backslashes")
 
 
 def delay_from(delay_s: float | None, eta: datetime | float | None) -> float | None:

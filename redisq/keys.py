@@ -22,7 +22,8 @@ key                                    type      meaning
 ``redisq:stream:{<channel>}``          stream    durable pub/sub log (capped)
 ``redisq:lock:{<name>}``               string    distributed lock token; TTL = lease
 ``redisq:scheduler:leader``            string    scheduler leader token; TTL = lease
-``redisq:{q}:periodic:<name>``         string    last fired tick of a periodic job (unix s)
+``redisq:{q}:periodic:<name>``         string    last fired tick of a periodic job (unix s); only
+                                                 moves forward (its job: ``job:periodic:<name>:<tick>``)
 ``redisq:periodic``                    hash      periodic job name → JSON (schedule, next/last run)
 ``redisq:channel:{<ch>}:dead``         list      dead letters of a pub/sub channel
 ``redisq:events``                      channel   job and worker events for dashboards

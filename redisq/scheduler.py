@@ -1,122 +1,76 @@
 """Periodic jobs (cron or every N seconds) that fire exactly once per tick, however many
 scheduler processes run, and promotion of due delayed jobs.
 
-* **Leader lease**: one scheduler at a time leads (``lua/leader.lua``: a token with a TTL,
-  renewed each pass). When the leader dies, another takes over once the lease runs out.
+* **Leader lease**: one scheduler at a time leads (``lua/leader.lua``: a token with a TTL set
+  with ``SET NX PX``, renewed each pass after checking the token; ``lua/lock_release.lua``
+  gives it back on a clean stop). When the leader dies, another takes over once the lease
+  runs out.
 * **Exactly once per tick**: firing is one Lua step (``lua/fire_periodic.lua``) that moves the
-  periodic's "last fired tick" forward only if the tick is newer and queues the job with an id
-  derived from the tick. Even two schedulers that both think they lead cannot double a tick.
-* **No tick lost in a handover**: a new leader fires every tick after the last one fired.
-* **Misfires** (ticks older than ``misfire_grace_s``, e.g. after downtime) follow the
-  periodic's policy: ``once`` (default: one run for all of them), ``all`` (each, at most
-  :data:`MAX_CATCH_UP`), or ``skip``.
-* Ticks of ``every_s`` are aligned on multiples of the period since the epoch, and cron ticks
-  are computed in the periodic's time zone, so every scheduler agrees on them.
+  periodic's "last fired tick" mark forward only if the tick is newer *and* queues the job,
+  whose id is derived from the tick. The lease keeps schedulers from competing; exactly-once
+  does not depend on it: two schedulers that both think they lead cannot double a tick.
+* **No tick lost in a handover**: a new leader fires every tick after the mark. Ticks missed
+  for less than twice the lease are always fired one by one, whatever the misfire grace.
+* **Misfires** (ticks older than the grace, e.g. after every scheduler was down) follow the
+  periodic's policy (:mod:`redisq.periodic`): ``once``, ``all`` (bounded) or ``skip``.
+* **One clock**: ticks are computed on Redis's clock (read in the lease step) unless a clock is
+  injected, so schedulers on hosts with skewed clocks agree on when a tick is due.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from . import keys
 from .connection import CONNECTION_ERRORS
 from .daemon import Daemon
-from .job import Envelope
+from .periodic import MAX_CATCH_UP, MISFIRE_POLICIES, Periodic, Plan, job_id
 from .queue import Queue
 
 if TYPE_CHECKING:
     from .app import App
     from .config import Settings
+    from .tasks import Task
 
 log = logging.getLogger("redisq.scheduler")
 
-MAX_CATCH_UP = 1000
-MISFIRE_POLICIES = ("once", "all", "skip")
+INDEX_REFRESH_S = 30.0  # republish an unchanged index row this often (it may have been wiped)
+
+__all__ = ["MAX_CATCH_UP", "MISFIRE_POLICIES", "Periodic", "Scheduler", "SchedulerDaemon",
+           "periodic_index", "register"]
 
 
-@dataclass(frozen=True)
-class Periodic:
-    """A schedule for a registered task."""
+def register(app: App, *, cron: str | None, every_s: float | None, tz: str, misfire: str,
+             misfire_grace_s: float, args: Sequence[Any], kwargs: dict[str, Any] | None,
+             name: str | None, queue: str, task_options: dict[str, Any]) -> Any:
+    """What ``@app.periodic(...)`` does: a decorator that registers the function as a task and
+    its schedule in ``app.periodic_jobs``. A bad schedule fails here, at import; arguments the
+    task cannot take or JSON cannot carry fail when the function is decorated."""
+    spec = Periodic("?", queue, cron, every_s, tz, misfire, misfire_grace_s, tuple(args),
+                    dict(kwargs or {}))
 
-    task: str
-    queue: str = "default"
-    cron: str | None = None
-    every_s: float | None = None
-    tz: str = "UTC"
-    misfire: str = "once"
-    misfire_grace_s: float = 60.0
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    def decorate(func: Callable[..., Any]) -> Task:
+        task = app.task(func, name=name, queue=queue, **task_options)
+        # Build a tick's message now, so the first tick is not where a bad argument shows.
+        app.prepare(task.name, spec.args, spec.kwargs, queue, job_id(task.name, 0.0))
+        app.periodic_jobs[task.name] = replace(spec, task=task.name)
+        return task
 
-    def __post_init__(self) -> None:
-        if (self.cron is None) == (self.every_s is None):
-            raise ValueError("a periodic job needs exactly one of cron= or every_s=")
-        if self.every_s is not None and self.every_s <= 0:
-            raise ValueError("every_s must be > 0")
-        if self.misfire not in MISFIRE_POLICIES:
-            raise ValueError(f"misfire must be one of {MISFIRE_POLICIES}")
-        ZoneInfo(self.tz)  # unknown zones fail at registration, not at 3 a.m.
-        if self.cron is not None:
-            _croniter()(self.cron)  # validates the expression
-
-    @property
-    def schedule(self) -> str:
-        return f"cron {self.cron} ({self.tz})" if self.cron else f"every {self.every_s:g} s"
-
-    def next_after(self, t: float) -> float:
-        """The first tick strictly after unix time ``t``."""
-        if self.every_s is not None:
-            n = int(t // self.every_s) + 1
-            return n * self.every_s
-        start = datetime.fromtimestamp(t, ZoneInfo(self.tz))
-        return float(_croniter()(self.cron, start).get_next(float))
-
-    def ticks(self, after: float, until: float, limit: int = MAX_CATCH_UP + 1) -> list[float]:
-        """Ticks in ``(after, until]``, oldest first, at most ``limit``."""
-        out: list[float] = []
-        t = self.next_after(after)
-        while t <= until and len(out) < limit:
-            out.append(t)
-            t = self.next_after(t)
-        return out
-
-    def due(self, last: float, now: float) -> list[float]:
-        """Which ticks to fire now, given the last fired one: every tick within the grace,
-        and the older ones by the misfire policy."""
-        ticks = self.ticks(last, now)
-        late = [t for t in ticks if now - t > self.misfire_grace_s]
-        fresh = [t for t in ticks if now - t <= self.misfire_grace_s]
-        if not late:
-            return fresh
-        if self.misfire == "all":
-            return (late + fresh)[:MAX_CATCH_UP]
-        if self.misfire == "once" and not fresh:
-            return [late[-1]]
-        if self.misfire == "once":
-            return fresh
-        return fresh  # skip
-
-
-def _croniter() -> Any:
-    try:
-        from croniter import croniter
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("cron schedules need croniter: pip install 'redisq[cron]'") from exc
-    return croniter
+    return decorate
 
 
 class Scheduler:
-    """Fires the app's periodic jobs; call :meth:`tick` often (a few times a second)."""
+    """Fires the app's periodic jobs and promotes due delayed jobs; call :meth:`tick` a few
+    times a second. ``clock`` (unix seconds) replaces Redis's clock, for tests."""
 
-    def __init__(self, app: App, lease_s: float = 10.0, clock: Callable[[], float] = time.time,
+    def __init__(self, app: App, lease_s: float = 10.0, clock: Callable[[], float] | None = None,
                  client: Any = None) -> None:
         self.app = app
         self.client = client or app.connect("scheduler")
@@ -126,75 +80,137 @@ class Scheduler:
         self.lease_s = lease_s
         self.clock = clock
         self.leading = False
+        self._published: dict[str, tuple[float, float | None, float]] = {}
+        self._last_fired: dict[str, float | None] = {}
 
     def tick(self, now: float | None = None) -> list[str]:
-        """One pass: keep or take the lease; if leading, fire due ticks and promote due
-        delayed jobs. Returns the ids of the jobs queued."""
-        now = self.clock() if now is None else now
-        leads = bool(self.scripts.run("leader", [keys.SCHEDULER_LEADER],
-                                      [self.token, int(self.lease_s * 1000)]))
-        if leads != self.leading:
-            log.info("scheduler %s %s the leader lease", self.token[:8],
-                     "took" if leads else "lost")
-            self.leading = leads
+        """One pass: keep or take the lease; if leading, fire due ticks of every periodic and
+        promote the due delayed jobs of every known queue. Returns the ids of the jobs queued.
+        ``now`` (unix seconds) overrides the clock for this pass."""
+        leads, redis_now = self._lead()
+        if now is None:
+            now = self.clock() if self.clock is not None else redis_now
         if not leads:
             return []
         fired: list[str] = []
         for name, spec in self.app.periodic_jobs.items():
-            fired += self._fire_due(name, spec, now)
-        for q in self.app.queues():
+            try:
+                fired += self._fire_due(name, spec, now)
+            except CONNECTION_ERRORS:
+                raise
+            except Exception:  # one broken periodic must not stop the others
+                log.exception("periodic %s: firing failed", name)
+        for q in sorted(q.decode() for q in self.client.smembers(keys.QUEUES)):
             Queue(self.client, q, self.scripts).promote_due()
         return fired
 
+    def _lead(self) -> tuple[bool, float]:
+        flag, sec, usec = self.scripts.run("leader", [keys.SCHEDULER_LEADER],
+                                           [self.token, max(int(self.lease_s * 1000), 1)])
+        leads = bool(int(flag))
+        if leads != self.leading:
+            log.info("scheduler %s %s the leader lease", self.token[:8],
+                     "took" if leads else "lost")
+            self.leading = leads
+        return leads, int(sec) + int(usec) / 1e6
+
+    def grace_s(self, spec: Periodic) -> float:
+        """Ticks younger than this are fired one by one: the periodic's grace, but never less
+        than a handover can take (the lease runs out, then a pass of the next leader)."""
+        return max(spec.misfire_grace_s, 2 * self.lease_s)
+
     def _fire_due(self, name: str, spec: Periodic, now: float) -> list[str]:
-        last_key = keys.periodic_last(spec.queue, name)
-        raw = self.client.get(last_key)
+        self.records.register_queue(spec.queue)  # once per process: `redisq info` lists it
+        mark = keys.periodic_last(spec.queue, name)
+        raw = self.client.get(mark)
         if raw is None:
-            # First run of this schedule: start from now, do not replay history.
-            self.client.set(last_key, f"{now:.3f}", nx=True)
-            self._publish_index(name, spec, now, None)
+            # A new schedule starts now: no replay of ticks from before it existed.
+            self.client.set(mark, f"{now:.3f}", nx=True)
+            self._publish_index(name, spec, now)
             return []
         last = float(raw)
-        fired = []
-        for tick in spec.due(last, now):
-            job_id = f"periodic:{name}:" + f"{tick:.3f}".rstrip("0").rstrip(".")
-            env = Envelope(job_id, spec.task, list(spec.args), dict(spec.kwargs), spec.queue,
-                           1, round(now, 6))
-            message = self.app.serializer.dumps(env.to_dict())
-            done = self.scripts.run("fire_periodic",
-                                    [last_key, keys.pending(spec.queue),
-                                     keys.job(spec.queue, job_id), keys.stats(spec.queue)],
-                                    [f"{tick:.3f}", message, spec.task, spec.queue,
-                                     f"{now:.6f}"])
-            if done:
-                fired.append(job_id)
-                log.info("job=%s task=%s queue=%s periodic tick %s fired", job_id, spec.task,
-                         spec.queue, datetime.fromtimestamp(tick).isoformat())
-        skipped = spec.ticks(last, now)
-        last_tick = skipped[-1] if skipped else last
-        if skipped and not spec.due(last, now):
-            self.client.set(last_key, f"{last_tick:.3f}")  # skipped misfires: move past them
-        self._publish_index(name, spec, now, last_tick)
+        plan = spec.plan(last, now, self.grace_s(spec))
+        fired = [jid for t in plan.fire if (jid := self._fire(name, spec, t, now))]
+        if plan.skip_to is not None:
+            self._run_fire(spec, mark, plan.skip_to, b"", job_id(name, plan.skip_to), now)
+        if plan.misfired:
+            log.warning("periodic %s: ticks missed since %s (misfire=%s): %s", name,
+                        _iso(last), spec.misfire, _misfire_summary(plan, fired))
+        self._publish_index(name, spec, now)
         return fired
 
-    def _publish_index(self, name: str, spec: Periodic, now: float, last: float | None) -> None:
+    def _fire(self, name: str, spec: Periodic, tick: float, now: float) -> str | None:
+        """Queue the job of one tick; its id if this call queued it."""
+        jid = job_id(name, tick)
+        prepared = self.app.prepare(spec.task, spec.args, spec.kwargs, spec.queue, jid)
+        env = replace(prepared.env, enqueued_at=round(now, 6))
+        message = self.app.serializer.dumps(env.to_dict())
+        unique = [keys.unique(spec.queue, env.unique)] if env.unique is not None else []
+        done = self._run_fire(spec, keys.periodic_last(spec.queue, name), tick, message, jid,
+                              now, unique, prepared.unique_ttl_s)
+        if done == 1:
+            self._last_fired[name] = tick
+            log.info("job=%s task=%s queue=%s queued for periodic tick %s", jid, spec.task,
+                     spec.queue, _iso(tick))
+            return jid
+        if done == 2:
+            log.info("job=%s task=%s queue=%s periodic tick %s skipped: a job with the same "
+                     "unique key is queued or running", jid, spec.task, spec.queue, _iso(tick))
+        return None
+
+    def _run_fire(self, spec: Periodic, mark: str, tick: float, message: bytes, jid: str,
+                  now: float, unique: list[str] | None = None, unique_ttl_s: float = 0.0) -> int:
+        q = spec.queue
+        ks = [mark, keys.pending(q), keys.job(q, jid), keys.stats(q), *(unique or [])]
+        argv = [f"{tick:.3f}", message, spec.task, q, f"{now:.6f}",
+                max(int(unique_ttl_s * 1000), 1), jid]
+        if self.app.wait_replicas:
+            res = self.scripts.run_replicated("fire_periodic", ks, argv, self.app.wait_replicas,
+                                              self.app.wait_timeout_s)
+        else:
+            res = self.scripts.run("fire_periodic", ks, argv)
+        return int(res)
+
+    def _publish_index(self, name: str, spec: Periodic, now: float) -> None:
         """What ``redisq info`` and the dashboard show, without importing the user's app."""
-        nxt = spec.next_after(now)
+        if name not in self._last_fired:  # keep what an earlier leader published
+            old = self.client.hget(keys.PERIODIC_INDEX, name)
+            self._last_fired[name] = json.loads(old).get("last_at") if old else None
+        nxt, last = spec.next_after(now), self._last_fired[name]
+        seen = self._published.get(name)
+        if seen and seen[:2] == (nxt, last) and now - seen[2] < INDEX_REFRESH_S:
+            return
         self.client.hset(keys.PERIODIC_INDEX, name, json.dumps({
             "name": name, "task": spec.task, "queue": spec.queue, "schedule": spec.schedule,
-            "next_at": nxt, "next_at_iso": datetime.fromtimestamp(nxt, ZoneInfo(spec.tz))
-            .isoformat(timespec="seconds"), "last_at": last}))
+            "misfire": spec.misfire, "next_at": nxt, "next_at_iso": _iso(nxt, spec.tz),
+            "last_at": last, "last_at_iso": _iso(last, spec.tz) if last else None,
+            "updated_at": round(now, 3)}))
+        self._published[name] = (nxt, last, now)
 
     def resign(self) -> None:
         """Give the lease up at once (a clean stop), so another scheduler takes over."""
-        self.scripts.run("lock_release", [keys.SCHEDULER_LEADER], [self.token])
+        if self.leading:
+            self.scripts.run("lock_release", [keys.SCHEDULER_LEADER], [self.token])
+            log.info("scheduler %s gave the leader lease up", self.token[:8])
         self.leading = False
 
 
 def periodic_index(client: Any) -> list[dict[str, Any]]:
-    """The published periodic jobs (name, schedule, next_at, last_at), soonest first."""
+    """The published periodic jobs (name, task, queue, schedule, next_at, last_at, with
+    ``_iso`` twins in the job's time zone), soonest first."""
     rows = [json.loads(v) for v in client.hvals(keys.PERIODIC_INDEX)]
     return sorted(rows, key=lambda r: r.get("next_at") or 0)
+
+
+def _iso(t: float, tz: str | None = None) -> str:
+    zone = ZoneInfo(tz) if tz else timezone.utc
+    return datetime.fromtimestamp(t, zone).isoformat(timespec="seconds")
+
+
+def _misfire_summary(plan: Plan, fired: list[str]) -> str:
+    if plan.skip_to is not None:
+        return f"skipped up to {_iso(plan.skip_to)}"
+    return f"{len(fired)} job(s) queued for them and the current ticks"
 
 
 class SchedulerDaemon(Daemon):
@@ -202,6 +218,7 @@ class SchedulerDaemon(Daemon):
     systemd watchdog; it never exits because Redis went away."""
 
     mode = "scheduler"
+    PASS_S = 0.25
 
     def __init__(self, app: App, settings: Settings) -> None:
         super().__init__(app, settings)
@@ -216,7 +233,10 @@ class SchedulerDaemon(Daemon):
             self.outage.succeeded()
         except CONNECTION_ERRORS as exc:
             self.outage.failed(exc)
-        self.stopping.wait(0.25)
+        except Exception:  # e.g. READONLY from a demoted master: log, wait, try again
+            log.exception("scheduler pass failed")
+            self.stopping.wait(1.0)
+        self.stopping.wait(self.PASS_S)
 
     def state(self) -> dict[str, Any]:
         return {"leading": self.scheduler.leading, "periodic": list(self.app.periodic_jobs)}

@@ -13,10 +13,19 @@ from .registry import Registry
 
 
 def snapshot(client: redis.Redis) -> dict[str, Any]:
-    """Every known queue's counts (incl. delayed jobs), every live worker and the next run of
-    each periodic job, with the time they were read."""
+    """Every known queue's counts (incl. ``delayed`` jobs and ``delayed_due``, those of them
+    whose time has come on Redis's clock, i.e. waiting for a worker or scheduler to promote
+    them), every live worker and the next run of each periodic job, with the time they were
+    read."""
     names = sorted(q.decode() for q in client.smembers(keys.QUEUES))
     queues = {name: Queue(client, name).counts() for name in names}
+    sec, usec = client.time()
+    now_ms = int(sec) * 1000 + int(usec) // 1000  # the delayed zset's scores: Redis's clock, ms
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.zcount(keys.delayed(name), "-inf", now_ms)
+    for name, due in zip(names, pipe.execute(), strict=True):
+        queues[name]["delayed_due"] = int(due)
     from .scheduler import periodic_index
 
     return {"time": time.time(), "queues": queues, "workers": Registry(client).workers(),

@@ -1,22 +1,33 @@
 -- fire_periodic: queue one tick of a periodic job, exactly once.
--- The last fired tick lives under the queue's hash tag, and this step moves it forward only
--- if the tick is newer, so two schedulers that both believe they lead (a lease handover) can
--- never fire a tick twice; the job id is derived from the tick as a second guard.
+-- The "last fired tick" mark lives under the queue's hash tag, beside the job it queues, so
+-- this is one step in one Cluster slot. The mark only moves forward: two schedulers that both
+-- believe they lead (a lease handover, a paused leader) can never fire a tick twice, and the
+-- job id derived from the tick is a second guard (an existing record refuses it).
 --
--- KEYS[1]  last tick key     redisq:{q}:periodic:<name>
+-- KEYS[1]  last tick mark    redisq:{q}:periodic:<name>
 -- KEYS[2]  pending list      redisq:{q}:pending
--- KEYS[3]  job record        redisq:{q}:job:<id>
+-- KEYS[3]  job record        redisq:{q}:job:periodic:<name>:<tick>
 -- KEYS[4]  stats hash        redisq:{q}:stats
+-- KEYS[5]  unique key        redisq:{q}:unique:<key>   (only when the task is unique)
 -- ARGV[1]  the tick (unix seconds, as text)
--- ARGV[2]  message
+-- ARGV[2]  message; empty: skip the tick (misfire policy), i.e. only move the mark
 -- ARGV[3]  task name
 -- ARGV[4]  queue name
 -- ARGV[5]  enqueue time (unix seconds, as text)
--- returns  1 if queued, 0 if this tick (or a later one) was already fired
+-- ARGV[6]  unique key lease in ms (when KEYS[5] is given)
+-- ARGV[7]  job id (the unique key's value)
+-- returns  1 queued; 0 this tick (or a later one) was already fired; 2 the tick is spent
+--          without a job (skipped, or the task's unique key is held by a running job)
 local last = redis.call('GET', KEYS[1])
 if last and tonumber(last) >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] == '' then return 2 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if KEYS[5] then
+  if not redis.call('SET', KEYS[5], ARGV[7], 'NX', 'PX', ARGV[6]) then
+    return 2
+  end
+end
 redis.call('HSET', KEYS[3], 'status', 'queued', 'task', ARGV[3], 'queue', ARGV[4],
   'message', ARGV[2], 'attempts', '0', 'enqueued_at', ARGV[5])
 redis.call('LPUSH', KEYS[2], ARGV[2])
