@@ -98,8 +98,11 @@ def worker(app_spec: str | None, **flags: Any) -> None:
     if not settings.app:
         raise ConfigError("worker needs --app package.module:app (or REDISQ_APP)")
     app = load_app(settings.app, settings.url)
-    app.result_ttl_s, app.failure_ttl_s = settings.result_ttl_s, settings.failure_ttl_s
-    app.dead_max = settings.dead_max
+    defaults = config.Settings()
+    for name in ("result_ttl_s", "failure_ttl_s", "dead_max"):
+        # Only a value set in the environment overrides the App's own (a default must not).
+        if getattr(settings, name) != getattr(defaults, name):
+            setattr(app, name, getattr(settings, name))
     from .worker import run_worker
 
     sys.exit(run_worker(app, settings))
@@ -191,8 +194,12 @@ def _format_info(snap: dict[str, Any], with_rate: bool) -> str:
         lines.append(f"{name:<20}{c['depth']:>9}{c['in_flight']:>11}{c['delayed']:>9}"
                      f"{c['dead_letters']:>7}{c.get('succeeded', 0):>11}{c.get('failed', 0):>8}"
                      + (f"{c['rate']:>9}" if with_rate else ""))
+    due = {n: c["delayed_due"] for n, c in snap["queues"].items() if c.get("delayed_due")}
+    if due:
+        lines.append("delayed jobs due: " + ", ".join(f"{n}={k}" for n, k in due.items()))
     for p in snap.get("periodic", []):
-        lines.append(f"periodic {p['name']:<30} {p['schedule']:<28} next {p['next_at_iso']}")
+        lines.append(f"periodic {p['name']:<30} {p['schedule']:<28} next {p['next_at_iso']}"
+                     f" last {p.get('last_at_iso') or '-'}")
     lines.append("")
     lines.append(f"{len(snap['workers'])} worker(s)")
     for w in snap["workers"]:
@@ -262,13 +269,27 @@ def purge(queues: tuple[str, ...], dead: bool, yes: bool, url: str | None) -> No
 @click.option("--url", help=URL_HELP)
 @click.option("--worker-id", help="Check this worker only (default: every live worker).")
 @click.option("--max-age-s", type=float, help="Longest acceptable gap between loop iterations.")
+@click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True,
+              help="Give up on Redis (connect or reply) after this long: exit 1.")
 @handles_errors
-def health(url: str | None, worker_id: str | None, max_age_s: float | None) -> None:
+def health(url: str | None, worker_id: str | None, max_age_s: float | None,
+           timeout_s: float) -> None:
     """Exit 0 when Redis answers and every checked worker's loop is progressing, else 1."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .connection import ConnectionOptions
     from .registry import Registry
 
     settings = settings_from(url=url, health_max_age_s=max_age_s, worker_id=worker_id)
-    app = load_app(None, settings.url)
+    # A probe must never start the embedded server it is asked about: without a URL it checks
+    # the socket a running one would have (RedisServer.socket_path) and fails if none answers.
+    target = settings.url or f"unix://{Path(settings.data_dir).resolve() / 'redis.sock'}"
+    # A probe must answer fast even when Redis hangs (SIGSTOPped, blackholed): no blocking
+    # command is sent, so the socket deadline is the probe's own timeout, not block + margin.
+    app = App(target, options=replace(ConnectionOptions(), block_timeout_s=0.0,
+                                      read_margin_s=timeout_s, connect_timeout_s=timeout_s))
     app.client.ping()
     registry = Registry(app.client)
     workers = registry.workers()
@@ -280,7 +301,8 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None) -> N
     now = time.time()
     stale = [w for w in workers if now - float(w.get("loop_at", 0)) > settings.health_max_age_s]
     for w in stale:
-        click.echo(f"unhealthy: worker {w['id']} loop idle for {now - float(w['loop_at']):.1f} s")
+        idle = now - float(w.get("loop_at", 0))
+        click.echo(f"unhealthy: worker {w['id']} loop idle for {idle:.1f} s")
     if stale:
         sys.exit(1)
     click.echo(f"ok: redis reachable, {len(workers)} worker(s) progressing")

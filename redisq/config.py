@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from . import keys
 from .errors import ConfigError
 
 ENV_PREFIX = "REDISQ_"
@@ -99,6 +101,14 @@ def _convert(name: str, raw: Any) -> Any:
             value = str(raw)
     except ValueError as exc:
         raise ConfigError(f"setting {name}: {raw!r} is not a valid {kind}") from exc
+    if isinstance(value, float) and not math.isfinite(value):  # nan slips past every comparison
+        raise ConfigError(f"setting {name}: {raw!r} must be a finite number")
+    if isinstance(value, tuple):
+        for item in value:
+            try:
+                keys.check_name(item, name.rstrip("s"))
+            except ValueError as exc:
+                raise ConfigError(f"setting {name}: {exc}") from None
     if name in _CHOICES and value is not None:
         value = value.upper() if name == "log_level" else value
         if value not in _CHOICES[name]:
@@ -139,6 +149,8 @@ def load(overrides: Mapping[str, Any] | None = None,
         if raw is not None:
             values[name] = _convert(name, raw)
     settings = Settings(**values)
+    if not settings.queues:
+        raise ConfigError("setting queues must name at least one queue")
     if settings.concurrency < 1:
         raise ConfigError("setting concurrency must be >= 1")
     if settings.block_timeout_s <= 0 or settings.lease_s <= settings.block_timeout_s:

@@ -12,10 +12,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .connection import CONNECTION_ERRORS, Outage
+from .connection import CONNECTION_ERRORS, Outage, connect
 from .notify import Notifier
 from .registry import Registry
 
@@ -46,7 +47,12 @@ class Daemon:
         self.id = settings.worker_id or default_worker_id()
         self.clock = clock
         self.notifier = notifier or Notifier()
-        self.client = app.connect(f"worker-{self.mode}")
+        # The socket deadline must outlast the longest blocking wait this daemon sends, or
+        # every idle wait would end as a timeout, i.e. a reconnect.
+        options = app.options
+        if options.block_timeout_s < settings.block_timeout_s:
+            options = replace(options, block_timeout_s=settings.block_timeout_s)
+        self.client = connect(app.url, role=f"worker-{self.mode}", options=options)
         self.registry = Registry(self.client)
         self.outage = Outage(f"worker {self.id}")
         self.stopping = threading.Event()
@@ -70,9 +76,17 @@ class Daemon:
         # costs little.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._wait_for_redis()
+        if self.stopping.is_set():  # a signal while Redis was away: nothing started, clean exit
+            log.info("worker=%s stopped before Redis answered", self.id)
+            return 0
         for hook in self.app.hooks.startup:
             hook(self)
-        self._beat()
+        try:
+            self._beat()
+        except CONNECTION_ERRORS as exc:
+            # Redis went away (or failed over) since the PING: the loop and the supervisor
+            # retry with backoff; exiting here would turn a blip into a crash.
+            log.warning("worker=%s first heartbeat failed (%s); retrying", self.id, exc)
         self.notifier.ready()
         log.info("worker=%s mode=%s started pid=%d %s", self.id, self.mode, os.getpid(),
                  self.describe())
@@ -89,7 +103,10 @@ class Daemon:
             self.notifier.stopping()
             clean = self.finish()
             for hook in self.app.hooks.shutdown:
-                hook(self)
+                try:
+                    hook(self)
+                except Exception:  # the worker still unregisters and exits with its own code
+                    log.exception("worker=%s on_shutdown hook %r failed", self.id, hook)
             self._unregister()
             log.info("worker=%s stopped (%s)", self.id, "clean" if clean else "forced")
         return 0 if clean else 1

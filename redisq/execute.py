@@ -123,7 +123,9 @@ def execute(task: Task, env: Envelope, ctx: JobContext, hooks: Hooks,
         # A result JSON cannot carry is the task's error, found here rather than in Redis.
         encoded = json.dumps(result, allow_nan=False, separators=(",", ":"))
         outcome = Outcome(SUCCEEDED, result, result_json=encoded, duration_s=clock() - started)
-    except (Exception, JobTimeLimit) as exc:  # any task error is an outcome
+    # Any task error is an outcome; SystemExit too (a task calling sys.exit() in a pool thread
+    # would otherwise end that thread and leave its job reserved for ever).
+    except (Exception, JobTimeLimit, SystemExit) as exc:
         for hook in hooks.on_failure:
             _safe(hook, ctx, exc)
         outcome = failure_outcome(task, env, exc, clock() - started)

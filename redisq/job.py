@@ -158,7 +158,9 @@ def final_result(job_id: str, info: dict[str, Any]) -> tuple[bool, Any]:
     status = info.get("status")
     if status == SUCCEEDED:
         return True, json.loads(info["result"]) if info.get("result") else None
-    if status in (FAILED, DEAD, CANCELLED):
+    if status == CANCELLED:  # not the error of an attempt that ran before the cancel
+        raise JobFailed(job_id, CANCELLED, "the job was cancelled before it ran")
+    if status in (FAILED, DEAD):
         raise JobFailed(job_id, info.get("error_type", status or ""),
                         info.get("error_message", status or ""), info.get("traceback", ""))
     return False, None

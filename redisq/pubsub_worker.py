@@ -95,4 +95,11 @@ class PubSubWorker(Daemon):
     def finish(self) -> bool:
         self.subscriber.close()
         self.pool.close()
-        return True
+        # Messages already received are handled within the grace period, as running jobs are
+        # (a second signal cuts the wait short).
+        deadline = self.clock() + self.settings.grace_s
+        while not self.pool.join(0.1):
+            if self.forced.is_set() or self.clock() >= deadline:
+                log.warning("worker=%s handler(s) still running at stop", self.id)
+                return False
+        return not self.forced.is_set()

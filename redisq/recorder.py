@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from .backoff import Backoff
 from .connection import CONNECTION_ERRORS
 
@@ -79,7 +81,11 @@ class Recorder:
             try:
                 self.records.settle_many(calls)
                 break
-            except CONNECTION_ERRORS as exc:
+            except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
+                # An error reply (OOM, READONLY during a failover) passes like an outage does;
+                # a recorder thread that died here would leave every later job unsettled.
+                if isinstance(exc, redis.ResponseError):
+                    log.error("%d outcome(s) not recorded yet: %s; retrying", len(batch), exc)
                 if self.forced.is_set():
                     log.warning("%d outcome(s) not recorded (%s); those jobs will run again",
                                 len(batch), exc)

@@ -88,7 +88,8 @@ class Task:
             value: Any = by(*args, **kwargs)
         else:
             names = [by] if isinstance(by, str) else list(by)
-            bound = self._signature.bind_partial(*args, **kwargs)
+            # The caller's signature: a bound task's first parameter is its job context.
+            bound = self._call_signature.bind_partial(*args, **kwargs)
             bound.apply_defaults()
             missing = [n for n in names if n not in bound.arguments]
             if missing:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from .connection import CONNECTION_ERRORS
 from .consumer import Consumer
 from .daemon import Daemon
@@ -34,6 +36,9 @@ log = logging.getLogger("redisq.worker")
 
 PROMOTE_EVERY_S = 0.5
 BACKLOG_GATHER_S = 0.002  # longest wait for more free slots while messages are waiting
+#: What a worker step outlives: connection trouble, and error replies that pass (OOM, MISCONF,
+#: READONLY during a failover); a worker that exited on them would need a restart to recover.
+PASSING_ERRORS = (*CONNECTION_ERRORS, redis.ResponseError)
 
 
 @dataclass(frozen=True)
@@ -60,11 +65,23 @@ class Pool:
 
     def _work(self) -> None:
         while (fn := self._inbox.get()) is not None:
-            fn()
+            try:
+                fn()
+            except BaseException:  # a dead pool thread would shrink the pool for good
+                log.exception("%s: unexpected error", threading.current_thread().name)
 
     def close(self) -> None:
+        """Let the threads end once the work already submitted is done."""
         for _ in self._threads:
             self._inbox.put(None)
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the threads to end (after :meth:`close`); returns
+        whether they all did."""
+        deadline = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(deadline - time.monotonic(), 0.0))
+        return not any(t.is_alive() for t in self._threads)
 
 
 class Worker(Daemon):
@@ -122,8 +139,14 @@ class Worker(Daemon):
             self._check_burst_end(bool(jobs))
 
     def reserve(self, n: int, timeout_s: float | None = None) -> list[Message]:
-        """Step 1: up to ``n`` messages (never raises on connection trouble)."""
-        return self.consumer.reserve(n, timeout_s)
+        """Step 1: up to ``n`` messages (never raises on connection trouble or error replies)."""
+        try:
+            return self.consumer.reserve(n, timeout_s)
+        except redis.ResponseError as exc:
+            log.error("worker=%s could not reserve: %s", self.id, exc)
+            self.consumer.recheck()  # a half-done reservation may have moved messages to us
+            self.outage.failed(exc)  # backs off; the next good reserve ends the "outage"
+            return []
 
     def start(self, messages: list[Message]) -> list[Reserved]:
         """Decode messages, dead-letter the ones that cannot run, and drop the ones whose job
@@ -152,7 +175,7 @@ class Worker(Daemon):
             return
         try:
             self.records.start(self.id, unmarked)
-        except CONNECTION_ERRORS as exc:
+        except PASSING_ERRORS as exc:
             log.warning("could not mark %d job(s) started (%s)", len(unmarked), exc)
 
     def _decode(self, m: Message) -> Reserved | None:
@@ -176,7 +199,7 @@ class Worker(Daemon):
     def _bury_raw(self, m: Message, error_type: str, reason: str) -> None:
         try:
             self.consumer.bury(m, dead_entry(m.body, error_type, reason))
-        except CONNECTION_ERRORS as exc:
+        except PASSING_ERRORS as exc:
             log.warning("queue=%s could not dead-letter (%s); it will be retried", m.queue, exc)
             self.consumer.forget(m)
             self.consumer.recheck()
@@ -199,7 +222,17 @@ class Worker(Daemon):
             ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
                              self._report_progress)
             outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
-            job = self._record_and_take(job, outcome)
+            try:
+                job = self._record_and_take(job, outcome)
+            except Exception:
+                # E.g. an error reply (OOM, READONLY after a failover). The recorder settles
+                # again (settling twice is harmless) and frees the slot; messages taken in the
+                # same round trip are found by the orphan check.
+                log.exception("job=%s task=%s: could not settle with the next take", job.env.id,
+                              job.env.task)
+                self.consumer.recheck()
+                self.record(job, outcome, holds_slot=True)
+                job = None
 
     def _record_and_take(self, job: Reserved, outcome: Outcome) -> Reserved | None:
         if self.stopping.is_set():
@@ -241,7 +274,7 @@ class Worker(Daemon):
     def _ack_skipped(self, job: Reserved) -> None:
         try:
             self.consumer.ack([job.message])
-        except CONNECTION_ERRORS:
+        except PASSING_ERRORS:
             self.consumer.forget(job.message)
 
     def _count_and_log(self, job: Reserved, outcome: Outcome) -> None:
@@ -304,10 +337,16 @@ class Worker(Daemon):
         with self._slots:
             current = [{"id": k, **v} for k, v in self.current.items()]
         return {"queues": self.queues, "concurrency": self.concurrency,
-                "processed": self.processed, "failed": self.failed, "current": current}
+                "processed": self.processed, "failed": self.failed, "current": current,
+                **({"leading": self.scheduler.leading} if self.scheduler is not None else {})}
 
     # -- stopping ----------------------------------------------------------------------------
     def finish(self) -> bool:
+        if self.scheduler is not None:  # hand the lease over now, not when it runs out
+            try:
+                self.scheduler.resign()
+            except CONNECTION_ERRORS as exc:
+                log.info("worker=%s could not resign the scheduler lease (%s)", self.id, exc)
         deadline = self.clock() + self.settings.grace_s
         with self._slots:
             while self._running and not self.forced.is_set() and self.clock() < deadline:
@@ -337,6 +376,10 @@ def run_worker(app: App, settings: Settings) -> int:
     """Run the worker ``settings.mode`` asks for; returns the exit code."""
     if settings.mode == "pubsub":
         from .pubsub_worker import PubSubWorker
+
+        if settings.with_scheduler:  # a shared env file may set it for every worker
+            log.warning("with_scheduler is ignored in pubsub mode: run the scheduler in a "
+                        "prodcons worker or as `redisq scheduler`")
 
         return PubSubWorker(app, settings).run()
     return Worker(app, settings).run()

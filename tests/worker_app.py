@@ -7,7 +7,8 @@ import time
 
 from redisq import App, Retry
 
-app = App(os.environ.get("REDIS_URL"))
+# A result TTL of its own: the worker command must keep it (only REDISQ_* settings override).
+app = App(os.environ.get("REDIS_URL"), result_ttl_s=3600)
 
 
 @app.task(name="t.record")

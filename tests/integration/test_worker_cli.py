@@ -31,6 +31,7 @@ def test_thousand_jobs_two_workers_each_once(redis_url: str) -> None:
         wait_until(lambda: r.hlen("runs") == 1000, 8, what="1,000 jobs")
         assert set(r.hvals("runs")) == {b"1"}  # each ran exactly once
         assert [j.result(1) for j in jobs[:5]] == [0, 2, 4, 6, 8]
+        assert 3000 < r.ttl(keys.job("default", jobs[0].id)) <= 3600  # the App's result TTL
         registry = Registry(r)
         # The registry is refreshed every lease_s / 3: both workers report their share.
         wait_until(lambda: sum(w["processed"] for w in registry.workers()) == 1000, 3,
@@ -44,13 +45,13 @@ def test_thousand_jobs_two_workers_each_once(redis_url: str) -> None:
 def test_sigkill_with_eight_in_flight(redis_url: str) -> None:
     r = use(redis_url)
     jobs = [worker_app.block.delay(i) for i in range(8)]
-    doomed = start_worker(redis_url, "--concurrency", "8")
+    doomed = start_worker(redis_url, "--concurrency", "8", "--lease-s", "1")
     try:
         wait_until(lambda: r.hlen("starts") == 8, 5, what="8 jobs in flight")
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(5)
         r.set("release", 1)
-        survivor = start_worker(redis_url, "--concurrency", "8")
+        survivor = start_worker(redis_url, "--concurrency", "8", "--lease-s", "1")
         try:
             assert [j.result(8) for j in jobs] == list(range(8))
             assert all(int(v) == 2 for v in r.hvals("starts"))  # ran again after the kill
@@ -93,7 +94,7 @@ def test_second_signal_forces_and_requeues(redis_url: str) -> None:
 def test_poison_job_dies_with_its_traceback(redis_url: str) -> None:
     use(redis_url)
     job = worker_app.poison.delay()
-    worker = start_worker(redis_url)
+    worker = start_worker(redis_url, REDISQ_FAILURE_TTL_S="120")
     try:
         try:
             job.result(6)
@@ -103,6 +104,7 @@ def test_poison_job_dies_with_its_traceback(redis_url: str) -> None:
             assert "Traceback" in exc.traceback and "poisoned input" in exc.traceback
         info = job.info()
         assert info["status"] == "dead" and info["attempts"] == "3"
+        assert 100 < worker_app.app.client.ttl(keys.job("default", job.id)) <= 120
         dead = [json.loads(e) for e in worker_app.app.queue("default").dead_letters()]
         assert dead[0]["job_id"] == job.id and dead[0]["reason"] == "poisoned input"
     finally:
@@ -128,6 +130,7 @@ def test_failing_task_retried_with_backoff(redis_url: str) -> None:
 def test_unknown_task_and_malformed_json_are_dead_lettered(redis_url: str) -> None:
     r = use(redis_url)
     unknown = worker_app.app.enqueue("no.such.task", args=(1,))
+    r.lpush(keys.pending("default"), b"garbage")
     r.lpush(keys.pending("default"), b"{not json")
     r.lpush(keys.pending("default"), b'{"id": 5}')
     worker = start_worker(redis_url)
@@ -138,7 +141,8 @@ def test_unknown_task_and_malformed_json_are_dead_lettered(redis_url: str) -> No
         reasons = {d["error_type"]: d["reason"] for d in dead}
         assert "unknown task 'no.such.task'" in reasons["UnknownTask"]
         assert reasons["BadMessage"].startswith("malformed message")
-        assert len(dead) == 3 and unknown.status == "dead"
+        assert len(dead) == 4 and unknown.status == "dead"
+        assert b"garbage" in [d["message"].encode() for d in dead]  # kept for inspection
     finally:
         stop(worker)
 
@@ -159,20 +163,28 @@ def test_pubsub_worker_survives_client_kill(redis_url: str) -> None:
         stop(worker)
 
 
-def test_cli_exit_codes(redis_url: str, server: RedisServer) -> None:
-    assert run_cli(redis_url, "worker", "--app", "tests.worker_app:app",
-                   REDISQ_CONCURENCY="4").returncode == 2
+def test_worker_settings_errors_exit_2(redis_url: str) -> None:
+    """Bad configuration stops the worker at once with exit 2 (the other commands' codes are
+    checked in-process in test_cli_commands.py)."""
+    app = ("--app", "tests.worker_app:app")
+    misspelt = run_cli(redis_url, "worker", *app, REDISQ_CONCURENCY="4")
+    assert misspelt.returncode == 2 and "REDISQ_CONCURENCY" in misspelt.stderr
+    assert run_cli(redis_url, "worker", *app, "--concurrency", "0").returncode == 2
     assert run_cli(redis_url, "worker").returncode == 2  # no --app
-    assert run_cli(redis_url, "enqueue", "t.record", "--args", "[1").returncode == 2
-    assert run_cli(redis_url, "job", "nope").returncode == 1
+
+
+def test_worker_app_errors_exit_2(redis_url: str) -> None:
+    assert run_cli(redis_url, "worker", "--app", "tests.nothing_here:app").returncode == 2
+    unknown = run_cli(redis_url, "worker", "--app", "tests.worker_app:app", "--mode", "pubsub",
+                      "--channels", "nobody")
+    assert unknown.returncode == 2 and "nobody" in unknown.stderr
+
+
+def test_cli_round_trip_and_redis_down(redis_url: str, server: RedisServer) -> None:
     ok = run_cli(redis_url, "enqueue", "t.record", "--args", "[3]", "--queue", "cli")
     assert ok.returncode == 0 and len(ok.stdout.strip()) == 32
     shown = run_cli(redis_url, "job", ok.stdout.strip())
     assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "queued"
-    info = run_cli(redis_url, "info", "--json")
-    assert json.loads(info.stdout)["queues"]["cli"]["depth"] == 1
-    assert run_cli(redis_url, "purge", "--queue", "cli", "--yes").stdout.strip() == "1"
-    assert run_cli(redis_url, "publish", "events", '{"kind": "x"}').stdout.strip() == "0"
     server.stop()
     down = run_cli(server.url, "info")
-    assert down.returncode == 1 and "error:" in down.stderr
+    assert down.returncode == 1 and down.stderr.startswith("error:")
