@@ -1,208 +1,219 @@
-"""Read-only views: the dashboard, its live feed (SSE), a pub/sub bridge, health and metrics."""
+"""The dashboard and its live feeds: ``/``, ``/api/snapshot``, ``/events`` (Server-Sent Events
+of job and worker events plus a snapshot every second) and ``/events/<channel>`` (an SSE bridge
+to a pub/sub channel: the real-time push people install websockets for).
+
+Streams survive a Redis restart (:class:`redisq.channel.Subscriber` reconnects and subscribes
+again by itself) and end when the client goes away: each one writes at least every
+``sse_keepalive_s`` (an SSE comment when there is nothing to say), and a write to a closed
+connection ends the generator, whose ``finally`` drops the subscription.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template, request
+from flask import Blueprint, Response, jsonify, request
 
 from redisq import keys
 from redisq.channel import Subscriber
-from redisq.records import DURATION_BUCKETS_S
-from redisq.stats import snapshot, with_rates
+from redisq.stats import snapshot
 
-from . import WebState, error, state
+from . import WebState, error, page, state
+
+log = logging.getLogger("redisq.web")
 
 stream = Blueprint("stream", __name__)
 
 SNAPSHOT_EVERY_S = 1.0
+RATE_WINDOW_S = 10.0  # rates are averaged over up to this long
 RECENT_FAILURES = 10
+MAX_RUNNING = 50
+_FAILURE_FIELDS = ("job_id", "task", "error_type", "reason", "failed_at")
+_RUNNING_FIELDS = ("status", "worker", "started_at", "progress", "progress_message")
+MAX_STREAM_S = 3600.0  # then the browser's EventSource reconnects (nothing lives forever)
+_SETTLED = ("succeeded", "failed", "dead", "acked")
 
 
 def dashboard_snapshot(st: WebState) -> dict[str, Any]:
-    """Queues (with rates), workers, recent failures, running jobs with their progress."""
+    """Queues (with rates), workers, recent failures (dead letters), running jobs with their
+    progress, and the periodic jobs' next runs."""
     client = st.rq.client
     snap = snapshot(client)
-    snap = with_rates(st.last_snapshot, snap)
-    st.last_snapshot = snap
-    pipe = client.pipeline(transaction=False)
-    for q in snap["queues"]:
-        pipe.lrange(keys.dead(q), 0, RECENT_FAILURES - 1)
-    failures = []
-    for q, entries in zip(snap["queues"], pipe.execute(), strict=True):
-        for raw in entries:
-            entry = json.loads(raw)
-            failures.append({"queue": q, **{k: entry.get(k) for k in
-                                            ("job_id", "task", "error_type", "reason",
-                                             "failed_at")}})
-    failures.sort(key=lambda f: f["failed_at"] or 0, reverse=True)
-    running = [{**job, "worker": w["id"]} for w in snap["workers"] for job in w.get("current") or []]
-    if running:
-        pipe = client.pipeline(transaction=False)
-        for job in running:
-            pipe.hmget(keys.job(job["queue"], job["id"]), "progress", "progress_message")
-        for job, (progress, message) in zip(running, pipe.execute(), strict=True):
-            job["progress"] = float(progress) if progress else 0.0
-            job["progress_message"] = message.decode() if message else ""
-    for q in snap["queues"].values():
-        q.pop("durations", None)
-    return {**snap, "failures": failures[:RECENT_FAILURES], "running": running,
+    _add_rates(st, snap)
+    queues = list(snap["queues"])
+    for counts in snap["queues"].values():
+        counts.pop("durations", None)
+    return {**snap, "failures": _failures(client, queues), "running": _running(client, queues),
             "scheduled": snap.get("periodic", [])}
 
 
+def _failures(client: Any, queues: list[str]) -> list[dict[str, Any]]:
+    if not queues:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        pipe.lrange(keys.dead(q), 0, RECENT_FAILURES - 1)
+    failures = []
+    for q, entries in zip(queues, pipe.execute(), strict=True):
+        for raw in entries:
+            entry = json.loads(raw)
+            failures.append({"queue": q, **{k: entry.get(k) for k in _FAILURE_FIELDS}})
+    failures.sort(key=lambda f: f["failed_at"] or 0, reverse=True)
+    return failures[:RECENT_FAILURES]
+
+
+def _running(client: Any, queues: list[str]) -> list[dict[str, Any]]:
+    """The started jobs, read from the queues' in-flight lists and the job records: live,
+    where the workers' registry entries are only as fresh as their last heartbeat."""
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        pipe.smembers(keys.consumers(q))
+    lists = [(q, m.decode()) for q, members in zip(queues, pipe.execute() if queues else [],
+                                                   strict=True) for m in members]
+    for q, member in lists:
+        pipe.lrange(keys.processing(q, member), 0, MAX_RUNNING - 1)
+    jobs = []
+    for (q, _), messages in zip(lists, pipe.execute() if lists else [], strict=True):
+        for raw in messages:
+            try:
+                message = json.loads(raw)
+                jobs.append({"id": str(message["id"]), "task": str(message["task"]), "queue": q})
+            except (ValueError, KeyError, TypeError):
+                continue  # a malformed message: the worker dead-letters it
+    for job in jobs:
+        pipe.hmget(keys.job(job["queue"], job["id"]), *_RUNNING_FIELDS)
+    running = []
+    for job, values in zip(jobs, pipe.execute() if jobs else [], strict=True):
+        record = {k: v.decode("utf-8", "replace") if v is not None else None
+                  for k, v in zip(_RUNNING_FIELDS, values, strict=True)}
+        if record["status"] != "started":
+            continue  # reserved, not yet started
+        running.append({**job, "worker": record["worker"] or "",
+                        "started_at": float(record["started_at"] or 0),
+                        "progress": float(record["progress"] or 0),
+                        "progress_message": record["progress_message"] or ""})
+    return sorted(running, key=lambda j: j["started_at"])[:MAX_RUNNING]
+
+
+def _add_rates(st: WebState, snap: dict[str, Any]) -> None:
+    """``rate``: jobs settled per second over the last ``RATE_WINDOW_S``, from a history the
+    app keeps (so every open dashboard sees the same rate, however many there are)."""
+    now = snap["time"]
+    settled = {q: sum(int(c.get(k, 0)) for k in _SETTLED) for q, c in snap["queues"].items()}
+    with st.lock:
+        history = st.rate_history
+        if not history or now - history[-1][0] >= SNAPSHOT_EVERY_S:
+            history.append((now, settled))
+        while len(history) > 1 and now - history[1][0] >= RATE_WINDOW_S:
+            history.popleft()
+        since, before = history[0]
+    span = now - since
+    for q, counts in snap["queues"].items():
+        done = settled[q] - before.get(q, settled[q])
+        counts["rate"] = round(done / span, 2) if span >= SNAPSHOT_EVERY_S / 2 else 0.0
+
+
 @stream.get("/")
-def dashboard() -> str:
-    return render_template("dashboard.html", tasks=sorted(state().rq.tasks))
+def dashboard() -> Response:
+    """The dashboard; it fills itself from ``/events``."""
+    return page("dashboard.html", tasks=sorted(state().rq.tasks))
 
 
 @stream.get("/api/snapshot")
 def api_snapshot() -> Response:
+    """The dashboard's data as JSON (what ``/events`` sends as ``snapshot`` events)."""
     return jsonify(dashboard_snapshot(state()))
 
 
-def _sse(event: str, data: Any) -> str:
-    text = data if isinstance(data, str) else json.dumps(data)
-    return f"event: {event}\ndata: {text}\n\n"
+def _sse(event: str, data: str) -> str:
+    # A line break inside the data would end the field early: one data line per line.
+    return f"event: {event}\ndata: {data.replace(chr(10), chr(10) + 'data: ')}\n\n"
 
 
-def _subscriber(channel: str) -> Subscriber:
-    # Short PING deadlines: a stream notices a dead Redis within seconds and reconnects.
-    return Subscriber(state().rq.client, channels=[channel], ping_interval_s=2.0,
-                      pong_timeout_s=2.0)
-
-
-def _max_s() -> float:
-    """Streams end by themselves after ``?max_s=`` seconds (tests), else after an hour (the
-    browser's EventSource reconnects at once), so no stream lives forever."""
+def _until() -> float:
+    """Streams end by themselves after ``?max_s=`` seconds (tests), at most an hour."""
     try:
-        return min(float(request.args.get("max_s", 3600)), 3600.0)
+        max_s = float(request.args.get("max_s", MAX_STREAM_S))
     except ValueError:
-        return 3600.0
+        max_s = MAX_STREAM_S
+    return time.monotonic() + min(max(max_s, 0.0), MAX_STREAM_S)
+
+
+def _sse_response(body: Iterator[str]) -> Response:
+    return Response(body, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _subscriber(st: WebState, channel: str) -> Subscriber:
+    # PING deadlines below the keepalive: a stream notices a dead Redis within seconds and
+    # reconnects (with backoff, capped at 2 s) instead of waiting on a dead socket.
+    return Subscriber(st.rq.client, channels=[channel], ping_interval_s=2.0, pong_timeout_s=2.0)
 
 
 @stream.get("/events")
 def events() -> Response:
-    """Server-Sent Events: job/worker events as they happen, and a snapshot every second."""
-    sub, until = _subscriber(keys.EVENTS_CHANNEL), time.monotonic() + _max_s()
-    app = state()
+    """Job and progress events as they happen (event ``job`` / ``progress``), a ``snapshot``
+    every second, and a ``redis`` event with ``{"ok": false}`` while Redis is unreachable."""
+    st, until = state(), _until()
+    sub = _subscriber(st, keys.EVENTS_CHANNEL)
 
     def generate() -> Iterator[str]:
         try:
             yield "retry: 1000\n\n"
             next_snapshot = 0.0
-            while time.monotonic() < until:
-                if time.monotonic() >= next_snapshot:
-                    yield _sse("snapshot", dashboard_snapshot(app))
-                    next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
-                msg = sub.get(min(SNAPSHOT_EVERY_S, max(until - time.monotonic(), 0.01)))
-                yield _sse("job", msg.data.decode()) if msg else ": keepalive\n\n"
+            while (now := time.monotonic()) < until:
+                if now >= next_snapshot:
+                    yield _snapshot_event(st)
+                    next_snapshot = now + SNAPSHOT_EVERY_S
+                msg = sub.get(max(min(next_snapshot, until) - time.monotonic(), 0.01))
+                yield _job_event(msg.data) if msg else ": keepalive\n\n"
         finally:
             sub.close()  # the client went away (or the stream ended): drop the subscription
 
-    return Response(generate(), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return _sse_response(generate())
+
+
+def _snapshot_event(st: WebState) -> str:
+    try:
+        return _sse("snapshot", json.dumps(dashboard_snapshot(st), separators=(",", ":")))
+    except Exception as exc:  # Redis down or restarting: say so, keep the stream open
+        log.warning("dashboard snapshot failed: %s: %s", type(exc).__name__, exc)
+        return _sse("redis", json.dumps({"ok": False, "error": type(exc).__name__}))
+
+
+def _job_event(data: bytes) -> str:
+    """Forward an event under its own ``type`` (``job``, ``progress``...) as the SSE event name,
+    so the page listens for each kind separately."""
+    text = data.decode("utf-8", "replace")
+    try:
+        kind = json.loads(text).get("type")
+    except (ValueError, AttributeError):
+        kind = None
+    return _sse(kind if isinstance(kind, str) and kind.isalnum() else "job", text)
 
 
 @stream.get("/events/<channel>")
-def channel_events(channel: str) -> Response | tuple[Response, int]:
-    """An SSE bridge: a browser follows a pub/sub channel without websockets."""
+def channel_events(channel: str) -> Response:
+    """An SSE bridge: each message of the pub/sub ``channel`` as a ``message`` event."""
     try:
         keys.check_name(channel, "channel")
     except ValueError as exc:
         return error(400, str(exc))
-    sub, until = _subscriber(channel), time.monotonic() + _max_s()
+    st, until = state(), _until()
+    sub = _subscriber(st, channel)
 
     def generate() -> Iterator[str]:
         try:
             yield "retry: 1000\n\n"
-            while time.monotonic() < until:
-                msg = sub.get(min(5.0, max(until - time.monotonic(), 0.01)))
-                yield _sse("message", msg.data.decode()) if msg else ": keepalive\n\n"
+            while (now := time.monotonic()) < until:
+                msg = sub.get(max(min(st.sse_keepalive_s, until - now), 0.01))
+                yield _sse("message", msg.data.decode("utf-8", "replace")) if msg \
+                    else ": keepalive\n\n"
         finally:
             sub.close()
 
-    return Response(generate(), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-@stream.get("/healthz")
-def healthz() -> tuple[Response, int]:
-    """200 when Redis answers and at least one worker is alive, else 503 with the reason."""
-    client = state().rq.client
-    try:
-        client.ping()
-        from redisq.registry import Registry
-
-        workers = Registry(client).workers()
-    except Exception as exc:  # any failure to reach Redis is "unhealthy", never a 500
-        return jsonify(status="unhealthy", redis=False, error=type(exc).__name__), 503
-    if not workers:
-        return jsonify(status="unhealthy", redis=True, workers=0), 503
-    return jsonify(status="ok", redis=True, workers=len(workers)), 200
-
-
-@stream.get("/metrics")
-def metrics() -> Response:
-    """Prometheus text format."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    registry = _metrics_registry()
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-
-def _metrics_registry() -> Any:
-    st = state()
-    if st.metrics_registry is None:
-        from prometheus_client import CollectorRegistry
-
-        st.metrics_registry = CollectorRegistry(auto_describe=False)
-        st.metrics_registry.register(_Collector(st))
-    return st.metrics_registry
-
-
-class _Collector:
-    """Reads a snapshot from Redis on each scrape (the truth lives there, not in this process)."""
-
-    def __init__(self, web_state: WebState) -> None:
-        self.web_state = web_state
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
-
-        snap = snapshot(self.web_state.rq.client)
-        gauges = {n: GaugeMetricFamily(f"redisq_queue_{n}", f"Messages {n.replace('_', ' ')}",
-                                       labels=["queue"])
-                  for n in ("depth", "in_flight", "delayed", "dead_letters")}
-        counters = {n: CounterMetricFamily(f"redisq_jobs_{n}", f"Job attempts {n}",
-                                           labels=["queue"])
-                    for n in ("succeeded", "retrying", "dead", "failed", "enqueued")}
-        hist = HistogramMetricFamily("redisq_job_duration_seconds", "Job attempt durations",
-                                     labels=["queue"])
-        for q, c in snap["queues"].items():
-            for n, g in gauges.items():
-                g.add_metric([q], c.get(n, 0))
-            for n, m in counters.items():
-                m.add_metric([q], c.get(n, 0))
-            durations = c.get("durations") or {}
-            buckets, total = [], 0.0
-            for bound in DURATION_BUCKETS_S:
-                total += durations.get(f"{bound:g}", 0.0)
-                buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", total))
-            hist.add_metric([q], buckets, durations.get("sum", 0.0))
-        workers = GaugeMetricFamily("redisq_workers", "Live workers")
-        workers.add_metric([], len(snap["workers"]))
-        reconnects = CounterMetricFamily("redisq_worker_reconnects", "Reconnects per worker",
-                                         labels=["worker"])
-        processed = CounterMetricFamily("redisq_worker_processed", "Jobs processed per worker",
-                                        labels=["worker"])
-        for w in snap["workers"]:
-            reconnects.add_metric([w["id"]], w.get("reconnects", 0))
-            processed.add_metric([w["id"]], w.get("processed", 0))
-        yield from (*gauges.values(), *counters.values(), hist, workers, reconnects, processed)
+    return _sse_response(generate())

@@ -35,10 +35,25 @@ def bulk_update(project_id: int, rows: int = 1000) -> dict:
     return {"project_id": project_id, "rows": done}
 
 
+@app.task(name="demo.fail", retries=1, retry_backoff_s=0.5)
+def fail(reason: str = "demo failure") -> None:
+    """Always fails: after its retry it lands in the dead letters (the dashboard's "recent
+    failures", and "retry dead" brings it back)."""
+    raise RuntimeError(reason)
+
+
 @app.task(name="demo.count")
 def count(key: str = "demo:count") -> int:
-    """Increment a Redis counter (used by the load test to prove exactly-once processing)."""
-    return int(app.client.incr(key))
+    """Count this job's runs in the hash ``key`` (field: the job id). The load test checks
+    that every accepted job is there exactly once."""
+    return int(app.client.hincrby(key, current_job().id, 1))
+
+
+@app.periodic(every_s=60, name="demo.minutely")
+def minutely() -> float:
+    """A periodic job (``redisq up`` runs the scheduler in its prodcons worker): the
+    dashboard's "scheduled" panel shows its next run."""
+    return time.time()
 
 
 @app.subscriber("events")
