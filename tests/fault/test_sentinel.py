@@ -1,88 +1,228 @@
-"""Through Sentinel: SIGKILL the master while jobs flow; producers (durable enqueue: WAIT for
-the replica), the worker and a subscriber follow the failover, and every job acknowledged to
-its producer is processed."""
+"""Through Sentinel (real masters, replicas and three sentinels on loopback): producers with
+durable enqueue (WAIT for a replica), a ``redisq worker`` process, a subscriber and the web app,
+all on ``redis+sentinel://``, follow a failover by themselves, and every job acknowledged to
+its producer runs.
+
+Two failovers:
+
+* the master SIGKILLed while jobs flow; Sentinel notices (down-after 500 ms) and promotes one
+  of the two replicas by itself;
+* a switchover (``SENTINEL FAILOVER``) with the old master alive: clients still connected to
+  it get NOREPLICAS (it lost its replica), then READONLY and UNBLOCKED once it is demoted, and
+  must move to the new master.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from redisq import App, config
+from redisq import App, NotReplicated
 from redisq.channel import Subscriber
 from redisq.connection import ConnectionOptions
-from redisq.worker import Worker
+from redisq.registry import Registry
+from tests.support.procs import start_worker, stop
+from tests.support.runs_app import read_runs
 from tests.support.sentinel import SentinelSet
 from tests.support.wait import wait_until
 
 FAST = ConnectionOptions(block_timeout_s=0.5, read_margin_s=0.5, connect_timeout_s=0.5)
-JOBS = 200  # the issue says 5,000; a failover in the middle must fit a 10 s test budget
+# Producers keep going until jobs acknowledged after the fault have run, so jobs are always
+# flowing through the fault however fast this machine is (a fixed count once finished before
+# Sentinel had promoted anyone). The issue's 5,000 jobs is the floor for a passing run.
+JOBS = 5_000
+BEFORE_FAULT = 1_500
+PRODUCERS = 2
+
+pytestmark = pytest.mark.slow
+
+
+class Flow:
+    """Producers and a subscriber (threads here) and a ``redisq worker`` process, all through
+    Sentinel. Records when each job was acknowledged to its producer; the worker's task logs
+    when it ran each job (see ``tests/support/runs_app.py``)."""
+
+    def __init__(self, url: str, root: Path) -> None:
+        self.app = App(url, options=FAST, wait_replicas=1, wait_timeout_s=0.5)
+        self.app.task(name="r.record")(lambda n: n)  # runs in the worker; declared for the web app
+        self.runs_file = root / "runs.log"
+        self.acked: dict[int, float] = {}
+        self.errors: Counter[str] = Counter()
+        self.news: list[bytes] = []
+        self._lock = threading.Lock()
+        self.sub = Subscriber(self.app.connect("sub"), channels=["news"], ping_interval_s=0.3,
+                              pong_timeout_s=0.5)
+        self._stop = threading.Event()
+        self._enough = threading.Event()
+        self.producers = [threading.Thread(target=self._produce, args=(k,), daemon=True)
+                          for k in range(PRODUCERS)]
+        self.threads = [threading.Thread(target=self._listen, daemon=True), *self.producers]
+        self.worker = start_worker(
+            url, "--app", "tests.support.runs_app:app", "--lease-s", "2", "--concurrency", "8",
+            RUNS_FILE=str(self.runs_file))
+
+    def start(self) -> Flow:
+        for t in self.threads:
+            t.start()
+        wait_until(self.heard, 5, what="the subscriber before the failover")
+        return self
+
+    def _produce(self, k: int) -> None:
+        n = k
+        while not self._enough.is_set() and not self._stop.is_set():
+            while not self._stop.is_set():
+                try:
+                    # A stable job id makes the retry safe: a job already queued is not
+                    # queued twice.
+                    self.app.enqueue("r.record", (n,), job_id=f"job-{n}")
+                    break
+                except (redis.RedisError, NotReplicated) as exc:
+                    with self._lock:
+                        self.errors[type(exc).__name__] += 1
+                    time.sleep(0.02)
+            with self._lock:
+                self.acked[n] = time.monotonic()
+            n += PRODUCERS
+
+    def finish_producing(self, at_least: int) -> None:
+        """Let the producers stop once ``at_least`` jobs are acknowledged; wait for them."""
+        wait_until(lambda: self.acked_count() >= at_least, 6, what=f"{at_least} jobs acknowledged")
+        self._enough.set()
+        for t in self.producers:
+            t.join(3)
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            msg = self.sub.get(0.2)
+            if msg is not None:
+                self.news.append(msg.data)
+
+    def heard(self) -> bool:
+        """Publish one message; whether the subscriber has received any since."""
+        before = len(self.news)
+        try:
+            self.app.publish("news", "ping")
+        except redis.RedisError:  # no master yet
+            return False
+        return poll(lambda: len(self.news) > before, 0.3)
+
+    def acked_count(self) -> int:
+        with self._lock:
+            return len(self.acked)
+
+    def consuming_again_s(self, since: float) -> float | None:
+        """Seconds from ``since`` to the first run of a job acknowledged after it (such a job
+        can only live on the new master)."""
+        first = read_runs(self.runs_file).first
+        with self._lock:
+            after = [first[n] for n, at in self.acked.items() if at > since and n in first]
+        return min(after) - since if after else None
+
+    def missing(self) -> list[int]:
+        """Acknowledged jobs that have not run (yet)."""
+        ran = read_runs(self.runs_file).count
+        with self._lock:
+            return sorted(n for n in self.acked if n not in ran)
+
+    def stop(self) -> None:
+        self._stop.set()
+        stop(self.worker)
+        for t in self.threads:
+            t.join(3)
+        self.sub.close()
+        self.app.close()
+
+
+def poll(cond: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def web_app_enqueues(flow: Flow) -> bool:
+    """The web app (on the same sentinel URL) queues a job that the worker runs."""
+    from webapp import create_app
+
+    client = create_app({"RQ_APP": flow.app}).test_client()
+    reply = client.post("/prodcons", json={"task": "r.record", "args": [-1]})
+    if reply.status_code != 202:
+        return False
+    return poll(lambda: -1 in read_runs(flow.runs_file).count, 2)
 
 
 @pytest.fixture
-def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
-    s = SentinelSet(tmp_path).start()
+def deployment(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
+    s = SentinelSet(tmp_path, replicas=request.param).start()
     yield s
     s.stop()
 
 
-def test_failover_loses_no_acknowledged_job(sentinels: SentinelSet) -> None:
-    app = App(sentinels.url, options=FAST, wait_replicas=1, wait_timeout_s=0.5)
-    ran: set[int] = set()
+@pytest.fixture
+def flow(deployment: SentinelSet, tmp_path: Path) -> Iterator[Flow]:
+    f = Flow(deployment.url, tmp_path).start()
+    yield f
+    f.stop()
 
-    @app.task(name="s.record")
-    def record(n: int) -> None:
-        ran.add(n)
 
-    worker = Worker(app, config.load({"block_timeout_s": 0.5, "lease_s": 2}, {}))
-    threading.Thread(target=worker.run, daemon=True).start()
-    sub = Subscriber(app.connect("sub"), channels=["news"], ping_interval_s=0.3,
-                     pong_timeout_s=0.5)
-    sub.get(0.05)
-    acknowledged: list[int] = []
+def check_after_failover(flow: Flow, fault: float, label: str) -> None:
+    fault_wall = time.time() - (time.monotonic() - fault)
+    again = wait_until(lambda: flow.consuming_again_s(fault), 6,
+                       what="a job acknowledged after the fault to run")
+    flow.finish_producing(JOBS)
+    wait_until(lambda: not flow.missing(), 4, what="every acknowledged job to run")
+    wait_until(flow.heard, 3, what="the subscriber after the failover")
+    assert flow.worker.poll() is None, "the worker process exited"
+    # The worker beats on the new master (an entry replicated from before has an older beat).
+    wait_until(lambda: [w["last_seen"] > fault_wall for w in Registry(flow.app.client).workers()]
+               == [True], 2, what="the worker's heartbeat on the new master")
+    wait_until(lambda: web_app_enqueues(flow), 3, what="the web app to queue a job")
+    twice = sum(1 for c in read_runs(flow.runs_file).count.values() if c > 1)
+    with flow._lock:
+        writable = min(at for at in flow.acked.values() if at > fault) - fault
+    print(f"\n{label}: {flow.acked_count()} jobs, producing again {writable:.2f} s and consuming again "
+          f"{again:.2f} s after it; "
+          f"jobs run twice: {twice}; producer retries: {dict(flow.errors)}")
 
-    def produce() -> None:
-        for n in range(JOBS):
-            while True:
-                try:
-                    record.delay(n)
-                    break
-                except Exception:
-                    time.sleep(0.05)
-            acknowledged.append(n)
 
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    old_port = sentinels.master_port()
-    wait_until(lambda: len(acknowledged) > JOBS // 4, 5, what="jobs flowing")
-    sentinels.master.kill()
+@pytest.mark.parametrize("deployment", [2], indirect=True)
+def test_master_killed_loses_no_acknowledged_job(deployment: SentinelSet, flow: Flow) -> None:
+    """SIGKILL the master with a third of the jobs acknowledged; Sentinel promotes the most
+    up-to-date replica by itself, and everything follows it."""
+    wait_until(lambda: flow.acked_count() > BEFORE_FAULT, 5, what="jobs flowing")
+    deployment.wait_ready()
+    old = deployment.master.port
+    assert old is not None
+    deployment.master.kill()
     killed = time.monotonic()
-    # Sentinel's own detection and election take 3-4 s here (longer after a failed election);
-    # what this test proves is that redisq's clients follow a failover, so ask for it at once.
-    sentinels.force_failover()
-    wait_until(lambda: sentinels.master_port() != old_port, 6, what="the failover")
-    promoted_s = time.monotonic() - killed
-    count = len(ran)
-    wait_until(lambda: len(ran) > count + 10, 6, what="consuming on the new master")
-    print(f"failover: new master {promoted_s:.2f} s after the kill, consuming again "
-          f"{time.monotonic() - killed:.2f} s after it")
-    producer.join(8)
-    try:
-        wait_until(lambda: set(acknowledged) <= ran, 6, what="every acknowledged job")
-        assert len(acknowledged) == JOBS
+    wait_until(lambda: deployment.promoted(old), 5, interval_s=0.05, what="Sentinel's failover")
+    print(f"\nSIGKILL: new master in place {time.monotonic() - killed:.2f} s after the kill")
+    check_after_failover(flow, killed, "SIGKILL")
 
-        def delivered() -> bool:
-            try:
-                app.publish("news", {"n": 1})
-            except redis.ConnectionError:  # sentinels still settling on the new master
-                return False
-            return sub.get(0.2) is not None
 
-        wait_until(delivered, 5, what="the subscriber on the new master")
-    finally:
-        worker.stop()
-        sub.close()
+@pytest.mark.parametrize("deployment", [1], indirect=True)
+def test_switchover_with_master_alive(deployment: SentinelSet, flow: Flow) -> None:
+    """``SENTINEL FAILOVER`` with one replica (so WAIT 1 means every replica: the promoted one
+    has every acknowledged job). The old master keeps its clients: it refuses writes once its
+    replica leaves (NOREPLICAS, min-replicas-to-write 1), then is demoted (READONLY; UNBLOCKED
+    for a blocked BLMOVE). Every client must find the new master through Sentinel."""
+    wait_until(lambda: flow.acked_count() > BEFORE_FAULT, 5, what="jobs flowing")
+    deployment.wait_ready()
+    old = deployment.master.port
+    assert old is not None
+    deployment.failover()
+    wait_until(lambda: deployment.promoted(old), 5, interval_s=0.05, what="the switchover")
+    # Measured from here: a job acknowledged before may have run on the old master in time.
+    promoted = time.monotonic()
+    new = deployment.master_port()
+    assert new is not None and new != old
+    deployment.demote(old, new)
+    check_after_failover(flow, promoted, "switchover")
