@@ -92,7 +92,7 @@ class AsyncProducer:
             self._queues.add(q)
         _, ks, argv = self.app.records.enqueue_call(prepared.env, prepared.message,
                                                     delay_from(delay_s, eta),
-                                                    prepared.unique_ttl_s)
+                                                    prepared.unique_ttl_s, prepared.fresh_id)
         created, jid = await self._enqueue(keys=ks, args=argv)
         sync_job = self.app.finish_enqueue(prepared, bool(created), jid)  # duplicate rule
         return AsyncJob(self, sync_job.id, q, sync_job.created)

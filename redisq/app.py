@@ -21,9 +21,10 @@ import redis
 
 from . import keys, serializers
 from .channel import Channel
+from .cluster import is_cluster
 from .connection import ConnectionOptions, connect, resolve_url
 from .errors import UnknownTask
-from .job import Envelope, Job
+from .job import Envelope, Job, new_id
 from .locks import Lock
 from .queue import Queue
 from .records import Records
@@ -54,6 +55,7 @@ class Prepared:
     env: Envelope
     message: bytes
     unique_ttl_s: float
+    fresh_id: bool = False  # generated here: no record can exist under it yet
 
 
 @dataclass(frozen=True)
@@ -211,8 +213,13 @@ class App:
         prepared = self.prepare(task_name, args, kwargs, queue, job_id)
         delay_s = delay_from(delay_s, eta)
         self.records.register_queue(prepared.env.queue)
+        if (prepared.fresh_id and prepared.env.unique is None and delay_s is None
+                and not is_cluster(self.client)):  # a cluster routes scripts, not MULTI
+            self.records.enqueue_fresh(prepared.env, prepared.message, self.wait_replicas,
+                                       self.wait_timeout_s)
+            return self.finish_enqueue(prepared, True, prepared.env.id)
         name, ks, argv = self.records.enqueue_call(prepared.env, prepared.message, delay_s,
-                                                   prepared.unique_ttl_s)
+                                                   prepared.unique_ttl_s, prepared.fresh_id)
         if self.wait_replicas:
             created, jid = self.records.scripts.run_replicated(
                 name, ks, argv, self.wait_replicas, self.wait_timeout_s)
@@ -233,7 +240,8 @@ class App:
             task.check_args(args, kwargs)
             unique = task.unique_key(args, kwargs)
         env = make_envelope(task_name, q, args, kwargs, job_id, unique)
-        return Prepared(task, env, self.serializer.dumps(env.to_dict()), _unique_ttl_s(task))
+        return Prepared(task, env, self.serializer.dumps(env.to_dict()), _unique_ttl_s(task),
+                        fresh_id=job_id is None)
 
     def finish_enqueue(self, prepared: Prepared, created: bool, job_id: bytes | str) -> Job:
         """The Job handle for an enqueue's answer (or the duplicate rule's error)."""
@@ -256,16 +264,21 @@ class App:
         if task is not None and task.options.unique_by is not None:
             return [self.enqueue(task_name, a, k, queue=q) for a, k in calls]
         self.records.register_queue(q)
+        now = round(time.time(), 6)
+        message = self._bulk_message_builder(task_name, q, now)
         jobs: list[Job] = []
         batch: list[tuple[str, bytes]] = []
-        dumps = self.serializer.dumps
-        now = round(time.time(), 6)
-        for args, kwargs in calls:
+        # Everything is validated and encoded before anything is sent: a bad call anywhere
+        # in ``calls`` queues nothing.
+        # Ids: one random prefix per call and a counter (a syscall per job otherwise); still
+        # 32 hex digits, 96 random bits shared by at most 2**32 jobs of this call.
+        prefix = new_id()[:24]
+        for n, (args, kwargs) in enumerate(calls):
             if task is not None:
                 task.check_args(args, kwargs)
-            env = make_envelope(task_name, q, args, kwargs, None, None)
-            batch.append((env.id, dumps({**env.to_dict(), "enqueued_at": now})))
-            jobs.append(Job(self.records, env.id, q))
+            jid = f"{prefix}{n:08x}"
+            batch.append((jid, message(jid, args, kwargs)))
+            jobs.append(Job(self.records, jid, q))
         calls_out = []
         for i in range(0, len(batch), BULK_CHUNK):
             part = batch[i:i + BULK_CHUNK]
@@ -276,6 +289,28 @@ class App:
             self.records.scripts.run_many(calls_out[i:i + 20], self.wait_replicas,
                                           self.wait_timeout_s)
         return jobs
+
+    def _bulk_message_builder(self, task_name: str, queue: str,
+                              now: float) -> Callable[[str, Sequence[Any], dict[str, Any]], bytes]:
+        """``message(job_id, args, kwargs)`` for many jobs of one task: with JSON, the fields
+        every job shares are encoded once and only the id and arguments per job (what
+        ``make_envelope(...).to_dict()`` would give, a third of the cost)."""
+        dumps = self.serializer.dumps
+        if self.serializer.name != "json":
+            def generic(jid: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+                env = make_envelope(task_name, queue, args, kwargs, jid, None)
+                return dumps({**env.to_dict(), "enqueued_at": now})
+            return generic
+        # "id" first: reserve.lua finds it by a pattern anchored at the start.
+        head = b'{"id":"'
+        middle = b'","task":' + dumps(task_name) + b',"args":'
+        tail = b"," + dumps({"queue": queue, "attempt": 1, "enqueued_at": now})[1:]
+
+        def encode(jid: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+            a = dumps(list(args)) if args else b"[]"
+            k = dumps(kwargs) if kwargs else b"{}"
+            return b"".join((head, jid.encode(), middle, a, b',"kwargs":', k, tail))
+        return encode
 
     def job(self, job_id: str, queue: str | None = None) -> Job | None:
         """The handle of an existing job, or None when no queue has a record for it."""

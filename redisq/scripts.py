@@ -50,8 +50,10 @@ class Scripts:
         """Run one script (EVALSHA on this thread's lean connection; loads it on NOSCRIPT)."""
         script = self._scripts[name]
         (res,) = self._wire.execute([("EVALSHA", script.sha, len(keys), *keys, *args)])
+        if isinstance(res, NoScriptError):  # it did not run: load it and run again
+            return self.run_many([(name, keys, args)])[0]
         if isinstance(res, Exception):
-            return self.run_many([(name, keys, args)])[0]  # NOSCRIPT: load and run again
+            raise res
         return res
 
     def run_replicated(self, name: str, keys: list[str], args: list[Any], replicas: int,
@@ -85,10 +87,10 @@ class Scripts:
             if isinstance(results[i], Exception):
                 raise results[i]
         if wait:
-            self._check_replicated(acked, replicas, timeout_s)
+            self.check_replicated(acked, replicas, timeout_s)
         return results
 
-    def _check_replicated(self, acked: Any, replicas: int, timeout_s: float) -> None:
+    def check_replicated(self, acked: Any, replicas: int, timeout_s: float) -> None:
         if isinstance(acked, Exception):
             raise acked
         if int(acked) < replicas:

@@ -24,12 +24,17 @@ def _refuse(value: Any) -> Any:
 class JSONSerializer:
     name = "json"
 
+    def __init__(self) -> None:
+        # One encoder for every call: json.dumps with options builds a new one each time,
+        # which is a third of the cost of encoding a small message.
+        self._encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                        allow_nan=False, default=_refuse).encode
+
     def dumps(self, value: Any) -> bytes:
         # Refuse at enqueue time what JSON cannot carry (sets, bytes, dates, objects, NaN) so the
         # error reaches the producer, not a worker minutes later.
         try:
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
-                              allow_nan=False, default=_refuse).encode()
+            return self._encode(value).encode()
         except (TypeError, ValueError) as exc:
             if isinstance(exc, SerializationError):
                 raise

@@ -51,6 +51,9 @@ class Task:
         params = list(self._signature.parameters.values())
         # What a caller passes: without the job context a bound task receives first.
         self._call_signature = inspect.Signature(params[1:] if options.bind and params else params)
+        # Call shapes (positional count, keyword names) already bound once: whether a call
+        # binds depends only on its shape, so a hot producer binds each shape once.
+        self._shapes_ok: set[tuple[int, tuple[str, ...]]] = set()
         keys.check_name(options.queue)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
@@ -99,7 +102,12 @@ class Task:
 
     def check_args(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Refuse, at enqueue time, a call the function could not accept."""
+        shape = (len(args), tuple(kwargs))
+        if shape in self._shapes_ok:
+            return
         self._call_signature.bind(*args, **kwargs)
+        if len(self._shapes_ok) < 64:  # bounded: callers with ever-new keyword sets
+            self._shapes_ok.add(shape)
 
 
 def _split_call(call: Any) -> tuple[Sequence[Any], dict[str, Any]]:

@@ -18,9 +18,22 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.connection import AbstractConnection
 from redis.exceptions import ResponseError
+from redis.sentinel import SentinelManagedConnection
 
 from .connection import CONNECTION_ERRORS
+from .failover import FailoverAware, is_wrong_node
+
+try:  # hiredis packs a command in C; redis-py's own packer is four times slower
+    from hiredis import pack_command as _pack_one
+except ImportError:  # pragma: no cover - the hiredis extra is not installed
+    _pack_one = None
+
+#: ``read_response`` implementations whose only additions to the parser's are error mapping and
+#: the wrong-node rule, both of which :meth:`Wire.execute` applies itself.
+_STANDARD_READS = {AbstractConnection.read_response, FailoverAware.read_response,
+                   SentinelManagedConnection.read_response}
 
 _wires: weakref.WeakKeyDictionary[redis.Redis, Wire] = weakref.WeakKeyDictionary()
 _wires_lock = threading.Lock()
@@ -53,6 +66,9 @@ class Wire:
         self._kwargs = dict(pool.connection_kwargs)
         self._local = threading.local()
         self._all: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Read replies straight from the parser only when the connection class adds nothing
+        # to redis-py's own read (a test double such as fakeredis's does).
+        self._lean_read = self._cls.read_response in _STANDARD_READS
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -85,13 +101,21 @@ class Wire:
                 # host/port directly, bypassing connection classes that resolve the address
                 # at connect time (Sentinel's master lookup).
                 conn.connect()
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            conn.send_packed_command(_pack(conn, commands), check_health=False)
+            # The parser directly: Connection.read_response adds a few µs per reply (error
+            # text formatting, health-check clock) that the hot steps pay on every job. Its
+            # error handling is kept: socket errors arrive as redis errors (or OSError) and
+            # drop the connection below; a wrong-node reply means reconnect (as in failover).
+            read = conn._parser.read_response if self._lean_read else conn.read_response
             out: list[Any] = []
             for _ in commands:
                 try:
-                    out.append(conn.read_response())
-                except ResponseError as exc:
-                    out.append(exc)
+                    reply = read()
+                except ResponseError as exc:  # the connection's own read raises error replies
+                    reply = exc
+                if isinstance(reply, ResponseError) and is_wrong_node(reply):
+                    raise redis.ConnectionError(f"{reply} (not a usable master: reconnecting)")
+                out.append(reply)
             return out
         except CONNECTION_ERRORS:
             conn.disconnect()
@@ -112,3 +136,14 @@ class Wire:
     def close(self) -> None:
         for conn in list(self._all):
             conn.disconnect()
+
+
+def _pack(conn: Any, commands: Sequence[Sequence[Any]]) -> Any:
+    """The wire bytes of ``commands`` (hiredis when installed, else the connection's packer,
+    which also turns a value it cannot send into redis-py's DataError)."""
+    if _pack_one is not None:
+        try:
+            return [b"".join([_pack_one(tuple(c)) for c in commands])]
+        except TypeError:
+            pass  # e.g. a memoryview or None: let redis-py convert it or raise its error
+    return conn.pack_commands(commands)

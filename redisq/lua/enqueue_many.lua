@@ -11,10 +11,11 @@
 -- returns    number of jobs queued
 local n = #KEYS - 2
 for i = 1, n do
-  local msg = ARGV[3 + i]
   redis.call('HSET', KEYS[2 + i], 'status', 'queued', 'task', ARGV[1], 'queue', ARGV[2],
-    'message', msg, 'attempts', '0', 'enqueued_at', ARGV[3])
-  redis.call('LPUSH', KEYS[1], msg)
+    'message', ARGV[3 + i], 'attempts', '0', 'enqueued_at', ARGV[3])
 end
+-- One variadic LPUSH (same order as one by one): a chunk is at most a few hundred messages,
+-- far below Lua's unpack limit.
+if n > 0 then redis.call('LPUSH', KEYS[1], unpack(ARGV, 4, 3 + n)) end
 redis.call('HINCRBY', KEYS[2], 'enqueued', n)
 return n

@@ -89,8 +89,10 @@ def test_durable_enqueue_without_a_replica(server: RedisServer) -> None:
         app.enqueue("t.any", (1,), job_id="once")
     with pytest.raises(NotReplicated):
         app.enqueue_many("t.any", [((n,), {}) for n in range(3)])
+    with pytest.raises(NotReplicated):
+        app.enqueue("t.any", (2,))  # a fresh id: the MULTI/EXEC path, WAIT after its EXEC
     counts = app.queue("default").counts()
-    assert counts["depth"] == 4 and counts["enqueued"] == 4
+    assert counts["depth"] == 5 and counts["enqueued"] == 5
     app.close()
 
 

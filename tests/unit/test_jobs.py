@@ -35,6 +35,31 @@ def test_map_bulk(fake_redis: redis.Redis) -> None:
     assert fake_redis.llen("redisq:{default}:pending") == 3
 
 
+def test_map_messages_equal_the_envelope_encoding(fake_redis: redis.Redis) -> None:
+    """map() encodes the shared fields once (a template); each message must still decode to
+    exactly the envelope delay() would send, with "id" first (reserve.lua matches it there)."""
+    import json
+
+    from redisq.job import Envelope
+
+    app = make_app(fake_redis)
+
+    @app.task(name="t.mix")
+    def mix(*args: object, **kwargs: object) -> None: ...
+
+    calls = [(), ("é", [1, {"a": None}]), (((), {"k": "v", "n": 2.5})), ((7,), {"x": [True]})]
+    jobs = mix.map(calls, queue="bulk")
+    bodies = fake_redis.lrange("redisq:{bulk}:pending", 0, -1)[::-1]  # LPUSH: newest first
+    expected = [((), {}), (("é", [1, {"a": None}]), {}), ((), {"k": "v", "n": 2.5}),
+                ((7,), {"x": [True]})]
+    for job, body, (args, kwargs) in zip(jobs, bodies, expected, strict=True):
+        assert body.startswith(b'{"id":"' + job.id.encode() + b'"')
+        env = Envelope.from_dict(json.loads(body))
+        assert (env.id, env.task, env.queue, env.attempt) == (job.id, "t.mix", "bulk", 1)
+        assert env.args == list(args) and env.kwargs == kwargs and env.enqueued_at > 0
+        assert app.job(job.id).info()["task"] == "t.mix"  # the record too
+
+
 def test_cancel_takes_the_message_out_and_is_too_late_once_reserved(fake_redis: redis.Redis) -> None:
     from redisq.consumer import Consumer
 

@@ -231,16 +231,23 @@ class Counted:
         self._client.execute_command = self._orig_client  # type: ignore[method-assign]
 
 
-def test_enqueue_is_one_evalsha_and_writes_the_record(app: App, fake_redis: redis.Redis) -> None:
+@pytest.mark.parametrize("how", ["delay", "job_id"])
+def test_enqueue_is_one_round_trip_and_writes_the_record(app: App, fake_redis: redis.Redis,
+                                                         how: str) -> None:
+    """delay() (a fresh id) is one MULTI/EXEC transaction; an enqueue with a caller's job id
+    must look for an existing job first: the enqueue script. One round trip either way."""
     @app.task(name="t.add", queue="math")
     def add(a: int, b: int) -> int:
         return a + b
 
     add.delay(0, 0)  # the first enqueue of a process also remembers the queue's name
+    add.enqueue((0, 0), job_id="warm")  # and the first script call loads the script
     before = time.time()
     with Counted(fake_redis) as sent:
-        job = add.delay(1, 2)
-    assert sent.commands == ["EVALSHA"] and sent.round_trips == 1
+        job = add.delay(1, 2) if how == "delay" else add.enqueue((1, 2), job_id="given-id")
+    expected = (["MULTI", "HSET", "LPUSH", "HINCRBY", "EXEC"] if how == "delay"
+                else ["EVALSHA"])
+    assert sent.commands == expected and sent.round_trips == 1
     info = job.info()
     assert {k: info[k] for k in ("id", "status", "task", "queue", "attempts")} == {
         "id": job.id, "status": "queued", "task": "t.add", "queue": "math", "attempts": "0"}
@@ -250,7 +257,7 @@ def test_enqueue_is_one_evalsha_and_writes_the_record(app: App, fake_redis: redi
                        "queue": "math", "attempt": 1, "enqueued_at": message["enqueued_at"]}
     assert fake_redis.lrange(keys.pending("math"), 0, 0) == [info["message"].encode()]
     assert app.queues() == ["math"] and app.job(job.id).queue == "math"
-    assert fake_redis.hget(keys.stats("math"), "enqueued") == b"2"
+    assert fake_redis.hget(keys.stats("math"), "enqueued") == b"3"
 
 
 def test_delayed_and_eta_jobs_wait_in_the_delayed_set(app: App, fake_redis: redis.Redis) -> None:
