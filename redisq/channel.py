@@ -9,6 +9,11 @@ with backoff and subscribes again to everything it had (on a fresh connection, s
 Durable channels (opt-in) also append each message to a capped Stream; a subscriber that was cut
 off replays what it missed from its last seen id when it comes back, and drops the live copies
 it has already replayed.
+
+On a Redis Cluster whose masters run 7.0 or later, channels are sharded: ``SPUBLISH`` goes to
+the master owning the channel's slot (the same slot as its durable stream) and a subscriber
+sends ``SSUBSCRIBE`` to each node it needs, over one health-checked connection per node (see
+:mod:`redisq.cluster_pubsub`). Patterns and :data:`CLASSIC_CHANNELS` stay classic.
 """
 
 from __future__ import annotations
@@ -26,12 +31,20 @@ import redis
 from redis.client import PubSub
 
 from . import keys
+from .cluster import sharded_pubsub
+from .cluster_pubsub import PongMissing as _PongMissing
+from .cluster_pubsub import ShardedSubscription
 from .connection import CONNECTION_ERRORS, Outage, drop_idle_connections
 from .scripts import Scripts
 
 log = logging.getLogger("redisq.channel")
 
 StreamId = tuple[int, int]
+
+#: Channels that stay classic (PUBLISH/SUBSCRIBE) on a sharded cluster too: job events are
+#: published from the settle script, whose keys are in the queue's slot, and a script may only
+#: SPUBLISH to a channel in its own keys' slot.
+CLASSIC_CHANNELS = frozenset({keys.EVENTS_CHANNEL})
 
 
 def _parse_id(raw: bytes | str) -> StreamId:
@@ -63,11 +76,25 @@ class Channel:
         self.scripts = scripts or Scripts(client)
 
     def publish(self, data: bytes | str) -> int:
-        """Send to every current subscriber (one round trip); returns how many received it."""
+        """Send to every current subscriber (one round trip); returns how many received it.
+
+        That count is what the server reports: on a single server (or a Sentinel-managed
+        master), every subscriber of the channel. On a sharded cluster (``SPUBLISH``), the
+        subscribers connected to the master that owns the channel's slot; subscribers on its
+        replicas also get the message but are not counted. On a classic cluster (``PUBLISH``),
+        only the subscribers connected to the node the command reached.
+        """
+        sharded = self.name not in CLASSIC_CHANNELS and sharded_pubsub(self.client)
         if not self.durable:
+            if sharded:
+                return int(self.client.spublish(self.name, data))
             return int(self.client.publish(self.name, data))
-        _, receivers = self.scripts.publish_durable(
-            keys=[keys.stream(self.name)], args=[self.name, data, self.maxlen])
+        # The stream key's hash tag is the channel name ({name}, and names have no braces),
+        # so both are in one slot: the script may SPUBLISH to it from the stream's node.
+        args: list[Any] = [self.name, data, self.maxlen]
+        if sharded:
+            args.append("S")
+        _, receivers = self.scripts.publish_durable(keys=[keys.stream(self.name)], args=args)
         return int(receivers)
 
 
@@ -99,6 +126,8 @@ class Subscriber:
         self.outage = outage or Outage("subscriber")
         self.clock = clock
         self._pubsub: PubSub | None = None
+        self._sharded: bool | None = None  # decided on the first connect (cluster, Redis 7+)
+        self._shards: ShardedSubscription | None = None
         self._last_id: dict[str, StreamId] = {}
         self._backlog: deque[ChannelMessage] = deque()
         self._last_ping = 0.0
@@ -116,7 +145,9 @@ class Subscriber:
         self.channels |= new
         if durable:
             self.durable |= new
-        if self._pubsub is not None and new:
+        if self._shards is not None and new:
+            self._shards.add(shard=new - CLASSIC_CHANNELS, classic=new & CLASSIC_CHANNELS)
+        elif self._pubsub is not None and new:
             self._mark_positions(new & self.durable)
             self._pubsub.subscribe(*new)
             # What was published between the mark and the SUBSCRIBE is only in the stream.
@@ -125,7 +156,9 @@ class Subscriber:
     def psubscribe(self, *patterns: str) -> None:
         new = set(patterns) - self.patterns
         self.patterns |= new
-        if self._pubsub is not None and new:
+        if self._shards is not None and new:
+            self._shards.add(patterns=new)
+        elif self._pubsub is not None and new:
             self._pubsub.psubscribe(*new)
 
     # -- connection --------------------------------------------------------------------------
@@ -149,6 +182,9 @@ class Subscriber:
         self._replay()
 
     def _drop(self) -> None:
+        if self._shards is not None:
+            self._shards.close()
+            self._shards = None
         if self._pubsub is not None:
             # The connection may already be gone; there is nothing left to tell the server.
             with contextlib.suppress(*CONNECTION_ERRORS):
@@ -182,6 +218,14 @@ class Subscriber:
         """The next message, or None after ``timeout_s``. Never raises on connection trouble."""
         if self._backlog:
             return self._backlog.popleft()
+        if self._sharded is None:
+            try:
+                self._sharded = sharded_pubsub(self.client)  # no I/O unless a cluster
+            except CONNECTION_ERRORS as exc:
+                self.outage.failed(exc)
+                return None
+        if self._sharded:
+            return self._get_sharded(timeout_s)
         try:
             if self._pubsub is None:
                 self._connect()
@@ -196,6 +240,38 @@ class Subscriber:
             return None
         self.outage.succeeded()
         return msg
+
+    def _get_sharded(self, timeout_s: float) -> ChannelMessage | None:
+        """:meth:`get` on a sharded cluster: the legs handle their own failures and backoff
+        (one node down does not stop the others), and report to :attr:`outage`."""
+        shards = self._shards
+        if shards is None:
+            shards = self._shards = ShardedSubscription(
+                self.client, self.ping_interval_s, self.pong_timeout_s,  # type: ignore[arg-type]
+                self.outage, self.clock, prepare=self._prepare, subscribed=self._subscribed)
+            shards.add(shard=self.channels - CLASSIC_CHANNELS,
+                       classic=self.channels & CLASSIC_CHANNELS, patterns=self.patterns)
+        deadline = self.clock() + timeout_s
+        while shards is self._shards:  # else close() dropped it meanwhile (another thread)
+            if self._backlog:
+                return self._backlog.popleft()
+            raw = shards.poll(max(0.0, deadline - self.clock()))
+            msg = self._convert(raw) if raw is not None else None
+            if msg is not None:
+                return msg
+            if self.clock() >= deadline and not self._backlog:
+                return None
+        return None
+
+    def _prepare(self, channels: set[str]) -> None:
+        """Before a channel's SSUBSCRIBE: a new durable channel's replay starts here. (May run
+        on a helper thread: membership tests only, no iteration over the shared sets.)"""
+        self._mark_positions({c for c in channels if c in self.durable and c not in self._last_id})
+
+    def _subscribed(self, channel: str) -> None:
+        """The server confirmed the subscription: replay what the stream has beyond it."""
+        if channel in self.durable:
+            self._replay({channel})
 
     def _poll(self, timeout_s: float) -> ChannelMessage | None:
         assert self._pubsub is not None
@@ -230,7 +306,7 @@ class Subscriber:
         if kind == "pong":
             self._ping_outstanding = None
             return None
-        if kind not in ("message", "pmessage"):
+        if kind not in ("message", "pmessage", "smessage"):
             return None
         channel = raw["channel"].decode() if isinstance(raw["channel"], bytes) else raw["channel"]
         pattern = raw.get("pattern")
@@ -278,7 +354,3 @@ class Subscriber:
         self._closed.set()
         if not self._iterating:
             self._drop()
-
-
-class _PongMissing(Exception):
-    """The server did not answer our PING in time: treat the connection as dead."""

@@ -14,6 +14,10 @@ A node that goes away, or a slot that moved (MOVED, ASK, TRYAGAIN, CLUSTERDOWN),
 :class:`redis.ConnectionError` after the slot table is refreshed, so the usual rules apply:
 the caller's retry policy repeats the step (every redisq step may be repeated) and a
 consumer looks for reserved messages whose reply was lost.
+
+Pub/sub on a cluster is sharded (``SPUBLISH``/``SSUBSCRIBE``) when every master runs Redis 7.0
+or later, unless the URL says ``?sharded_pubsub=no`` (see :func:`sharded_pubsub`); the
+subscriber side lives in :mod:`redisq.cluster_pubsub`.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import threading
 import weakref
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import redis
+from redis.client import PubSub
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
     AskError,
@@ -59,11 +64,12 @@ def cluster_client(parsed: Any, common: dict[str, Any], extra: dict[str, Any]) -
         from .errors import ConfigError
 
         raise ConfigError("Redis Cluster has only database 0: redis+cluster://h1:7000,h2:7001/")
+    sharded = _sharded_option(parse_qs(parsed.query).get("sharded_pubsub", ["auto"])[-1])
     kwargs = dict(common)
     kwargs.pop("retry_on_timeout", None)  # deprecated for clusters: `retry` (none) covers it
     if parsed.scheme.startswith("rediss"):
         kwargs["ssl"] = True
-    return RedisCluster(
+    client = RedisCluster(
         startup_nodes=nodes,
         password=unquote(parsed.password) if parsed.password else None,
         username=unquote(parsed.username) if parsed.username else None,
@@ -71,6 +77,80 @@ def cluster_client(parsed: Any, common: dict[str, Any], extra: dict[str, Any]) -
         # slots: queues living elsewhere keep working.
         require_full_coverage=False,
         **kwargs, **extra)
+    if sharded is not None:
+        _sharded[client] = sharded
+    return client
+
+
+def _sharded_option(value: str) -> bool | None:
+    """``?sharded_pubsub=`` of a cluster URL: yes, no, or auto (None: ask the servers)."""
+    low = value.strip().lower()
+    if low in ("", "auto"):
+        return None
+    if low in ("1", "yes", "true", "on"):
+        return True
+    if low in ("0", "no", "false", "off"):
+        return False
+    from .errors import ConfigError
+
+    raise ConfigError(f"sharded_pubsub must be yes, no or auto, not {value!r}")
+
+
+#: Per cluster client: does its pub/sub use SPUBLISH/SSUBSCRIBE? Decided once (URL option or
+#: the servers' versions), because a publisher and its subscribers must agree for the client's
+#: lifetime: a SPUBLISH never reaches a classic SUBSCRIBE, nor a PUBLISH an SSUBSCRIBE.
+_sharded: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_probe_lock = threading.Lock()  # one probe per client, not one per thread that publishes
+SHARDED_MIN_VERSION = (7, 0)
+
+
+def sharded_pubsub(client: Any) -> bool:
+    """Whether pub/sub on ``client`` is sharded: a cluster client whose masters all run Redis
+    (or Valkey) 7.0 or later, unless its URL said ``?sharded_pubsub=no`` (or ``=yes``).
+
+    Other clients: False, without any I/O. The first call for a cluster client asks each
+    master ``HELLO`` (allowed by redisq's ACL, unlike ``INFO``); masters that do not answer
+    are skipped, and with none answering it raises :class:`redis.ConnectionError` (the
+    caller's outage handling retries) instead of guessing.
+    """
+    if not is_cluster(client):
+        return False
+    known = _sharded.get(client)
+    if known is None:
+        with _probe_lock:
+            known = _sharded.get(client)
+            if known is None:
+                known = _sharded[client] = _probe(client)
+    return known
+
+
+def _probe(client: RedisCluster) -> bool:
+    """Do all masters that answer ``HELLO`` run 7.0 or later?"""
+    versions = []
+    error: BaseException | None = None
+    for node in client.get_primaries():
+        try:
+            versions.append(_version(client.get_redis_connection(node).execute_command("HELLO")))
+        except ResponseError:
+            versions.append((0, 0))  # no HELLO (Redis < 6) or not allowed: stay classic
+        except _REFRESH_ERRORS as exc:
+            error = exc  # unreachable now: decide with the others
+    if not versions:
+        raise redis.ConnectionError(f"cluster: no master answered HELLO ({error})")
+    sharded = min(versions) >= SHARDED_MIN_VERSION
+    log.info("cluster pub/sub: %s", "sharded (SPUBLISH/SSUBSCRIBE)" if sharded
+             else f"classic (a master runs {'.'.join(map(str, min(versions)))})")
+    return sharded
+
+
+def _version(hello: Any) -> tuple[int, int]:
+    """``major.minor`` from a HELLO reply (a map in RESP3, a flat list in RESP2)."""
+    if isinstance(hello, list | tuple):
+        hello = dict(zip(hello[::2], hello[1::2], strict=True))
+    raw = hello.get(b"version", hello.get("version", b"0.0"))
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    major, _, rest = text.partition(".")
+    return int(major or 0), int(rest.partition(".")[0] or 0)
 
 
 class ClusterWire:
@@ -156,9 +236,7 @@ class ClusterWire:
         return out
 
     def _refresh(self) -> None:
-        # Best effort: with every startup node down there is nothing to learn yet.
-        with contextlib.suppress(*_REFRESH_ERRORS):
-            self._client.nodes_manager.initialize()
+        refresh_slots(self._client)
 
     def drop(self) -> None:
         for conn in self._conns().values():
@@ -169,6 +247,35 @@ class ClusterWire:
             conn.disconnect()
 
 
+class NodePubSub(PubSub):
+    """A PubSub on one node's pool that never reconnects by itself. redis-py would, inside a
+    failing call (blocking while a subscriber's other connections wait), and re-subscribe
+    with one SSUBSCRIBE for every channel (CROSSSLOT when they span slots); the caller drops
+    it instead and opens a new one after its backoff (see :mod:`redisq.cluster_pubsub`)."""
+
+    def _reconnect(self, conn: Any, error: BaseException | None = None, *args: Any,
+                   **kwargs: Any) -> None:
+        if error is None:
+            # No error: redis-py marks every in-use connection of a node "for reconnect"
+            # whenever any thread re-reads the slot table. A subscribed connection that works
+            # stays; if its slots did move, the server says so (SUNSUBSCRIBE, MOVED, EOF).
+            conn.reset_should_reconnect()
+            return
+        conn.disconnect()
+
+    def on_connect(self, connection: Any) -> None:
+        raise redis.ConnectionError("pub/sub connection re-opened behind redisq's back")
+
+
 _REFRESH_ERRORS = (redis.RedisError, RedisClusterException, OSError)
 
-__all__ = ["ClusterWire", "cluster_client", "is_cluster"]
+
+def refresh_slots(client: RedisCluster) -> None:
+    """Read the slot table again after a node went away or a slot moved. Best effort: with
+    every startup node down there is nothing to learn yet."""
+    with contextlib.suppress(*_REFRESH_ERRORS):
+        client.nodes_manager.initialize()
+
+
+__all__ = ["ClusterWire", "NodePubSub", "cluster_client", "is_cluster", "refresh_slots",
+           "sharded_pubsub"]

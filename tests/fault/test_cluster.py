@@ -70,7 +70,7 @@ def test_queues_spread_over_nodes_and_two_workers_drain_them(cluster: ClusterSet
     sub = Subscriber(app.connect("sub"), channels=["news"], durable=["log"],
                      ping_interval_s=0.3, pong_timeout_s=0.5)
     try:
-        sub.get(0.1)  # subscribed (to one node; classic pub/sub crosses the cluster bus)
+        sub.get(0.1)  # subscribed: SSUBSCRIBE on the node of each channel's slot
         wait_until(lambda: len(read_runs(runs_file).count) == len(QUEUES) * PER_QUEUE, 8,
                    what="every job to run")
         runs = read_runs(runs_file)
