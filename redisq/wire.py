@@ -117,8 +117,12 @@ class Wire:
                     raise redis.ConnectionError(f"{reply} (not a usable master: reconnecting)")
                 out.append(reply)
             return out
-        except CONNECTION_ERRORS:
+        except CONNECTION_ERRORS as exc:
             conn.disconnect()
+            if isinstance(exc, OSError):
+                # A socket error straight from the parser's recv (ECONNRESET, ...): callers
+                # expect redis-py's error, as Connection.read_response would have raised.
+                raise redis.ConnectionError(f"Error while reading from Redis: {exc}") from exc
             raise
         except BaseException:
             # Anything else (e.g. a timeout exception raised into this thread) may leave

@@ -1,7 +1,8 @@
 """Write endpoints and job status: ``/prodcons``, ``/pubsub``, ``/jobs/<id>``, queue actions.
 
 The two write routes are the hot path (the load test): one parse of the body, one Redis round
-trip (``App.enqueue`` is one EVALSHA, ``App.publish`` one PUBLISH), one small JSON encode.
+trip (``App.enqueue`` is one MULTI/EXEC or EVALSHA, ``App.publish`` one PUBLISH), one small
+JSON encode.
 """
 
 from __future__ import annotations

@@ -79,3 +79,26 @@ def test_wait_for_redis_gives_up(server: RedisServer) -> None:
     server.stop()
     with pytest.raises(redis.ConnectionError):
         wait_for_redis(client, 0.2)
+
+
+def test_lean_wire_turns_a_socket_error_into_a_redis_connection_error(server: RedisServer) -> None:
+    """The hot path reads replies from the parser itself; a reset socket must still reach the
+    caller as redis.ConnectionError (which every retry loop catches, unlike a bare OSError),
+    and the next call must reconnect and work."""
+    from redisq.wire import wire_for
+
+    client = connect(server.url, "test", FAST)
+    wire = wire_for(client)
+    assert wire.execute([("PING",)]) == [b"PONG"]
+    conn = wire._conn()
+    parser = conn._parser
+
+    def reset(*args: object, **kwargs: object) -> object:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    parser.read_response = reset
+    with pytest.raises(redis.ConnectionError, match="reset"):
+        wire.execute([("PING",)])
+    assert conn._sock is None  # dropped, not reused with unread replies
+    del parser.read_response  # the socket is healthy again
+    assert wire.execute([("SET", "k", "v"), ("GET", "k")]) == [b"OK", b"v"]

@@ -2,8 +2,8 @@
 
 Serves the web app with gunicorn (2 sync workers) on a free loopback port against a private
 Redis, with a redisq worker, and runs siege (benchmark mode) against a bare route, POST
-/prodcons, POST /pubsub and a seed-style LPUSH route (``loadapp.py``, the yardstick) in the
-same run: ``-c 10 -r 500``, then ``-c 50 -t 20S``. Checks:
+/prodcons, POST /pubsub, a seed-style LPUSH route and a JSON POST without Redis (``loadapp.py``,
+the yardsticks) in the same run: ``-c 10 -r 500``, then ``-c 50 -t 20S``. Checks:
 
 - availability 100 % and 0 failed transactions on every run;
 - every accepted job processed exactly once: each job (``demo.count``) counts its own runs in a
@@ -105,13 +105,16 @@ def main() -> int:
     parser.add_argument("--worker-during", action="store_true")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--strict-speed", action="store_true", help="fail below 0.75 of bare")
+    parser.add_argument("--unix", action="store_true",
+                        help="Redis on its unix socket, as `redisq up` runs it (default: TCP "
+                             "on a loopback port, as the issue's baseline)")
     opts = parser.parse_args()
     runs = [("-b", "-c", "10", "-r", "50" if opts.quick else "500"),
             ("-b", "-c", "50", "-t", "5S" if opts.quick else "20S")]
     tmp = Path(tempfile.mkdtemp(prefix="redisq-load-"))
     rc = tmp / "siegerc"
     rc.write_text(SIEGERC)
-    server = RedisServer(tmp / "redis", port=free_port()).start()
+    server = RedisServer(tmp / "redis", port=None if opts.unix else free_port()).start()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDISQ_")}
     env.update(REDIS_URL=server.url, REDISQ_APP="webapp.tasks:app", PYTHONPATH=str(ROOT))
@@ -125,7 +128,8 @@ def main() -> int:
     targets = {"bare GET /hello": f"{base}/hello",
                "POST /prodcons": f'{base}/prodcons POST {{"task":"demo.count","args":["{SEEN}"]}}',
                "POST /pubsub": f'{base}/pubsub POST {{"channel":"load","message":{{"n":1}}}}',
-               "POST /seed-lpush": f'{base}/seed-lpush POST {{"task":"demo.count","args":[]}}'}
+               "POST /seed-lpush": f'{base}/seed-lpush POST {{"task":"demo.count","args":[]}}',
+               "POST /bare-post": f'{base}/bare-post POST {{"task":"demo.count","args":[]}}'}
     try:
         wait_http(base + "/hello")
         web_pids = [web.pid, *children(web.pid)]
@@ -179,12 +183,13 @@ def report(runs: list[tuple[str, ...]], results: list[tuple[str, str, dict[str, 
         rate = {name: statistics.median(r["transaction_rate"] for rn, n, r in results
                                         if rn == run and n == name)
                 for name in ("bare GET /hello", "POST /prodcons", "POST /pubsub",
-                             "POST /seed-lpush")}
+                             "POST /seed-lpush", "POST /bare-post")}
         bare = rate["bare GET /hello"]
         ratio = rate["POST /prodcons"] / bare
         print(f"{run:<16} POST /prodcons / bare = {ratio:.2f} (target >= {MIN_RATIO}, aim "
               f"{TARGET_RATIO})   POST /pubsub / bare = {rate['POST /pubsub'] / bare:.2f}   "
-              f"seed LPUSH route / bare = {rate['POST /seed-lpush'] / bare:.2f}")
+              f"seed LPUSH route / bare = {rate['POST /seed-lpush'] / bare:.2f}   "
+              f"JSON POST without Redis / bare = {rate['POST /bare-post'] / bare:.2f}")
         cpu = {name: statistics.median(r["web_cpu_us"] + r["redis_cpu_us"]
                                        for rn, n, r in results if rn == run and n == name)
                for name in rate}
