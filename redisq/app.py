@@ -88,6 +88,7 @@ class App:
         self.wait_replicas = wait_replicas
         self.wait_timeout_s = wait_timeout_s
         self.tasks: dict[str, Task] = {}
+        self._json_templates: dict[tuple[str, str], Callable[..., bytes]] = {}
         self.subscribers: dict[str, SubscriberSpec] = {}
         self.durable_channels: set[str] = set()
         self.hooks = Hooks()
@@ -240,8 +241,11 @@ class App:
             task.check_args(args, kwargs)
             unique = task.unique_key(args, kwargs)
         env = make_envelope(task_name, q, args, kwargs, job_id, unique)
-        return Prepared(task, env, self.serializer.dumps(env.to_dict()), _unique_ttl_s(task),
-                        fresh_id=job_id is None)
+        if unique is None and self.serializer.name == "json":
+            message = self._json_message(task_name, q)(env.id, args, kwargs, env.enqueued_at)
+        else:
+            message = self.serializer.dumps(env.to_dict())
+        return Prepared(task, env, message, _unique_ttl_s(task), fresh_id=job_id is None)
 
     def finish_enqueue(self, prepared: Prepared, created: bool, job_id: bytes | str) -> Job:
         """The Job handle for an enqueue's answer (or the duplicate rule's error)."""
@@ -292,24 +296,41 @@ class App:
 
     def _bulk_message_builder(self, task_name: str, queue: str,
                               now: float) -> Callable[[str, Sequence[Any], dict[str, Any]], bytes]:
-        """``message(job_id, args, kwargs)`` for many jobs of one task: with JSON, the fields
-        every job shares are encoded once and only the id and arguments per job (what
-        ``make_envelope(...).to_dict()`` would give, a third of the cost)."""
+        """``message(job_id, args, kwargs)`` for many jobs of one task enqueued at ``now``."""
+        if self.serializer.name == "json":
+            encode = self._json_message(task_name, queue)
+            return lambda jid, args, kwargs: encode(jid, args, kwargs, now)
         dumps = self.serializer.dumps
-        if self.serializer.name != "json":
-            def generic(jid: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
-                env = make_envelope(task_name, queue, args, kwargs, jid, None)
-                return dumps({**env.to_dict(), "enqueued_at": now})
-            return generic
+
+        def generic(jid: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+            env = make_envelope(task_name, queue, args, kwargs, jid, None)
+            return dumps({**env.to_dict(), "enqueued_at": now})
+        return generic
+
+    def _json_message(self, task_name: str,
+                      queue: str) -> Callable[[str, Sequence[Any], dict[str, Any], float], bytes]:
+        """``encode(job_id, args, kwargs, enqueued_at)``: a first attempt's JSON message, the
+        bytes ``Envelope.to_dict()`` would give (same keys, same order), with the fields every
+        job of ``task_name`` on ``queue`` shares encoded once (cached) and only the id, the
+        arguments and the time per job: a third of the cost on the producers' hot path."""
+        key = (task_name, queue)
+        encode = self._json_templates.get(key)
+        if encode is not None:
+            return encode
+        dumps = self.serializer.dumps
         # "id" first: reserve.lua finds it by a pattern anchored at the start.
         head = b'{"id":"'
         middle = b'","task":' + dumps(task_name) + b',"args":'
-        tail = b"," + dumps({"queue": queue, "attempt": 1, "enqueued_at": now})[1:]
+        tail = b',"queue":' + dumps(queue) + b',"attempt":1,"enqueued_at":'
 
-        def encode(jid: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+        def encode(jid: str, args: Sequence[Any], kwargs: dict[str, Any], at: float) -> bytes:
             a = dumps(list(args)) if args else b"[]"
             k = dumps(kwargs) if kwargs else b"{}"
-            return b"".join((head, jid.encode(), middle, a, b',"kwargs":', k, tail))
+            # repr(float) is what the JSON encoder writes for a float.
+            return b"".join((head, jid.encode(), middle, a, b',"kwargs":', k, tail,
+                             repr(float(at)).encode(), b"}"))
+        if len(self._json_templates) < 1024:  # bounded: task and queue names come from code
+            self._json_templates[key] = encode
         return encode
 
     def job(self, job_id: str, queue: str | None = None) -> Job | None:

@@ -71,3 +71,19 @@ def test_cancel_takes_the_message_out_and_is_too_late_once_reserved(fake_redis: 
     assert fake_redis.zcard("redisq:{default}:delayed") == 0
     Consumer(fake_redis, ["default"]).reserve(1)  # a worker took the second one
     assert second.cancel() is False and second.status == "queued"
+
+
+def test_prepared_message_is_byte_for_byte_the_envelope_encoding(fake_redis: redis.Redis) -> None:
+    """prepare() builds a JSON message from a cached template; it must be exactly what the
+    serializer makes of the envelope (key order included: "id" first for reserve.lua)."""
+    app = make_app(fake_redis)
+
+    @app.task(name="t.tpl", queue="q1")
+    def tpl(*args: object, **kwargs: object) -> None: ...
+
+    cases = [((), {}), ((1, "é", None, [1.5, True]), {}), ((), {"k": {"x": "y"}}),
+             (("a\"b\\c\n",), {"n": -0.1})]
+    for args, kwargs in cases:
+        for queue in (None, "other"):
+            p = app.prepare("t.tpl", args, kwargs, queue, None)
+            assert p.message == app.serializer.dumps(p.env.to_dict())
