@@ -4,6 +4,7 @@ whoever can write to Redis can send data, not code."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .errors import SerializationError
@@ -60,6 +61,30 @@ class MsgpackSerializer:
 
     def loads(self, data: bytes) -> Any:
         return self._msgpack.unpackb(data, raw=False)
+
+
+#: ``encode(job_id, args, kwargs, enqueued_at) -> bytes``: a first attempt's message.
+JobEncoder = Callable[[str, Sequence[Any], dict[str, Any], float], bytes]
+
+
+def job_encoder(json_serializer: Serializer, task_name: str, queue: str) -> JobEncoder:
+    """The JSON messages of first attempts of ``task_name`` on ``queue``, byte for byte what
+    ``json_serializer.dumps(Envelope(...).to_dict())`` gives (same keys, same order), with the
+    fields every such job shares encoded once: only the id, the arguments and the time are
+    encoded per job, a third of the cost on the producers' hot path (``delay``, ``map``)."""
+    dumps = json_serializer.dumps
+    # "id" first: reserve.lua finds it by a pattern anchored at the start.
+    head = b'{"id":"'
+    middle = b'","task":' + dumps(task_name) + b',"args":'
+    tail = b',"queue":' + dumps(queue) + b',"attempt":1,"enqueued_at":'
+
+    def encode(jid: str, args: Sequence[Any], kwargs: dict[str, Any], at: float) -> bytes:
+        a = dumps(list(args)) if args else b"[]"
+        k = dumps(kwargs) if kwargs else b"{}"
+        # repr(float) is what the JSON encoder writes for a float.
+        return b"".join((head, jid.encode(), middle, a, b',"kwargs":', k, tail,
+                         repr(float(at)).encode(), b"}"))
+    return encode
 
 
 def get(name: str) -> Serializer:
