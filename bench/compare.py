@@ -78,24 +78,30 @@ class Redisq(peers.Adapter):
         self.m.app.close()
 
 
-def producer_extras(adapter: Redisq, url: str, runs: int = 3) -> dict[str, float]:
-    """delay() beside an un-pipelined LPUSH of 100 bytes (raw redis-py), alternating runs; and
-    task.map of 20,000 jobs. Medians."""
+def producer_extras(adapter: Redisq, url: str, runs: int = 7) -> dict[str, float]:
+    """delay() beside an un-pipelined LPUSH of 100 bytes (raw redis-py), in alternating runs
+    whose order flips each time (on a shared VM a round trip's cost drifts within seconds);
+    and task.map of 20,000 jobs. Medians."""
     raw = redis.Redis.from_url(url)
     payload = b"x" * 100
     n, n_map = 3000, 20_000
-    got: dict[str, list[float]] = {"lpush": [], "delay": [], "map": []}
-    for _ in range(runs):
-        raw.flushall()
-        t = time.perf_counter()
+
+    def lpush() -> None:
         for _ in range(n):
             raw.lpush("floor", payload)
-        got["lpush"].append(n / (time.perf_counter() - t))
-        raw.flushall()
-        t = time.perf_counter()
+
+    def delay() -> None:
         for _ in range(n):
             adapter.enqueue_noop()
-        got["delay"].append(n / (time.perf_counter() - t))
+
+    got: dict[str, list[float]] = {"lpush": [], "delay": [], "map": []}
+    for i in range(runs):
+        order = [("lpush", lpush, n), ("delay", delay, n)]
+        for name, fn, count in order if i % 2 else order[::-1]:
+            raw.flushall()
+            t = time.perf_counter()
+            fn()
+            got[name].append(count / (time.perf_counter() - t))
         raw.flushall()
         t = time.perf_counter()
         adapter.enqueue_bulk(n_map)

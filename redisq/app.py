@@ -21,7 +21,6 @@ import redis
 
 from . import keys, serializers
 from .channel import Channel
-from .cluster import is_cluster
 from .connection import ConnectionOptions, connect, resolve_url
 from .errors import UnknownTask
 from .job import Envelope, Job, new_id
@@ -215,7 +214,7 @@ class App:
         delay_s = delay_from(delay_s, eta)
         self.records.register_queue(prepared.env.queue)
         if (prepared.fresh_id and prepared.env.unique is None and delay_s is None
-                and not is_cluster(self.client)):  # a cluster routes scripts, not MULTI
+                and self.records.transactions):
             self.records.enqueue_fresh(prepared.env, prepared.message, self.wait_replicas,
                                        self.wait_timeout_s)
             return self.finish_enqueue(prepared, True, prepared.env.id)

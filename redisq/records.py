@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from . import keys
+from .cluster import is_cluster
 from .job import TERMINAL, Envelope
 from .queue import Message
 from .scripts import Scripts
@@ -51,6 +52,9 @@ class Records:
         self.dead_max = dead_max
         self.events = events
         self._known_queues: set[str] = set()
+        self._wire = wire_for(client)
+        #: Whether :meth:`enqueue_fresh` may be used (a cluster routes scripts, not MULTI).
+        self.transactions = not is_cluster(client)
 
     # -- producing ---------------------------------------------------------------------------
     def register_queue(self, queue: str) -> None:
@@ -81,7 +85,7 @@ class Records:
         round trip. (The exception to "every write is one Lua step": nothing here branches.)"""
         q = env.queue
         wait = [("WAIT", replicas, max(int(timeout_s * 1000), 1))] if replicas else []
-        replies = wire_for(self.client).execute([
+        replies = self._wire.execute([
             ("MULTI",),
             ("HSET", keys.job(q, env.id), "status", "queued", "task", env.task, "queue", q,
              "message", message, "attempts", 0, "enqueued_at", repr(env.enqueued_at)),
