@@ -27,6 +27,7 @@ from .app import App, delay_from
 from .connection import client_name
 from .errors import JobTimeout
 from .job import final_result
+from .records import complete_record
 from .scripts import source
 
 
@@ -44,7 +45,7 @@ class AsyncJob:
 
     async def info(self) -> dict[str, Any]:
         raw = await self._producer.client.hgetall(keys.job(self.queue, self.id))
-        return {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+        return complete_record(raw, self.queue, self.id)
 
     async def status(self) -> str | None:
         raw = await self._producer.client.hget(keys.job(self.queue, self.id), "status")

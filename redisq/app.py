@@ -286,8 +286,7 @@ class App:
         for i in range(0, len(batch), BULK_CHUNK):
             part = batch[i:i + BULK_CHUNK]
             ks = [keys.pending(q), keys.stats(q), *(keys.job(q, jid) for jid, _ in part)]
-            calls_out.append(("enqueue_many", ks, [task_name, q, f"{now:.6f}",
-                                                   *(m for _, m in part)]))
+            calls_out.append(("enqueue_many", ks, [task_name, *(m for _, m in part)]))
         for i in range(0, len(calls_out), 20):
             self.records.scripts.run_many(calls_out[i:i + 20], self.wait_replicas,
                                           self.wait_timeout_s)

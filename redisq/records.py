@@ -39,6 +39,26 @@ class Outcome:
     result_json: str = "null"
 
 
+def complete_record(raw: dict[bytes, bytes], queue: str, job_id: str) -> dict[str, Any]:
+    """A record as text, with what a bulk-enqueued record leaves out (``enqueue_many.lua``
+    writes status, task and message only) filled in: the queue, attempts (none yet) and the
+    enqueue time (from the message)."""
+    out: dict[str, Any] = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+    if not out:
+        return out
+    out["id"] = job_id
+    out.setdefault("queue", queue)
+    out.setdefault("attempts", "0")
+    if "enqueued_at" not in out and "message" in out:
+        try:
+            at = json.loads(out["message"]).get("enqueued_at")
+        except (ValueError, AttributeError):  # not JSON (msgpack), or not an object
+            at = None
+        if isinstance(at, (int, float)):
+            out["enqueued_at"] = repr(float(at))
+    return out
+
+
 class Records:
     """Job records of every queue on one client."""
 
@@ -105,10 +125,7 @@ class Records:
     # -- reading -----------------------------------------------------------------------------
     def get(self, queue: str, job_id: str) -> dict[str, Any]:
         raw = self.client.hgetall(keys.job(queue, job_id))
-        out: dict[str, Any] = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
-        if out:
-            out["id"] = job_id
-        return out
+        return complete_record(raw, queue, job_id)
 
     def status(self, queue: str, job_id: str) -> str | None:
         raw = self.client.hget(keys.job(queue, job_id), "status")
