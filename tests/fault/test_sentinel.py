@@ -121,7 +121,10 @@ class Flow:
         can only live on the new master)."""
         first = read_runs(self.runs_file).first
         with self._lock:
-            after = [first[n] for n, at in self.acked.items() if at > since and n in first]
+            # A job can run before its producer hears back (its reply was lost in the fault
+            # and the retry found it queued): only runs after the fault count.
+            after = [first[n] for n, at in self.acked.items()
+                     if at > since and n in first and first[n] > since]
         return min(after) - since if after else None
 
     def missing(self) -> list[int]:
