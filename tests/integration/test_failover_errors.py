@@ -47,7 +47,9 @@ def test_a_demoted_master_is_a_lost_connection(server: RedisServer) -> None:
     app.enqueue("t.any", (1,))  # the lean wire connection and the pool both connected
     demote(server)
     with pytest.raises(redis.ConnectionError, match="not a usable master"):
-        app.enqueue("t.any", (2,))  # lean wire connection: READONLY from the script
+        app.enqueue("t.any", (2,))  # lean wire, delay()'s transaction: READONLY when queued
+    with pytest.raises(redis.ConnectionError, match="not a usable master"):
+        app.enqueue("t.any", (2,), job_id="given")  # lean wire: READONLY from the script
     with pytest.raises(redis.ConnectionError, match="not a usable master"):
         app.client.set("k", "v")  # pooled connection
     app.close()
@@ -72,10 +74,16 @@ def test_a_blocked_reserve_ended_by_a_demotion_is_an_outage(server: RedisServer)
 
 
 def test_a_master_short_of_replicas_is_a_lost_connection(server: RedisServer) -> None:
-    server.client().config_set("min-replicas-to-write", 1)
     app = App(server.url, options=FAST)
+    app.enqueue("t.any", (0,))  # the queue's name is registered (a write of its own)
+    server.client().config_set("min-replicas-to-write", 1)
+    before = server.client().dbsize()
     with pytest.raises(redis.ConnectionError, match="NOREPLICAS"):
-        app.enqueue("t.any", (1,))
+        app.enqueue("t.any", (1,))  # the transaction
+    with pytest.raises(redis.ConnectionError, match="NOREPLICAS"):
+        app.enqueue("t.any", (1,), job_id="given")  # the script
+    assert server.client().dbsize() == before  # nothing half-written
+    assert server.client().llen("redisq:{default}:pending") == 1
     app.close()
 
 
