@@ -240,7 +240,9 @@ class App:
             task.check_args(args, kwargs)
             unique = task.unique_key(args, kwargs)
         env = make_envelope(task_name, q, args, kwargs, job_id, unique)
-        if unique is None and self.serializer.name == "json":
+        if unique is None and job_id is None and self.serializer.name == "json":
+            # (A caller's job id goes through the encoder: it escapes what the template would
+            # copy as is.)
             message = self._json_message(task_name, q)(env.id, args, kwargs, env.enqueued_at)
         else:
             message = self.serializer.dumps(env.to_dict())
