@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
@@ -24,8 +25,8 @@ from redis.retry import Retry as RedisRetry
 
 from . import keys
 from .app import App, delay_from
-from .connection import client_name
-from .errors import JobTimeout
+from .connection import ConnectionOptions, client_name, sentinel_target, tls_kwargs
+from .errors import ConfigError, JobTimeout
 from .job import final_result
 from .records import complete_record
 from .scripts import source
@@ -67,16 +68,40 @@ class AsyncJob:
             delay = min(delay * 2, poll_s)
 
 
+def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aioredis.Redis:
+    """A ``redis.asyncio`` client with redisq's rules (deadlines, no hidden retries, a name)
+    for ``redis://``, ``rediss://``, ``unix://`` and ``redis+sentinel://`` URLs. Through
+    Sentinel every new connection asks for the current master, and a connection to a demoted
+    master (READONLY) is dropped, so a producer follows a failover by retrying."""
+    common: dict[str, Any] = {
+        "socket_timeout": opts.socket_timeout_s, "socket_connect_timeout": opts.connect_timeout_s,
+        "retry": RedisRetry(NoBackoff(), 0), "client_name": client_name("aio-producer"),
+        "max_connections": max_connections}
+    parsed = urlparse(url)
+    if parsed.scheme in ("redis+sentinel", "rediss+sentinel"):
+        from redis.asyncio.sentinel import Sentinel
+
+        target = sentinel_target(parsed)
+        tls = ({"ssl": True, **tls_kwargs(opts, parse_qs(parsed.query))}
+               if parsed.scheme.startswith("rediss") else {})
+        # The sentinels themselves are asked with a short deadline and without TLS options
+        # (sentinel_kwargs), the master's connections with everything else (as connect()).
+        sentinel = Sentinel(target.hosts, sentinel_kwargs={"socket_timeout": opts.connect_timeout_s},
+                            **tls)
+        return sentinel.master_for(target.service, db=target.db, username=target.username,
+                                   password=target.password, **common)
+    if parsed.scheme in ("redis+cluster", "rediss+cluster"):
+        raise ConfigError("AsyncProducer does not support Redis Cluster yet: use App's "
+                          "(synchronous) producer API, e.g. through asyncio.to_thread")
+    return aioredis.Redis.from_url(url, **common)
+
+
 class AsyncProducer:
     """Enqueue and publish from asyncio code through one ``redis.asyncio`` client."""
 
     def __init__(self, app: App, max_connections: int = 50) -> None:
         self.app = app
-        opts = app.options
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            app.url, socket_timeout=opts.socket_timeout_s,
-            socket_connect_timeout=opts.connect_timeout_s, retry=RedisRetry(NoBackoff(), 0),
-            client_name=client_name("aio-producer"), max_connections=max_connections)
+        self.client: aioredis.Redis = async_client(app.url, app.options, max_connections)
         self._enqueue = self.client.register_script(source("enqueue"))
         self._publish_durable = self.client.register_script(source("publish_durable"))
         self._queues: set[str] = set()

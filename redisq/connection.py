@@ -98,7 +98,7 @@ def _tcp_kwargs(opts: ConnectionOptions) -> dict[str, Any]:
     return {"socket_keepalive": True, "socket_keepalive_options": _keepalive_options(opts)}
 
 
-def _tls_kwargs(opts: ConnectionOptions, query: dict[str, list[str]]) -> dict[str, Any]:
+def tls_kwargs(opts: ConnectionOptions, query: dict[str, list[str]]) -> dict[str, Any]:
     def pick(name: str, default: str | None) -> str | None:
         return query.get(name, [default])[0] if name in query else default
 
@@ -140,7 +140,7 @@ def connect(
 
         extra = _tcp_kwargs(opts)
         if scheme.startswith("rediss"):
-            extra.update(_tls_kwargs(opts, parse_qs(parsed.query)))
+            extra.update(tls_kwargs(opts, parse_qs(parsed.query)))
         return cluster_client(parsed, common, extra)  # type: ignore[return-value]
     # Failover-aware connection classes: a reply saying the server is no longer the master
     # (READONLY after a DNS-based failover, ...) drops the connection (see redisq.failover).
@@ -149,7 +149,7 @@ def connect(
                                     **common)
     if scheme == "rediss":
         query = parse_qs(parsed.query)
-        tls = _tls_kwargs(opts, query)
+        tls = tls_kwargs(opts, query)
         base = url.split("?", 1)[0]
         return redis.Redis.from_url(base, connection_class=failover.FailoverSSLConnection,
                                     **common, **_tcp_kwargs(opts), **tls)
@@ -159,9 +159,20 @@ def connect(
     raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {url!r}")
 
 
-def _sentinel_client(parsed: Any, common: dict[str, Any], opts: ConnectionOptions) -> redis.Redis:
-    from redis.sentinel import Sentinel
+@dataclass(frozen=True)
+class SentinelTarget:
+    """What a ``redis+sentinel://`` URL names: the sentinels, the master's service name, the
+    database and the master's credentials."""
 
+    hosts: list[tuple[str, int]]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+
+
+def sentinel_target(parsed: Any) -> SentinelTarget:
+    """Parse ``redis+sentinel://[user:pass@]h1:26379,h2:26379/mymaster/0`` (a urlparse result)."""
     hosts = []
     for part in (parsed.netloc.rsplit("@", 1)[-1]).split(","):
         host, _, port = part.partition(":")
@@ -169,15 +180,23 @@ def _sentinel_client(parsed: Any, common: dict[str, Any], opts: ConnectionOption
     path = [p for p in parsed.path.split("/") if p]
     if not path:
         raise ConfigError("a sentinel URL needs the master name: redis+sentinel://h:26379/mymaster/0")
-    service, db = path[0], int(path[1]) if len(path) > 1 else 0
-    password = unquote(parsed.password) if parsed.password else None
-    username = unquote(parsed.username) if parsed.username else None
+    return SentinelTarget(hosts, path[0], int(path[1]) if len(path) > 1 else 0,
+                          unquote(parsed.username) if parsed.username else None,
+                          unquote(parsed.password) if parsed.password else None)
+
+
+def _sentinel_client(parsed: Any, common: dict[str, Any], opts: ConnectionOptions) -> redis.Redis:
+    from redis.sentinel import Sentinel
+
+    target = sentinel_target(parsed)
+    hosts, service, db = target.hosts, target.service, target.db
+    password, username = target.password, target.username
     extra = _tcp_kwargs(opts)
     # The pool's connections ask the sentinels for the master on every connect; the
     # failover-aware class also drops a connection whose server answers as a non-master.
     conn_class: type = failover.FailoverSentinelConnection
     if parsed.scheme.startswith("rediss"):
-        extra.update(_tls_kwargs(opts, parse_qs(parsed.query)))
+        extra.update(tls_kwargs(opts, parse_qs(parsed.query)))
         conn_class = failover.FailoverSentinelSSLConnection
     sentinel = Sentinel(
         hosts,

@@ -229,3 +229,39 @@ def test_switchover_with_master_alive(deployment: SentinelSet, flow: Flow) -> No
     assert new is not None and new != old
     deployment.demote(old, new)
     check_after_failover(flow, promoted, "switchover")
+
+
+@pytest.mark.parametrize("deployment", [2], indirect=True)
+def test_async_producer_follows_a_failover(deployment: SentinelSet) -> None:
+    """redisq.aio through ``redis+sentinel://``: after the master is SIGKILLed, retrying
+    producers land on the master Sentinel promotes (every new connection asks for it)."""
+    import asyncio
+
+    from redisq.aio import AsyncProducer
+
+    app = App(deployment.url, options=FAST)
+    deployment.wait_ready()
+    old = deployment.master.port
+
+    async def produce() -> tuple[str, str, float]:
+        async with AsyncProducer(app) as producer:
+            before = await producer.enqueue("a.any", args=(1,))
+            deployment.master.kill()
+            killed = time.monotonic()
+            deadline = killed + 6
+            while True:
+                try:
+                    after = await producer.enqueue("a.any", args=(2,))
+                    return before.id, after.id, time.monotonic() - killed
+                except (redis.RedisError, OSError):
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+
+    _, after_id, took = asyncio.run(produce())
+    new = deployment.master_port()
+    assert new is not None and new != old
+    record = deployment.server(new).client().hgetall(f"redisq:{{default}}:job:{after_id}")
+    assert record[b"status"] == b"queued"
+    print(f"\nasync producer: enqueuing on the new master {took:.2f} s after the kill")
+    app.close()

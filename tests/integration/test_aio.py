@@ -47,3 +47,24 @@ def test_async_producer_end_to_end(redis_url: str) -> None:
                 await producer.job(failing.id, "default").result(2)  # type: ignore[attr-defined]
 
     asyncio.run(check_failure())
+
+
+def test_async_client_per_url_scheme() -> None:
+    """Sentinel URLs get a Sentinel-managed pool (the master looked up per connection, with
+    redisq's deadlines); cluster URLs are refused with a clear error. No server needed."""
+    from redis.asyncio.sentinel import SentinelConnectionPool
+
+    from redisq.aio import async_client
+    from redisq.connection import ConnectionOptions
+    from redisq.errors import ConfigError
+
+    opts = ConnectionOptions(block_timeout_s=1.0, read_margin_s=0.5, connect_timeout_s=0.25)
+    client = async_client("redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster/3", opts, 4)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "mymaster"
+    assert pool.connection_kwargs["db"] == 3 and pool.max_connections == 4
+    assert pool.connection_kwargs["socket_timeout"] == opts.socket_timeout_s
+    assert [s.connection_pool.connection_kwargs["port"] for s in pool.sentinel_manager.sentinels
+            ] == [1, 2]
+    with pytest.raises(ConfigError, match="Cluster"):
+        async_client("redis+cluster://127.0.0.1:7000/", opts, 4)
