@@ -21,12 +21,13 @@ from urllib.parse import parse_qs, urlparse
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 from redis.retry import Retry as RedisRetry
 
 from . import keys
 from .app import App, delay_from
 from .connection import ConnectionOptions, client_name, sentinel_target, tls_kwargs
-from .errors import ConfigError, JobTimeout
+from .errors import ConfigError, JobTimeout, NotReplicated
 from .job import final_result
 from .records import complete_record
 from .scripts import source
@@ -119,9 +120,34 @@ class AsyncProducer:
         _, ks, argv = self.app.records.enqueue_call(prepared.env, prepared.message,
                                                     delay_from(delay_s, eta),
                                                     prepared.unique_ttl_s, prepared.fresh_id)
-        created, jid = await self._enqueue(keys=ks, args=argv)
+        if self.app.wait_replicas:
+            created, jid = await self._enqueue_replicated(ks, argv)
+        else:
+            created, jid = await self._enqueue(keys=ks, args=argv)
         sync_job = self.app.finish_enqueue(prepared, bool(created), jid)  # duplicate rule
         return AsyncJob(self, sync_job.id, q, sync_job.created)
+
+    async def _enqueue_replicated(self, ks: list[str], argv: list[Any]) -> Any:
+        """Durable enqueue (``App(wait_replicas=N)``): the script and ``WAIT`` pipelined on one
+        connection (WAIT counts that connection's writes), one round trip; raises
+        :class:`NotReplicated` when fewer than N replicas confirm in time."""
+        replicas, timeout_s = self.app.wait_replicas, self.app.wait_timeout_s
+        for first_try in (True, False):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._enqueue.sha, len(ks), *ks, *argv)
+                pipe.wait(replicas, max(int(timeout_s * 1000), 1))
+                res, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(res, NoScriptError) and first_try:  # it did not run: load, again
+                await self.client.script_load(self._enqueue.script)
+                continue
+            for reply in (res, acked):
+                if isinstance(reply, Exception):
+                    raise reply
+            if int(acked) < replicas:
+                raise NotReplicated(f"{acked} of {replicas} replica(s) confirmed within "
+                                    f"{timeout_s} s")
+            return res
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def enqueue_many(self, task_name: str, calls: Iterable[Any],
                            concurrency: int = 50, queue: str | None = None) -> list[AsyncJob]:

@@ -104,7 +104,33 @@ def test_durable_enqueue_without_a_replica(server: RedisServer) -> None:
     app.close()
 
 
+def test_async_durable_enqueue_without_a_replica(server: RedisServer) -> None:
+    """redisq.aio with ``wait_replicas``: the script and WAIT in one pipelined round trip on
+    one connection; no replica confirms, so NotReplicated, and the job is on the master."""
+    import asyncio
+
+    from redisq.aio import AsyncProducer
+
+    app = App(server.url, options=FAST, wait_replicas=1, wait_timeout_s=0.05)
+
+    async def produce() -> None:
+        async with AsyncProducer(app) as producer:
+            with pytest.raises(NotReplicated, match="0 of 1 replica"):
+                await producer.enqueue("t.any", (1,), job_id="async-once")
+            server.client().script_flush()  # NOSCRIPT: loaded and sent again
+            with pytest.raises(NotReplicated):
+                await producer.enqueue("t.any", (1,), job_id="async-once")
+
+    asyncio.run(produce())
+    assert app.queue("default").counts()["depth"] == 1  # the retry did not queue it twice
+    app.close()
+
+
 def test_durable_enqueue_with_a_replica(server: RedisServer, tmp_path) -> None:
+    import asyncio
+
+    from redisq.aio import AsyncProducer
+
     server.client().config_set("repl-diskless-sync-delay", 0)  # sync at once, not in 5 s
     replica = RedisServer(tmp_path / "replica", port=free_port(),
                           extra_args=("--replicaof", "127.0.0.1", str(server.port))).start()
@@ -114,9 +140,16 @@ def test_durable_enqueue_with_a_replica(server: RedisServer, tmp_path) -> None:
         app = App(server.url, options=FAST, wait_replicas=1, wait_timeout_s=1.0)
         job = app.enqueue("t.any", (1,))
         app.enqueue_many("t.any", [((n,), {}) for n in range(600)])  # two script chunks
-        # WAIT returned: the replica has both, without waiting any longer.
-        assert replica.client().exists(f"redisq:{{default}}:job:{job.id}") == 1
-        assert replica.client().llen("redisq:{default}:pending") == 601
+
+        async def produce() -> str:
+            async with AsyncProducer(app) as producer:
+                return (await producer.enqueue("t.any", (2,))).id
+
+        async_id = asyncio.run(produce())
+        # WAIT returned: the replica has all of them, without waiting any longer.
+        for jid in (job.id, async_id):
+            assert replica.client().exists(f"redisq:{{default}}:job:{jid}") == 1
+        assert replica.client().llen("redisq:{default}:pending") == 602
         app.close()
     finally:
         replica.kill()
