@@ -15,8 +15,8 @@ from .channel import ChannelMessage, Subscriber
 from .connection import CONNECTION_ERRORS
 from .daemon import Daemon
 from .errors import ConfigError
+from .pool import Pool
 from .records import dead_entry
-from .worker import Pool
 
 if TYPE_CHECKING:
     from .app import App, SubscriberSpec

@@ -8,7 +8,6 @@ Redis) in a pool thread, and :meth:`Worker.record` (settle the attempt in one Lu
 from __future__ import annotations
 
 import logging
-import queue as stdqueue
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from .consumer import Consumer
 from .daemon import Daemon
 from .execute import AsyncRunner, TimeLimiter, execute
 from .job import DEAD, SUCCEEDED, TERMINAL, BadMessage, Envelope, JobContext
+from .pool import Pool
 from .queue import Message, Queue
 from .recorder import Recorder
 from .records import Outcome, dead_entry
@@ -48,40 +48,6 @@ class Reserved:
     message: Message
     env: Envelope
     task: Task
-
-
-class Pool:
-    """Fixed daemon threads (so a job stuck in C code cannot keep the process from exiting)."""
-
-    def __init__(self, size: int, name: str) -> None:
-        self._inbox: stdqueue.SimpleQueue[Callable[[], None] | None] = stdqueue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._work, daemon=True, name=f"{name}-{i}")
-                         for i in range(size)]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, fn: Callable[[], None]) -> None:
-        self._inbox.put(fn)
-
-    def _work(self) -> None:
-        while (fn := self._inbox.get()) is not None:
-            try:
-                fn()
-            except BaseException:  # a dead pool thread would shrink the pool for good
-                log.exception("%s: unexpected error", threading.current_thread().name)
-
-    def close(self) -> None:
-        """Let the threads end once the work already submitted is done."""
-        for _ in self._threads:
-            self._inbox.put(None)
-
-    def join(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for the threads to end (after :meth:`close`); returns
-        whether they all did."""
-        deadline = time.monotonic() + timeout_s
-        for t in self._threads:
-            t.join(max(deadline - time.monotonic(), 0.0))
-        return not any(t.is_alive() for t in self._threads)
 
 
 class Worker(Daemon):
@@ -385,4 +351,4 @@ def run_worker(app: App, settings: Settings) -> int:
     return Worker(app, settings).run()
 
 
-__all__ = ["Pool", "Reserved", "Worker", "run_worker"]
+__all__ = ["Pool", "Reserved", "Worker", "run_worker"]  # Pool: re-exported for old imports
