@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,9 +49,36 @@ def find_server_binary() -> str:
     )
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (where clients' local ports come from)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that is free right now, for a server started next. Chosen
+    below the ephemeral range: a port from ``bind(0)`` comes from that range, where every
+    outgoing connection takes its local port too, so by the time the server binds it a
+    client may hold it ("Address already in use"). Never the same port twice per process."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(200) if low > 12_000 else ():
+        port = rng.randrange(10_000, low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # an unusual range: let the kernel pick
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -71,3 +71,14 @@ def test_ensure_server_reuses_the_one_answering(tmp_path: Path) -> None:
         assert Queue(connect(first.url, "t"), "q").depth() == 1
     finally:
         first.stop()
+
+
+def test_free_ports_are_outside_the_ephemeral_range_and_never_repeat() -> None:
+    """A port from bind(0) is an ephemeral port, which any outgoing connection may take as its
+    local port before the server binds it (a cluster node once failed so): free_port picks
+    below that range, and never hands the same port out twice."""
+    from redisq.server import _ephemeral_low, free_port
+
+    ports = [free_port() for _ in range(40)]
+    assert len(set(ports)) == len(ports)
+    assert all(10_000 <= p < _ephemeral_low() for p in ports)
