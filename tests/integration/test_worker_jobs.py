@@ -301,3 +301,42 @@ def test_block_timeout_longer_than_the_apps_socket_deadline(redis_url: str,
         assert "connection lost" not in caplog.text
     finally:
         app.close()
+
+
+def test_short_jobs_under_a_backlog_share_round_trips_and_stop_cleanly(app: App) -> None:
+    """Short jobs with every slot busy: a pool thread takes several per round trip (their
+    outcomes go through the recorder). Stopped halfway, the worker gives the taken jobs it had
+    not started back to the queue; a second worker runs the rest: every job exactly once,
+    nothing left in a processing list."""
+    runs: dict[int, int] = {}
+    lock = threading.Lock()
+
+    @app.task(name="t.short", retries=0)
+    def short(n: int) -> None:
+        with lock:
+            runs[n] = runs.get(n, 0) + 1
+
+    total = 3000
+    short.map(range(total))
+    sizes: list[int] = []
+
+    def spy(worker: Worker) -> None:
+        take = worker.consumer.take_with
+
+        def counted(calls: Any, n: int) -> Any:
+            sizes.append(n)
+            return take(calls, n)
+
+        worker.consumer.take_with = counted  # type: ignore[method-assign]
+
+    with running(app, before_start=spy, concurrency=4):
+        wait_until(lambda: len(runs) >= total // 3, 8, what="a third of the jobs")
+    assert max(sizes) > 1, "short jobs under a backlog were taken one per round trip"
+    assert 0 < len(runs) < total, "stopped halfway"
+    assert app.client.llen(keys.pending("default")) == total - len(runs)  # given back
+    with running(app, burst=True, concurrency=4) as second:
+        wait_until(lambda: len(runs) == total, 8, what="the rest of the jobs")
+        wait_until(lambda: second.stopping.is_set(), 5, what="the burst end")
+    assert set(runs) == set(range(total)) and set(runs.values()) == {1}
+    assert not [k for k in app.client.scan_iter("redisq:{default}:processing:*")
+                if app.client.llen(k)]
