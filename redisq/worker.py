@@ -305,7 +305,7 @@ class Worker(Daemon):
             if self._backlog:
                 want = self.concurrency - max(self.concurrency // 2, 1)
                 self._slots.wait_for(lambda: self._running <= want, BACKLOG_GATHER_S)
-            return self.concurrency - self._running
+            return max(self.concurrency - self._running, 0)  # taken short jobs may exceed it
 
     def _check_burst_end(self, got: bool) -> None:
         if got or self._running:
