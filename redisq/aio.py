@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
@@ -26,6 +26,8 @@ from redis.retry import Retry as RedisRetry
 
 from . import keys
 from .app import App, delay_from
+from .channel import CLASSIC_CHANNELS
+from .cluster import sharded_pubsub
 from .connection import ConnectionOptions, client_name, sentinel_target, tls_kwargs
 from .errors import ConfigError, JobTimeout, NotReplicated
 from .job import final_result
@@ -71,9 +73,10 @@ class AsyncJob:
 
 def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aioredis.Redis:
     """A ``redis.asyncio`` client with redisq's rules (deadlines, no hidden retries, a name)
-    for ``redis://``, ``rediss://``, ``unix://`` and ``redis+sentinel://`` URLs. Through
-    Sentinel every new connection asks for the current master, and a connection to a demoted
-    master (READONLY) is dropped, so a producer follows a failover by retrying."""
+    for ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` and
+    ``redis+cluster://`` URLs. Through Sentinel every new connection asks for the current
+    master, and a connection to a demoted master (READONLY) is dropped, so a producer follows
+    a failover by retrying; on a cluster each command goes to the node of its key."""
     common: dict[str, Any] = {
         "socket_timeout": opts.socket_timeout_s, "socket_connect_timeout": opts.connect_timeout_s,
         "retry": RedisRetry(NoBackoff(), 0), "client_name": client_name("aio-producer"),
@@ -92,9 +95,21 @@ def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aio
         return sentinel.master_for(target.service, db=target.db, username=target.username,
                                    password=target.password, **common)
     if parsed.scheme in ("redis+cluster", "rediss+cluster"):
-        raise ConfigError("AsyncProducer does not support Redis Cluster yet: use App's "
-                          "(synchronous) producer API, e.g. through asyncio.to_thread")
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        nodes = []
+        for part in parsed.netloc.rsplit("@", 1)[-1].split(","):
+            host, _, port = part.partition(":")
+            nodes.append(ClusterNode(host or "localhost", int(port or 6379)))
+        del common["retry"]  # the cluster client's own retries follow MOVED/ASK replies
+        tls = ({"ssl": True, **tls_kwargs(opts, parse_qs(parsed.query))}
+               if parsed.scheme.startswith("rediss") else {})
+        return RedisCluster(
+            startup_nodes=nodes, require_full_coverage=False, **common, **tls,
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None)
     return aioredis.Redis.from_url(url, **common)
+
 
 
 class AsyncProducer:
@@ -102,7 +117,12 @@ class AsyncProducer:
 
     def __init__(self, app: App, max_connections: int = 50) -> None:
         self.app = app
+        self._cluster = urlparse(app.url).scheme.endswith("+cluster")
+        if self._cluster and app.wait_replicas:
+            raise ConfigError("AsyncProducer: durable enqueue (wait_replicas) on Redis Cluster "
+                              "is not supported; use App's synchronous API for it")
         self.client: aioredis.Redis = async_client(app.url, app.options, max_connections)
+        self._sharded: bool | None = None  # decided at the first publish on a cluster
         self._enqueue = self.client.register_script(source("enqueue"))
         self._publish_durable = self.client.register_script(source("publish_durable"))
         self._queues: set[str] = set()
@@ -165,13 +185,26 @@ class AsyncProducer:
         return list(await asyncio.gather(*(one(c) for c in calls)))
 
     async def publish(self, channel: str, message: Any, durable: bool | None = None) -> int:
+        """As :meth:`App.publish` (on a sharded cluster: SPUBLISH, as :class:`Channel`)."""
         is_durable = channel in self.app.durable_channels if durable is None else durable
         data = self.app.serializer.dumps(message)
+        keys.check_name(channel, "channel")
+        sharded = await self._is_sharded(channel)
         if not is_durable:
-            return int(await self.client.publish(keys.check_name(channel, "channel"), data))
-        _, receivers = await self._publish_durable(keys=[keys.stream(channel)],
-                                                   args=[channel, data, 10_000])
+            send = self.client.spublish if sharded else self.client.publish
+            return int(await send(channel, data))
+        args: list[Any] = [channel, data, 10_000, *(["S"] if sharded else [])]
+        _, receivers = await self._publish_durable(keys=[keys.stream(channel)], args=args)
         return int(receivers)
+
+    async def _is_sharded(self, channel: str) -> bool:
+        """The same decision as the synchronous side (:func:`redisq.cluster.sharded_pubsub`:
+        the URL's option, else the masters' versions), made once, off the event loop."""
+        if not self._cluster or channel in CLASSIC_CHANNELS:
+            return False
+        if self._sharded is None:
+            self._sharded = await asyncio.to_thread(sharded_pubsub, self.app.client)
+        return self._sharded
 
     def job(self, job_id: str, queue: str) -> AsyncJob:
         return AsyncJob(self, job_id, queue)

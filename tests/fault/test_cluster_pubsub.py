@@ -292,3 +292,44 @@ def test_a_node_fault_costs_only_its_own_channels(cluster: ClusterSet, client: r
             pub.stop()
         victim.resume()
         loop.stop()
+
+
+def test_async_producer_on_a_cluster(cluster: ClusterSet) -> None:
+    """redisq.aio on ``redis+cluster://``: jobs of queues on three nodes land on their nodes
+    (each with its record), and publish() uses SPUBLISH like the synchronous side, so a
+    sharded subscriber gets plain and durable messages on channels of every node."""
+    import asyncio
+
+    from redisq import App
+    from redisq.aio import AsyncProducer
+
+    app = App(cluster.url, options=FAST)
+    queues = one_channel_per_node(cluster, "aq")  # a queue's keys hash like its name's tag
+    plain = one_channel_per_node(cluster, "ap")
+    durable = one_channel_per_node(cluster, "al")
+    loop = Loop(make_subscriber(cluster, channels=plain.values(), durable=durable.values()))
+    loop.start()
+    try:
+        wait_until(lambda: all(shard_subscribers(node(cluster, p), ch) == 1
+                               for d in (plain, durable) for p, ch in d.items()), 5,
+                   what="SSUBSCRIBE on each node")
+
+        async def produce() -> list[tuple[str, str]]:
+            async with AsyncProducer(app) as producer:
+                jobs = [(q, (await producer.enqueue("t.any", (1,), queue=q)).id)
+                        for q in queues.values()]
+                for ch in [*plain.values(), *durable.values()]:
+                    assert await producer.publish(ch, {"ch": ch},
+                                                  durable=ch in durable.values()) == 1
+                return jobs
+
+        jobs = asyncio.run(produce())
+        for q, jid in jobs:
+            owner = cluster.node_of(keys.pending(q)).client()
+            assert owner.llen(keys.pending(q)) == 1 and owner.exists(keys.job(q, jid)) == 1
+            owner.close()
+        for ch in [*plain.values(), *durable.values()]:
+            wait_until(lambda ch=ch: len(loop.bodies(ch)) == 1, 3, what=f"{ch}'s message")
+    finally:
+        loop.stop()
+        app.close()

@@ -51,7 +51,8 @@ def test_async_producer_end_to_end(redis_url: str) -> None:
 
 def test_async_client_per_url_scheme() -> None:
     """Sentinel URLs get a Sentinel-managed pool (the master looked up per connection, with
-    redisq's deadlines); cluster URLs are refused with a clear error. No server needed."""
+    redisq's deadlines); cluster URLs a cluster client, except for durable enqueue, which is
+    refused with a clear error. No server needed (both connect lazily)."""
     from redis.asyncio.sentinel import SentinelConnectionPool
 
     from redisq.aio import async_client
@@ -66,5 +67,10 @@ def test_async_client_per_url_scheme() -> None:
     assert pool.connection_kwargs["socket_timeout"] == opts.socket_timeout_s
     assert [s.connection_pool.connection_kwargs["port"] for s in pool.sentinel_manager.sentinels
             ] == [1, 2]
+    from redis.asyncio.cluster import RedisCluster
+
+    cluster = async_client("redis+cluster://127.0.0.1:7000,127.0.0.1:7001/", opts, 4)
+    assert isinstance(cluster, RedisCluster)
+    assert [n.port for n in cluster.nodes_manager.startup_nodes.values()] == [7000, 7001]
     with pytest.raises(ConfigError, match="Cluster"):
-        async_client("redis+cluster://127.0.0.1:7000/", opts, 4)
+        AsyncProducer(App("redis+cluster://127.0.0.1:7000/", wait_replicas=1))
