@@ -184,7 +184,12 @@ class Records:
         if env.unique is not None:
             ks.append(keys.unique(q, env.unique))
         now = time.time()
-        fields: list[Any] = ["status", outcome.status, "worker", worker_id]
+        # Attempts and start time again: a job taken by a blocking move is marked started
+        # after it was handed to a thread, and a fast one may settle first (start.lua then
+        # leaves the finished record alone), so the settle writes them too.
+        fields: list[Any] = ["status", outcome.status, "worker", worker_id,
+                             "attempts", env.attempt, "started_at",
+                             f"{now - outcome.duration_s:.3f}"]
         extra, ttl_s, delay_ms = b"", 0.0, 0
         if outcome.status == "succeeded":
             fields += ["result", outcome.result_json, "finished_at", f"{now:.3f}",

@@ -340,3 +340,32 @@ def test_short_jobs_under_a_backlog_share_round_trips_and_stop_cleanly(app: App)
     assert set(runs) == set(range(total)) and set(runs.values()) == {1}
     assert not [k for k in app.client.scan_iter("redisq:{default}:processing:*")
                 if app.client.llen(k)]
+
+
+def test_a_fast_job_from_an_idle_worker_records_its_attempt_and_start(app: App) -> None:
+    """An idle worker takes a job by a blocking move and marks it started after handing it to
+    a thread; a fast job can settle before that mark. Its record must still say attempt 1
+    and when it started (once, a succeeded job showed attempts 0)."""
+    @app.task(name="t.fast")
+    def fast() -> int:
+        return 1
+
+    def late_mark(worker: Worker) -> None:
+        start = worker.records.start
+
+        def later(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.05)  # the race, made certain: the job settles before its mark
+            return start(*args, **kwargs)
+
+        worker.records.start = later  # type: ignore[method-assign]
+
+    with running(app, before_start=late_mark, concurrency=2):
+        wait_until(lambda: bool(Registry(app.client).workers()), 3, what="the worker")
+        jobs = []
+        for _ in range(5):  # one at a time: each taken by the idle worker's blocking move
+            jobs.append(fast.delay())
+            assert jobs[-1].result(3) == 1
+    for job in jobs:
+        info = job.info()
+        assert info["attempts"] == "1", info
+        assert float(info["started_at"]) <= float(info["finished_at"])
