@@ -111,7 +111,6 @@ def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aio
     return aioredis.Redis.from_url(url, **common)
 
 
-
 class AsyncProducer:
     """Enqueue and publish from asyncio code through one ``redis.asyncio`` client."""
 

@@ -42,7 +42,8 @@ BACKLOG_GATHER_S = 0.002  # longest wait for more free slots while messages are 
 #: after the other (their outcomes settle through the recorder, batched), so a cheap job does
 #: not cost a round trip of its own. Bounded so it cannot hold jobs from idle threads (it only
 #: happens when none is idle) or delay them much (TAKE_SHORT - 1 jobs wait, behind jobs that
-#: were short). Their records say "started" from the take, a few milliseconds early.
+#: were short). While they wait their records already say "started" (from the take); the
+#: settle then writes the real start time.
 SHORT_JOB_S = 0.002
 TAKE_SHORT = 4
 #: What a worker step outlives: connection trouble, and error replies that pass (OOM, MISCONF,
