@@ -28,7 +28,13 @@ from . import keys
 from .app import App, delay_from
 from .channel import CLASSIC_CHANNELS
 from .cluster import sharded_pubsub
-from .connection import ConnectionOptions, client_name, sentinel_target, tls_kwargs
+from .connection import (
+    ConnectionOptions,
+    client_name,
+    sentinel_target,
+    tls_kwargs,
+    url_hosts,
+)
 from .errors import ConfigError, JobTimeout, NotReplicated
 from .job import final_result
 from .records import complete_record
@@ -97,10 +103,7 @@ def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aio
     if parsed.scheme in ("redis+cluster", "rediss+cluster"):
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-        nodes = []
-        for part in parsed.netloc.rsplit("@", 1)[-1].split(","):
-            host, _, port = part.partition(":")
-            nodes.append(ClusterNode(host or "localhost", int(port or 6379)))
+        nodes = [ClusterNode(host, port) for host, port in url_hosts(parsed, 6379)]
         del common["retry"]  # the cluster client's own retries follow MOVED/ASK replies
         tls = ({"ssl": True, **tls_kwargs(opts, parse_qs(parsed.query))}
                if parsed.scheme.startswith("rediss") else {})

@@ -42,6 +42,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from .connection import url_hosts
+
 log = logging.getLogger("redisq.cluster")
 
 #: Replies that mean "this node does not serve that slot right now": nothing ran.
@@ -55,10 +57,7 @@ def is_cluster(client: Any) -> bool:
 def cluster_client(parsed: Any, common: dict[str, Any], extra: dict[str, Any]) -> RedisCluster:
     """A :class:`RedisCluster` for a ``redis+cluster://`` URL, with redisq's connection rules
     (``common``: timeouts, no hidden retries, name; ``extra``: keepalive, TLS)."""
-    nodes = []
-    for part in parsed.netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = part.partition(":")
-        nodes.append(ClusterNode(host or "localhost", int(port or 6379)))
+    nodes = [ClusterNode(host, port) for host, port in url_hosts(parsed, 6379)]
     path = [p for p in parsed.path.split("/") if p]
     if path and path != ["0"]:
         from .errors import ConfigError

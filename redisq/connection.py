@@ -171,12 +171,18 @@ class SentinelTarget:
     password: str | None
 
 
+def url_hosts(parsed: Any, default_port: int) -> list[tuple[str, int]]:
+    """The ``h1:p1,h2:p2`` host list of a Sentinel or Cluster URL (a urlparse result)."""
+    hosts = []
+    for part in parsed.netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = part.partition(":")
+        hosts.append((host or "localhost", int(port or default_port)))
+    return hosts
+
+
 def sentinel_target(parsed: Any) -> SentinelTarget:
     """Parse ``redis+sentinel://[user:pass@]h1:26379,h2:26379/mymaster/0`` (a urlparse result)."""
-    hosts = []
-    for part in (parsed.netloc.rsplit("@", 1)[-1]).split(","):
-        host, _, port = part.partition(":")
-        hosts.append((host or "localhost", int(port or 26379)))
+    hosts = url_hosts(parsed, 26379)
     path = [p for p in parsed.path.split("/") if p]
     if not path:
         raise ConfigError("a sentinel URL needs the master name: redis+sentinel://h:26379/mymaster/0")
