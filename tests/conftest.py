@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from redisq import App
 from redisq.server import RedisServer, find_server_binary, free_port
+from tests.support.cluster import ClusterSet
 
 # Tests must never fall back to an ambient REDIS_URL (e.g. the machine's own 6379).
 os.environ.pop("REDIS_URL", None)
@@ -53,6 +55,22 @@ def redis_url(shared_server: RedisServer) -> Iterator[str]:
     admin.script_flush()
     admin.close()
     yield shared_server.url
+
+
+@pytest.fixture
+def app(redis_url: str) -> Iterator[App]:
+    """An App on the shared real server (test modules with their own tasks override it)."""
+    application = App(redis_url)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterSet]:
+    """A real three-master Redis Cluster on loopback ports, started for the test."""
+    c = ClusterSet(tmp_path / "cluster").start()
+    yield c
+    c.stop()
 
 
 @pytest.fixture

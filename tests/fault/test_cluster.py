@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,6 @@ RESTART_PER_QUEUE = 60  # fewer: the restart itself takes 2 s (a restarted maste
 #                         for the cluster's view before it accepts writes)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterSet]:
-    c = ClusterSet(tmp_path / "cluster").start()
-    yield c
-    c.stop()
 
 
 def producer(url: str) -> App:

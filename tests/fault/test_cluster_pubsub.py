@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,13 +31,6 @@ FAST = ConnectionOptions(block_timeout_s=0.5, read_margin_s=0.5, connect_timeout
 PING_S, PONG_S = 0.3, 0.5
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterSet]:
-    c = ClusterSet(tmp_path / "cluster").start()
-    yield c
-    c.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner, Result
@@ -16,13 +15,6 @@ from redisq.cli import main
 from redisq.registry import Registry
 from tests.support.inproc import running
 from tests.support.wait import wait_until
-
-
-@pytest.fixture
-def app(redis_url: str) -> Iterator[App]:
-    application = App(redis_url)
-    yield application
-    application.close()
 
 
 def cli(url: str, *args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Result:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,13 +12,6 @@ from redisq import App, ConfigError, config, keys
 from redisq.pubsub_worker import PubSubWorker
 from tests.support.inproc import running
 from tests.support.wait import wait_until
-
-
-@pytest.fixture
-def app(redis_url: str) -> Iterator[App]:
-    application = App(redis_url)
-    yield application
-    application.close()
 
 
 def subscribed(app: App, channel: str) -> None:

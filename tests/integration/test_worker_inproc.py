@@ -5,22 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from redisq import App, current_job
 from redisq.registry import Registry
 from tests.support.inproc import running
 from tests.support.procs import run_cli
 from tests.support.wait import wait_until
-
-
-@pytest.fixture
-def app(redis_url: str) -> Iterator[App]:
-    application = App(redis_url)
-    yield application
-    application.close()
 
 
 def test_results_progress_hooks_and_registry(app: App) -> None:

@@ -10,7 +10,6 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,13 +21,6 @@ from redisq.registry import Registry
 from redisq.worker import Worker
 from tests.support.inproc import running
 from tests.support.wait import wait_until
-
-
-@pytest.fixture
-def app(redis_url: str) -> Iterator[App]:
-    application = App(redis_url)
-    yield application
-    application.close()
 
 
 def events_of(app: App) -> Any:
