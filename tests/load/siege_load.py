@@ -108,6 +108,8 @@ def main() -> int:
     parser.add_argument("--unix", action="store_true",
                         help="Redis on its unix socket, as `redisq up` runs it (default: TCP "
                              "on a loopback port, as the issue's baseline)")
+    parser.add_argument("--web-workers", type=int, default=2,
+                        help="gunicorn sync workers (default 2, the issue's baseline)")
     opts = parser.parse_args()
     runs = [("-b", "-c", "10", "-r", "50" if opts.quick else "500"),
             ("-b", "-c", "50", "-t", "5S" if opts.quick else "20S")]
@@ -118,7 +120,7 @@ def main() -> int:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDISQ_")}
     env.update(REDIS_URL=server.url, REDISQ_APP="webapp.tasks:app", PYTHONPATH=str(ROOT))
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-k", "sync",
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(opts.web_workers), "-k", "sync",
                             "-b", f"127.0.0.1:{port}", "--log-level", "warning",
                             "tests.load.loadapp:create_app()"], env=env, cwd=ROOT)
     worker_cmd = [sys.executable, "-m", "redisq", "worker", "--app", "webapp.tasks:app",
