@@ -5,7 +5,9 @@ See :mod:`redisq.queue` for how a reservation works and why nothing is lost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -17,6 +19,7 @@ from typing import Any
 import redis
 
 from . import keys
+from .cluster import is_cluster
 from .connection import CONNECTION_ERRORS, Outage, drop_idle_connections
 from .queue import Message, as_bytes
 from .scripts import Scripts
@@ -74,6 +77,8 @@ class Consumer:
         self.mark_jobs = mark_jobs
         self._takes = 0  # reservations started by any thread (a seqlock for the orphan check)
         self._takes_in_flight = 0
+        self._blocking: set[Any] = set()  # connections inside a blocking move
+        self._interrupted = False
 
     # -- keys --------------------------------------------------------------------------------
     def _reserve_keys(self, q: str) -> list[str]:
@@ -185,8 +190,46 @@ class Consumer:
         return self._hold(q, answer[0::2], (b.decode() for b in answer[1::2]))
 
     def _blmove(self, q: str, timeout_s: float) -> bytes | None:
-        return self.client.blmove(keys.pending(q), keys.processing(q, self.id), timeout_s,
-                                  "RIGHT", "LEFT")
+        src, dst = keys.pending(q), keys.processing(q, self.id)
+        if is_cluster(self.client):  # redis-py follows MOVED/ASK there; not interruptible
+            return self.client.blmove(src, dst, timeout_s, "RIGHT", "LEFT")  # type: ignore[no-any-return]
+        # On a connection of our own (not client.blmove) so that interrupt() can end the wait.
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            with self._lock:
+                if self._interrupted:
+                    return None
+                self._blocking.add(conn)
+            conn.send_command("BLMOVE", src, dst, "RIGHT", "LEFT", timeout_s)
+            return conn.read_response()  # type: ignore[no-any-return]
+        except CONNECTION_ERRORS:
+            conn.disconnect()
+            if self._interrupted:
+                return None  # our own interrupt: a wait that ended early, not an outage
+            raise
+        except BaseException:
+            conn.disconnect()  # a reply may be left unread: never reuse this connection
+            raise
+        finally:
+            with self._lock:
+                self._blocking.discard(conn)
+            pool.release(conn)
+
+    def interrupt(self) -> None:
+        """End blocking waits now (from another thread, when the worker stops): each returns
+        as if it had timed out, and later ones return at once. A message that a move took just
+        before stays in this consumer's processing list, which ``close(release=True)`` gives
+        back. (On Redis Cluster waits are not interrupted: they end within
+        ``block_timeout_s``.)"""
+        with self._lock:
+            self._interrupted = True
+            conns = list(self._blocking)
+        for conn in conns:
+            sock = conn._sock
+            if sock is not None:
+                with contextlib.suppress(OSError):  # the blocked recv now reads EOF
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def _block(self, timeout_s: float) -> list[Message]:
         if len(self.queues) == 1:

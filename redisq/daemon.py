@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("redisq.worker")
 
 SUPERVISOR_TICK_S = 0.25
+SUPERVISOR_JOIN_S = 10.0  # a tick in progress may wait on a socket deadline
 SWITCH_INTERVAL_S = 0.001
 
 
@@ -57,6 +58,8 @@ class Daemon:
         self.outage = Outage(f"worker {self.id}")
         self.stopping = threading.Event()
         self.forced = threading.Event()
+        self._loop_left = threading.Event()  # the main loop has ended (finish() is running)
+        self._done = threading.Event()  # the supervisor's work is over
         self.iterations = 0
         self.loop_at = time.time()  # wall clock: read by `redisq health` in other processes
         self._loop_mono = clock()
@@ -100,8 +103,10 @@ class Daemon:
                 self.loop_at = time.time()
                 self._loop_mono = self.clock()
         finally:
+            self._loop_left.set()
             self.notifier.stopping()
             clean = self.finish()
+            self.end_supervisor()
             for hook in self.app.hooks.shutdown:
                 try:
                     hook(self)
@@ -145,9 +150,19 @@ class Daemon:
 
     # -- supervisor thread -------------------------------------------------------------------
     def _supervise(self) -> None:
+        """Ticks, heartbeats and the watchdog, until :meth:`end_supervisor`. They go on while
+        :meth:`finish` lets running jobs end: leases must outlive the grace period, or another
+        worker would recover (and run again) a job that is still running."""
         watchdog_every = self.notifier.watchdog_interval_s
         last_watchdog = float("-inf")
-        while not self.stopping.wait(SUPERVISOR_TICK_S):
+        while not self._done.is_set():
+            if self.stopping.is_set():
+                if not self._loop_left.is_set():
+                    self.interrupt()  # again each tick: a wait may have begun after the last
+                if self._done.wait(SUPERVISOR_TICK_S):
+                    return
+            elif self.stopping.wait(SUPERVISOR_TICK_S):
+                continue  # a stop: interrupt the main loop's wait at once
             now = self.clock()
             try:
                 self.tick()
@@ -157,9 +172,18 @@ class Daemon:
                 log.debug("worker=%s supervisor: %s", self.id, exc)
             except Exception:
                 log.exception("worker=%s supervisor step failed", self.id)
-            if watchdog_every and now - last_watchdog >= watchdog_every and self.progressing():
+            if (watchdog_every and now - last_watchdog >= watchdog_every
+                    and not self.stopping.is_set() and self.progressing()):
                 self.notifier.watchdog()
                 last_watchdog = now
+
+    def end_supervisor(self) -> None:
+        """Stop the supervisor thread (no more lease renewals): :meth:`finish` calls it once
+        running jobs are over, before it gives leases and messages back."""
+        self._done.set()
+        thread = self._supervisor
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(SUPERVISOR_JOIN_S)
 
     def progressing(self) -> bool:
         """Whether the main loop completed an iteration recently enough to be called alive:
@@ -184,8 +208,12 @@ class Daemon:
     def iterate(self) -> None:
         raise NotImplementedError
 
+    def interrupt(self) -> None:
+        """Called (on the supervisor thread) once a stop is asked for, and again every tick
+        until the main loop has ended: cut the loop's blocking wait short."""
+
     def tick(self) -> None:
-        """Frequent supervisor work (time limits, delayed jobs)."""
+        """Frequent supervisor work (time limits, delayed jobs); also while stopping."""
 
     def maintain(self) -> None:
         """Lease renewal and recovery, every ``lease_s / 3``."""

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("redisq.worker")
 
+STOP_CHECK_S = 0.2
+
 
 class PubSubWorker(Daemon):
     mode = "pubsub"
@@ -55,7 +57,9 @@ class PubSubWorker(Daemon):
         return f"channels={','.join(self.specs)}"
 
     def iterate(self) -> None:
-        msg = self.subscriber.get(self.settings.block_timeout_s)
+        # A short local wait (no Redis traffic: PINGs keep their own interval), so that a
+        # stop is seen within STOP_CHECK_S.
+        msg = self.subscriber.get(min(self.settings.block_timeout_s, STOP_CHECK_S))
         if msg is not None:
             self.pool.submit(lambda: self.handle(msg))
 

@@ -323,9 +323,14 @@ class Worker(Daemon):
             self.stop()
 
     # -- supervisor --------------------------------------------------------------------------
+    def interrupt(self) -> None:
+        self.consumer.interrupt()
+        with self._slots:  # a loop waiting for a free slot looks at `stopping` again
+            self._slots.notify_all()
+
     def tick(self) -> None:
-        self.limiter.enforce()
-        if self.scheduler is not None:
+        self.limiter.enforce()  # also while stopping: running jobs keep their time limits
+        if self.scheduler is not None and not self.stopping.is_set():  # resigned at stop
             self.scheduler.tick()  # also promotes due delayed jobs of every queue
         now = self.clock()
         if now - self._last_promote >= PROMOTE_EVERY_S:
@@ -359,6 +364,7 @@ class Worker(Daemon):
         if left:
             log.warning("worker=%s %d job(s) still running at stop; giving them back", self.id,
                         left)
+        self.end_supervisor()  # leases were renewed until now; from here they are given back
         self.recorder.close()
         self.consumer.close(release=True)
         self.pool.close()
