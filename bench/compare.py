@@ -11,7 +11,7 @@ loopback port; N no-op jobs enqueued one by one (enqueue/s), drained by ONE work
 (drain/s), then enqueue → start latency on the idle worker (p50/p99). redisq's worker is
 
     python -m redisq worker --app bench.redisq_tasks:app --mode prodcons --queues default \\
-        --concurrency 8 --url URL --log-level WARNING
+        --concurrency 8 --url URL --log-level WARNING      # --concurrency N to change
 
 (WARNING like the peers, which all run with their quiet flags). Also measured for redisq, beside
 its floor in the same run: ``delay()`` vs un-pipelined LPUSH, and ``task.map`` bulk enqueue.
@@ -49,7 +49,11 @@ from redisq.server import RedisServer, free_port  # noqa: E402
 
 class Redisq(peers.Adapter):
     name, drain_n, cwd = "redisq", 10_000, ROOT
-    worker_label = "redisq worker --concurrency 8"
+    concurrency = 8  # --concurrency
+
+    @property
+    def worker_label(self) -> str:  # type: ignore[override]
+        return f"redisq worker --concurrency {self.concurrency}"
 
     def setup(self, url: str) -> None:
         import os
@@ -71,7 +75,7 @@ class Redisq(peers.Adapter):
 
     def worker_cmd(self, url: str) -> list[str]:
         return [sys.executable, "-m", "redisq", "worker", "--app", "bench.redisq_tasks:app",
-                "--mode", "prodcons", "--queues", "default", "--concurrency", "8",
+                "--mode", "prodcons", "--queues", "default", "--concurrency", str(self.concurrency),
                 "--url", url, "--log-level", "WARNING"]
 
     def close(self) -> None:
@@ -152,7 +156,10 @@ def main() -> None:
     ap.add_argument("--peers-json", help="reuse this peers.py output instead of running peers")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every job count")
+    ap.add_argument("--concurrency", type=int, default=8,
+                    help="redisq worker threads (default 8; Huey runs 4, Dramatiq 8)")
     opts = ap.parse_args()
+    Redisq.concurrency = opts.concurrency
     RESULTS.mkdir(exist_ok=True)
 
     peer_data = (json.loads(Path(opts.peers_json).read_text()) if opts.peers_json
