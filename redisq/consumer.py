@@ -22,10 +22,15 @@ from . import keys
 from .cluster import is_cluster
 from .connection import CONNECTION_ERRORS, Outage, drop_idle_connections
 from .queue import Message, as_bytes
+from .resting import RestingQueues
 from .scripts import Scripts
 from .wire import wire_for
 
 log = logging.getLogger("redisq.queue")
+
+
+#: How long a probe of a resting queue (or a consumer whose every queue rests) waits.
+PROBE_WAIT_S = 0.5
 
 
 def _nones() -> Iterable[None]:
@@ -79,6 +84,12 @@ class Consumer:
         self._takes_in_flight = 0
         self._blocking: set[Any] = set()  # connections inside a blocking move
         self._interrupted = False
+        self._woken = threading.Event()  # interrupt(): also ends a wait for a resting queue
+        # On a cluster a queue whose node fails rests by itself (the others go on); on one
+        # server (or with one queue) any failure is every queue's, and the whole consumer
+        # backs off (outage).
+        self._rest = (RestingQueues(f"consumer {self.id}", clock)
+                      if is_cluster(client) and len(self.queues) > 1 else None)
 
     # -- keys --------------------------------------------------------------------------------
     def _reserve_keys(self, q: str) -> list[str]:
@@ -119,6 +130,8 @@ class Consumer:
     def _reserve(self, n: int, timeout_s: float, got: list[Message]) -> None:
         """Fill ``got`` in place, so that what was taken before an error is known."""
         self._maintain()
+        if self._rest is not None:
+            self._probe_resting()
         if self._check_orphans:
             got += self._take_orphans(n)
         got += self._harvest_waiters(n - len(got))
@@ -147,6 +160,72 @@ class Consumer:
     def _take_batch(self, n: int) -> list[Message]:
         return self.take_with([], n)[1]
 
+    def _queues_now(self) -> list[str]:
+        return self.queues if self._rest is None else self._rest.awake(self.queues)
+
+    def _node_down(self, q: str, exc: BaseException) -> None:
+        """``q``'s node failed: ``q`` and every other queue on that node rest (each would
+        otherwise find out by itself, a socket deadline at a time if the node is frozen)."""
+        assert self._rest is not None
+        node = self._node_of(q)
+        for other in self.queues:
+            if other == q or (node is not None and self._node_of(other) == node):
+                self._rest.rest(other, exc)
+
+    def _node_of(self, q: str) -> str | None:
+        try:
+            slot = self.client.keyslot(keys.pending(q))  # type: ignore[attr-defined]
+            return self.client.nodes_manager.get_node_from_slot(slot).name  # type: ignore[attr-defined,no-any-return]
+        except Exception:  # slot not covered any more: only q is known to be down
+            return None
+
+    def resting(self, q: str) -> bool:
+        """Whether ``q`` rests (on a cluster: its node failed and was not reached since)."""
+        return self._rest is not None and q in self._rest
+
+    def _probe_resting(self) -> None:
+        """A blocking move on each resting queue whose backoff is over, on a waiter thread:
+        if the node is frozen the wait ends at the socket deadline there, not on the caller's
+        thread; an answer (a message or a timeout) wakes the queue."""
+        assert self._rest is not None
+        due = [q for q in self._rest.due() if q not in self._waiters]
+        if not due:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(len(self.queues), thread_name_prefix="redisq-wait")
+        for q in due:
+            self._waiters[q] = self._pool.submit(self._blmove, q, PROBE_WAIT_S)
+
+    def _wake(self, q: str) -> None:
+        """A resting queue answered: take it again, and renew its lease at once (it may have
+        run out while the node was away)."""
+        assert self._rest is not None
+        self._rest.woke(q)
+        try:
+            self._renew(q)
+        except CONNECTION_ERRORS as exc:
+            self._node_down(q, exc)
+
+    def _each_queue(self, step: Callable[[str], Any]) -> None:
+        """``step(q)`` for every queue. On a cluster a queue whose node fails rests and the
+        others go on; the error is raised only when no queue's node answered."""
+        if self._rest is None:
+            for q in self.queues:
+                step(q)
+            return
+        failed: BaseException | None = None
+        reached = False
+        for q in self._rest.awake(self.queues):  # resting ones: probed by _probe_resting
+            try:
+                step(q)
+            except CONNECTION_ERRORS as exc:
+                self._node_down(q, exc)
+                failed = exc
+                continue
+            reached = True
+        if failed is not None and not reached:
+            raise failed
+
     def take_with(self, calls: list[tuple[str, list[str], list[Any]]],
                   n: int) -> tuple[list[Any], list[Message]]:
         """Run script ``calls`` (e.g. settling finished jobs) and reserve up to ``n`` messages
@@ -158,15 +237,33 @@ class Consumer:
             self._takes += 1
             self._takes_in_flight += 1
         try:
-            for q in self.queues:
+            failed: BaseException | None = None
+            reached = False
+            for q in self._queues_now():
                 batch = [*calls, self._reserve_call(q, n - len(out))] if n > len(out) else calls
-                answers = self.scripts.run_many(batch)
+                try:
+                    answers = self.scripts.run_many(batch)
+                except CONNECTION_ERRORS as exc:
+                    if self._rest is None:
+                        raise
+                    # With calls, the failing node may be theirs: q then rests for nothing
+                    # until its probe answers, which is cheap; the caller records them again.
+                    self._node_down(q, exc)
+                    if calls:
+                        raise
+                    failed = exc
+                    continue
+                reached = True
                 results += answers[:len(calls)]
                 calls = []
                 if n > len(out):
                     out += self._accept(q, answers[-1])
                 if len(out) >= n:
                     break
+            if calls:  # every queue rests: the calls still run
+                results += self.scripts.run_many(calls)
+            if failed is not None and not reached:
+                raise failed  # no queue's node answered: an outage, backed off as a whole
         except BaseException:
             self._unhold(out)  # taken from an earlier queue: orphans again, found by recheck
             raise
@@ -225,6 +322,7 @@ class Consumer:
         with self._lock:
             self._interrupted = True
             conns = list(self._blocking)
+        self._woken.set()
         for conn in conns:
             sock = conn._sock
             if sock is not None:
@@ -240,9 +338,12 @@ class Consumer:
         # returns first wins. The others keep waiting and are harvested by later calls.
         if self._pool is None:
             self._pool = ThreadPoolExecutor(len(self.queues), thread_name_prefix="redisq-wait")
-        for q in self.queues:
+        for q in self._queues_now():
             if q not in self._waiters:
                 self._waiters[q] = self._pool.submit(self._blmove, q, self.block_timeout_s)
+        if not self._waiters:  # every queue rests (cluster): their probes come later
+            self._woken.wait(min(timeout_s, PROBE_WAIT_S))
+            return []
         wait(list(self._waiters.values()), timeout=timeout_s, return_when=FIRST_COMPLETED)
         return self._harvest_waiters(len(self.queues))
 
@@ -254,9 +355,17 @@ class Consumer:
             del self._waiters[q]
             try:
                 body = fut.result()  # re-raises a connection error from the waiter thread
+            except CONNECTION_ERRORS as exc:
+                if self._rest is None:
+                    self._unhold(out)  # harvested from other queues: orphans again
+                    raise
+                self._node_down(q, exc)  # cluster: this queue's node; the others go on
+                continue
             except BaseException:
-                self._unhold(out)  # harvested from other queues: orphans again
+                self._unhold(out)
                 raise
+            if self._rest is not None and q in self._rest:
+                self._wake(q)
             if body is not None:
                 out += self._hold(q, [body])
         return out
@@ -275,15 +384,12 @@ class Consumer:
         before = self._quiet()
         if before is None:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for q in self.queues:
-            pipe.lrange(keys.processing(q, self.id), 0, -1)
-        stored_lists = pipe.execute()
+        stored_lists = self._processing_lists()
         orphans: list[Message] = []
         with self._lock:
             if self._takes != before or self._takes_in_flight:
                 return []
-            for q, stored in zip(self.queues, stored_lists, strict=True):
+            for q, stored in stored_lists.items():
                 # The list's tail is the oldest reservation: deliver oldest first.
                 for body, count in (Counter(reversed(stored)) - self._held[q]).items():
                     orphans += [Message(q, body)] * count
@@ -297,7 +403,22 @@ class Consumer:
         with self._lock:
             for m in out:
                 self._held[m.queue][m.body] += 1
-        self._check_orphans = False
+        self._check_orphans = len(stored_lists) < len(self.queues)  # a resting queue: later
+        return out
+
+    def _processing_lists(self) -> dict[str, list[bytes]]:
+        """Our processing list of each queue (on a cluster: of each queue that answers)."""
+        if self._rest is None:
+            pipe = self.client.pipeline(transaction=False)
+            for q in self.queues:
+                pipe.lrange(keys.processing(q, self.id), 0, -1)
+            return dict(zip(self.queues, pipe.execute(), strict=True))
+        out: dict[str, list[bytes]] = {}
+
+        def read(q: str) -> None:
+            out[q] = self.client.lrange(keys.processing(q, self.id), 0, -1)  # type: ignore[assignment]
+
+        self._each_queue(read)
         return out
 
     def _give_back(self, extra: list[Message]) -> None:
@@ -316,28 +437,39 @@ class Consumer:
             self.requeue_stale()
 
     def heartbeat(self) -> None:
-        """Refresh this consumer's lease on every queue (one round trip)."""
-        pipe = self.client.pipeline(transaction=False)
-        for q in self.queues:
-            pipe.sadd(keys.consumers(q), self.id)
-            pipe.set(keys.lease(q, self.id), b"1", px=self.lease_ms)
-        pipe.execute()
+        """Refresh this consumer's lease on every queue (one round trip; on a cluster one per
+        queue, so that a node that is down keeps no other queue's lease from renewal)."""
+        if self._rest is None:
+            pipe = self.client.pipeline(transaction=False)
+            for q in self.queues:
+                pipe.sadd(keys.consumers(q), self.id)
+                pipe.set(keys.lease(q, self.id), b"1", px=self.lease_ms)
+            pipe.execute()
+        else:
+            self._each_queue(self._renew)
         self._last_beat = self.clock()
+
+    def _renew(self, q: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(keys.consumers(q), self.id)
+        pipe.set(keys.lease(q, self.id), b"1", px=self.lease_ms)
+        pipe.execute()
 
     def requeue_stale(self) -> int:
         """Give back the messages of consumers whose lease expired; returns how many moved."""
-        moved = 0
-        for q in self.queues:
+        moved = [0]
+
+        def recover(q: str) -> None:
             members = [m.decode() for m in self.client.smembers(keys.consumers(q))]
             others = [m for m in members if m != self.id]
             if not others:
-                continue
+                return
             pipe = self.client.pipeline(transaction=False)
             for m in others:
                 pipe.exists(keys.lease(q, m))
             stale = [m for m, alive in zip(others, pipe.execute(), strict=True) if not alive]
             if not stale:
-                continue
+                return
             ks = [keys.consumers(q), keys.pending(q), keys.stats(q)]
             for m in stale:
                 ks += [keys.lease(q, m), keys.processing(q, m)]
@@ -345,8 +477,10 @@ class Consumer:
             if n:
                 log.warning("queue %s: recovered %d message(s) of expired consumer(s) %s",
                             q, n, ",".join(stale))
-            moved += n
-        return moved
+            moved[0] += n
+
+        self._each_queue(recover)
+        return moved[0]
 
     # -- settling ----------------------------------------------------------------------------
     def forget(self, m: Message) -> None:
@@ -415,13 +549,15 @@ class Consumer:
                         self.id, exc)
 
     def _release_all(self) -> None:
-        for q in self.queues:
-            proc = keys.processing(q, self.id)
-            while self.client.lmove(proc, keys.pending(q), "LEFT", "RIGHT") is not None:
-                pass
-            pipe = self.client.pipeline(transaction=False)
-            pipe.srem(keys.consumers(q), self.id)
-            pipe.delete(keys.lease(q, self.id))
-            pipe.execute()
-            with self._lock:
-                self._held[q].clear()
+        self._each_queue(self._release)
+
+    def _release(self, q: str) -> None:
+        proc = keys.processing(q, self.id)
+        while self.client.lmove(proc, keys.pending(q), "LEFT", "RIGHT") is not None:
+            pass
+        pipe = self.client.pipeline(transaction=False)
+        pipe.srem(keys.consumers(q), self.id)
+        pipe.delete(keys.lease(q, self.id))
+        pipe.execute()
+        with self._lock:
+            self._held[q].clear()

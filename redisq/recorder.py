@@ -27,12 +27,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("redisq.worker")
 
 Settled = Callable[["Reserved", "Outcome", bool], None]
+Item = tuple["Reserved", "Outcome", bool]  # an attempt's outcome; whether it holds a slot
+RESTING_POLL_S = 0.25  # how often outcomes held back for a resting queue look again
 
 
 class Recorder:
     def __init__(self, records: Records, consumer_id: str, worker_id: str,
                  dumps: Callable[[Any], bytes], on_settled: Settled, forced: threading.Event,
-                 max_batch: int = 256) -> None:
+                 max_batch: int = 256, resting: Callable[[str], bool] = lambda q: False) -> None:
+        """``resting(queue)``: the queue's node is known to be down (cluster), so its outcomes
+        wait without being tried until it answers again."""
         self.records = records
         self.consumer_id = consumer_id
         self.worker_id = worker_id
@@ -40,8 +44,8 @@ class Recorder:
         self.on_settled = on_settled
         self.forced = forced
         self.max_batch = max_batch
-        self._inbox: stdqueue.SimpleQueue[tuple[Reserved, Outcome, bool] | None] = (
-            stdqueue.SimpleQueue())
+        self.resting = resting
+        self._inbox: stdqueue.SimpleQueue[Item | None] = stdqueue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="redisq-recorder")
         self._thread.start()
 
@@ -56,43 +60,105 @@ class Recorder:
         self._thread.join(timeout_s)
 
     def _loop(self) -> None:
+        # Outcomes not recorded yet, by queue: a failing queue (on a cluster, its node is down)
+        # waits for its backoff while the other queues' outcomes are recorded as they come.
+        waiting: dict[str, list[Item]] = {}
+        due = 0.0
+        backoff = Backoff(cap_s=2.0)
         while True:
-            first = self._inbox.get()
-            if first is None:
+            batch, stop = self._next_batch(max(0.0, due - time.monotonic()) if waiting else None)
+            if waiting and (stop or time.monotonic() >= due):
+                for items in waiting.values():
+                    batch += items
+                waiting = {}
+            if not stop:  # a queue whose node is known to be down is not tried: it would hang
+                batch = [item for item in batch if not self._hold_back(item, waiting)]
+                if waiting and due <= time.monotonic():
+                    due = time.monotonic() + RESTING_POLL_S
+            if batch:
+                for q, items in self._settle(batch).items():
+                    waiting.setdefault(q, []).extend(items)
+                if waiting:
+                    due = time.monotonic() + backoff.next_delay_s()
+                else:
+                    backoff.reset()
+            if stop and (not waiting or self.forced.is_set()):
+                if waiting:
+                    log.warning("%d outcome(s) not recorded; those jobs will run again",
+                                sum(map(len, waiting.values())))
                 return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._inbox.get_nowait()
-                except stdqueue.Empty:
-                    break
-                if item is None:
-                    self._settle(batch)
-                    return
-                batch.append(item)
-            self._settle(batch)
+            if stop:  # what is left is retried (after its backoff) until recorded or forced
+                self.forced.wait(max(0.0, due - time.monotonic()))
+                self._inbox.put(None)
 
-    def _settle(self, batch: list[tuple[Reserved, Outcome, bool]]) -> None:
+    def _hold_back(self, item: Item, waiting: dict[str, list[Item]]) -> bool:
+        q = item[0].message.queue
+        if not self.resting(q):
+            return False
+        waiting.setdefault(q, []).append(item)
+        return True
+
+    def _next_batch(self, timeout_s: float | None) -> tuple[list[Item], bool]:
+        """What the pool threads handed in (waiting up to ``timeout_s`` for the first), and
+        whether close() asked to stop."""
+        try:
+            first = self._inbox.get(timeout=timeout_s)
+        except stdqueue.Empty:
+            return [], False
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                item = self._inbox.get_nowait()
+            except stdqueue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _settle(self, batch: list[Item]) -> dict[str, list[Item]]:
+        """Record ``batch`` (one round trip); returns what could not be recorded, by queue.
+        After a failure each queue is tried on its own: on a cluster only the queues of a
+        node that is down are left."""
+        failed: dict[str, list[Item]] = {}
+        groups = [batch]
+        try:
+            self._record(batch)
+            return failed
+        except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
+            self._log_failure(batch, exc)
+            by_queue: dict[str, list[Item]] = {}
+            for item in batch:
+                by_queue.setdefault(item[0].message.queue, []).append(item)
+            if len(by_queue) == 1:
+                return by_queue
+            groups = list(by_queue.values())
+        for group in groups:
+            try:
+                self._record(group)
+            except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
+                self._log_failure(group, exc)
+                failed[group[0][0].message.queue] = group
+        return failed
+
+    def _record(self, batch: list[Item]) -> None:
         calls = [self.records.settle_call(self.consumer_id, job.message, job.env, outcome,
                                           self.worker_id, self.dumps)
                  for job, outcome, _ in batch]
-        backoff = Backoff(cap_s=2.0)
-        while True:
-            try:
-                self.records.settle_many(calls)
-                break
-            except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
-                # An error reply (OOM, READONLY during a failover) passes like an outage does;
-                # a recorder thread that died here would leave every later job unsettled.
-                if isinstance(exc, redis.ResponseError):
-                    log.error("%d outcome(s) not recorded yet: %s; retrying", len(batch), exc)
-                if self.forced.is_set():
-                    log.warning("%d outcome(s) not recorded (%s); those jobs will run again",
-                                len(batch), exc)
-                    break
-                time.sleep(backoff.next_delay_s())
+        self.records.settle_many(calls)
         for job, outcome, holds_slot in batch:
             try:
                 self.on_settled(job, outcome, holds_slot)
             except Exception:
                 log.exception("job=%s: after-settle step failed", job.env.id)
+
+    @staticmethod
+    def _log_failure(batch: list[Item], exc: BaseException) -> None:
+        # An error reply (OOM, READONLY during a failover) passes like an outage does; a
+        # recorder thread that died here would leave every later job unsettled.
+        if isinstance(exc, redis.ResponseError):
+            log.error("%d outcome(s) not recorded yet: %s; retrying", len(batch), exc)
+        else:
+            log.debug("%d outcome(s) not recorded yet: %s; retrying", len(batch), exc)

@@ -79,7 +79,8 @@ class Worker(Daemon):
         self.runner = AsyncRunner() if any(t.is_async for t in app.tasks.values()) else None
         self.pool = Pool(self.concurrency, "redisq-job")
         self.recorder = Recorder(self.records, self.consumer.id, self.id,
-                                 app.serializer.dumps, self._settled, self.forced)
+                                 app.serializer.dumps, self._settled, self.forced,
+                                 resting=self.consumer.resting)
         self.processed = 0
         self.failed = 0
         self.current: dict[str, dict[str, Any]] = {}
@@ -336,7 +337,12 @@ class Worker(Daemon):
         if now - self._last_promote >= PROMOTE_EVERY_S:
             self._last_promote = now
             for q in self.queues:
-                Queue(self.client, q, self.records.scripts).promote_due()
+                if self.consumer.resting(q):  # its node failed: the consumer probes it
+                    continue
+                try:
+                    Queue(self.client, q, self.records.scripts).promote_due()
+                except CONNECTION_ERRORS as exc:  # on a cluster: that queue's node; go on
+                    log.debug("worker=%s could not promote queue %s: %s", self.id, q, exc)
 
     def maintain(self) -> None:
         self.consumer.heartbeat()
