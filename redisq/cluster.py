@@ -54,6 +54,15 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
+def node_name(client: RedisCluster, key: str) -> str | None:
+    """The name (host:port) of the node serving ``key``'s slot in ``client``'s slot table;
+    None when no node does (its node went away and the table was refreshed)."""
+    try:
+        return client.nodes_manager.get_node_from_slot(client.keyslot(key)).name  # type: ignore[no-any-return]
+    except (RedisClusterException, KeyError, IndexError, AttributeError):
+        return None
+
+
 def cluster_client(parsed: Any, common: dict[str, Any], extra: dict[str, Any]) -> RedisCluster:
     """A :class:`RedisCluster` for a ``redis+cluster://`` URL, with redisq's connection rules
     (``common``: timeouts, no hidden retries, name; ``extra``: keepalive, TLS)."""
@@ -276,5 +285,5 @@ def refresh_slots(client: RedisCluster) -> None:
         client.nodes_manager.initialize()
 
 
-__all__ = ["ClusterWire", "NodePubSub", "cluster_client", "is_cluster", "refresh_slots",
-           "sharded_pubsub"]
+__all__ = ["ClusterWire", "NodePubSub", "cluster_client", "is_cluster", "node_name",
+           "refresh_slots", "sharded_pubsub"]

@@ -5,31 +5,29 @@ See :mod:`redisq.queue` for how a reservation works and why nothing is lost.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import redis
 
-from . import keys
-from .cluster import is_cluster
+from . import keys, leases
+from .cluster import is_cluster, node_name
 from .connection import CONNECTION_ERRORS, Outage, drop_idle_connections
 from .queue import Message, as_bytes
 from .resting import RestingQueues
 from .scripts import Scripts
+from .waits import Waits
 from .wire import wire_for
 
 log = logging.getLogger("redisq.queue")
 
 
-#: How long a probe of a resting queue (or a consumer whose every queue rests) waits.
+#: How long a consumer whose every queue rests (cluster) waits before it looks again.
 PROBE_WAIT_S = 0.5
 
 
@@ -77,14 +75,10 @@ class Consumer:
         self._check_orphans = True  # a previous run of this id may have left messages
         self._last_beat = float("-inf")
         self._last_recovery = float("-inf")
-        self._waiters: dict[str, Future[bytes | None]] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self._waits = Waits(client, self.id, 2 * len(self.queues))  # waiters and probes
         self.mark_jobs = mark_jobs
         self._takes = 0  # reservations started by any thread (a seqlock for the orphan check)
         self._takes_in_flight = 0
-        self._blocking: set[Any] = set()  # connections inside a blocking move
-        self._interrupted = False
-        self._woken = threading.Event()  # interrupt(): also ends a wait for a resting queue
         # On a cluster a queue whose node fails rests by itself (the others go on); on one
         # server (or with one queue) any failure is every queue's, and the whole consumer
         # backs off (outage).
@@ -130,8 +124,7 @@ class Consumer:
     def _reserve(self, n: int, timeout_s: float, got: list[Message]) -> None:
         """Fill ``got`` in place, so that what was taken before an error is known."""
         self._maintain()
-        if self._rest is not None:
-            self._probe_resting()
+        self.probe_resting()
         if self._check_orphans:
             got += self._take_orphans(n)
         got += self._harvest_waiters(n - len(got))
@@ -167,44 +160,34 @@ class Consumer:
         """``q``'s node failed: ``q`` and every other queue on that node rest (each would
         otherwise find out by itself, a socket deadline at a time if the node is frozen)."""
         assert self._rest is not None
-        node = self._node_of(q)
+        node = node_name(self.client, keys.pending(q))  # type: ignore[arg-type]
         for other in self.queues:
-            if other == q or (node is not None and self._node_of(other) == node):
+            if other == q or (node is not None
+                              and node_name(self.client, keys.pending(other)) == node):  # type: ignore[arg-type]
                 self._rest.rest(other, exc)
-
-    def _node_of(self, q: str) -> str | None:
-        try:
-            slot = self.client.keyslot(keys.pending(q))  # type: ignore[attr-defined]
-            return self.client.nodes_manager.get_node_from_slot(slot).name  # type: ignore[attr-defined,no-any-return]
-        except Exception:  # slot not covered any more: only q is known to be down
-            return None
 
     def resting(self, q: str) -> bool:
         """Whether ``q`` rests (on a cluster: its node failed and was not reached since)."""
         return self._rest is not None and q in self._rest
 
-    def _probe_resting(self) -> None:
-        """A blocking move on each resting queue whose backoff is over, on a waiter thread:
-        if the node is frozen the wait ends at the socket deadline there, not on the caller's
-        thread; an answer (a message or a timeout) wakes the queue."""
-        assert self._rest is not None
-        due = [q for q in self._rest.due() if q not in self._waiters]
-        if not due:
+    def probe_resting(self) -> None:
+        """Probe each resting queue whose backoff is over, on a waiter thread (a frozen node
+        then holds up that thread only). Called by every reserve and by the worker's
+        supervisor: a worker whose slots all hold jobs of a resting queue, waiting to be
+        recorded, reserves nothing until that queue wakes."""
+        if self._rest is None:
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self.queues), thread_name_prefix="redisq-wait")
-        for q in due:
-            self._waiters[q] = self._pool.submit(self._blmove, q, PROBE_WAIT_S)
+        for q in self._rest.claim_due():
+            self._waits.background(self._probe, q)
 
-    def _wake(self, q: str) -> None:
-        """A resting queue answered: take it again, and renew its lease at once (it may have
-        run out while the node was away)."""
+    def _probe(self, q: str) -> None:
+        try:
+            self._renew(q)  # answered: the node serves q again, and our lease there is fresh
+        except (*CONNECTION_ERRORS, redis.ResponseError) as exc:  # e.g. CLUSTERDOWN, TRYAGAIN
+            self._node_down(q, exc)
+            return
         assert self._rest is not None
         self._rest.woke(q)
-        try:
-            self._renew(q)
-        except CONNECTION_ERRORS as exc:
-            self._node_down(q, exc)
 
     def _each_queue(self, step: Callable[[str], Any]) -> None:
         """``step(q)`` for every queue. On a cluster a queue whose node fails rests and the
@@ -215,7 +198,7 @@ class Consumer:
             return
         failed: BaseException | None = None
         reached = False
-        for q in self._rest.awake(self.queues):  # resting ones: probed by _probe_resting
+        for q in self._rest.awake(self.queues):  # resting ones: see probe_resting
             try:
                 step(q)
             except CONNECTION_ERRORS as exc:
@@ -287,74 +270,33 @@ class Consumer:
         return self._hold(q, answer[0::2], (b.decode() for b in answer[1::2]))
 
     def _blmove(self, q: str, timeout_s: float) -> bytes | None:
-        src, dst = keys.pending(q), keys.processing(q, self.id)
-        if is_cluster(self.client):  # redis-py follows MOVED/ASK there; not interruptible
-            return self.client.blmove(src, dst, timeout_s, "RIGHT", "LEFT")  # type: ignore[no-any-return]
-        # On a connection of our own (not client.blmove) so that interrupt() can end the wait.
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        try:
-            with self._lock:
-                if self._interrupted:
-                    return None
-                self._blocking.add(conn)
-            conn.send_command("BLMOVE", src, dst, "RIGHT", "LEFT", timeout_s)
-            return conn.read_response()  # type: ignore[no-any-return]
-        except CONNECTION_ERRORS:
-            conn.disconnect()
-            if self._interrupted:
-                return None  # our own interrupt: a wait that ended early, not an outage
-            raise
-        except BaseException:
-            conn.disconnect()  # a reply may be left unread: never reuse this connection
-            raise
-        finally:
-            with self._lock:
-                self._blocking.discard(conn)
-            pool.release(conn)
+        return self._waits.move(q, timeout_s)
 
     def interrupt(self) -> None:
         """End blocking waits now (from another thread, when the worker stops): each returns
-        as if it had timed out, and later ones return at once. A message that a move took just
-        before stays in this consumer's processing list, which ``close(release=True)`` gives
-        back. (On Redis Cluster waits are not interrupted: they end within
-        ``block_timeout_s``.)"""
-        with self._lock:
-            self._interrupted = True
-            conns = list(self._blocking)
-        self._woken.set()
-        for conn in conns:
-            sock = conn._sock
-            if sock is not None:
-                with contextlib.suppress(OSError):  # the blocked recv now reads EOF
-                    sock.shutdown(socket.SHUT_RDWR)
+        as if it had timed out, and later ones return at once (see :mod:`redisq.waits`)."""
+        self._waits.interrupt()
 
     def _block(self, timeout_s: float) -> list[Message]:
         if len(self.queues) == 1:
             q = self.queues[0]
             body = self._blmove(q, timeout_s)
             return self._hold(q, [body]) if body is not None else []
-        # Several queues: one blocking move per queue on its own pooled connection; whichever
-        # returns first wins. The others keep waiting and are harvested by later calls.
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self.queues), thread_name_prefix="redisq-wait")
+        # Several queues: one blocking move per queue on a waiter thread; whichever returns
+        # first wins. The others keep waiting and are harvested by later calls.
         for q in self._queues_now():
-            if q not in self._waiters:
-                self._waiters[q] = self._pool.submit(self._blmove, q, self.block_timeout_s)
-        if not self._waiters:  # every queue rests (cluster): their probes come later
-            self._woken.wait(min(timeout_s, PROBE_WAIT_S))
-            return []
-        wait(list(self._waiters.values()), timeout=timeout_s, return_when=FIRST_COMPLETED)
+            self._waits.start(q, self.block_timeout_s, self._blmove)
+        # (None waiting: every queue rests on a cluster; their probes come later.)
+        self._waits.wait_any(timeout_s if self._waits else min(timeout_s, PROBE_WAIT_S))
         return self._harvest_waiters(len(self.queues))
 
     def _harvest_waiters(self, n: int) -> list[Message]:
         out: list[Message] = []
-        for q, fut in list(self._waiters.items()):
-            if len(out) >= n or not fut.done():
-                continue
-            del self._waiters[q]
+        for q in self._waits.answered():
+            if len(out) >= n:
+                break
             try:
-                body = fut.result()  # re-raises a connection error from the waiter thread
+                body = self._waits.collect(q)  # re-raises a connection error of the waiter
             except CONNECTION_ERRORS as exc:
                 if self._rest is None:
                     self._unhold(out)  # harvested from other queues: orphans again
@@ -364,8 +306,8 @@ class Consumer:
             except BaseException:
                 self._unhold(out)
                 raise
-            if self._rest is not None and q in self._rest:
-                self._wake(q)
+            if self._rest is not None:
+                self._rest.woke(q)  # a waiter started before q rested may answer after
             if body is not None:
                 out += self._hold(q, [body])
         return out
@@ -374,7 +316,7 @@ class Consumer:
         """The take counter when no other thread is between moving messages and holding them
         (their messages would look like orphans), else None."""
         with self._lock:
-            busy = self._takes_in_flight or any(not f.done() for f in self._waiters.values())
+            busy = self._takes_in_flight or self._waits.busy()
             return None if busy else self._takes
 
     def _take_orphans(self, n: int) -> list[Message]:
@@ -440,44 +382,20 @@ class Consumer:
         """Refresh this consumer's lease on every queue (one round trip; on a cluster one per
         queue, so that a node that is down keeps no other queue's lease from renewal)."""
         if self._rest is None:
-            pipe = self.client.pipeline(transaction=False)
-            for q in self.queues:
-                pipe.sadd(keys.consumers(q), self.id)
-                pipe.set(keys.lease(q, self.id), b"1", px=self.lease_ms)
-            pipe.execute()
+            self._renew(*self.queues)
         else:
             self._each_queue(self._renew)
         self._last_beat = self.clock()
 
-    def _renew(self, q: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.sadd(keys.consumers(q), self.id)
-        pipe.set(keys.lease(q, self.id), b"1", px=self.lease_ms)
-        pipe.execute()
+    def _renew(self, *queues: str) -> None:
+        leases.renew(self.client, self.id, self.lease_ms, queues)
 
     def requeue_stale(self) -> int:
         """Give back the messages of consumers whose lease expired; returns how many moved."""
         moved = [0]
 
         def recover(q: str) -> None:
-            members = [m.decode() for m in self.client.smembers(keys.consumers(q))]
-            others = [m for m in members if m != self.id]
-            if not others:
-                return
-            pipe = self.client.pipeline(transaction=False)
-            for m in others:
-                pipe.exists(keys.lease(q, m))
-            stale = [m for m, alive in zip(others, pipe.execute(), strict=True) if not alive]
-            if not stale:
-                return
-            ks = [keys.consumers(q), keys.pending(q), keys.stats(q)]
-            for m in stale:
-                ks += [keys.lease(q, m), keys.processing(q, m)]
-            n = int(self.scripts.requeue_stale(keys=ks, args=stale))
-            if n:
-                log.warning("queue %s: recovered %d message(s) of expired consumer(s) %s",
-                            q, n, ",".join(stale))
-            moved[0] += n
+            moved[0] += leases.recover_stale(self.client, self.scripts, q, self.id)
 
         self._each_queue(recover)
         return moved[0]
@@ -536,11 +454,9 @@ class Consumer:
     def close(self, release: bool = True) -> None:
         """Stop waiting; with ``release``, give every unsettled message back and drop the lease
         so other consumers take them at once instead of after the lease."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)  # waits at most one block_timeout_s
-            self._pool = None
+        self._waits.close()  # waits at most one block_timeout_s
         try:
-            if self._waiters:
+            if self._waits:
                 self._harvest_waiters(len(self.queues))
             if release:
                 self._release_all()
@@ -552,12 +468,6 @@ class Consumer:
         self._each_queue(self._release)
 
     def _release(self, q: str) -> None:
-        proc = keys.processing(q, self.id)
-        while self.client.lmove(proc, keys.pending(q), "LEFT", "RIGHT") is not None:
-            pass
-        pipe = self.client.pipeline(transaction=False)
-        pipe.srem(keys.consumers(q), self.id)
-        pipe.delete(keys.lease(q, self.id))
-        pipe.execute()
+        leases.release(self.client, q, self.id)
         with self._lock:
             self._held[q].clear()

@@ -67,29 +67,31 @@ class Recorder:
         backoff = Backoff(cap_s=2.0)
         while True:
             batch, stop = self._next_batch(max(0.0, due - time.monotonic()) if waiting else None)
-            if waiting and (stop or time.monotonic() >= due):
-                for items in waiting.values():
-                    batch += items
-                waiting = {}
-            if not stop:  # a queue whose node is known to be down is not tried: it would hang
-                batch = [item for item in batch if not self._hold_back(item, waiting)]
-                if waiting and due <= time.monotonic():
-                    due = time.monotonic() + RESTING_POLL_S
-            if batch:
-                for q, items in self._settle(batch).items():
-                    waiting.setdefault(q, []).extend(items)
-                if waiting:
-                    due = time.monotonic() + backoff.next_delay_s()
-                else:
-                    backoff.reset()
-            if stop and (not waiting or self.forced.is_set()):
-                if waiting:
-                    log.warning("%d outcome(s) not recorded; those jobs will run again",
-                                sum(map(len, waiting.values())))
+            if stop:
+                self._finish([*batch, *(i for items in waiting.values() for i in items)], backoff)
                 return
-            if stop:  # what is left is retried (after its backoff) until recorded or forced
-                self.forced.wait(max(0.0, due - time.monotonic()))
-                self._inbox.put(None)
+            if waiting and time.monotonic() >= due:
+                batch += [i for items in waiting.values() for i in items]
+                waiting = {}
+            # A queue whose node is known to be down is not tried: the call would hang.
+            batch = [item for item in batch if not self._hold_back(item, waiting)]
+            failed = self._settle(batch) if batch else {}
+            for q, items in failed.items():
+                waiting.setdefault(q, []).extend(items)
+            if failed:
+                due = time.monotonic() + backoff.next_delay_s()
+            elif batch:
+                backoff.reset()
+            if waiting and due <= time.monotonic():  # only held back: look again soon
+                due = time.monotonic() + RESTING_POLL_S
+
+    def _finish(self, items: list[Item], backoff: Backoff) -> None:
+        """close(): record what is left, retrying after failures, until a forced stop."""
+        while items:
+            items = [i for group in self._settle(items).values() for i in group]
+            if items and self.forced.wait(backoff.next_delay_s()):
+                log.warning("%d outcome(s) not recorded; those jobs will run again", len(items))
+                return
 
     def _hold_back(self, item: Item, waiting: dict[str, list[Item]]) -> bool:
         q = item[0].message.queue
@@ -122,25 +124,23 @@ class Recorder:
         """Record ``batch`` (one round trip); returns what could not be recorded, by queue.
         After a failure each queue is tried on its own: on a cluster only the queues of a
         node that is down are left."""
-        failed: dict[str, list[Item]] = {}
-        groups = [batch]
         try:
             self._record(batch)
-            return failed
+            return {}
         except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
             self._log_failure(batch, exc)
-            by_queue: dict[str, list[Item]] = {}
-            for item in batch:
-                by_queue.setdefault(item[0].message.queue, []).append(item)
-            if len(by_queue) == 1:
-                return by_queue
-            groups = list(by_queue.values())
-        for group in groups:
+        by_queue: dict[str, list[Item]] = {}
+        for item in batch:
+            by_queue.setdefault(item[0].message.queue, []).append(item)
+        if len(by_queue) == 1:
+            return by_queue
+        failed: dict[str, list[Item]] = {}
+        for q, group in by_queue.items():
             try:
                 self._record(group)
             except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
                 self._log_failure(group, exc)
-                failed[group[0][0].message.queue] = group
+                failed[q] = group
         return failed
 
     def _record(self, batch: list[Item]) -> None:

@@ -4,7 +4,7 @@ On one server every queue shares the connection, so trouble with one is trouble 
 consumer backs off as a whole (:class:`redisq.connection.Outage`). On a cluster each queue
 lives on the node of its slot: a node that is down (or frozen) must not stop the queues of the
 healthy nodes. A queue whose node failed *rests*: the hot paths skip it, and once its own jittered backoff is
-over a background call probes it; the first success wakes it.
+over a call on a background thread probes it; the first success wakes it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from collections.abc import Callable, Iterable
 from .backoff import Backoff
 
 log = logging.getLogger("redisq.queue")
+
+#: Longest rest between probes. Lower than the connection backoff's cap: a probe is one round
+#: trip on a background thread, and a claimed queue is never probed twice at once.
+PROBE_CAP_S = 1.0
 
 
 class RestingQueues:
@@ -37,14 +41,18 @@ class RestingQueues:
         with self._lock:
             return [q for q in queues if q not in self._since]
 
-    def due(self) -> list[str]:
-        """Resting queues whose backoff is over: to be probed off the hot path (a frozen node
-        makes every call wait for the socket deadline)."""
+    def claim_due(self) -> list[str]:
+        """Resting queues whose backoff is over, each claimed for one probe (off the hot
+        path: a frozen node makes every call wait for the socket deadline). The probe ends
+        the claim with :meth:`woke` or :meth:`rest`."""
         if not self._since:
             return []
         now = self.clock()
         with self._lock:
-            return [q for q, until in self._until.items() if until <= now]
+            due = [q for q, until in self._until.items() if until <= now]
+            for q in due:
+                self._until[q] = float("inf")
+            return due
 
     def rest(self, queue: str, exc: BaseException) -> None:
         """``queue``'s node failed: skip it for its next backoff delay (logged once per outage)."""
@@ -52,7 +60,7 @@ class RestingQueues:
             first = queue not in self._since
             if first:
                 self._since[queue] = self.clock()
-            backoff = self._backoff.setdefault(queue, Backoff())
+            backoff = self._backoff.setdefault(queue, Backoff(cap_s=PROBE_CAP_S))
             self._until[queue] = self.clock() + backoff.next_delay_s()
         if first:
             log.warning("%s: queue %s unreachable (%s: %s); the other queues go on",

@@ -331,6 +331,7 @@ class Worker(Daemon):
 
     def tick(self) -> None:
         self.limiter.enforce()  # also while stopping: running jobs keep their time limits
+        self.consumer.probe_resting()  # also with every slot busy (see probe_resting)
         if self.scheduler is not None and not self.stopping.is_set():  # resigned at stop
             self.scheduler.tick()  # also promotes due delayed jobs of every queue
         now = self.clock()

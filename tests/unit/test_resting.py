@@ -22,18 +22,22 @@ class Clock:
         return self.now
 
 
-def test_a_resting_queue_is_skipped_probed_after_its_backoff_and_woken() -> None:
+def test_a_resting_queue_is_skipped_probed_once_per_backoff_and_woken() -> None:
     clock = Clock()
     rest = RestingQueues("test", clock)
     queues = ["a", "b", "c"]
-    assert rest.awake(queues) == queues and rest.due() == []
+    assert rest.awake(queues) == queues and rest.claim_due() == []
     rest.rest("b", ConnectionError("node down"))
     assert rest.awake(queues) == ["a", "c"] and "b" in rest
-    assert rest.due() == []  # its backoff is not over
+    assert rest.claim_due() == []  # its backoff is not over
     clock.now += 5.0  # more than any backoff
-    assert rest.due() == ["b"] and rest.awake(queues) == ["a", "c"]  # probed, still skipped
-    rest.woke("b")
-    assert rest.awake(queues) == queues and "b" not in rest and rest.due() == []
+    assert rest.claim_due() == ["b"] and rest.awake(queues) == ["a", "c"]  # probed, still skipped
+    assert rest.claim_due() == []  # one probe at a time, however long it takes
+    rest.rest("b", ConnectionError("still down"))  # the probe failed: rest again
+    clock.now += 5.0
+    assert rest.claim_due() == ["b"]
+    rest.woke("b")  # the probe answered
+    assert rest.awake(queues) == queues and "b" not in rest and rest.claim_due() == []
 
 
 class FailingRecords:
