@@ -36,6 +36,7 @@ from .connection import (
     url_hosts,
 )
 from .errors import ConfigError, JobTimeout, NotReplicated
+from .index import ProducerIndex
 from .job import final_result
 from .records import complete_record
 from .scripts import source
@@ -127,7 +128,7 @@ class AsyncProducer:
         self._sharded: bool | None = None  # decided at the first publish on a cluster
         self._enqueue = self.client.register_script(source("enqueue"))
         self._publish_durable = self.client.register_script(source("publish_durable"))
-        self._queues: set[str] = set()
+        self._index = ProducerIndex(None)  # when to register; the writes are async, below
 
     async def enqueue(self, task_name: str, args: Sequence[Any] = (),
                       kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
@@ -136,9 +137,11 @@ class AsyncProducer:
         """Queue a call (one round trip); same rules as :meth:`App.enqueue`."""
         prepared = self.app.prepare(task_name, args, kwargs, queue, job_id)
         q = prepared.env.queue
-        if q not in self._queues:
-            await self.client.sadd(keys.QUEUES, q)
-            self._queues.add(q)
+        if self._index.due(q):  # see redisq.index: on a queue's first write, then now and then
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.sadd(keys.QUEUES, q)
+                pipe.zadd(keys.QUEUES_SEEN, {q: time.time()})
+                await pipe.execute()
         _, ks, argv = self.app.records.enqueue_call(prepared.env, prepared.message,
                                                     delay_from(delay_s, eta),
                                                     prepared.unique_ttl_s, prepared.fresh_id)

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from . import keys, serializers
+from . import index, keys, serializers
 from .channel import Channel
 from .connection import ConnectionOptions, connect, resolve_url
 from .errors import UnknownTask
@@ -268,7 +268,6 @@ class App:
         q = keys.check_name(queue or (task.options.queue if task else "default"))
         if task is not None and task.options.unique_by is not None:
             return [self.enqueue(task_name, a, k, queue=q) for a, k in calls]
-        self.records.register_queue(q)
         now = round(time.time(), 6)
         message = self._bulk_message_builder(task_name, q, now)
         jobs: list[Job] = []
@@ -284,6 +283,7 @@ class App:
             jid = f"{prefix}{n:08x}"
             batch.append((jid, message(jid, args, kwargs)))
             jobs.append(Job(self.records, jid, q))
+        self.records.register_queue(q)  # (after the checks: a refused call leaves no trace)
         calls_out = []
         for i in range(0, len(batch), BULK_CHUNK):
             part = batch[i:i + BULK_CHUNK]
@@ -327,7 +327,7 @@ class App:
         return Queue(self.client, name, self.records.scripts)
 
     def queues(self) -> list[str]:
-        return sorted(q.decode() for q in self.client.smembers(keys.QUEUES))
+        return index.known(self.client)
 
     def requeue_dead(self, queue: str, limit: int | None = None,
                      job_ids: Sequence[str] | None = None) -> int:

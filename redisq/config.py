@@ -52,6 +52,9 @@ class Settings:
     """How long a failed or dead job's record is kept."""
     dead_max: int = 10_000
     """Most entries a queue's dead-letter list keeps."""
+    queue_idle_ttl_s: float = 691_200.0
+    """A queue with nothing queued, delayed, running or dead and no producer or worker activity
+    for this long (at least the record TTLs) drops out of the queue index."""
     worker_id: str | None = None
     """This worker's id (default: host-pid-random)."""
     with_scheduler: bool = False

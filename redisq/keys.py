@@ -16,7 +16,9 @@ key                                    type      meaning
 ``redisq:{q}:stats``                   hash      counters: enqueued, acked, requeued, dead, recovered
 ``redisq:{q}:job:<id>``                hash      job record (status, times, result or error)
 ``redisq:{q}:unique:<key>``            string    id of the queued/running job holding a unique key
-``redisq:queues``                      set       names of every queue ever written to
+``redisq:queues``                      set       names of the known queues (see :mod:`redisq.index`)
+``redisq:queues:seen``                 zset      queue → last producer or worker activity (unix s);
+                                                 idle, empty queues drop out of the index
 ``redisq:workers``                     zset      worker ids, score = last heartbeat (unix s)
 ``redisq:worker:<id>``                 hash      worker registry entry; TTL = ``lease_s``
 ``redisq:stream:{<channel>}``          stream    durable pub/sub log (capped)
@@ -32,23 +34,43 @@ key                                    type      meaning
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "redisq"
 EVENTS_CHANNEL = f"{PREFIX}:events"
 QUEUES = f"{PREFIX}:queues"
+QUEUES_SEEN = f"{PREFIX}:queues:seen"
 WORKERS = f"{PREFIX}:workers"
 SCHEDULER_LEADER = f"{PREFIX}:scheduler:leader"
 PERIODIC_INDEX = f"{PREFIX}:periodic"
 
-_FORBIDDEN = set("{}\r\n\t ")
+MAX_NAME_BYTES = 128
+# Whitespace would split CLI and log lines; braces would change the key's Cluster hash tag.
+_BAD_CHAR = re.compile(r"[\s{}]")
 
 
 def check_name(name: str, what: str = "queue") -> str:
-    """Return ``name`` if it is a usable queue/channel name, else raise ``ValueError``."""
+    """Return ``name`` if it is a usable queue/channel name, else raise ``ValueError``: 1 to
+    128 bytes of printable characters (no control characters, which could reach a terminal
+    through ``redisq info``), without whitespace or braces."""
+    if (type(name) is str and 0 < len(name) <= MAX_NAME_BYTES and name.isprintable()
+            and _BAD_CHAR.search(name) is None
+            and (name.isascii() or len(name.encode()) <= MAX_NAME_BYTES)):
+        return name
     if not isinstance(name, str) or not name:
         raise ValueError(f"{what} name must be a non-empty string, got {name!r}")
-    if len(name) > 200 or _FORBIDDEN & set(name):
-        raise ValueError(f"{what} name {name!r} must be <= 200 chars without braces or spaces")
-    return name
+    raise ValueError(f"{what} name {name!r} must be 1 to {MAX_NAME_BYTES} bytes of printable "
+                     "characters without whitespace or braces")
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` passes :func:`check_name` (for readers that skip what they cannot
+    show, e.g. a name written into Redis by something other than redisq)."""
+    try:
+        check_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _q(queue: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from . import keys
+from . import index, keys
 from .cluster import is_cluster
 from .job import TERMINAL, Envelope
 from .queue import Message
@@ -71,17 +71,16 @@ class Records:
         self.failure_ttl_s = failure_ttl_s
         self.dead_max = dead_max
         self.events = events
-        self._known_queues: set[str] = set()
+        self._index = index.ProducerIndex(client)
         self._wire = wire_for(client)
         #: Whether :meth:`enqueue_fresh` may be used (a cluster routes scripts, not MULTI).
         self.transactions = not is_cluster(client)
 
     # -- producing ---------------------------------------------------------------------------
     def register_queue(self, queue: str) -> None:
-        """Remember the queue name (for ``redisq info`` and id lookups); once per process."""
-        if queue not in self._known_queues:
-            self.client.sadd(keys.QUEUES, queue)
-            self._known_queues.add(queue)
+        """Remember the queue name (for ``redisq info`` and id lookups) and that it is in use;
+        a round trip on its first write and then once per ``index.REFRESH_S``."""
+        self._index.register(queue)
 
     def enqueue_call(self, env: Envelope, message: bytes, delay_s: float | None,
                      unique_ttl_s: float, fresh_id: bool = False) -> tuple[str, list[str], list[Any]]:
@@ -133,7 +132,7 @@ class Records:
 
     def find_queue(self, job_id: str) -> str | None:
         """Which known queue holds a record for ``job_id`` (one round trip)."""
-        queues = sorted(q.decode() for q in self.client.smembers(keys.QUEUES))
+        queues = index.known(self.client)
         if not queues:
             return None
         pipe = self.client.pipeline(transaction=False)

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from . import keys
+from . import index, keys
 from .connection import CONNECTION_ERRORS
 from .daemon import Daemon
 from .periodic import MAX_CATCH_UP, MISFIRE_POLICIES, Periodic, Plan, job_id
@@ -100,7 +100,7 @@ class Scheduler:
                 raise
             except Exception:  # one broken periodic must not stop the others
                 log.exception("periodic %s: firing failed", name)
-        for q in sorted(q.decode() for q in self.client.smembers(keys.QUEUES)):
+        for q in index.known(self.client):
             Queue(self.client, q, self.scripts).promote_due()
         return fired
 

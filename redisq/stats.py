@@ -7,8 +7,8 @@ from typing import Any
 
 import redis
 
-from . import keys
-from .queue import Queue
+from . import index, keys
+from .queue import counts_many
 from .registry import Registry
 
 
@@ -17,8 +17,8 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
     whose time has come on Redis's clock, i.e. waiting for a worker or scheduler to promote
     them), every live worker and the next run of each periodic job, with the time they were
     read."""
-    names = sorted(q.decode() for q in client.smembers(keys.QUEUES))
-    queues = {name: Queue(client, name).counts() for name in names}
+    names = index.known(client)
+    queues = counts_many(client, names)
     sec, usec = client.time()
     now_ms = int(sec) * 1000 + int(usec) // 1000  # the delayed zset's scores: Redis's clock, ms
     pipe = client.pipeline(transaction=False)

@@ -21,6 +21,7 @@ from .connection import CONNECTION_ERRORS
 from .consumer import Consumer
 from .daemon import Daemon
 from .execute import AsyncRunner, TimeLimiter, execute
+from .index import WorkerIndex
 from .job import DEAD, SUCCEEDED, TERMINAL, BadMessage, Envelope, JobContext
 from .pool import Pool
 from .queue import Message, Queue
@@ -81,6 +82,9 @@ class Worker(Daemon):
         self.recorder = Recorder(self.records, self.consumer.id, self.id,
                                  app.serializer.dumps, self._settled, self.forced,
                                  resting=self.consumer.resting)
+        # The queue index: refreshed for our queues, pruned of idle ones (see redisq.index).
+        self.index = WorkerIndex(self.client, self.queues, max(
+            settings.queue_idle_ttl_s, app.result_ttl_s, app.failure_ttl_s), clock)
         self.processed = 0
         self.failed = 0
         self.current: dict[str, dict[str, Any]] = {}
@@ -348,6 +352,7 @@ class Worker(Daemon):
     def maintain(self) -> None:
         self.consumer.heartbeat()
         self.consumer.requeue_stale()
+        self.index.heartbeat()
 
     def state(self) -> dict[str, Any]:
         with self._slots:

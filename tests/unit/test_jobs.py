@@ -90,6 +90,6 @@ def test_prepared_message_is_byte_for_byte_the_envelope_encoding(fake_redis: red
              (("a\"b\\c\n",), {"n": -0.1})]
     for args, kwargs in cases:
         for queue in (None, "other"):
-            for job_id in (None, "caller\x01id"):
+            for job_id in (None, "caller/id:é"):
                 p = app.prepare("t.tpl", args, kwargs, queue, job_id)
                 assert p.message == app.serializer.dumps(p.env.to_dict())

@@ -49,7 +49,8 @@ def test_channel_keys_carry_the_channel_tag() -> None:
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "x{y}", "x}", "{x", "a\n", "a\r", "a\tb",
-                                 "x" * 201])
+                                 "x" * 129, "é" * 65, "\x1b[31mred", "a\x00", "a\u2028b",
+                                 "a\u00a0b", "\x7f"])
 def test_unusable_names_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         keys.check_name(bad)
@@ -62,7 +63,8 @@ def test_non_string_names_are_refused(bad: object) -> None:
 
 
 def test_good_names_pass_through_and_errors_say_what() -> None:
-    assert keys.check_name("x" * 200) == "x" * 200
+    assert keys.check_name("x" * 128) == "x" * 128
+    assert keys.check_name("é" * 64) == "é" * 64  # 128 bytes
     assert keys.check_name("orders.created", "channel") == "orders.created"
     with pytest.raises(ValueError, match="channel name"):
         keys.check_name("a b", "channel")
