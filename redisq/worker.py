@@ -324,7 +324,7 @@ class Worker(Daemon):
             return max(self.concurrency - self._running, 0)  # taken short jobs may exceed it
 
     def _check_burst_end(self, got: bool) -> None:
-        if got or self._running:
+        if got or self._running or self.recorder.parked():  # parked: their node is down
             self._idle_passes = 0
             return
         self._idle_passes += 1
