@@ -84,6 +84,9 @@ class Consumer:
         # backs off (outage).
         self._rest = (RestingQueues(f"consumer {self.id}", clock)
                       if is_cluster(client) and len(self.queues) > 1 else None)
+        #: ``skip(q)``: take no more messages from ``q`` for now (a worker sets it: too many
+        #: outcomes of ``q``'s jobs wait to be written). Messages already in flight still come.
+        self.skip: Callable[[str], bool] = lambda q: False
 
     # -- keys --------------------------------------------------------------------------------
     def _reserve_keys(self, q: str) -> list[str]:
@@ -154,7 +157,8 @@ class Consumer:
         return self.take_with([], n)[1]
 
     def _queues_now(self) -> list[str]:
-        return self.queues if self._rest is None else self._rest.awake(self.queues)
+        queues = self.queues if self._rest is None else self._rest.awake(self.queues)
+        return [q for q in queues if not self.skip(q)]
 
     def _node_down(self, q: str, exc: BaseException) -> None:
         """``q``'s node failed: ``q`` and every other queue on that node rest (each would
@@ -227,13 +231,12 @@ class Consumer:
                 try:
                     answers = self.scripts.run_many(batch)
                 except CONNECTION_ERRORS as exc:
-                    if self._rest is None:
+                    if self._rest is None or calls:
+                        # With calls, the failing node may be theirs, not q's: resting q would
+                        # stop a healthy queue until its probe. The caller records them again
+                        # and a reservation without calls finds out which node is down.
                         raise
-                    # With calls, the failing node may be theirs: q then rests for nothing
-                    # until its probe answers, which is cheap; the caller records them again.
                     self._node_down(q, exc)
-                    if calls:
-                        raise
                     failed = exc
                     continue
                 reached = True
@@ -278,7 +281,7 @@ class Consumer:
         self._waits.interrupt()
 
     def _block(self, timeout_s: float) -> list[Message]:
-        if len(self.queues) == 1:
+        if len(self.queues) == 1 and not self.skip(self.queues[0]):
             q = self.queues[0]
             body = self._blmove(q, timeout_s)
             return self._hold(q, [body]) if body is not None else []
@@ -451,21 +454,23 @@ class Consumer:
         with self._lock:
             return sum(sum(c.values()) for c in self._held.values())
 
-    def close(self, release: bool = True) -> None:
+    def close(self, release: bool = True, keep: Iterable[str] | None = ()) -> None:
         """Stop waiting; with ``release``, give every unsettled message back and drop the lease
-        so other consumers take them at once instead of after the lease."""
+        so other consumers take them at once instead of after the lease. The queues in
+        ``keep`` (None: all) are not released: some of their messages' outcomes may still be
+        written; their lease runs out instead."""
         self._waits.close()  # waits at most one block_timeout_s
         try:
             if self._waits:
                 self._harvest_waiters(len(self.queues))
-            if release:
-                self._release_all()
+            if release and keep is not None:
+                self._release_all(set(keep))
         except CONNECTION_ERRORS as exc:
             log.warning("consumer %s: could not release on close (%s); the lease will expire",
                         self.id, exc)
 
-    def _release_all(self) -> None:
-        self._each_queue(self._release)
+    def _release_all(self, keep: set[str] | None = None) -> None:
+        self._each_queue(lambda q: None if keep and q in keep else self._release(q))
 
     def _release(self, q: str) -> None:
         leases.release(self.client, q, self.id)

@@ -79,9 +79,14 @@ class Worker(Daemon):
         self.limiter = TimeLimiter()
         self.runner = AsyncRunner() if any(t.is_async for t in app.tasks.values()) else None
         self.pool = Pool(self.concurrency, "redisq-job")
+        # An outcome waiting for its node (cluster: the node is down) frees its slot, so the
+        # worker goes on with the other nodes' queues; a queue stops being reserved from once
+        # `concurrency` of its outcomes wait (what waits stays bounded).
         self.recorder = Recorder(self.records, self.consumer.id, self.id,
                                  app.serializer.dumps, self._settled, self.forced,
-                                 resting=self.consumer.resting)
+                                 resting=self.consumer.resting, on_parked=self._parked,
+                                 cap=self.concurrency)
+        self.consumer.skip = self.recorder.full
         # The queue index: refreshed for our queues, pruned of idle ones (see redisq.index).
         self.index = WorkerIndex(self.client, self.queues, max(
             settings.queue_idle_ttl_s, app.result_ttl_s, app.failure_ttl_s), clock)
@@ -242,7 +247,8 @@ class Worker(Daemon):
 
     def _record_and_take(self, job: Reserved, outcome: Outcome,
                          taken: deque[Reserved]) -> Reserved | None:
-        if self.stopping.is_set():
+        if self.stopping.is_set() or self.consumer.resting(job.message.queue):
+            # Resting: its node is down; the recorder keeps the outcome and frees the slot.
             self.record(job, outcome, holds_slot=True)
             return None
         call = self.records.settle_call(self.consumer.id, job.message, job.env, outcome, self.id,
@@ -280,6 +286,14 @@ class Worker(Daemon):
                 self.current.pop(job.env.id, None)
                 self._slots.notify()
 
+    def _parked(self, job: Reserved) -> None:
+        """``job``'s outcome waits in the recorder for its node: its slot is free for another
+        job (its message stays held until the outcome is written)."""
+        with self._slots:
+            self._running -= 1
+            self.current.pop(job.env.id, None)
+            self._slots.notify()
+
     def _ack_skipped(self, job: Reserved) -> None:
         try:
             self.consumer.ack([job.message])
@@ -314,7 +328,7 @@ class Worker(Daemon):
             return max(self.concurrency - self._running, 0)  # taken short jobs may exceed it
 
     def _check_burst_end(self, got: bool) -> None:
-        if got or self._running:
+        if got or self._running or self.recorder.parked():  # parked: their node is down
             self._idle_passes = 0
             return
         self._idle_passes += 1
@@ -369,16 +383,17 @@ class Worker(Daemon):
             except CONNECTION_ERRORS as exc:
                 log.info("worker=%s could not resign the scheduler lease (%s)", self.id, exc)
         deadline = self.clock() + self.settings.grace_s
-        with self._slots:
-            while self._running and not self.forced.is_set() and self.clock() < deadline:
+        with self._slots:  # parked outcomes too: their node may be back within the grace
+            while ((self._running or self.recorder.parked()) and not self.forced.is_set()
+                   and self.clock() < deadline):
                 self._slots.wait(0.1)
             left = self._running
         if left:
             log.warning("worker=%s %d job(s) still running at stop; giving them back", self.id,
                         left)
         self.end_supervisor()  # leases were renewed until now; from here they are given back
-        self.recorder.close()
-        self.consumer.close(release=True)
+        # A message whose outcome is unwritten is not given back: its lease runs out instead.
+        self.consumer.close(release=True, keep=self.recorder.close())
         self.pool.close()
         if self.runner is not None:
             self.runner.close()

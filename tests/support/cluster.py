@@ -14,10 +14,11 @@ from redisq.server import RedisServer, free_port
 
 
 class ClusterSet:
-    def __init__(self, root: Path, masters: int = 3) -> None:
+    def __init__(self, root: Path, masters: int = 3, appendfsync: str = "everysec") -> None:
+        """``appendfsync="always"``: a SIGKILLed node loses no acknowledged write."""
         self.root = root
         self.nodes = [RedisServer(
-            root / f"node{i}", port=free_port(),
+            root / f"node{i}", port=free_port(), appendfsync=appendfsync,
             extra_args=("--cluster-enabled", "yes",
                         "--cluster-config-file", str(root / f"node{i}" / "nodes.conf"),
                         # The bus port defaults to port + 10000, which a free port may exceed.
