@@ -1,6 +1,6 @@
 """The :class:`App`: the registry of tasks and subscribers, and the producer API.
 
->>> app = App("redis://localhost:6379/0")   # App() alone: $REDIS_URL, else the embedded server
+>>> app = App("redis://localhost:6379/0")   # App() alone: $REDISQ_URL, $REDIS_URL, else that
 >>> @app.task(queue="default", retries=3, timeout_s=300)
 ... def rebuild_index(project_id: int) -> dict: ...
 >>> job = rebuild_index.delay(42)
@@ -29,6 +29,7 @@ from .queue import Queue
 from .records import Records
 from .scripts import Scripts
 from .tasks import Task, TaskOptions, UniqueBy, duplicate, make_envelope
+from .urls import is_embedded
 
 log = logging.getLogger("redisq.app")
 
@@ -98,9 +99,10 @@ class App:
     # -- connection --------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        """The Redis URL in use (resolving ``$REDIS_URL`` or starting the embedded server)."""
-        if self._url is None:
-            self._url = resolve_url(None)
+        """The Redis URL in use: the one given, else ``$REDISQ_URL``, ``$REDIS_URL``, else
+        ``redis://127.0.0.1:6379/0``; ``"embedded"`` starts (or reuses) the embedded server."""
+        if self._url is None or is_embedded(self._url):
+            self._url = resolve_url(self._url)
         return self._url
 
     def connect(self, role: str = "producer") -> redis.Redis:

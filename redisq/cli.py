@@ -19,9 +19,11 @@ import click
 from . import config, logs
 from .app import App
 from .errors import ConfigError, RedisqError
+from .urls import configured_url, is_embedded
 
 APP_HELP = "The App, as package.module:attribute (env REDISQ_APP)."
-URL_HELP = "Redis URL (else REDISQ_URL / REDIS_URL, else the embedded server)."
+URL_HELP = ("Redis URL, or 'embedded' (else REDISQ_URL / REDIS_URL, else "
+            "redis://127.0.0.1:6379/0).")
 
 
 def load_app(spec: str | None, url: str | None) -> App:
@@ -29,7 +31,10 @@ def load_app(spec: str | None, url: str | None) -> App:
     if not spec:
         return App(url)
     module_name, _, attr = spec.partition(":")
-    sys.path.insert(0, os.getcwd())
+    # The current directory is searched last, not first: a file there named like a module
+    # redisq or the app imports (json.py, redis.py...) must not replace it.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -283,9 +288,11 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None,
     from .registry import Registry
 
     settings = settings_from(url=url, health_max_age_s=max_age_s, worker_id=worker_id)
-    # A probe must never start the embedded server it is asked about: without a URL it checks
+    # A probe must never start the embedded server it is asked about: for "embedded" it checks
     # the socket a running one would have (RedisServer.socket_path) and fails if none answers.
-    target = settings.url or f"unix://{Path(settings.data_dir).resolve() / 'redis.sock'}"
+    target = configured_url(settings.url)
+    if is_embedded(target):
+        target = f"unix://{Path(settings.data_dir).resolve() / 'redis.sock'}"
     # A probe must answer fast even when Redis hangs (SIGSTOPped, blackholed): no blocking
     # command is sent, so the socket deadline is the probe's own timeout, not block + margin.
     app = App(target, options=replace(ConnectionOptions(), block_timeout_s=0.0,
@@ -354,7 +361,7 @@ def web(url: str | None, app_spec: str | None, web_host: str | None,
 @click.option("--port", "web_port", type=int, help="Web port (REDISQ_WEB_PORT).")
 @handles_errors
 def up(url: str | None, app_spec: str, web_port: int | None) -> None:
-    """Start everything: embedded Redis (unless a URL is set), a prodcons worker, a pubsub
+    """Start everything: the embedded Redis (unless a URL is set), a prodcons worker, a pubsub
     worker and the web app; Ctrl-C stops them all."""
     settings = settings_from(url=url, web_port=web_port)
     logs.setup(settings.log_level, settings.log_format)
