@@ -117,14 +117,17 @@ def tls_kwargs(opts: ConnectionOptions, query: dict[str, list[str]] | dict[str, 
     elif not check:
         _once(logging.INFO, "TLS hostname checking is off (ssl_check_hostname=false) for %s",
               where)
-    return {
+    out = {
         "ssl_ca_certs": pick("ssl_ca_certs", opts.ssl_ca_certs),
-        "ssl_ca_path": pick("ssl_ca_path", opts.ssl_ca_path),
         "ssl_certfile": pick("ssl_certfile", opts.ssl_certfile),
         "ssl_keyfile": pick("ssl_keyfile", opts.ssl_keyfile),
         "ssl_cert_reqs": reqs,
         "ssl_check_hostname": check,
     }
+    ca_path = pick("ssl_ca_path", opts.ssl_ca_path)
+    if ca_path:  # only when given: redis.asyncio before redis-py 8 has no such keyword
+        out["ssl_ca_path"] = ca_path
+    return out
 
 
 __all__ = ["DEFAULT_URL", "EMBEDDED", "TLS_PARAMS", "configured_url", "is_embedded", "redact",

@@ -130,3 +130,43 @@ def test_load_app_searches_the_current_directory_last(tmp_path: Path,
     app = load_app("rq_probe_app:app", None)
     assert app.dep == "installed"  # type: ignore[attr-defined]
     assert sys.path[-1] == str(cwd) and sys.path[0] != str(cwd)
+
+
+def test_tls_options_reach_every_kind_of_client() -> None:
+    """One parser for the TLS options of rediss://, rediss+cluster:// and rediss+sentinel://
+    (the sentinels' own connections included); hostname checking explicit and on."""
+    query = "ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/c.key&ssl_ca_path=/cas"
+    expected = {"ssl_ca_certs": "/ca.pem", "ssl_certfile": "/c.pem", "ssl_keyfile": "/c.key",
+                "ssl_ca_path": "/cas", "ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    plain = connect(f"rediss://127.0.0.1:1/0?{query}&protocol=2", "t")
+    kwargs = plain.connection_pool.connection_kwargs
+    assert {k: kwargs[k] for k in expected} == expected
+    assert kwargs["protocol"] == 2  # the other options still reach redis-py
+    sentinel = connect(f"rediss+sentinel://127.0.0.1:1/mymaster/0?{query}", "t")
+    kwargs = sentinel.connection_pool.connection_kwargs
+    assert {k: kwargs[k] for k in expected} == expected
+    to_sentinels = sentinel.connection_pool.sentinel_manager.sentinels[0]  # type: ignore[attr-defined]
+    kwargs = to_sentinels.connection_pool.connection_kwargs
+    assert {k: kwargs[k] for k in expected} == expected
+    off = connect("rediss://127.0.0.1:1/0?ssl_check_hostname=false", "t")
+    assert off.connection_pool.connection_kwargs["ssl_check_hostname"] is False
+    with pytest.raises(ConfigError, match="ssl_cert_reqs"):
+        connect("rediss://127.0.0.1:1/0?ssl_cert_reqs=maybe", "t")
+    with pytest.raises(ConfigError, match="ssl_check_hostname"):
+        connect("rediss://127.0.0.1:1/0?ssl_check_hostname=perhaps", "t")
+
+
+def test_plain_sentinel_urls_stay_plain() -> None:
+    client = connect("redis+sentinel://127.0.0.1:1/mymaster/0", "t")
+    to_sentinels = client.connection_pool.sentinel_manager.sentinels[0]  # type: ignore[attr-defined]
+    assert "ssl_ca_certs" not in to_sentinels.connection_pool.connection_kwargs
+
+
+def test_cert_reqs_none_turns_hostname_checking_off_and_warns(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="redisq.connection"):
+        client = connect("rediss://u:pw123@127.0.0.1:2/0?ssl_cert_reqs=none", "t")
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["ssl_cert_reqs"] == "none" and kwargs["ssl_check_hostname"] is False
+    assert any("ssl_cert_reqs=none" in r.getMessage() and "pw123" not in r.getMessage()
+               for r in caplog.records)
