@@ -379,12 +379,16 @@ def delay_from(delay_s: float | None, eta: datetime | float | None) -> float | N
 
 
 def _unique_ttl_s(task: Task | None) -> float:
-    """Safety lease of a unique key: the worker deletes it when the job ends; this only bounds
-    how long a key can outlive a job whose record was lost."""
+    """Safety lease of a unique key, counted from when the job is due (the enqueue adds any
+    delay): the worker deletes the key when the job ends, and an enqueue takes over a key
+    whose job is over, so this only bounds how long a key can outlive a lost job. It covers
+    every try with its backoff, and at least a day of waiting in the queue: a key that
+    expired while its job still waited would let a duplicate in."""
     if task is None or task.options.unique_by is None:
         return 86_400.0
-    per_try = task.options.timeout_s or 3600.0
-    return max(86_400.0, per_try * (task.options.retries + 1))
+    opts = task.options
+    per_try = opts.timeout_s or 3600.0
+    return max(86_400.0, per_try * (opts.retries + 1) + opts.retry_backoff_cap_s * opts.retries)
 
 
 __all__ = ["App", "Hooks", "SubscriberSpec"]
