@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 import time
@@ -45,6 +46,15 @@ def load_app(spec: str | None, url: str | None) -> App:
     if url:
         app._url = url
     return app
+
+
+def _warn_web_token(settings: config.Settings, what: str) -> None:
+    """The web token has no business in a worker: every task it runs can read it."""
+    if settings.web_token:
+        logging.getLogger("redisq.cli").warning(
+            "REDISQ_WEB_TOKEN is set in this %s's environment, where every task can read it: "
+            "keep it in the web app's own environment (/etc/redisq/web.env, docs/deployment.md)",
+            what)
 
 
 def settings_from(**flags: Any) -> config.Settings:
@@ -100,6 +110,7 @@ def worker(app_spec: str | None, **flags: Any) -> None:
     """Run a worker daemon until SIGTERM/SIGINT (a second signal forces)."""
     settings = settings_from(app=app_spec, **flags)
     logs.setup(settings.log_level, settings.log_format)
+    _warn_web_token(settings, "worker")
     if not settings.app:
         raise ConfigError("worker needs --app package.module:app (or REDISQ_APP)")
     app = load_app(settings.app, settings.url)
@@ -326,6 +337,7 @@ def scheduler(app_spec: str | None, **flags: Any) -> None:
     """Run the periodic-job scheduler (any number may run: one leads at a time)."""
     settings = settings_from(app=app_spec, **flags)
     logs.setup(settings.log_level, settings.log_format)
+    _warn_web_token(settings, "scheduler")
     if not settings.app:
         raise ConfigError("scheduler needs --app package.module:app (or REDISQ_APP)")
     app = load_app(settings.app, settings.url)
