@@ -28,7 +28,8 @@ URL_HELP = ("Redis URL, or 'embedded' (else REDISQ_URL / REDIS_URL, else "
 
 
 def load_app(spec: str | None, url: str | None) -> App:
-    """Import ``package.module:attribute``; with no spec, a bare App for producing only."""
+    """Import ``package.module:attribute``; with no spec, a bare App for producing only. The
+    current directory is searched after everything else on ``sys.path``."""
     if not spec:
         return App(url)
     module_name, _, attr = spec.partition(":")
