@@ -102,3 +102,23 @@ def test_takeover_on_a_cluster(cluster: ClusterSet) -> None:
     app.client.delete(keys.job("default", lost.id))
     assert app.enqueue("u.sync", [7]).created
     app.close()
+
+
+def test_a_periodic_tick_takes_over_a_stale_key(redis_url: str, real_redis: redis.Redis) -> None:
+    """A unique periodic task whose last run's record is gone: the next tick is queued, not
+    skipped until the key's lease (a day) runs out."""
+    from redisq.scheduler import Scheduler
+
+    app = App(redis_url)
+
+    @app.periodic(name="p.only", every_s=10, unique_by=lambda: "only")
+    def only() -> None: ...
+
+    s = Scheduler(app)
+    s.tick(1000.0)
+    first = s.tick(1010.0)
+    assert first == ["periodic:p.only:1010"]
+    assert s.tick(1020.0) == []  # the 1010 run is still queued: that tick is spent
+    real_redis.delete(keys.job("default", first[0]))  # its record is lost
+    assert s.tick(1030.0) == ["periodic:p.only:1030"]
+    app.close()
