@@ -170,3 +170,19 @@ def test_cert_reqs_none_turns_hostname_checking_off_and_warns(
     assert kwargs["ssl_cert_reqs"] == "none" and kwargs["ssl_check_hostname"] is False
     assert any("ssl_cert_reqs=none" in r.getMessage() and "pw123" not in r.getMessage()
                for r in caplog.records)
+
+
+def test_connection_errors_and_their_logs_hide_the_password(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A guard: redis-py's connection errors name host and port only, and so do redisq's
+    outage log lines and the CLI's one-line error."""
+    from redisq.connection import Outage
+
+    url = "redis://app:hunter2@127.0.0.1:1/0"
+    with pytest.raises(Exception) as info:
+        connect(url, "t").ping()
+    with caplog.at_level("WARNING", logger="redisq.connection"):
+        Outage("worker").failed(info.value, wait=False)
+    assert caplog.records and all("hunter2" not in r.getMessage() for r in caplog.records)
+    res = CliRunner().invoke(main, ["info", "--url", url])
+    assert res.exit_code == 1 and "127.0.0.1:1" in res.output and "hunter2" not in res.output
