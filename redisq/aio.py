@@ -32,6 +32,7 @@ from .connection import (
     ConnectionOptions,
     client_name,
     sentinel_target,
+    sentinel_tls,
     tls_kwargs,
     url_hosts,
 )
@@ -40,6 +41,7 @@ from .index import ProducerIndex
 from .job import final_result
 from .records import complete_record
 from .scripts import source
+from .urls import redact, split_tls_query
 
 
 class AsyncJob:
@@ -89,29 +91,32 @@ def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aio
         "retry": RedisRetry(NoBackoff(), 0), "client_name": client_name("aio-producer"),
         "max_connections": max_connections}
     parsed = urlparse(url)
-    if parsed.scheme in ("redis+sentinel", "rediss+sentinel"):
+    scheme = parsed.scheme.lower()
+    # The same TLS options as connect() (hostname checking on unless the URL says otherwise).
+    tls = ({"ssl": True, **tls_kwargs(opts, parse_qs(parsed.query), redact(url))}
+           if scheme.startswith("rediss") and scheme != "rediss" else {})
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
         from redis.asyncio.sentinel import Sentinel
 
         target = sentinel_target(parsed)
-        tls = ({"ssl": True, **tls_kwargs(opts, parse_qs(parsed.query))}
-               if parsed.scheme.startswith("rediss") else {})
-        # The sentinels themselves are asked with a short deadline and without TLS options
-        # (sentinel_kwargs), the master's connections with everything else (as connect()).
-        sentinel = Sentinel(target.hosts, sentinel_kwargs={"socket_timeout": opts.connect_timeout_s},
-                            **tls)
+        # The sentinels are asked with a short deadline, over TLS for rediss+sentinel:// (as
+        # connect()); the master's connections get everything else.
+        sentinel = Sentinel(target.hosts, sentinel_kwargs={
+            "socket_timeout": opts.connect_timeout_s, **sentinel_tls(parsed, opts)}, **tls)
         return sentinel.master_for(target.service, db=target.db, username=target.username,
                                    password=target.password, **common)
-    if parsed.scheme in ("redis+cluster", "rediss+cluster"):
+    if scheme in ("redis+cluster", "rediss+cluster"):
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
         nodes = [ClusterNode(host, port) for host, port in url_hosts(parsed, 6379)]
         del common["retry"]  # the cluster client's own retries follow MOVED/ASK replies
-        tls = ({"ssl": True, **tls_kwargs(opts, parse_qs(parsed.query))}
-               if parsed.scheme.startswith("rediss") else {})
         return RedisCluster(
             startup_nodes=nodes, require_full_coverage=False, **common, **tls,
             username=unquote(parsed.username) if parsed.username else None,
             password=unquote(parsed.password) if parsed.password else None)
+    if scheme == "rediss":
+        base, query = split_tls_query(url)
+        return aioredis.Redis.from_url(base, **common, **tls_kwargs(opts, query, redact(url)))
     return aioredis.Redis.from_url(url, **common)
 
 

@@ -1,6 +1,6 @@
 """The :class:`App`: the registry of tasks and subscribers, and the producer API.
 
->>> app = App("redis://localhost:6379/0")   # App() alone: $REDIS_URL, else the embedded server
+>>> app = App("redis://localhost:6379/0")   # App() alone: $REDISQ_URL, $REDIS_URL, else that
 >>> @app.task(queue="default", retries=3, timeout_s=300)
 ... def rebuild_index(project_id: int) -> dict: ...
 >>> job = rebuild_index.delay(42)
@@ -29,6 +29,7 @@ from .queue import Queue
 from .records import Records
 from .scripts import Scripts
 from .tasks import Task, TaskOptions, UniqueBy, duplicate, make_envelope
+from .urls import is_embedded
 
 log = logging.getLogger("redisq.app")
 
@@ -98,9 +99,10 @@ class App:
     # -- connection --------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        """The Redis URL in use (resolving ``$REDIS_URL`` or starting the embedded server)."""
-        if self._url is None:
-            self._url = resolve_url(None)
+        """The Redis URL in use: the one given, else ``$REDISQ_URL``, ``$REDIS_URL``, else
+        ``redis://127.0.0.1:6379/0``; ``"embedded"`` starts (or reuses) the embedded server."""
+        if self._url is None or is_embedded(self._url):
+            self._url = resolve_url(self._url)
         return self._url
 
     def connect(self, role: str = "producer") -> redis.Redis:
@@ -377,12 +379,16 @@ def delay_from(delay_s: float | None, eta: datetime | float | None) -> float | N
 
 
 def _unique_ttl_s(task: Task | None) -> float:
-    """Safety lease of a unique key: the worker deletes it when the job ends; this only bounds
-    how long a key can outlive a job whose record was lost."""
+    """Safety lease of a unique key, counted from when the job is due (the enqueue adds any
+    delay): the worker deletes the key when the job ends, and an enqueue takes over a key
+    whose job is over, so this only bounds how long a key can outlive a lost job. It covers
+    every try with its backoff, and at least a day of waiting in the queue: a key that
+    expired while its job still waited would let a duplicate in."""
     if task is None or task.options.unique_by is None:
         return 86_400.0
-    per_try = task.options.timeout_s or 3600.0
-    return max(86_400.0, per_try * (task.options.retries + 1))
+    opts = task.options
+    per_try = opts.timeout_s or 3600.0
+    return max(86_400.0, per_try * (opts.retries + 1) + opts.retry_backoff_cap_s * opts.retries)
 
 
 __all__ = ["App", "Hooks", "SubscriberSpec"]

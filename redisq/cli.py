@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 import time
@@ -19,17 +20,23 @@ import click
 from . import config, logs
 from .app import App
 from .errors import ConfigError, RedisqError
+from .urls import configured_url, is_embedded
 
 APP_HELP = "The App, as package.module:attribute (env REDISQ_APP)."
-URL_HELP = "Redis URL (else REDISQ_URL / REDIS_URL, else the embedded server)."
+URL_HELP = ("Redis URL, or 'embedded' (else REDISQ_URL / REDIS_URL, else "
+            "redis://127.0.0.1:6379/0).")
 
 
 def load_app(spec: str | None, url: str | None) -> App:
-    """Import ``package.module:attribute``; with no spec, a bare App for producing only."""
+    """Import ``package.module:attribute``; with no spec, a bare App for producing only. The
+    current directory is searched after everything else on ``sys.path``."""
     if not spec:
         return App(url)
     module_name, _, attr = spec.partition(":")
-    sys.path.insert(0, os.getcwd())
+    # The current directory is searched last, not first: a file there named like a module
+    # redisq or the app imports (json.py, redis.py...) must not replace it.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -40,6 +47,15 @@ def load_app(spec: str | None, url: str | None) -> App:
     if url:
         app._url = url
     return app
+
+
+def _warn_web_token(settings: config.Settings, what: str) -> None:
+    """The web token has no business in a worker: every task it runs can read it."""
+    if settings.web_token:
+        logging.getLogger("redisq.cli").warning(
+            "REDISQ_WEB_TOKEN is set in this %s's environment, where every task can read it: "
+            "keep it in the web app's own environment (/etc/redisq/web.env, docs/deployment.md)",
+            what)
 
 
 def settings_from(**flags: Any) -> config.Settings:
@@ -95,6 +111,7 @@ def worker(app_spec: str | None, **flags: Any) -> None:
     """Run a worker daemon until SIGTERM/SIGINT (a second signal forces)."""
     settings = settings_from(app=app_spec, **flags)
     logs.setup(settings.log_level, settings.log_format)
+    _warn_web_token(settings, "worker")
     if not settings.app:
         raise ConfigError("worker needs --app package.module:app (or REDISQ_APP)")
     app = load_app(settings.app, settings.url)
@@ -283,9 +300,11 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None,
     from .registry import Registry
 
     settings = settings_from(url=url, health_max_age_s=max_age_s, worker_id=worker_id)
-    # A probe must never start the embedded server it is asked about: without a URL it checks
+    # A probe must never start the embedded server it is asked about: for "embedded" it checks
     # the socket a running one would have (RedisServer.socket_path) and fails if none answers.
-    target = settings.url or f"unix://{Path(settings.data_dir).resolve() / 'redis.sock'}"
+    target = configured_url(settings.url)
+    if is_embedded(target):
+        target = f"unix://{Path(settings.data_dir).resolve() / 'redis.sock'}"
     # A probe must answer fast even when Redis hangs (SIGSTOPped, blackholed): no blocking
     # command is sent, so the socket deadline is the probe's own timeout, not block + margin.
     app = App(target, options=replace(ConnectionOptions(), block_timeout_s=0.0,
@@ -319,6 +338,7 @@ def scheduler(app_spec: str | None, **flags: Any) -> None:
     """Run the periodic-job scheduler (any number may run: one leads at a time)."""
     settings = settings_from(app=app_spec, **flags)
     logs.setup(settings.log_level, settings.log_format)
+    _warn_web_token(settings, "scheduler")
     if not settings.app:
         raise ConfigError("scheduler needs --app package.module:app (or REDISQ_APP)")
     app = load_app(settings.app, settings.url)
@@ -354,7 +374,7 @@ def web(url: str | None, app_spec: str | None, web_host: str | None,
 @click.option("--port", "web_port", type=int, help="Web port (REDISQ_WEB_PORT).")
 @handles_errors
 def up(url: str | None, app_spec: str, web_port: int | None) -> None:
-    """Start everything: embedded Redis (unless a URL is set), a prodcons worker, a pubsub
+    """Start everything: the embedded Redis (unless a URL is set), a prodcons worker, a pubsub
     worker and the web app; Ctrl-C stops them all."""
     settings = settings_from(url=url, web_port=web_port)
     logs.setup(settings.log_level, settings.log_format)

@@ -27,7 +27,7 @@ class Settings:
     """Every setting, its type and default; ``docs/configuration.md`` is generated from this."""
 
     url: str | None = None
-    """Redis URL (redis://, rediss://, unix://, redis+sentinel://); none: the embedded server."""
+    """Redis URL (redis://, rediss://, unix://, redis+sentinel://...), or ``embedded``; none: redis://127.0.0.1:6379/0."""
     app: str | None = None
     """Where the App lives, as ``package.module:attribute``."""
     mode: str = "prodcons"

@@ -30,6 +30,7 @@ from redis.retry import Retry as RedisRetry
 from . import failover
 from .backoff import Backoff
 from .errors import ConfigError
+from .urls import configured_url, is_embedded, redact, split_tls_query, tls_kwargs
 
 log = logging.getLogger("redisq.connection")
 
@@ -59,6 +60,8 @@ class ConnectionOptions:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_cert_reqs: str = "required"
+    ssl_ca_path: str | None = None
+    ssl_check_hostname: bool = True
 
     @property
     def socket_timeout_s(self) -> float:
@@ -98,25 +101,12 @@ def _tcp_kwargs(opts: ConnectionOptions) -> dict[str, Any]:
     return {"socket_keepalive": True, "socket_keepalive_options": _keepalive_options(opts)}
 
 
-def tls_kwargs(opts: ConnectionOptions, query: dict[str, list[str]]) -> dict[str, Any]:
-    def pick(name: str, default: str | None) -> str | None:
-        return query.get(name, [default])[0] if name in query else default
-
-    return {
-        "ssl_ca_certs": pick("ssl_ca_certs", opts.ssl_ca_certs),
-        "ssl_certfile": pick("ssl_certfile", opts.ssl_certfile),
-        "ssl_keyfile": pick("ssl_keyfile", opts.ssl_keyfile),
-        "ssl_cert_reqs": pick("ssl_cert_reqs", opts.ssl_cert_reqs),
-    }
-
-
 def resolve_url(url: str | None) -> str:
-    """``url``, else ``$REDIS_URL``, else the embedded server's (started if needed)."""
-    if url:
+    """``url``, else ``$REDISQ_URL``, else ``$REDIS_URL``, else ``redis://127.0.0.1:6379/0``
+    (see :mod:`redisq.urls`); ``"embedded"`` starts (or reuses) the embedded server."""
+    url = configured_url(url)
+    if not is_embedded(url):
         return url
-    env = os.environ.get("REDIS_URL")
-    if env:
-        return env
     from .server import ensure_server  # local import: starting a server is the rare path
 
     return ensure_server().url
@@ -140,7 +130,7 @@ def connect(
 
         extra = _tcp_kwargs(opts)
         if scheme.startswith("rediss"):
-            extra.update(tls_kwargs(opts, parse_qs(parsed.query)))
+            extra.update(tls_kwargs(opts, parse_qs(parsed.query), redact(url)))
         return cluster_client(parsed, common, extra)  # type: ignore[return-value]
     # Failover-aware connection classes: a reply saying the server is no longer the master
     # (READONLY after a DNS-based failover, ...) drops the connection (see redisq.failover).
@@ -148,15 +138,16 @@ def connect(
         return redis.Redis.from_url(url, connection_class=failover.FailoverUnixConnection,
                                     **common)
     if scheme == "rediss":
-        query = parse_qs(parsed.query)
-        tls = tls_kwargs(opts, query)
-        base = url.split("?", 1)[0]
+        # redisq reads the TLS options itself (hostname checking on by default); any other
+        # option of the URL goes to redis-py, whose URL options would override keywords.
+        base, query = split_tls_query(url)
+        tls = tls_kwargs(opts, query, redact(url))
         return redis.Redis.from_url(base, connection_class=failover.FailoverSSLConnection,
                                     **common, **_tcp_kwargs(opts), **tls)
     if scheme == "redis":
         return redis.Redis.from_url(url, connection_class=failover.FailoverConnection,
                                     **common, **_tcp_kwargs(opts))
-    raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {url!r}")
+    raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)!r}")
 
 
 @dataclass(frozen=True)
@@ -191,6 +182,15 @@ def sentinel_target(parsed: Any) -> SentinelTarget:
                           unquote(parsed.password) if parsed.password else None)
 
 
+def sentinel_tls(parsed: Any, opts: ConnectionOptions) -> dict[str, Any]:
+    """For ``rediss+sentinel://``: the TLS keywords of the connections to the sentinels
+    themselves (the same options as the master's: a deployment that encrypts its master
+    encrypts its sentinels too, or the master's address travels in clear); else ``{}``."""
+    if not parsed.scheme.lower().startswith("rediss"):
+        return {}
+    return {"ssl": True, **tls_kwargs(opts, parse_qs(parsed.query), redact(parsed.geturl()))}
+
+
 def _sentinel_client(parsed: Any, common: dict[str, Any], opts: ConnectionOptions) -> redis.Redis:
     from redis.sentinel import Sentinel
 
@@ -201,14 +201,15 @@ def _sentinel_client(parsed: Any, common: dict[str, Any], opts: ConnectionOption
     # The pool's connections ask the sentinels for the master on every connect; the
     # failover-aware class also drops a connection whose server answers as a non-master.
     conn_class: type = failover.FailoverSentinelConnection
-    if parsed.scheme.startswith("rediss"):
-        extra.update(tls_kwargs(opts, parse_qs(parsed.query)))
+    sentinel_kwargs = sentinel_tls(parsed, opts)
+    if sentinel_kwargs:
+        extra.update(tls_kwargs(opts, parse_qs(parsed.query), redact(parsed.geturl())))
         conn_class = failover.FailoverSentinelSSLConnection
     sentinel = Sentinel(
         hosts,
         socket_timeout=opts.socket_timeout_s,
         socket_connect_timeout=opts.connect_timeout_s,
-        sentinel_kwargs={"socket_timeout": opts.connect_timeout_s},
+        sentinel_kwargs={"socket_timeout": opts.connect_timeout_s, **sentinel_kwargs},
         **extra,
     )
     kwargs = dict(common)

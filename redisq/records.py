@@ -91,8 +91,10 @@ class Records:
         if env.unique is not None:
             ks.append(keys.unique(q, env.unique))
         delay_ms = -1 if delay_s is None else max(int(delay_s * 1000), 0)
-        args: list[Any] = [message, env.id, delay_ms, max(int(unique_ttl_s * 1000), 1),
-                           env.task, q, env.enqueued_at, 1 if fresh_id else 0]
+        # The unique key's lease starts now, the job's life when it is due.
+        lease_ms = max(int(unique_ttl_s * 1000), 1) + max(delay_ms, 0)
+        args: list[Any] = [message, env.id, delay_ms, lease_ms, env.task, q, env.enqueued_at,
+                           1 if fresh_id else 0, keys.job_prefix(q)]
         return "enqueue", ks, args
 
     def enqueue_fresh(self, env: Envelope, message: bytes, replicas: int = 0,

@@ -1,10 +1,10 @@
 """``redisq up``: everything on one machine, for trying redisq and for development.
 
-Starts the embedded Redis when no URL is configured (or reuses the one already answering in the
-data directory), one prodcons worker, one pubsub worker and the web app (gunicorn when
-installed, else ``redisq web``), announces the URL once the web app answers, and stops all of
-them on Ctrl-C or SIGTERM (a second Ctrl-C kills them at once). A child that dies stops the
-rest (exit 1), so nothing half-runs.
+Starts the embedded Redis when no URL is configured or the URL is ``embedded`` (or reuses the
+one already answering in the data directory), one prodcons worker, one pubsub worker and the
+web app (gunicorn when installed, else ``redisq web``), announces the URL once the web app
+answers, and stops all of them on Ctrl-C or SIGTERM (a second Ctrl-C kills them at once). A
+child that dies stops the rest (exit 1), so nothing half-runs.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from .config import Settings
 from .server import RedisServer
+from .urls import is_embedded, redact
 
 log = logging.getLogger("redisq.up")
 
@@ -67,7 +68,7 @@ def run(settings: Settings, app_spec: str = "webapp.tasks:app",
             children[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
         if not _wait_ready(web_url + "hello", children, stop):
             return 0 if stop.is_set() else 1
-        announce(f"redisq is up: {web_url}  (REDIS_URL={url}; Ctrl-C stops everything)")
+        announce(f"redisq is up: {web_url}  (REDIS_URL={redact(url)}; Ctrl-C stops everything)")
         return _watch(children, stop)
     finally:
         _stop_all(children, settings.grace_s)
@@ -91,7 +92,7 @@ def _on_signals(stop: threading.Event, children: Children) -> None:
 
 def _redis(settings: Settings) -> tuple[RedisServer | None, str]:
     """The URL to use, and the embedded server when we started it (ours to stop)."""
-    if settings.url:
+    if settings.url and not is_embedded(settings.url):
         return None, settings.url
     server = RedisServer(settings.data_dir)
     if _answers(server):

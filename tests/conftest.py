@@ -14,12 +14,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from redisq import App
+from redisq import App, urls
 from redisq.server import RedisServer, find_server_binary, free_port
 from tests.support.cluster import ClusterSet
 
-# Tests must never fall back to an ambient REDIS_URL (e.g. the machine's own 6379).
+# Tests must never fall back to an ambient REDIS_URL/REDISQ_URL (e.g. the machine's own 6379),
+# nor to the default URL (redis://127.0.0.1:6379/0, the machine's Redis): code under test that
+# ends up with no URL at all gets a port where nothing listens, and fails at once.
 os.environ.pop("REDIS_URL", None)
+os.environ.pop("REDISQ_URL", None)
+urls.DEFAULT_URL = "redis://127.0.0.1:1/0"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

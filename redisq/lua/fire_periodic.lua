@@ -16,8 +16,10 @@
 -- ARGV[5]  enqueue time (unix seconds, as text)
 -- ARGV[6]  unique key lease in ms (when KEYS[5] is given)
 -- ARGV[7]  job id (the unique key's value)
+-- ARGV[8]  job record prefix redisq:{q}:job:  (to look up the unique key's holder; same slot)
 -- returns  1 queued; 0 this tick (or a later one) was already fired; 2 the tick is spent
---          without a job (skipped, or the task's unique key is held by a running job)
+--          without a job (skipped, or the task's unique key is held by a queued or running
+--          job)
 local last = redis.call('GET', KEYS[1])
 if last and tonumber(last) >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -25,7 +27,13 @@ if ARGV[2] == '' then return 2 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 if KEYS[5] then
   if not redis.call('SET', KEYS[5], ARGV[7], 'NX', 'PX', ARGV[6]) then
-    return 2
+    local held = redis.call('HGET', ARGV[8] .. redis.call('GET', KEYS[5]), 'status')
+    if held == 'queued' or held == 'started' or held == 'retrying' then
+      return 2
+    end
+    -- The holder is over (or its record is gone) but the key outlived it: take it over, as
+    -- enqueue does, instead of skipping ticks until its lease runs out.
+    redis.call('SET', KEYS[5], ARGV[7], 'PX', ARGV[6])
   end
 end
 redis.call('HSET', KEYS[3], 'status', 'queued', 'task', ARGV[3], 'queue', ARGV[4],

@@ -43,19 +43,20 @@ def test_hung_server_fails_within_the_timeout(server: RedisServer) -> None:
     assert 1.0 <= took < PROBE_BUDGET_S
 
 
-def test_no_url_does_not_start_a_server(tmp_path: Path) -> None:
-    """Without REDISQ_URL/REDIS_URL it checks the embedded server's socket, and fails when
-    none runs, instead of starting one and reporting on it."""
-    res, took = probe(cwd=tmp_path, REDISQ_DATA_DIR=str(tmp_path / "data"))
+def test_embedded_url_does_not_start_a_server(tmp_path: Path) -> None:
+    """With REDISQ_URL=embedded it checks the embedded server's socket, and fails when none
+    runs, instead of starting one and reporting on it. (Without any URL it would check
+    redis://127.0.0.1:6379/0, as the workers would use: never reached from the tests.)"""
+    res, took = probe(cwd=tmp_path, REDISQ_DATA_DIR=str(tmp_path / "data"), REDISQ_URL="embedded")
     assert res.returncode == 1 and "redis.sock" in res.stderr, res.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / ".redisq").exists()
     assert took < PROBE_BUDGET_S
 
 
-def test_no_url_checks_a_running_embedded_server(tmp_path: Path) -> None:
+def test_embedded_url_checks_a_running_embedded_server(tmp_path: Path) -> None:
     srv = RedisServer(tmp_path / "data").start()  # unix socket, as `redisq server` runs it
     try:
-        res, _ = probe(cwd=tmp_path, REDISQ_DATA_DIR=str(tmp_path / "data"))
+        res, _ = probe(cwd=tmp_path, REDISQ_DATA_DIR=str(tmp_path / "data"), REDISQ_URL="embedded")
         assert res.returncode == 0, res.stdout + res.stderr
     finally:
         srv.stop()

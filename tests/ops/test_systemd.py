@@ -95,7 +95,8 @@ def test_hardening(name: str) -> None:
     for key, expected in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
                           ("ProtectHome", "yes"), ("PrivateTmp", "yes"),
                           ("CapabilityBoundingSet", ""), ("DynamicUser", "yes"),
-                          ("User", "redisq"), ("KillSignal", "SIGTERM"),
+                          ("User", "redisq-web" if name == "redisq-web.service" else "redisq"),
+                          ("KillSignal", "SIGTERM"),
                           ("Restart", "on-failure")):
         assert units.value(name, key) == expected, f"{name}: {key}"
     assert units.values(name, "ReadWritePaths") == []  # none of them writes to disk

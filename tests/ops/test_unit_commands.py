@@ -121,10 +121,10 @@ def test_scheduler_unit(etc: Path, listener: emulate.NotifyListener) -> None:
 
 def test_web_unit(etc: Path, listener: emulate.NotifyListener) -> None:
     """gunicorn as the unit starts it: READY=1 from its master, then /healthz answers on
-    REDISQ_WEB_HOST:REDISQ_WEB_PORT from the environment file."""
+    REDISQ_WEB_HOST:REDISQ_WEB_PORT from the web unit's own environment file."""
     port = free_port()
-    env_file = emulate.read_env_file(etc / "redisq.env")
-    write_env(etc / "redisq.env", {**env_file, "REDISQ_WEB_PORT": str(port)})
+    write_env(etc / "web.env", {"REDISQ_WEB_PORT": str(port),
+                                "REDISQ_WEB_TOKEN": "a-long-random-test-token-0123456789"})
     unit = emulate.Unit("redisq-web.service", etc)
     proc = emulate.start(unit, unit.environment(**emulate.base_environment()), listener)
     try:

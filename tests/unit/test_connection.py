@@ -70,7 +70,8 @@ def test_sentinel_url_needs_a_master_name() -> None:
 
 
 def test_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An explicit URL wins over $REDIS_URL, which wins over starting an embedded server."""
+    """An explicit URL wins over $REDIS_URL (more in tests/unit/test_urls.py)."""
+    monkeypatch.delenv("REDISQ_URL", raising=False)
     monkeypatch.setenv("REDIS_URL", "redis://from-env:1/0")
     assert resolve_url("redis://explicit:1/0") == "redis://explicit:1/0"
     assert resolve_url(None) == "redis://from-env:1/0"
