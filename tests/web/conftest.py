@@ -27,6 +27,9 @@ def make_rq(url: str) -> App:
     def add(a: int, b: int) -> int:
         return a + b
 
+    @app.task(name="web.other", queue="other")  # declares "other": the web may enqueue there
+    def other() -> None: ...
+
     @app.task(name="web.boom", retries=0)
     def boom() -> None:
         raise RuntimeError("kaput")
