@@ -286,3 +286,22 @@ def test_demo_counter_refuses_foreign_keys(key: object) -> None:
 
     with pytest.raises(ValueError, match="demo:count"):
         tasks.count.fn(key)
+
+
+# -- point 10 (web): malformed bodies are a 400, never a 500 -----------------------------------
+DEEP = b"[" * 900 + b"]" * 900  # parses; whether it may be enqueued is the nesting cap's call
+
+
+@pytest.mark.parametrize(("route", "body", "statuses"), [
+    ("/pubsub", b'{"channel": "news", "message": 1e400}', {400}),
+    ("/pubsub", b'{"channel": "news", "message": {"a": [-1e999]}}', {400}),
+    ("/prodcons", b'{"task": "web.add", "args": [1e400, 1]}', {400}),
+    ("/prodcons", b'{"task": "web.add", "args": [1, 2], "kwargs": {"a": 1e400}}', {400}),
+    ("/pubsub", b'{"channel": "news", "message": ' + DEEP + b"}", {202, 400}),
+    ("/prodcons", b'{"task": "web.add", "args": [' + DEEP + b", 1]}", {202, 400}),
+])
+def test_malformed_bodies_are_400_not_500(client: FlaskClient, rq: App, route: str,
+                                          body: bytes, statuses: set[int]) -> None:
+    res = client.post(route, data=body, content_type="application/json")
+    assert res.status_code in statuses, res.get_json()
+    assert res.status_code != 400 or nothing_enqueued(rq)
