@@ -22,7 +22,6 @@ from redisq import App, keys
 from tests.support.wait import wait_until
 from tests.web.sse import SSEClient
 from webapp import create_app, state
-from webapp.hub import BACKLOG, Hub
 
 
 def numsub(client: redis.Redis, channel: str) -> int:
@@ -123,10 +122,10 @@ def test_a_response_closed_before_its_body_gives_the_slot_back(rq: App) -> None:
 
 
 def test_a_listener_that_falls_behind_is_ended() -> None:
+    from webapp.hub import BACKLOG, Hub, Listener
+
     hub = Hub(lambda: None, max_streams=1)
     listener = hub._listeners.setdefault("c", set())  # no thread: fill a listener by hand
-    from webapp.hub import Listener
-
     slow = Listener(hub, "c")
     listener.add(slow)
     for i in range(BACKLOG):
