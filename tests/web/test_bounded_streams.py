@@ -74,9 +74,9 @@ def test_stream_cap_is_503_with_retry_after(capped: tuple[str, Flask], rq: App,
     wait_until(lambda: streams[-1].status == 200, 3, what="a stream in the freed slot")
 
 
-def test_one_subscription_for_every_viewer(capped: tuple[str, Flask], rq: App,
+def test_one_subscription_for_every_viewer(live_server: str, rq: App,
                                            streams: list[SSEClient]) -> None:
-    base, _ = capped
+    base = live_server
     streams += [SSEClient(base, "/events"), SSEClient(base, "/events"),
                 SSEClient(base, "/events/news")]
     wait_until(lambda: numsub(rq.client, keys.EVENTS_CHANNEL) == 1
