@@ -41,6 +41,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 COOKIE = "redisq_session"
 SESSION_S = 12 * 3600.0
 _SAME_SITE = frozenset({"same-origin", "none"})
+_LOOPBACK_ADDRS = frozenset({"127.0.0.1", "::1"})  # the common case, without parsing
 
 
 def is_json(content_type: str) -> bool:
@@ -91,15 +92,17 @@ class _Guard:
         self.read = [f"Bearer {t}".encode() for t in {read, settings.web_token} if t]
 
     def __call__(self) -> Response | None:
-        environ, endpoint = request.environ, request.endpoint
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+        environ, endpoint = req.environ, req.endpoint
         if endpoint in OPEN_ENDPOINTS:
             return None
         if not self.hosts.allows(environ.get("HTTP_HOST", "")):
             return error(400, "untrusted Host header (web_trusted_hosts)")
         addr = environ.get("REMOTE_ADDR")  # empty on a unix socket: this machine too
-        if self.loopback_only and addr and not rq_config.is_loopback(addr):
+        if (self.loopback_only and addr and addr not in _LOOPBACK_ADDRS
+                and not rq_config.is_loopback(addr)):
             return error(403, "this web app has no token: it answers this machine only")
-        if request.routing_exception is not None:
+        if req.routing_exception is not None:
             return None  # a 404 or 405 follows: no view runs
         if environ["REQUEST_METHOD"] not in SAFE_METHODS:
             return self._check_write(environ, endpoint)
