@@ -199,6 +199,9 @@ def check_web(settings: Settings, bind_host: str | None = None) -> None:
         if token is not None and len(token) < MIN_TOKEN_CHARS:
             raise ConfigError(f"setting {name} must be at least {MIN_TOKEN_CHARS} characters"
                               f" (an empty or short token protects nothing)")
+    if not settings.web_trusted_hosts:
+        raise ConfigError("setting web_trusted_hosts is empty: the web app would answer no"
+                          " request (* trusts any Host)")
     if settings.web_read_token and not settings.web_token:
         raise ConfigError("setting web_read_token needs web_token too (the writes would be open)")
     if settings.web_token:

@@ -118,7 +118,8 @@ def test_without_a_token_only_this_machine_is_answered(rq: App) -> None:
                                       {"web_token": WRITE, "web_read_token": "tiny"},
                                       {"web_read_token": READ},
                                       {"web_trusted_hosts": "queue.example.com"},
-                                      {"web_trusted_hosts": "*"}])
+                                      {"web_trusted_hosts": "*"},
+                                      {"web_trusted_hosts": ""}])
 def test_unsafe_settings_are_refused_at_start(rq: App, settings: dict) -> None:
     with pytest.raises(ConfigError):
         app_with(rq, **settings)
