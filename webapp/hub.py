@@ -71,6 +71,7 @@ class Hub:
         self._listeners: dict[str, set[Listener]] = {}
         self._count = 0
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     @property
     def open_streams(self) -> int:
@@ -83,7 +84,7 @@ class Hub:
     def open(self, channel: str) -> Listener | None:
         """A listener on ``channel``, or None when ``max_streams`` are already open."""
         with self._lock:
-            if self._count >= self.max_streams:
+            if self._count >= self.max_streams or self._stopped.is_set():
                 return None
             listener = Listener(self, channel)
             self._listeners.setdefault(channel, set()).add(listener)
@@ -113,6 +114,9 @@ class Hub:
             while True:
                 with self._lock:
                     wanted = set(self._listeners)
+                    if self._stopped.is_set():
+                        self._thread = None
+                        return
                     if wanted:
                         idle_since = None
                     else:
@@ -144,6 +148,15 @@ class Hub:
         finally:
             if sub is not None:
                 sub.close()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Drop the subscription now and open no more streams (the app is going away; tests
+        call it so no subscription outlives its server)."""
+        self._stopped.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         with self._lock:

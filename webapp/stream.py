@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -181,8 +182,10 @@ def _until(st: WebState) -> float:
 def _sse_response(body: Iterator[str], listener: Listener) -> Response:
     response = Response(body, mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    # A response closed before its body started never runs the generator's finally.
+    # A response closed before its body started never runs the generator's finally; one
+    # dropped without close() (against WSGI, but test clients do) still frees the slot.
     response.call_on_close(listener.close)
+    weakref.finalize(body, listener.close)
     return response
 
 

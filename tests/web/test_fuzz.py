@@ -89,7 +89,9 @@ def encode(body: Any, raw: bytes | None, how: int) -> bytes:
 def request(client: FlaskClient, method: str, route: str, body: bytes, ctype: str,
             extra: dict[str, str]) -> Any:
     hdrs = {k: v for k, v in extra.items() if k.lower() not in ("content-length", "transfer-encoding")}
-    res = client.open(route, method=method, data=body, content_type=ctype or None, headers=hdrs)
+    # Buffered: the body is read and the response closed, as a WSGI server does.
+    res = client.open(route, method=method, data=body, content_type=ctype or None, headers=hdrs,
+                      buffered=True)
     unhealthy = route == "/healthz" and res.status_code == 503  # no worker runs: by design
     assert res.status_code < 500 or unhealthy, (route, res.status_code, res.get_data()[:300])
     return res
