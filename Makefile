@@ -1,5 +1,5 @@
-# The two commands of the README: `make run` (everything, on an embedded Redis when no
-# REDIS_URL is set) and `make test` (the whole suite; .ci/run calls exactly this).
+# The two commands of the README: `make run` (everything with the demo tasks, on an embedded
+# Redis when no REDIS_URL is set) and `make test` (the whole suite; .ci/run calls exactly this).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,7 +20,7 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 run: venv
-	$(BIN)/redisq up
+	$(BIN)/redisq up --demo
 
 test: venv system-deps
 	$(BIN)/ruff check redisq webapp tests bench scripts worker.py

@@ -153,6 +153,23 @@ class Subscriber:
             # What was published between the mark and the SUBSCRIBE is only in the stream.
             self._replay(new & self.durable)
 
+    def unsubscribe(self, *channels: str) -> None:
+        """Drop channels (from the thread that reads). A message already on its way may still
+        arrive; on a sharded cluster the legs are rebuilt without them on the next read."""
+        gone = set(channels) & self.channels
+        self.channels -= gone
+        self.durable -= gone
+        for ch in gone:
+            self._last_id.pop(ch, None)
+        if self._shards is not None and gone:
+            self._shards.close()  # the legs have no unsubscribe: the next get() rebuilds them
+            self._shards = None
+        elif self._pubsub is not None and gone:
+            try:
+                self._pubsub.unsubscribe(*gone)
+            except CONNECTION_ERRORS:
+                self._drop()  # the next get() reconnects with what is left
+
     def psubscribe(self, *patterns: str) -> None:
         new = set(patterns) - self.patterns
         self.patterns |= new

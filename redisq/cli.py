@@ -351,8 +351,9 @@ def scheduler(app_spec: str | None, **flags: Any) -> None:
 
 @main.command()
 @click.option("--url", help=URL_HELP)
-@click.option("--app", "app_spec", help=APP_HELP + " Default: webapp.tasks:app (the demo).")
-@click.option("--host", "web_host", help="Address to listen on (REDISQ_WEB_HOST).")
+@click.option("--app", "app_spec", help=APP_HELP + " The demo: webapp.tasks:app.")
+@click.option("--host", "web_host", help="Address to listen on (REDISQ_WEB_HOST); beyond "
+              "loopback it needs REDISQ_WEB_TOKEN (or REDISQ_WEB_ALLOW_INSECURE).")
 @click.option("--port", "web_port", type=int, help="Port to listen on (REDISQ_WEB_PORT).")
 @handles_errors
 def web(url: str | None, app_spec: str | None, web_host: str | None,
@@ -361,26 +362,35 @@ def web(url: str | None, app_spec: str | None, web_host: str | None,
     'webapp:create_app()')."""
     settings = settings_from(url=url, app=app_spec, web_host=web_host, web_port=web_port)
     logs.setup(settings.log_level, settings.log_format)
+    config.check_web(settings, settings.web_host)
     from webapp import create_app
 
-    flask_app = create_app({"REDISQ_APP": settings.app or "webapp.tasks:app",
+    flask_app = create_app({**({"REDISQ_APP": settings.app} if settings.app else {}),
                             **({"url": settings.url} if settings.url else {})})
     flask_app.run(host=settings.web_host, port=settings.web_port, threaded=True)
 
 
 @main.command()
 @click.option("--url", help=URL_HELP)
-@click.option("--app", "app_spec", default="webapp.tasks:app", show_default=True, help=APP_HELP)
+@click.option("--app", "app_spec", help=APP_HELP)
+@click.option("--demo", is_flag=True, help="Run the demo tasks (webapp.tasks:app).")
 @click.option("--port", "web_port", type=int, help="Web port (REDISQ_WEB_PORT).")
 @handles_errors
-def up(url: str | None, app_spec: str, web_port: int | None) -> None:
-    """Start everything: the embedded Redis (unless a URL is set), a prodcons worker, a pubsub
+def up(url: str | None, app_spec: str | None, demo: bool, web_port: int | None) -> None:
+    """Start everything: embedded Redis (unless a URL is set), a prodcons worker, a pubsub
     worker and the web app; Ctrl-C stops them all."""
-    settings = settings_from(url=url, web_port=web_port)
+    settings = settings_from(url=url, app=app_spec, web_port=web_port)
     logs.setup(settings.log_level, settings.log_format)
+    if demo and settings.app:
+        raise ConfigError("--demo runs the demo app: give it or --app/REDISQ_APP, not both")
+    spec = "webapp.tasks:app" if demo else settings.app
+    if not spec:
+        raise ConfigError("no App to run: --app package.module:attribute (or REDISQ_APP),"
+                          " or --demo for the demo tasks")
+    config.check_web(settings, settings.web_host)
     from .up import run
 
-    sys.exit(run(settings, app_spec, announce=click.echo))
+    sys.exit(run(settings, spec, announce=click.echo))
 
 
 def _json_arg(name: str, text: str, kind: type) -> Any:

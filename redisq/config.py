@@ -9,7 +9,9 @@ standard variable, below ``REDISQ_URL``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import itertools
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -20,6 +22,8 @@ from . import keys
 from .errors import ConfigError
 
 ENV_PREFIX = "REDISQ_"
+
+log = logging.getLogger("redisq.config")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,21 @@ class Settings:
     data_dir: str = ".redisq"
     """Data directory of the embedded server."""
     web_token: str | None = None
-    """When set, every POST to the web app needs ``Authorization: Bearer <token>``."""
+    """Write token (16+ chars): every POST needs ``Authorization: Bearer <token>``; reads too."""
+    web_read_token: str | None = None
+    """Read token (16+ chars; needs web_token): the reads without the writes (unset: web_token)."""
+    web_trusted_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
+    """Host headers the web app answers (any port; ``.example.com``: and subdomains; ``*``: any)."""
+    web_allow_insecure: bool = False
+    """Let the web app listen beyond loopback, or trust other hosts, without a token (logged)."""
+    web_channels: tuple[str, ...] = ()
+    """Channels ``/pubsub`` and ``/events/<ch>`` may use (empty: any but ``redisq:*``, ``__*``)."""
+    web_queues: tuple[str, ...] = ()
+    """Queues ``POST /prodcons`` may name (empty: the queues the App's tasks declare)."""
+    web_max_streams: int = 16
+    """Most Server-Sent Events streams open at once per web process (503 beyond)."""
+    web_stream_max_s: float = 300.0
+    """A Server-Sent Events stream ends after this long (the browser reconnects)."""
     web_max_body_bytes: int = 65_536
     """Largest request body the web app accepts (413 beyond)."""
     web_host: str = "127.0.0.1"
@@ -106,7 +124,7 @@ def _convert(name: str, raw: Any) -> Any:
         raise ConfigError(f"setting {name}: {raw!r} is not a valid {kind}") from exc
     if isinstance(value, float) and not math.isfinite(value):  # nan slips past every comparison
         raise ConfigError(f"setting {name}: {raw!r} must be a finite number")
-    if isinstance(value, tuple):
+    if isinstance(value, tuple) and name != "web_trusted_hosts":  # host names are not names
         for item in value:
             try:
                 keys.check_name(item, name.rstrip("s"))
@@ -159,6 +177,50 @@ def load(overrides: Mapping[str, Any] | None = None,
     if settings.block_timeout_s <= 0 or settings.lease_s <= settings.block_timeout_s:
         raise ConfigError("settings need 0 < block_timeout_s < lease_s")
     return settings
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address, IPv6 with or without brackets) is this machine."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_web(settings: Settings, bind_host: str | None = None) -> None:
+    """Refuse web settings that leave the web app open: a token shorter than
+    :data:`MIN_TOKEN_CHARS`, a read token without a write token, and, without a token, a
+    non-loopback ``bind_host`` or trusted host (unless ``web_allow_insecure``: then a WARNING)."""
+    for name in ("web_token", "web_read_token"):
+        token = getattr(settings, name)
+        if token is not None and len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"setting {name} must be at least {MIN_TOKEN_CHARS} characters"
+                              f" (an empty or short token protects nothing)")
+    if not settings.web_trusted_hosts:
+        raise ConfigError("setting web_trusted_hosts is empty: the web app would answer no"
+                          " request (* trusts any Host)")
+    if settings.web_read_token and not settings.web_token:
+        raise ConfigError("setting web_read_token needs web_token too (the writes would be open)")
+    if settings.web_token:
+        return
+    exposed = [h for h in settings.web_trusted_hosts if not is_loopback(h)]
+    if bind_host is not None and not is_loopback(bind_host):
+        exposed.insert(0, f"listening on {bind_host}")
+    if not exposed:
+        return
+    what = ", ".join(exposed)
+    if not settings.web_allow_insecure:
+        raise ConfigError(f"the web app would be reachable beyond this machine ({what}) without"
+                          f" a token: set {ENV_PREFIX}WEB_TOKEN (16+ characters), or"
+                          f" {ENV_PREFIX}WEB_ALLOW_INSECURE=true to run it open anyway")
+    log.warning("web app without a token reachable beyond this machine (%s): anyone who reaches"
+                " it may enqueue, publish, cancel and purge (web_allow_insecure)", what)
 
 
 def describe() -> list[tuple[str, str, str, str]]:

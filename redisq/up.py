@@ -38,9 +38,10 @@ def commands(settings: Settings, app_spec: str) -> dict[str, list[str]]:
     worker = [py, "-m", "redisq", "worker", "--app", app_spec]
     if importlib.util.find_spec("gunicorn") is not None:
         # Threads, not sync workers: each open dashboard holds a request (its SSE stream).
+        # More threads than web_max_streams (16), so open streams never starve the writes.
         # --preload imports the app once, before the fork (it connects to nothing until a
         # request comes, so no connection is shared between processes).
-        web = [py, "-m", "gunicorn", "--workers", "2", "--threads", "16", "--worker-class",
+        web = [py, "-m", "gunicorn", "--workers", "2", "--threads", "32", "--worker-class",
                "gthread", "--preload", "--bind", f"{settings.web_host}:{settings.web_port}",
                "--graceful-timeout", str(WEB_GRACE_S), "--access-logfile", "-",
                "webapp:create_app()"]

@@ -6,7 +6,6 @@ Requests answer at once and hand slow work to redisq. State lives on the Flask a
 
 from __future__ import annotations
 
-import hmac
 import importlib
 import logging
 import threading
@@ -23,7 +22,7 @@ from redisq.connection import CONNECTION_ERRORS
 
 log = logging.getLogger("redisq.web")
 
-DEFAULT_APP = "webapp.tasks:app"
+DEMO_APP = "webapp.tasks:app"  # only when asked for: REDISQ_APP=webapp.tasks:app, redisq up --demo
 
 
 @dataclass
@@ -38,6 +37,11 @@ class WebState:
     rate_history: deque[tuple[float, dict[str, int]]] = field(default_factory=deque)
     metrics_registry: Any = None  # prometheus CollectorRegistry, made on first scrape
     lock: threading.Lock = field(default_factory=threading.Lock)
+    hub: Any = None  # webapp.hub.Hub: the process's one subscription, shared by the streams
+    # The last dashboard snapshot as an SSE event, (monotonic time, text): every open
+    # dashboard shares it instead of each reading Redis every second.
+    snapshot_cache: tuple[float, str] | None = None
+    snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def state(app: Flask | None = None) -> WebState:
@@ -83,53 +87,46 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the web app.
 
     ``config`` may hold redisq settings (``web_token``, ``url``, ``REDISQ_WEB_MAX_BODY_BYTES``...)
-    over the environment's (``redisq.config.load``), ``REDISQ_APP`` (``"module:attr"``, default
-    ``webapp.tasks:app``, or an App object), ``REDISQ_SSE_KEEPALIVE_S`` and Flask settings.
+    over the environment's (``redisq.config.load``), ``REDISQ_APP`` (``"module:attr"`` or an App
+    object; else the ``REDISQ_APP`` setting; none is a :class:`ConfigError`),
+    ``REDISQ_SSE_KEEPALIVE_S`` and Flask settings. Settings that would leave the app open (a
+    short token, a non-loopback trusted host without a token) are a :class:`ConfigError` too.
     """
     overrides, flask_config, spec, rq = _split_config(dict(config or {}))
     keepalive_s = float(overrides.pop("sse_keepalive_s", 5.0))
     settings = rq_config.load(overrides)
+    rq_config.check_web(settings)
     if rq is None:
-        rq = load_rq_app(spec or settings.app or DEFAULT_APP)
+        spec = spec or settings.app
+        if not spec:
+            # No silent demo: a production app that lost its REDISQ_APP must not serve the
+            # demo tasks (whose counter writes into Redis) in its place.
+            raise ConfigError("no redisq App configured: set REDISQ_APP=package.module:attribute"
+                              f" (the demo: REDISQ_APP={DEMO_APP}, or `redisq up --demo`)")
+        rq = load_rq_app(spec)
         if settings.url:
             rq._url = settings.url  # REDISQ_URL / --url win over the module's default, as in the CLI
     flask_app = Flask(__name__)
     flask_app.config.update(flask_config)
     flask_app.config["MAX_CONTENT_LENGTH"] = settings.web_max_body_bytes
     flask_app.json.sort_keys = False  # type: ignore[attr-defined]
-    flask_app.extensions["redisq"] = WebState(rq, settings, keepalive_s)
+    from .hub import Hub
 
+    web_state = WebState(rq, settings, keepalive_s)
+    web_state.hub = Hub(lambda: rq.client, settings.web_max_streams)
+    flask_app.extensions["redisq"] = web_state
+
+    from . import security
     from .api import api
     from .ops import ops
     from .stream import stream
 
     for blueprint in (api, stream, ops):
         flask_app.register_blueprint(blueprint)
-    if settings.web_token:
-        # Registered only when a token is set: the open case costs the hot routes nothing.
-        flask_app.before_request(_token_checker(settings.web_token))
+    security.install(flask_app, settings)
     flask_app.register_error_handler(HTTPException, _http_error)
     flask_app.register_error_handler(Exception, _unexpected_error)
     return flask_app
-
-
-def _token_checker(token: str) -> Any:
-    expected = f"Bearer {token}".encode()
-
-    def check_token() -> Response | None:
-        """Every write needs ``Authorization: Bearer <token>``; reads stay open."""
-        if request.method != "POST":
-            return None
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            return error(401, "missing bearer token (Authorization: Bearer <token>)",
-                         headers={"WWW-Authenticate": "Bearer"})
-        # Constant-time comparison: the time taken must not tell how much of a guess was right.
-        if not hmac.compare_digest(header.encode(), expected):
-            return error(403, "invalid token")
-        return None
-
-    return check_token
 
 
 # The pages load their script and styles from this origin only (no CDN, no inline code), may

@@ -16,6 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from redisq import DuplicateJob, SerializationError, keys
 
 from . import error, page, state
+from .security import is_json
 
 api = Blueprint("api", __name__)
 
@@ -48,9 +49,7 @@ def _no_constants(name: str) -> Any:
 def json_body(required: dict[str, Kind], optional: dict[str, Kind]) -> dict[str, Any]:
     """The request's JSON object, checked field by field (415 / 400 with the field named)."""
     environ = request.environ
-    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-    if mimetype != "application/json" and not (mimetype.startswith("application/")
-                                                and mimetype.endswith("+json")):
+    if not is_json(environ.get("CONTENT_TYPE", "")):
         raise BadRequest(415, "Content-Type must be application/json")
     try:
         body = json.loads(_read_body(environ), parse_constant=_no_constants)
@@ -137,14 +136,14 @@ def enqueue() -> Response:
         raise BadRequest(400, f"field 'delay_s' must be >= 0 and <= {MAX_DELAY_S:g}")
     queue = body.get("queue")
     if queue is not None:
-        _name(queue, "queue")
+        _check_queue(_name(queue, "queue"))
     try:
         job = rq.enqueue(task, args=body.get("args") or (), kwargs=body.get("kwargs"),
                          queue=queue, delay_s=delay_s)
     except DuplicateJob as exc:
         return error(409, "duplicate job", job_id=exc.existing_id)
-    except (TypeError, ValueError, SerializationError) as exc:
-        raise BadRequest(400, f"bad arguments for {task}: {exc}") from None
+    except (TypeError, ValueError, SerializationError, RecursionError) as exc:
+        raise BadRequest(400, f"bad arguments for {task}: {_short(exc)}") from None
     return _json({"job_id": job.id, "status_url": f"{request.script_root}/jobs/{job.id}",
                   "duplicate": not job.created}, 202)
 
@@ -154,7 +153,44 @@ def publish() -> Response:
     """Broadcast ``{channel, message}`` to every subscriber → 202 ``{receivers}``."""
     body = json_body({"channel": str, "message": (dict, list, str, int, float, bool)}, {})
     channel = _name(body["channel"], "channel")
-    return _json({"receivers": state().rq.publish(channel, body["message"])}, 202)
+    refusal = channel_refusal(channel)
+    if refusal is not None:
+        return refusal
+    try:
+        receivers = state().rq.publish(channel, body["message"])
+    except (TypeError, ValueError, SerializationError, RecursionError) as exc:
+        raise BadRequest(400, f"bad message: {_short(exc)}") from None
+    return _json({"receivers": receivers}, 202)
+
+
+def channel_refusal(channel: str) -> Response | None:
+    """Why the web app may not touch ``channel`` (a 400/403 response), or None. redisq's own
+    channels (``redisq:*``: the dashboards' job events) and Redis's (``__keyspace@0__:...``)
+    are never the web's; with ``web_channels`` set, only those."""
+    try:
+        keys.check_name(channel, "channel")
+    except ValueError as exc:
+        return error(400, str(exc))
+    if channel.startswith((f"{keys.PREFIX}:", "__")):
+        return error(403, f"channel {channel!r} is reserved (redisq:* and __* are not the web's)")
+    allowed = state().settings.web_channels
+    if allowed and channel not in allowed:
+        return error(403, f"channel {channel!r} is not one of REDISQ_WEB_CHANNELS")
+    return None
+
+
+def _check_queue(queue: str) -> None:
+    """Only the queues the App's tasks declare (or ``web_queues``): every accepted name would
+    otherwise become a queue that every snapshot and scrape walks for good."""
+    st = state()
+    allowed = st.settings.web_queues or {t.options.queue for t in st.rq.tasks.values()}
+    if queue not in allowed:
+        raise BadRequest(400, f"queue {queue!r} is not one the app's tasks declare"
+                              " (REDISQ_WEB_QUEUES)")
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc)[:300] or type(exc).__name__
 
 
 @api.get("/jobs/<job_id>")
@@ -169,7 +205,10 @@ def job_status(job_id: str) -> Response:
         if name in out:
             out[name] = _number(out[name])
     if info.get("result"):
-        out["result"] = json.loads(info["result"])
+        try:
+            out["result"] = json.loads(info["result"])
+        except (ValueError, RecursionError):
+            out["result"] = info["result"]  # not JSON (written by hand?): shown as it is
     return _json(out, 200)
 
 

@@ -2,27 +2,32 @@
 of job and worker events plus a snapshot every second) and ``/events/<channel>`` (an SSE bridge
 to a pub/sub channel: the real-time push people install websockets for).
 
-Streams survive a Redis restart (:class:`redisq.channel.Subscriber` reconnects and subscribes
-again by itself) and end when the client goes away: each one writes at least every
-``sse_keepalive_s`` (an SSE comment when there is nothing to say), and a write to a closed
-connection ends the generator, whose ``finally`` drops the subscription.
+The streams of a process share one Redis subscription (:mod:`webapp.hub`), which survives a
+Redis restart (it reconnects and subscribes again by itself), and one snapshot per second. They
+are capped (``web_max_streams``; 503 with ``Retry-After`` beyond), end after
+``web_stream_max_s`` (the browser's EventSource reconnects) and end when the client goes away:
+each one writes at least every ``sse_keepalive_s`` (an SSE comment when there is nothing to
+say), and a write to a closed connection ends the generator, whose ``finally`` gives the slot
+back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from redisq import keys
-from redisq.channel import Subscriber
 from redisq.stats import snapshot
 
 from . import WebState, error, page, state
+from .hub import Listener
 
 log = logging.getLogger("redisq.web")
 
@@ -34,7 +39,8 @@ RECENT_FAILURES = 10
 MAX_RUNNING = 50
 _FAILURE_FIELDS = ("job_id", "task", "error_type", "reason", "failed_at")
 _RUNNING_FIELDS = ("status", "worker", "started_at", "progress", "progress_message")
-MAX_STREAM_S = 3600.0  # then the browser's EventSource reconnects (nothing lives forever)
+STREAM_RETRY_S = 5  # Retry-After of a 503 when every stream slot is taken
+EVENT_TYPES = frozenset({"job", "progress"})  # what /events forwards from redisq:events
 _SETTLED = ("succeeded", "failed", "dead", "acked")
 
 
@@ -60,10 +66,38 @@ def _failures(client: Any, queues: list[str]) -> list[dict[str, Any]]:
     failures = []
     for q, entries in zip(queues, pipe.execute(), strict=True):
         for raw in entries:
-            entry = json.loads(raw)
-            failures.append({"queue": q, **{k: entry.get(k) for k in _FAILURE_FIELDS}})
-    failures.sort(key=lambda f: f["failed_at"] or 0, reverse=True)
+            entry = _dead_entry(raw)
+            if entry is not None:
+                failures.append({"queue": q, **entry})
+    failures.sort(key=lambda f: f["failed_at"], reverse=True)
     return failures[:RECENT_FAILURES]
+
+
+def _dead_entry(raw: bytes) -> dict[str, Any] | None:
+    """A dead-letter entry's fields, typed; None for one that is not an entry (anyone who can
+    write to Redis can LPUSH anything: it must not take the dashboard down)."""
+    try:
+        entry = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(entry, dict):
+        return None
+    out: dict[str, Any] = {k: _text(entry.get(k)) for k in _FAILURE_FIELDS}
+    out["failed_at"] = _float(entry.get("failed_at"))
+    return out
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else value if isinstance(value, str) else str(value)[:200]
+
+
+def _float(value: Any) -> float:
+    """A number from stored data, 0.0 for anything that is not a finite one."""
+    try:
+        number = float(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def _running(client: Any, queues: list[str]) -> list[dict[str, Any]]:
@@ -82,7 +116,7 @@ def _running(client: Any, queues: list[str]) -> list[dict[str, Any]]:
             try:
                 message = json.loads(raw)
                 jobs.append({"id": str(message["id"]), "task": str(message["task"]), "queue": q})
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 continue  # a malformed message: the worker dead-letters it
     for job in jobs:
         pipe.hmget(keys.job(job["queue"], job["id"]), *_RUNNING_FIELDS)
@@ -93,8 +127,8 @@ def _running(client: Any, queues: list[str]) -> list[dict[str, Any]]:
         if record["status"] != "started":
             continue  # reserved, not yet started
         running.append({**job, "worker": record["worker"] or "",
-                        "started_at": float(record["started_at"] or 0),
-                        "progress": float(record["progress"] or 0),
+                        "started_at": _float(record["started_at"]),
+                        "progress": _float(record["progress"]),
                         "progress_message": record["progress_message"] or ""})
     return sorted(running, key=lambda j: j["started_at"])[:MAX_RUNNING]
 
@@ -134,86 +168,116 @@ def _sse(event: str, data: str) -> str:
     return f"event: {event}\ndata: {data.replace(chr(10), chr(10) + 'data: ')}\n\n"
 
 
-def _until() -> float:
-    """Streams end by themselves after ``?max_s=`` seconds (tests), at most an hour."""
+def _until(st: WebState) -> float:
+    """Streams end by themselves after ``web_stream_max_s`` (``?max_s=`` may say sooner)."""
+    limit_s = st.settings.web_stream_max_s
     try:
-        max_s = float(request.args.get("max_s", MAX_STREAM_S))
+        max_s = float(request.args.get("max_s", limit_s))
     except ValueError:
-        max_s = MAX_STREAM_S
-    return time.monotonic() + min(max(max_s, 0.0), MAX_STREAM_S)
+        max_s = limit_s
+    max_s = max_s if math.isfinite(max_s) else limit_s
+    return time.monotonic() + min(max(max_s, 0.0), limit_s)
 
 
-def _sse_response(body: Iterator[str]) -> Response:
-    return Response(body, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+def _sse_response(body: Iterator[str], listener: Listener) -> Response:
+    response = Response(body, mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # A response closed before its body started never runs the generator's finally; one
+    # dropped without close() (against WSGI, but test clients do) still frees the slot.
+    response.call_on_close(listener.close)
+    weakref.finalize(body, listener.close)
+    return response
 
 
-def _subscriber(st: WebState, channel: str) -> Subscriber:
-    # PING deadlines below the keepalive: a stream notices a dead Redis within seconds and
-    # reconnects (with backoff, capped at 2 s) instead of waiting on a dead socket.
-    return Subscriber(st.rq.client, channels=[channel], ping_interval_s=2.0, pong_timeout_s=2.0)
+def _listen(st: WebState, channel: str) -> Listener | Response:
+    listener = st.hub.open(channel)
+    if listener is None:
+        log.warning("all %d event streams of this process are taken: 503", st.hub.max_streams)
+        return error(503, "too many open event streams, try again later",
+                     headers={"Retry-After": str(STREAM_RETRY_S)})
+    return listener
 
 
 @stream.get("/events")
 def events() -> Response:
     """Job and progress events as they happen (event ``job`` / ``progress``), a ``snapshot``
     every second, and a ``redis`` event with ``{"ok": false}`` while Redis is unreachable."""
-    st, until = state(), _until()
-    sub = _subscriber(st, keys.EVENTS_CHANNEL)
+    st = state()
+    until = _until(st)
+    listener = _listen(st, keys.EVENTS_CHANNEL)
+    if isinstance(listener, Response):
+        return listener
 
     def generate() -> Iterator[str]:
         try:
             yield "retry: 1000\n\n"
             next_snapshot = 0.0
-            while (now := time.monotonic()) < until:
+            while (now := time.monotonic()) < until and not listener.overflowed:
                 if now >= next_snapshot:
                     yield _snapshot_event(st)
                     next_snapshot = now + SNAPSHOT_EVERY_S
-                msg = sub.get(max(min(next_snapshot, until) - time.monotonic(), 0.01))
-                yield _job_event(msg.data) if msg else ": keepalive\n\n"
+                data = listener.get(max(min(next_snapshot, until) - time.monotonic(), 0.01))
+                if data is None:
+                    yield ": keepalive\n\n"
+                elif (event := _job_event(data)) is not None:
+                    yield event
         finally:
-            sub.close()  # the client went away (or the stream ended): drop the subscription
+            listener.close()  # the client went away (or the stream ended): free the slot
 
-    return _sse_response(generate())
+    return _sse_response(generate(), listener)
 
 
 def _snapshot_event(st: WebState) -> str:
-    try:
-        return _sse("snapshot", json.dumps(dashboard_snapshot(st), separators=(",", ":")))
-    except Exception as exc:  # Redis down or restarting: say so, keep the stream open
-        log.warning("dashboard snapshot failed: %s: %s", type(exc).__name__, exc)
-        return _sse("redis", json.dumps({"ok": False, "error": type(exc).__name__}))
+    """The current snapshot as an SSE event, shared by every stream of the process for up to
+    half a snapshot period."""
+    with st.snapshot_lock:
+        cached = st.snapshot_cache
+        if cached is not None and time.monotonic() - cached[0] < SNAPSHOT_EVERY_S / 2:
+            return cached[1]
+        try:
+            text = _sse("snapshot", json.dumps(dashboard_snapshot(st), separators=(",", ":")))
+        except Exception as exc:  # Redis down or restarting: say so, keep the stream open
+            log.warning("dashboard snapshot failed: %s: %s", type(exc).__name__, exc)
+            return _sse("redis", json.dumps({"ok": False, "error": type(exc).__name__}))
+        st.snapshot_cache = (time.monotonic(), text)
+        return text
 
 
-def _job_event(data: bytes) -> str:
-    """Forward an event under its own ``type`` (``job``, ``progress``...) as the SSE event name,
-    so the page listens for each kind separately."""
+def _job_event(data: bytes) -> str | None:
+    """Forward a ``job`` or ``progress`` event under its type as the SSE event name; anything
+    else on the channel (a forged ``snapshot``...) is dropped: the server's own ``snapshot`` and
+    ``redis`` events come from the server alone."""
     text = data.decode("utf-8", "replace")
     try:
-        kind = json.loads(text).get("type")
-    except (ValueError, AttributeError):
-        kind = None
-    return _sse(kind if isinstance(kind, str) and kind.isalnum() else "job", text)
+        event = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    kind = event.get("type") if isinstance(event, dict) else None
+    return _sse(kind, text) if kind in EVENT_TYPES else None
 
 
 @stream.get("/events/<channel>")
 def channel_events(channel: str) -> Response:
     """An SSE bridge: each message of the pub/sub ``channel`` as a ``message`` event."""
-    try:
-        keys.check_name(channel, "channel")
-    except ValueError as exc:
-        return error(400, str(exc))
-    st, until = state(), _until()
-    sub = _subscriber(st, channel)
+    from .api import channel_refusal
+
+    refusal = channel_refusal(channel)
+    if refusal is not None:
+        return refusal
+    st = state()
+    until = _until(st)
+    listener = _listen(st, channel)
+    if isinstance(listener, Response):
+        return listener
 
     def generate() -> Iterator[str]:
         try:
             yield "retry: 1000\n\n"
-            while (now := time.monotonic()) < until:
-                msg = sub.get(max(min(st.sse_keepalive_s, until - now), 0.01))
-                yield _sse("message", msg.data.decode("utf-8", "replace")) if msg \
+            while (now := time.monotonic()) < until and not listener.overflowed:
+                data = listener.get(max(min(st.sse_keepalive_s, until - now), 0.01))
+                yield _sse("message", data.decode("utf-8", "replace")) if data is not None \
                     else ": keepalive\n\n"
         finally:
-            sub.close()
+            listener.close()
 
-    return _sse_response(generate())
+    return _sse_response(generate(), listener)

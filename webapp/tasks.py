@@ -1,4 +1,5 @@
-"""Demo tasks for the web front end and ``make run`` (``REDISQ_APP=webapp.tasks:app``)."""
+"""Demo tasks for the web front end and ``make run`` (``redisq up --demo``, or
+``REDISQ_APP=webapp.tasks:app``): never the web app's default."""
 
 from __future__ import annotations
 
@@ -42,10 +43,17 @@ def fail(reason: str = "demo failure") -> None:
     raise RuntimeError(reason)
 
 
+COUNT_KEY = "demo:count"
+
+
 @app.task(name="demo.count")
-def count(key: str = "demo:count") -> int:
+def count(key: str = COUNT_KEY) -> int:
     """Count this job's runs in the hash ``key`` (field: the job id). The load test checks
-    that every accepted job is there exactly once."""
+    that every accepted job is there exactly once. ``key`` is ``demo:count`` or under
+    ``demo:count:``: anyone who may enqueue names it, and it must not reach other hashes
+    (redisq's own, like ``redisq:periodic``, or the application's)."""
+    if not isinstance(key, str) or not (key == COUNT_KEY or key.startswith(COUNT_KEY + ":")):
+        raise ValueError(f"demo.count counts in {COUNT_KEY!r} or {COUNT_KEY}:<name>, not {key!r}")
     return int(app.client.hincrby(key, current_job().id, 1))
 
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from redisq import keys  # noqa: E402
 from redisq.server import RedisServer, free_port  # noqa: E402
 
-SEEN = "load:seen"  # hash: job id -> times run
+SEEN = "demo:count:load"  # hash: job id -> times run (demo.count writes under demo:count only)
 MIN_RATIO, TARGET_RATIO = 0.75, 0.85
 SIEGERC = """verbose = false
 quiet = true

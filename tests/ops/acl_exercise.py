@@ -116,7 +116,15 @@ def web(ex: Exercise) -> None:
         assert client.get(path).status_code == 200, path
     ex.release.set()
     delayed = client.post("/prodcons", json={"task": "acl.add", "args": [1, 1], "delay_s": 60})
-    assert client.post(f"/jobs/{delayed.get_json()['job_id']}/cancel").status_code == 200
+    assert client.post(f"/jobs/{delayed.get_json()['job_id']}/cancel", json={}).status_code == 200
+    # A viewer follows a channel (the streams' shared subscription), then leaves (UNSUBSCRIBE).
+    def receivers() -> int:
+        return client.post("/pubsub", json={"channel": "board", "message": 1}).get_json()["receivers"]
+
+    stream = client.get("/events/board", buffered=False)
+    wait_until(lambda: receivers() == 1, 5, what="the web app's subscription")
+    stream.close()
+    wait_until(lambda: receivers() == 0, 5, what="the web app's unsubscribe")
 
 
 def aio(app: App) -> None:

@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 from redisq import App, current_job
 from redisq.worker import Worker
 from tests.support.inproc import running
-from webapp import create_app
+from webapp import create_app, state
 
 MAX_BODY = 2048
 
@@ -26,6 +26,9 @@ def make_rq(url: str) -> App:
     @app.task(name="web.add")
     def add(a: int, b: int) -> int:
         return a + b
+
+    @app.task(name="web.other", queue="other")  # declares "other": the web may enqueue there
+    def other() -> None: ...
 
     @app.task(name="web.boom", retries=0)
     def boom() -> None:
@@ -57,10 +60,12 @@ def rq(redis_url: str) -> Iterator[App]:
 
 
 @pytest.fixture
-def flask_app(rq: App) -> Flask:
+def flask_app(rq: App) -> Iterator[Flask]:
     # A short keepalive: a stream whose client left notices it (on its next write) quickly.
-    return create_app({"RQ_APP": rq, "web_max_body_bytes": MAX_BODY, "TESTING": True,
-                       "REDISQ_SSE_KEEPALIVE_S": 0.2})
+    app = create_app({"RQ_APP": rq, "web_max_body_bytes": MAX_BODY, "TESTING": True,
+                      "REDISQ_SSE_KEEPALIVE_S": 0.2})
+    yield app
+    state(app).hub.close()  # no subscription outlives the test (others count them)
 
 
 @pytest.fixture

@@ -14,11 +14,12 @@ from urllib.parse import urlparse
 
 
 class SSEClient:
-    def __init__(self, base_url: str, path: str) -> None:
+    def __init__(self, base_url: str, path: str, headers: dict[str, str] | None = None) -> None:
         url = urlparse(base_url)
         self.sock = socket.create_connection((url.hostname, url.port), timeout=10)
         # HTTP/1.0: the server streams the body as is (no chunked framing) and closes at the end.
-        self.sock.sendall(f"GET {path} HTTP/1.0\r\nHost: test\r\n"
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {url.netloc}\r\n{extra}"
                           "Accept: text/event-stream\r\n\r\n".encode())
         self.status: int | None = None
         self.headers: dict[str, str] = {}

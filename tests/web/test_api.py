@@ -13,6 +13,8 @@ from tests.support.wait import wait_until
 from tests.web.conftest import MAX_BODY
 from webapp import create_app
 
+TOKEN = "s3cret-s3cret-s3cret"
+
 
 def nothing_enqueued(rq: App) -> bool:
     """No message, no job record, no counter: a rejected request left no trace."""
@@ -147,7 +149,7 @@ def test_unknown_job_and_routes_are_json_errors(client: FlaskClient) -> None:
     assert res.status_code == 404 and res.get_json()["error"] == "no job nope"
     res = client.get("/no/such/page")
     assert res.status_code == 404 and res.get_json()["error"]
-    assert client.post("/jobs/nope/cancel").status_code == 404
+    assert client.post("/jobs/nope/cancel", json={}).status_code == 404
     res = client.get("/jobs/nope/cancel")
     assert res.status_code == 405 and res.get_json()["error"]
     assert client.delete("/prodcons").status_code == 405
@@ -156,15 +158,15 @@ def test_unknown_job_and_routes_are_json_errors(client: FlaskClient) -> None:
 def test_cancel_requeue_purge(client: FlaskClient, rq: App) -> None:
     job_id = client.post("/prodcons", json={"task": "web.add", "args": [1, 1]}).get_json()["job_id"]
     client.post("/prodcons", json={"task": "web.add", "args": [2, 2]})
-    res = client.post(f"/jobs/{job_id}/cancel")
+    res = client.post(f"/jobs/{job_id}/cancel", json={})
     assert res.status_code == 200 and res.get_json()["status"] == "cancelled"
     assert client.get(f"/jobs/{job_id}").get_json()["status"] == "cancelled"
-    res = client.post(f"/jobs/{job_id}/cancel")
+    res = client.post(f"/jobs/{job_id}/cancel", json={})
     assert res.status_code == 409 and "cancelled" in res.get_json()["error"]
     assert rq.client.llen(keys.pending("default")) == 1  # the cancelled job left the queue
-    assert client.post("/queues/default/purge").get_json() == {"queue": "default", "purged": 1}
-    assert client.post("/queues/default/requeue").get_json()["requeued"] == 0
-    assert client.post("/queues/a%20b/purge").status_code == 400
+    assert client.post("/queues/default/purge", json={}).get_json() == {"queue": "default", "purged": 1}
+    assert client.post("/queues/default/requeue", json={}).get_json()["requeued"] == 0
+    assert client.post("/queues/a%20b/purge", json={}).status_code == 400
 
 
 def test_requeue_brings_dead_jobs_back(client: FlaskClient, rq: App) -> None:
@@ -176,7 +178,7 @@ def test_requeue_brings_dead_jobs_back(client: FlaskClient, rq: App) -> None:
     assert snap["failures"][0]["job_id"] == job_id
     assert snap["failures"][0]["error_type"] == "RuntimeError"
     assert snap["queues"]["default"]["dead_letters"] == 1
-    assert client.post("/queues/default/requeue").get_json()["requeued"] == 1
+    assert client.post("/queues/default/requeue", json={}).get_json()["requeued"] == 1
     assert client.get(f"/jobs/{job_id}").get_json()["status"] == "queued"
     assert client.get("/api/snapshot").get_json()["failures"] == []
 
@@ -184,25 +186,26 @@ def test_requeue_brings_dead_jobs_back(client: FlaskClient, rq: App) -> None:
 @pytest.mark.parametrize("route", ["/prodcons", "/pubsub", "/jobs/x/cancel",
                                    "/queues/default/requeue", "/queues/default/purge"])
 def test_token_protects_every_write(rq: App, route: str) -> None:
-    client = create_app({"RQ_APP": rq, "REDISQ_WEB_TOKEN": "s3cret"}).test_client()
+    client = create_app({"RQ_APP": rq, "REDISQ_WEB_TOKEN": TOKEN}).test_client()
     body = {"task": "web.add", "args": [1, 2]} if route == "/prodcons" else \
         {"channel": "c", "message": 1}
     res = client.post(route, json=body)
     assert res.status_code == 401 and res.headers["WWW-Authenticate"] == "Bearer"
-    for header in ("Bearer wrong", "Bearer s3cret2", "Bearer ", "Basic s3cret", "s3cret"):
+    for header in ("Bearer wrong", f"Bearer {TOKEN}2", "Bearer ", f"Basic {TOKEN}", TOKEN):
         res = client.post(route, json=body, headers={"Authorization": header})
         assert res.status_code in (401, 403) and res.get_json()["error"], header
     assert nothing_enqueued(rq)
-    res = client.post(route, json=body, headers={"Authorization": "Bearer s3cret"})
+    res = client.post(route, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert res.status_code not in (401, 403)
-    assert client.get("/jobs/x").status_code == 404  # reads stay open
-    assert client.get("/").status_code == 200
+    assert client.get("/jobs/x").status_code == 401  # reads need the token too
+    assert client.get("/jobs/x", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
+    assert client.get("/").status_code == 200  # the page itself stays open (to log in)
 
 
 def test_token_accepted_enqueues(rq: App) -> None:
-    client = create_app({"RQ_APP": rq, "web_token": "s3cret"}).test_client()
+    client = create_app({"RQ_APP": rq, "web_token": TOKEN}).test_client()
     res = client.post("/prodcons", json={"task": "web.add", "args": [1, 2]},
-                      headers={"Authorization": "Bearer s3cret"})
+                      headers={"Authorization": f"Bearer {TOKEN}"})
     assert res.status_code == 202 and rq.client.llen(keys.pending("default")) == 1
     assert client.post("/prodcons", json={"task": "web.add", "args": [1, 2]},
                        headers={"Authorization": "Bearer nope"}).status_code == 403
@@ -256,9 +259,10 @@ def test_hello_and_pages(client: FlaskClient) -> None:
 def test_create_app_config(redis_url: str) -> None:
     from redisq import ConfigError
 
-    app = create_app({"url": redis_url, "TESTING": True, "REDISQ_WEB_MAX_BODY_BYTES": 100})
+    app = create_app({"url": redis_url, "TESTING": True, "REDISQ_WEB_MAX_BODY_BYTES": 100,
+                      "REDISQ_APP": "webapp.tasks:app"})
     assert app.testing and app.config["MAX_CONTENT_LENGTH"] == 100
-    assert "demo.add" in app.extensions["redisq"].rq.tasks  # the default: webapp.tasks:app
+    assert "demo.add" in app.extensions["redisq"].rq.tasks
     with pytest.raises(ConfigError, match="web_tokn"):
         create_app({"url": redis_url, "web_tokn": "x"})
     with pytest.raises(ConfigError, match="not a redisq App"):

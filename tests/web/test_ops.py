@@ -39,11 +39,11 @@ def test_metrics(client: FlaskClient, rq: App, worker: Worker) -> None:
     bad = client.post("/prodcons", json={"task": "web.boom"}).get_json()
     rq.job(ok["job_id"]).result(5)
     wait_until(lambda: rq.job(bad["job_id"]).status == "dead", 5, what="the failing job")
-    client.post("/prodcons", json={"task": "web.add", "args": [1, 2], "queue": "idle"})
+    client.post("/prodcons", json={"task": "web.add", "args": [1, 2], "queue": "other"})
     res = client.get("/metrics")
     assert res.status_code == 200 and res.mimetype == "text/plain"
     got = samples(res.get_data(as_text=True))
-    q, idle = (("queue", "default"),), (("queue", "idle"),)
+    q, idle = (("queue", "default"),), (("queue", "other"),)
     assert got[("redisq_queue_depth", idle)] == 1 and got[("redisq_queue_depth", q)] == 0
     assert got[("redisq_queue_in_flight", q)] == 0
     assert got[("redisq_queue_dead_letters", q)] == 1

@@ -69,7 +69,7 @@ def test_redisq_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     env.update(PYTHONPATH=str(ROOT), REDISQ_DATA_DIR=str(tmp_path / "data"),
                REDISQ_BLOCK_TIMEOUT_S="0.5", REDISQ_LEASE_S="2", REDISQ_GRACE_S="2",
                REDISQ_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "redisq", "up", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "redisq", "up", "--demo", "--port", str(port)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     lines: queue.Queue[str] = queue.Queue()
@@ -110,14 +110,15 @@ def test_redisq_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
 def test_redisq_web_serves_the_app(redis_url: str) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDISQ_")}
-    env.update(PYTHONPATH=str(ROOT), REDISQ_WEB_TOKEN="t0ken")
+    env.update(PYTHONPATH=str(ROOT), REDISQ_WEB_TOKEN="t0ken-t0ken-t0ken",
+               REDISQ_APP="webapp.tasks:app")
     proc = subprocess.Popen([sys.executable, "-m", "redisq", "web", "--port", str(port),
                              "--url", redis_url], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _http("GET", base + "/jobs/nope")[0] == 404, 6, interval_s=0.1,
-                   what="redisq web to answer")
+        wait_until(lambda: _http("GET", base + "/jobs/nope")[0] == 401, 6, interval_s=0.1,
+                   what="redisq web to answer")  # with a token, reads need it too
         # The settings come from the environment: the token protects writes.
         assert _http("POST", base + "/prodcons", {"task": "demo.add", "args": [1, 2]})[0] == 401
     finally:

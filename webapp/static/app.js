@@ -1,23 +1,59 @@
 // redisq front end: plain JS, no build step, nothing loaded from elsewhere.
-// Writes send the token (if one is set in the header field) as a bearer token.
+// Writes send the token (if one is set in the header field) as a bearer token. Reads that need
+// a token (the event streams: EventSource cannot send headers) use the session cookie that
+// POST /login sets from the same field.
 "use strict";
 const $ = (sel) => document.querySelector(sel);
 const TOKEN_KEY = "redisq-token";
+const tokenChanged = [];  // what to restart once a new token is logged in (the streams)
 
-document.addEventListener("DOMContentLoaded", () => {
-  const t = $("#token"); if (!t) return;
+function currentToken() { return ($("#token") && $("#token").value) || sessionStorage.getItem(TOKEN_KEY) || ""; }
+async function login(token) {
+  const res = await fetch(token ? "/login" : "/logout", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }) });
+  return res.ok;
+}
+// Resolves once the stored token (if any) is logged in: the pages open their streams after it.
+const loggedIn = new Promise((done) => document.addEventListener("DOMContentLoaded", () => {
+  const t = $("#token"); if (!t) { done(); return; }
   t.value = sessionStorage.getItem(TOKEN_KEY) || "";
-  t.addEventListener("change", () => sessionStorage.setItem(TOKEN_KEY, t.value));
-});
+  t.addEventListener("change", async () => {
+    sessionStorage.setItem(TOKEN_KEY, t.value);
+    t.classList.toggle("bad", !(await login(t.value).catch(() => false)));
+    tokenChanged.forEach((restart) => restart());
+  });
+  (t.value ? login(t.value).catch(() => false) : Promise.resolve(true)).then(() => done());
+}));
 
 async function post(url, body) {
   const headers = { "Content-Type": "application/json" };
-  const token = ($("#token") && $("#token").value) || sessionStorage.getItem(TOKEN_KEY);
+  const token = currentToken();
   if (token) headers.Authorization = "Bearer " + token;
   const res = await fetch(url, { method: "POST", headers, body: JSON.stringify(body === undefined ? {} : body) });
   const data = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(data.error || res.statusText);
   return data;
+}
+// An EventSource that comes back after a refusal too (a 401 before login, a 503 when the
+// server's streams are all taken): the browser retries by itself only after a stream ended.
+function stream(url, setup, onState) {
+  let es = null, timer = null;
+  function open() {
+    if (es) es.close();
+    clearTimeout(timer);
+    const source = es = new EventSource(url);
+    setup(source);
+    source.addEventListener("open", () => onState("live"));
+    source.addEventListener("error", async () => {
+      if (source !== es) return;  // replaced meanwhile
+      if (source.readyState !== EventSource.CLOSED) { onState("reconnecting"); return; }
+      const probe = await fetch("/api/snapshot", { method: "HEAD" }).catch(() => null);
+      onState(probe && probe.status === 401 ? "token" : "reconnecting");
+      timer = setTimeout(open, 5000);
+    });
+  }
+  tokenChanged.push(open);
+  loggedIn.then(open);
+  return { close: () => { clearTimeout(timer); if (es) es.close(); tokenChanged.splice(tokenChanged.indexOf(open), 1); } };
 }
 function esc(v) { return String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c])); }
 function rows(table, items, render, empty) {
@@ -26,13 +62,16 @@ function rows(table, items, render, empty) {
     : `<tr><td colspan="9" class="muted">${esc(empty)}</td></tr>`;
   fillBars(body);
 }
+// Every number that goes into markup goes through num(): a string in stored data stays text.
+function num(v) { const n = Number(v); return Number.isFinite(n) ? n : 0; }
 function ago(ts) {
+  ts = num(ts);
   if (!ts) return "";
   const s = Math.max(0, Date.now() / 1000 - ts);
   return s < 60 ? s.toFixed(0) + " s ago" : s < 3600 ? (s / 60).toFixed(0) + " min ago" : (s / 3600).toFixed(1) + " h ago";
 }
 function bar(fraction) {
-  const pct = (Math.max(0, Math.min(1, fraction || 0)) * 100).toFixed(0);
+  const pct = (Math.max(0, Math.min(1, num(fraction))) * 100).toFixed(0);
   return `<span class="bar" role="progressbar" aria-valuenow="${pct}"><span></span></span> ${pct}%`;
 }
 // Widths are set through the DOM, not style="" in markup: the CSP allows no inline styles.
@@ -45,7 +84,7 @@ function redisqDashboard() {
   const jobs = new Map();  // the jobs this page enqueued, newest last
   function renderJobs() {
     rows("#jobs", [...jobs.values()].reverse(), (j) =>
-      `<tr data-job="${esc(j.id)}"><td><code title="${esc(j.id)}">${esc(j.id.slice(0, 8))}</code></td><td>${esc(j.task)}</td>` +
+      `<tr data-job="${esc(j.id)}"><td><code title="${esc(j.id)}">${esc(String(j.id).slice(0, 8))}</code></td><td>${esc(j.task)}</td>` +
       `<td class="status status-${esc(j.status)}">${esc(j.status)}</td>` +
       `<td>${j.status === "started" && j.progress !== undefined ? bar(j.progress) + " " : ""}${esc(j.detail || "")}</td>` +
       `<td>${j.status === "queued" ? `<button data-cancel="${esc(j.id)}">cancel</button>` : ""}</td></tr>`,
@@ -60,46 +99,51 @@ function redisqDashboard() {
     renderJobs();
   }
   function renderSnapshot(s) {
-    rows("#queues", Object.entries(s.queues), ([q, c]) =>
-      `<tr><td>${esc(q)}</td><td>${c.depth}</td><td>${c.in_flight}</td><td>${c.delayed}</td><td>${c.dead_letters}</td>` +
-      `<td>${c.succeeded || 0}</td><td>${c.rate}</td><td class="actions"><button data-act="requeue" data-q="${esc(q)}">retry dead</button> ` +
+    const list = (v) => (Array.isArray(v) ? v : []);
+    const running = list(s.running);
+    rows("#queues", Object.entries(s.queues || {}), ([q, c]) =>
+      `<tr><td>${esc(q)}</td><td>${num(c.depth)}</td><td>${num(c.in_flight)}</td><td>${num(c.delayed)}</td><td>${num(c.dead_letters)}</td>` +
+      `<td>${num(c.succeeded)}</td><td>${num(c.rate)}</td><td class="actions"><button data-act="requeue" data-q="${esc(q)}">retry dead</button> ` +
       `<button data-act="purge" data-q="${esc(q)}">purge</button></td></tr>`, "no queues yet");
-    rows("#workers", s.workers, (w) =>
-      `<tr><td>${esc(w.id)}</td><td>${esc(w.mode)}</td><td>${esc((w.queues || w.channels || []).join(", "))}</td>` +
-      `<td>${w.processed || 0}</td><td>${w.failed || 0}</td><td>${s.running.filter((j) => j.worker === w.id).length}</td><td>${ago(w.last_seen)}</td></tr>`,
+    rows("#workers", list(s.workers), (w) =>
+      `<tr><td>${esc(w.id)}</td><td>${esc(w.mode)}</td><td>${esc(list(w.queues || w.channels).join(", "))}</td>` +
+      `<td>${num(w.processed)}</td><td>${num(w.failed)}</td><td>${num(running.filter((j) => j.worker === w.id).length)}</td><td>${esc(ago(w.last_seen))}</td></tr>`,
     "no live worker: start one with  redisq worker --app webapp.tasks:app");
-    rows("#failures", s.failures, (f) =>
-      `<tr><td>${ago(f.failed_at)}</td><td>${esc(f.queue)}</td><td>${esc(f.task)}</td>` +
-      `<td class="error">${esc(f.error_type)}: ${esc(f.reason)}</td><td>${f.job_id ? `<code>${esc(f.job_id.slice(0, 8))}</code>` : ""}</td></tr>`,
+    rows("#failures", list(s.failures), (f) =>
+      `<tr><td>${esc(ago(f.failed_at))}</td><td>${esc(f.queue)}</td><td>${esc(f.task)}</td>` +
+      `<td class="error">${esc(f.error_type)}: ${esc(f.reason)}</td><td>${f.job_id ? `<code>${esc(String(f.job_id).slice(0, 8))}</code>` : ""}</td></tr>`,
     "no failures");
-    rows("#running", s.running, (j) =>
-      `<tr data-running="${esc(j.id)}"><td>${esc(j.task)}</td><td><code>${esc(j.id.slice(0, 8))}</code></td>` +
+    rows("#running", running, (j) =>
+      `<tr data-running="${esc(j.id)}"><td>${esc(j.task)}</td><td><code>${esc(String(j.id).slice(0, 8))}</code></td>` +
       `<td class="progress">${bar(j.progress)}</td><td class="progress-msg">${esc(j.progress_message)}</td><td>${esc(j.worker)}</td></tr>`,
     "nothing running");
-    $("#scheduled").innerHTML = (s.scheduled || []).length ? s.scheduled.map((p) =>
-      `<div><strong>${esc(p.name)}</strong> ${esc(p.schedule || "")} — next ${p.next_at ? esc(new Date(p.next_at * 1000).toLocaleTimeString()) + ` (in ${Math.max(0, p.next_at - Date.now() / 1000).toFixed(0)} s)` : "?"}</div>`).join("")
-      : "no periodic jobs";
+    const scheduled = list(s.scheduled);
+    $("#scheduled").innerHTML = scheduled.length ? scheduled.map((p) => {
+      const next = num(p.next_at);
+      return `<div><strong>${esc(p.name)}</strong> ${esc(p.schedule || "")} — next ${next ? esc(new Date(next * 1000).toLocaleTimeString()) + ` (in ${num(Math.max(0, next - Date.now() / 1000)).toFixed(0)} s)` : "?"}</div>`;
+    }).join("") : "no periodic jobs";
   }
   function setLive(text, on) { $("#live").textContent = text; $("#live").classList.toggle("on", on); }
-  const es = new EventSource("/events");
-  es.addEventListener("open", () => setLive("live", true));
-  es.addEventListener("error", () => setLive("reconnecting…", false));
-  es.addEventListener("redis", () => setLive("redis unreachable, retrying…", false));
-  es.addEventListener("snapshot", (e) => { setLive("live", true); renderSnapshot(JSON.parse(e.data)); });
-  es.addEventListener("job", (e) => {
+  const LIVE = { live: "live", reconnecting: "reconnecting…", token: "token required: enter it above" };
+  stream("/events", (es) => {
+    es.addEventListener("redis", () => setLive("redis unreachable, retrying…", false));
+    es.addEventListener("snapshot", (e) => { setLive("live", true); renderSnapshot(JSON.parse(e.data)); });
+    es.addEventListener("job", (e) => {
+      const ev = JSON.parse(e.data);
+      if (ev.id && jobs.has(ev.id)) refreshJob(ev.id);
+    });
+    es.addEventListener("progress", onProgress);
+  }, (st) => setLive(LIVE[st], st === "live"));
+  function onProgress(e) {  // move the bars between snapshots
     const ev = JSON.parse(e.data);
-    if (ev.id && jobs.has(ev.id)) refreshJob(ev.id);
-  });
-  es.addEventListener("progress", (e) => {  // move the bars between snapshots
-    const ev = JSON.parse(e.data);
-    const row = document.querySelector(`tr[data-running="${CSS.escape(ev.id)}"]`);
+    const row = document.querySelector(`tr[data-running="${CSS.escape(String(ev.id))}"]`);
     if (row) {
       row.querySelector(".progress").innerHTML = bar(ev.progress); fillBars(row);
       row.querySelector(".progress-msg").textContent = ev.message || "";
     }
     const j = jobs.get(ev.id);
     if (j && !FINAL.includes(j.status)) { Object.assign(j, { status: "started", progress: ev.progress, detail: ev.message || "" }); renderJobs(); }
-  });
+  }
   renderJobs();
   $("#enqueue").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -144,16 +188,15 @@ function redisqProdcons() {
 }
 
 function redisqPubsub() {
-  let es = null;
+  let following = null;
   function follow(channel) {
-    if (es) es.close();
+    if (following) following.close();
     $("#following").textContent = channel;
-    es = new EventSource("/events/" + encodeURIComponent(channel));
-    es.addEventListener("message", (e) => {
+    following = stream("/events/" + encodeURIComponent(channel), (es) => es.addEventListener("message", (e) => {
       const li = document.createElement("li");
       li.textContent = new Date().toLocaleTimeString() + "  " + e.data;
       $("#messages").prepend(li);
-    });
+    }), (st) => { $("#following").textContent = channel + (st === "live" ? "" : ` (${st})`); });
   }
   follow($("#channel").value);
   $("#channel").addEventListener("change", () => follow($("#channel").value));
