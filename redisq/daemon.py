@@ -16,8 +16,11 @@ from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from .connection import CONNECTION_ERRORS, Outage, connect
 from .notify import Notifier
+from .pressure import MemoryPressure, is_oom
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -56,6 +59,7 @@ class Daemon:
         self.client = connect(app.url, role=f"worker-{self.mode}", options=options)
         self.registry = Registry(self.client)
         self.outage = Outage(f"worker {self.id}")
+        self.pressure = MemoryPressure(f"worker {self.id}")
         self.stopping = threading.Event()
         self.forced = threading.Event()
         self._loop_left = threading.Event()  # the main loop has ended (finish() is running)
@@ -170,6 +174,11 @@ class Daemon:
                     self._beat()
             except CONNECTION_ERRORS as exc:
                 log.debug("worker=%s supervisor: %s", self.id, exc)
+            except redis.ResponseError as exc:
+                if not is_oom(exc):
+                    log.exception("worker=%s supervisor step failed", self.id)
+                else:  # e.g. a periodic job refused at maxmemory: throttled, not per tick
+                    self.pressure.refused("a supervisor step", exc)
             except Exception:
                 log.exception("worker=%s supervisor step failed", self.id)
             if (watchdog_every and now - last_watchdog >= watchdog_every
@@ -198,7 +207,11 @@ class Daemon:
                 "started_at": round(self.started_at, 3), "loop_at": round(self.loop_at, 3),
                 "iterations": self.iterations, "reconnects": self.outage.reconnects,
                 **self.state()}
-        self.registry.beat(self.id, info, self.settings.lease_s)
+        info.update(self.pressure.state())
+        if self.registry.beat(self.id, info, self.settings.lease_s):
+            self.pressure.room()
+        else:
+            self.pressure.refused("the heartbeat")
         self._last_beat = self.clock()
 
     # -- for subclasses ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ import redis
 from . import keys
 from .cluster import is_cluster
 from .job import TERMINAL, Envelope
+from .pressure import is_oom
 from .queue import Message
 from .scripts import Scripts
 from .wire import wire_for
@@ -117,6 +118,10 @@ class Records:
         failed = next((r for r in replies[:5] if isinstance(r, Exception)), None)
         if failed is None and isinstance(replies[4], list):
             failed = next((r for r in replies[4] if isinstance(r, Exception)), None)
+        if isinstance(failed, redis.exceptions.ExecAbortError) and is_oom(failed):
+            # Redis checks memory at EXEC for a queued transaction: the same clear error as
+            # the enqueue script's (nothing was written either way).
+            raise redis.OutOfMemoryError(str(failed).split("because of: ", 1)[-1]) from failed
         if failed is not None:
             raise failed
         if wait:

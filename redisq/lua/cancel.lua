@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- cancel: stop a job that has not started, by taking its message out of the queue (or the
 -- delayed set) in the same step that marks it cancelled. A job whose message a worker already
 -- reserved is too late to cancel: it runs.

@@ -1,0 +1,128 @@
+"""Redis at ``maxmemory`` (policy ``noeviction``): a producer floods a queue of 8 KiB jobs until
+Redis refuses writes, while one worker drains it.
+
+The worker must keep completing jobs the whole time (it is the one process that frees
+memory), every enqueue that was acknowledged must run, producers get a clear
+``OutOfMemoryError`` (nothing half-written), and once the queue is drained Redis has room
+again at once (finished records do not keep the payload for their TTL).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from redisq import App, keys
+from redisq.server import RedisServer, free_port
+from tests.support.procs import start_worker, stop
+from tests.support.wait import wait_until
+
+QUEUE = "default"
+BLOB = "x" * 8192
+FLOOD_S = 3.0
+MAX_PAUSE_S = 1.0
+PRODUCERS = int(__import__("os").environ.get("OOM_PRODUCERS", "3"))
+DRAIN_S = float(__import__("os").environ.get("OOM_DRAIN_S", "4"))
+
+
+@pytest.fixture
+def small_server(tmp_path: Path) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path / "redis", port=free_port(),
+                      extra_args=("--maxmemory", "8mb", "--maxmemory-policy", "noeviction"))
+    srv.start()
+    yield srv
+    srv.kill()
+
+
+class Watch(threading.Thread):
+    """Samples the queue's completion counter and depth; keeps the longest time without a
+    completion while work was queued."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(daemon=True)
+        self.client = client
+        self.done = threading.Event()
+        self.longest_pause_s = 0.0
+        self.max_depth = 0
+
+    def run(self) -> None:
+        last_count, last_change = -1, time.monotonic()
+        while not self.done.is_set():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(keys.stats(QUEUE), "succeeded")
+            pipe.llen(keys.pending(QUEUE))
+            count_raw, depth = pipe.execute()
+            now = time.monotonic()
+            count = int(count_raw or 0)
+            self.max_depth = max(self.max_depth, depth)
+            if count != last_count or depth == 0:
+                last_count, last_change = count, now
+            self.longest_pause_s = max(self.longest_pause_s, now - last_change)
+            time.sleep(0.01)
+
+
+def flood(app: App, until: float) -> tuple[list[str], int]:
+    """Enqueue 8 KiB jobs as fast as one producer can until ``until``; the ids acknowledged
+    and how many enqueues Redis refused for memory."""
+    acked: list[str] = []
+    refused = 0
+    while time.monotonic() < until:
+        try:
+            acked.append(app.enqueue("oom.noop", args=(BLOB,)).id)
+        except redis.OutOfMemoryError:
+            refused += 1
+    return acked, refused
+
+
+def flood_with(url: str, producers: int, until: float) -> tuple[list[str], int]:
+    """``flood`` from several producer processes' worth of threads, each with its own App."""
+    results: list[tuple[list[str], int]] = []
+    apps = [App(url) for _ in range(producers)]
+    threads = [threading.Thread(target=lambda a=a: results.append(flood(a, until)))
+               for a in apps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a in apps:
+        a.close()
+    return [i for ids, _ in results for i in ids], sum(n for _, n in results)
+
+
+def test_worker_drains_at_maxmemory_and_redis_has_room_after(small_server: RedisServer) -> None:
+    url = small_server.url
+    admin = small_server.client()
+    producer = App(url)
+    worker = start_worker(url, "--app", "tests.oom_app:app", "--concurrency", "2")
+    watch = Watch(small_server.client())
+    try:
+        wait_until(lambda: admin.zcard(keys.WORKERS) == 1, 5, what="the worker to register")
+        watch.start()
+        acked, refused = flood_with(url, PRODUCERS, time.monotonic() + FLOOD_S)
+        assert refused > 0, "the flood never reached maxmemory"
+        wait_until(lambda: admin.llen(keys.pending(QUEUE)) == 0, DRAIN_S, what="the drain")
+        watch.done.set()
+        watch.join()
+        # Every acknowledged enqueue ran.
+        pipe = admin.pipeline(transaction=False)
+        for job_id in acked:
+            pipe.hget(keys.job(QUEUE, job_id), "status")
+        wait_until(lambda: set(pipe.execute()) == {b"succeeded"}, 2,
+                   what="every acknowledged job to succeed")
+        print(admin.info("memory")["used_memory"], admin.llen(keys.pending(QUEUE)), watch.max_depth)
+        print(f"acked={len(acked)} refused={refused} "
+              f"longest_pause_s={watch.longest_pause_s:.3f}")
+        # Room again at once: no waiting for the 24 h result TTL.
+        producer.enqueue("oom.noop", args=(BLOB,))
+        assert watch.longest_pause_s <= MAX_PAUSE_S
+        assert worker.poll() is None, "the worker died"
+    finally:
+        watch.done.set()
+        stop(worker)
+        producer.close()
+        admin.close()
