@@ -52,6 +52,8 @@ class Settings:
     """How long a failed or dead job's record is kept."""
     dead_max: int = 10_000
     """Most entries a queue's dead-letter list keeps."""
+    args_summary_bytes: int = 48
+    """Bytes of its arguments a succeeded, cancelled or dead job's record keeps (0 none, -1 all)."""
     worker_id: str | None = None
     """This worker's id (default: host-pid-random)."""
     with_scheduler: bool = False

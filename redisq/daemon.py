@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ import redis
 
 from .connection import CONNECTION_ERRORS, Outage, connect
 from .notify import Notifier
-from .pressure import MemoryPressure, is_oom
+from .pressure import MemoryPressure, check_eviction_policy, is_oom
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -86,6 +87,9 @@ class Daemon:
         if self.stopping.is_set():  # a signal while Redis was away: nothing started, clean exit
             log.info("worker=%s stopped before Redis answered", self.id)
             return 0
+        # (Redis gone again since the PING: the loop's own retries deal with it.)
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            check_eviction_policy(self.client, f"worker {self.id}")
         for hook in self.app.hooks.startup:
             hook(self)
         try:

@@ -53,9 +53,14 @@ class Envelope:
     unique: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "task": self.task, "args": self.args,
-                               "kwargs": self.kwargs, "queue": self.queue,
-                               "attempt": self.attempt, "enqueued_at": self.enqueued_at}
+        # Empty args and kwargs are left out (from_dict defaults them): a message is most of
+        # what a queued job costs in Redis, and no-argument jobs are common.
+        out: dict[str, Any] = {"id": self.id, "task": self.task}
+        if self.args:
+            out["args"] = self.args
+        if self.kwargs:
+            out["kwargs"] = self.kwargs
+        out.update(queue=self.queue, attempt=self.attempt, enqueued_at=self.enqueued_at)
         if self.unique is not None:
             out["unique"] = self.unique
         return out

@@ -143,7 +143,7 @@ class Scheduler:
         """Queue the job of one tick; its id if this call queued it."""
         jid = job_id(name, tick)
         prepared = self.app.prepare(spec.task, spec.args, spec.kwargs, spec.queue, jid)
-        env = replace(prepared.env, enqueued_at=round(now, 6))
+        env = replace(prepared.env, enqueued_at=round(now, 3))
         message = self.app.serializer.dumps(env.to_dict())
         unique = [keys.unique(spec.queue, env.unique)] if env.unique is not None else []
         done = self._run_fire(spec, keys.periodic_last(spec.queue, name), tick, message, jid,
