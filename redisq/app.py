@@ -76,7 +76,9 @@ class App:
         """``wait_replicas``: durable enqueue. With N > 0, ``enqueue`` (and ``enqueue_many``,
         ``task.map``) returns only once N replicas have the job (``WAIT`` on the same
         connection, same round trip), else raises :class:`NotReplicated`; asynchronous
-        replication alone can lose a job acknowledged just before a failover (docs/scaling.md)."""
+        replication alone can lose a job acknowledged just before a failover (docs/scaling.md).
+        ``args_summary_bytes``: how much of its arguments a succeeded, cancelled or dead job's
+        record keeps (0 none, -1 the whole message; docs/deployment.md, sizing)."""
         self._url = url
         self.serializer = serializers.get(serializer)
         self.options = options or ConnectionOptions()
