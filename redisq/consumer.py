@@ -483,6 +483,6 @@ class Consumer:
         self._each_queue(self._release)
 
     def _release(self, q: str) -> None:
-        leases.release(self.client, q, self.id)
+        leases.release(self.client, q, self.id, self.scripts)
         with self._lock:
             self._held[q].clear()

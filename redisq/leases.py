@@ -51,13 +51,10 @@ def recover_stale(client: redis.Redis, scripts: Scripts, q: str, consumer_id: st
     return n
 
 
-def release(client: redis.Redis, q: str, consumer_id: str) -> None:
+def release(client: redis.Redis, q: str, consumer_id: str, scripts: Scripts | None = None) -> None:
     """Move every message of our processing list back to ``q`` and drop our lease, so that
-    other consumers take them at once instead of after the lease."""
-    proc = keys.processing(q, consumer_id)
-    while client.lmove(proc, keys.pending(q), "LEFT", "RIGHT") is not None:
-        pass
-    pipe = client.pipeline(transaction=False)
-    pipe.srem(keys.consumers(q), consumer_id)
-    pipe.delete(keys.lease(q, consumer_id))
-    pipe.execute()
+    other consumers take them at once instead of after the lease (one Lua step: it also works
+    at maxmemory, see ``lua/release.lua``)."""
+    (scripts or Scripts(client)).run("release", [
+        keys.processing(q, consumer_id), keys.pending(q), keys.consumers(q),
+        keys.lease(q, consumer_id)], [consumer_id])

@@ -32,6 +32,7 @@ from . import keys
 from .connection import CONNECTION_ERRORS
 from .daemon import Daemon
 from .periodic import MAX_CATCH_UP, MISFIRE_POLICIES, Periodic, Plan, job_id
+from .pressure import MemoryPressure, is_oom
 from .queue import Queue
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class Scheduler:
         self.leading = False
         self._published: dict[str, tuple[float, float | None, float]] = {}
         self._last_fired: dict[str, float | None] = {}
+        self.pressure = MemoryPressure("scheduler")
 
     def tick(self, now: float | None = None) -> list[str]:
         """One pass: keep or take the lease; if leading, fire due ticks of every periodic and
@@ -98,8 +100,11 @@ class Scheduler:
                 fired += self._fire_due(name, spec, now)
             except CONNECTION_ERRORS:
                 raise
-            except Exception:  # one broken periodic must not stop the others
-                log.exception("periodic %s: firing failed", name)
+            except Exception as exc:  # one broken periodic must not stop the others
+                if is_oom(exc):  # Redis full: retried each pass, said once a minute
+                    self.pressure.refused(f"periodic {name}", exc)
+                else:
+                    log.exception("periodic %s: firing failed", name)
         for q in sorted(q.decode() for q in self.client.smembers(keys.QUEUES)):
             Queue(self.client, q, self.scripts).promote_due()
         return fired

@@ -4,8 +4,8 @@ redis-py's :class:`redis.commands.core.Script` sends EVALSHA and, on NOSCRIPT (a
 ``SCRIPT FLUSH`` or a server restart without persistence of the script cache), loads the script
 and runs it again, so the scripts survive a flush.
 
-The steps that consume (reserve, start, settle, ack, nack, bury, stale recovery, lease renewal,
-cancel) begin with ``#!lua flags=allow-oom`` (Redis 7.0+/Valkey): Redis runs them even at
+The steps that consume (reserve, start, settle, ack, nack, bury, stale recovery, lease renewal
+and release, cancel) begin with ``#!lua flags=allow-oom`` (Redis 7.0+/Valkey): Redis runs them even at
 ``maxmemory`` with ``noeviction``, because they are what frees memory (a worker refused at
 maxmemory would stop draining the very queue that fills it). Producing steps have no flags
 line and stay refused with OOM before they write anything. A script with a flags line may
@@ -31,7 +31,7 @@ NAMES = (
     "reserve", "ack", "nack", "bury", "requeue_stale", "schedule", "promote_due",
     "publish_durable", "enqueue", "start", "settle", "cancel", "requeue_dead",
     "lock_release", "lock_extend", "enqueue_many", "leader", "fire_periodic", "renew",
-    "beat", "beat_index",
+    "beat", "beat_index", "release",
 )
 
 

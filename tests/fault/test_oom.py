@@ -9,6 +9,7 @@ again at once (finished records do not keep the payload for their TTL).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,9 @@ import pytest
 import redis
 
 from redisq import App, keys
+from redisq.consumer import Consumer
+from redisq.job import Envelope
+from redisq.records import Outcome
 from redisq.registry import Registry
 from redisq.server import RedisServer, free_port
 from tests.support.procs import run_cli, start_worker, stop
@@ -181,3 +185,41 @@ def test_a_full_redis_is_said_once_and_shown_and_enqueues_fail_cleanly(
     assert worker.stderr is not None
     log = worker.stderr.read().decode()
     assert log.count("Redis is at maxmemory") == 1, log  # not one per refusal
+
+
+def test_every_consuming_step_works_at_maxmemory(small_server: RedisServer) -> None:
+    """Reserve (batch, and the idle blocking wait), start, settle, nack, bury, ack, lease
+    renewal, stale recovery and release, one by one, while Redis refuses a plain write."""
+    url = small_server.url
+    admin = small_server.client()
+    producer = App(url)
+    jobs = [producer.enqueue("oom.noop", args=(str(i),)) for i in range(5)]
+    client = redis.Redis.from_url(url)
+    consumer = Consumer(client, [QUEUE], consumer_id="c1", lease_s=5, block_timeout_s=0.2,
+                        mark_jobs="w1")
+    fill(admin)
+    with pytest.raises(redis.OutOfMemoryError):
+        admin.set("proof", "Redis refuses a write")
+    try:
+        taken = consumer.reserve(4, 0)  # reserve.lua (+ renew.lua, requeue_stale.lua)
+        assert len(taken) == 4 and {m.before for m in taken} == {"queued"}
+        assert producer.records.start("w1", [Envelope.from_dict(json.loads(taken[0].body))])
+        consumer.heartbeat()
+        assert consumer.nack(taken[1]) and consumer.bury(taken[2], b'{"reason": "test"}')
+        assert consumer.ack([taken[3]]) == 1
+        env = Envelope.from_dict(json.loads(taken[0].body))
+        call = producer.records.settle_call("c1", taken[0], env, Outcome("succeeded"), "w1",
+                                            producer.serializer.dumps)
+        assert producer.records.settle_many([call]) == [1]
+        assert jobs[0].status == "succeeded"
+        assert consumer.requeue_stale() == 0
+        assert len(consumer.reserve(2, 0.3)) == 2  # the nacked one and the last one
+        assert consumer.reserve(1, 0.3) == []  # empty: BLMOVE refused, a short poll instead
+        assert consumer.pressure.full
+        consumer.close(release=True)  # release.lua gives the two held ones back
+        assert admin.llen(keys.pending(QUEUE)) == 2
+        assert not admin.exists(keys.lease(QUEUE, "c1"))
+    finally:
+        client.close()
+        producer.close()
+        admin.close()
