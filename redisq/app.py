@@ -73,17 +73,20 @@ class App:
                  result_ttl_s: float = 86_400.0, failure_ttl_s: float = 604_800.0,
                  dead_max: int = 10_000, options: ConnectionOptions | None = None,
                  events: bool = True, wait_replicas: int = 0,
-                 wait_timeout_s: float = 1.0) -> None:
+                 wait_timeout_s: float = 1.0, args_summary_bytes: int = 48) -> None:
         """``wait_replicas``: durable enqueue. With N > 0, ``enqueue`` (and ``enqueue_many``,
         ``task.map``) returns only once N replicas have the job (``WAIT`` on the same
         connection, same round trip), else raises :class:`NotReplicated`; asynchronous
-        replication alone can lose a job acknowledged just before a failover (docs/scaling.md)."""
+        replication alone can lose a job acknowledged just before a failover (docs/scaling.md).
+        ``args_summary_bytes``: how much of its arguments a succeeded, cancelled or dead job's
+        record keeps (0 none, -1 the whole message; docs/deployment.md, sizing)."""
         self._url = url
         self.serializer = serializers.get(serializer)
         self.options = options or ConnectionOptions()
         self.result_ttl_s = result_ttl_s
         self.failure_ttl_s = failure_ttl_s
         self.dead_max = dead_max
+        self.args_summary_bytes = args_summary_bytes
         self.events = events
         self.wait_replicas = wait_replicas
         self.wait_timeout_s = wait_timeout_s
@@ -123,7 +126,7 @@ class App:
 
     def make_records(self, client: redis.Redis) -> Records:
         return Records(client, Scripts(client), self.result_ttl_s, self.failure_ttl_s,
-                       self.dead_max, self.events)
+                       self.dead_max, self.events, self.args_summary_bytes)
 
     def close(self) -> None:
         if self._client is not None:
@@ -270,7 +273,7 @@ class App:
         q = keys.check_name(queue or (task.options.queue if task else "default"))
         if task is not None and task.options.unique_by is not None:
             return [self.enqueue(task_name, a, k, queue=q) for a, k in calls]
-        now = round(time.time(), 6)
+        now = round(time.time(), 3)
         message = self._bulk_message_builder(task_name, q, now)
         jobs: list[Job] = []
         batch: list[tuple[str, bytes]] = []
@@ -290,7 +293,7 @@ class App:
         for i in range(0, len(batch), BULK_CHUNK):
             part = batch[i:i + BULK_CHUNK]
             ks = [keys.pending(q), keys.stats(q), *(keys.job(q, jid) for jid, _ in part)]
-            calls_out.append(("enqueue_many", ks, [task_name, *(m for _, m in part)]))
+            calls_out.append(("enqueue_many", ks, [task_name, repr(now), *(m for _, m in part)]))
         for i in range(0, len(calls_out), 20):
             self.records.scripts.run_many(calls_out[i:i + 20], self.wait_replicas,
                                           self.wait_timeout_s)

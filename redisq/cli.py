@@ -116,7 +116,7 @@ def worker(app_spec: str | None, **flags: Any) -> None:
         raise ConfigError("worker needs --app package.module:app (or REDISQ_APP)")
     app = load_app(settings.app, settings.url)
     defaults = config.Settings()
-    for name in ("result_ttl_s", "failure_ttl_s", "dead_max"):
+    for name in ("result_ttl_s", "failure_ttl_s", "dead_max", "args_summary_bytes"):
         # Only a value set in the environment overrides the App's own (a default must not).
         if getattr(settings, name) != getattr(defaults, name):
             setattr(app, name, getattr(settings, name))
@@ -217,13 +217,19 @@ def _format_info(snap: dict[str, Any], with_rate: bool) -> str:
     for p in snap.get("periodic", []):
         lines.append(f"periodic {p['name']:<30} {p['schedule']:<28} next {p['next_at_iso']}"
                      f" last {p.get('last_at_iso') or '-'}")
+    mem = snap.get("memory")
+    if mem and mem["max_bytes"]:
+        lines.append(f"redis memory: {mem['used_bytes'] / 2**20:.1f} MiB of maxmemory "
+                     f"{mem['max_bytes'] / 2**20:.1f} MiB ({mem['policy']})"
+                     + (" FULL: enqueues are refused" if mem["full"] else ""))
     lines.append("")
     lines.append(f"{len(snap['workers'])} worker(s)")
     for w in snap["workers"]:
         where = ",".join(w.get("queues") or w.get("channels") or [])
         lines.append(f"  {w['id']:<32} {w.get('mode', '?'):<9} {where:<20} "
                      f"processed={w.get('processed', 0)} failed={w.get('failed', 0)} "
-                     f"running={len(w.get('current') or [])}")
+                     f"running={len(w.get('current') or [])}"
+                     + (" REDIS FULL (maxmemory)" if w.get("redis_full") is True else ""))
     return "\n".join(lines)
 
 

@@ -59,6 +59,8 @@ class Settings:
     queue_idle_ttl_s: float = 691_200.0
     """A queue with nothing queued, delayed, running or dead and no producer or worker activity
     for this long (at least the record TTLs) drops out of the queue index."""
+    args_summary_bytes: int = 48
+    """Bytes of its arguments a succeeded, cancelled or dead job's record keeps (0 none, -1 all)."""
     worker_id: str | None = None
     """This worker's id (default: host-pid-random)."""
     with_scheduler: bool = False

@@ -18,6 +18,7 @@ import redis
 from . import keys, leases
 from .cluster import is_cluster, node_name
 from .connection import CONNECTION_ERRORS, Outage, drop_idle_connections
+from .pressure import MemoryPressure
 from .queue import Message, as_bytes
 from .resting import RestingQueues
 from .scripts import Scripts
@@ -29,6 +30,8 @@ log = logging.getLogger("redisq.queue")
 
 #: How long a consumer whose every queue rests (cluster) waits before it looks again.
 PROBE_WAIT_S = 0.5
+#: At maxmemory, how often an idle consumer looks for messages (BLMOVE is refused there).
+OOM_POLL_S = 0.1
 
 
 def _nones() -> Iterable[None]:
@@ -56,6 +59,7 @@ class Consumer:
         outage: Outage | None = None,
         clock: Callable[[], float] = time.monotonic,
         mark_jobs: str | None = None,
+        pressure: MemoryPressure | None = None,
     ) -> None:
         """``mark_jobs``: a worker id; batch reservations then also mark job records started
         (see ``lua/reserve.lua``) and report each job's status before."""
@@ -77,6 +81,7 @@ class Consumer:
         self._last_recovery = float("-inf")
         self._waits = Waits(client, self.id, 2 * len(self.queues))  # waiters and probes
         self.mark_jobs = mark_jobs
+        self.pressure = pressure or MemoryPressure(f"consumer {self.id}")
         self._takes = 0  # reservations started by any thread (a seqlock for the orphan check)
         self._takes_in_flight = 0
         # On a cluster a queue whose node fails rests by itself (the others go on); on one
@@ -273,7 +278,17 @@ class Consumer:
         return self._hold(q, answer[0::2], (b.decode() for b in answer[1::2]))
 
     def _blmove(self, q: str, timeout_s: float) -> bytes | None:
-        return self._waits.move(q, timeout_s)
+        try:
+            body = self._waits.move(q, timeout_s)
+        except redis.OutOfMemoryError as exc:
+            # Redis refuses BLMOVE at maxmemory (a move may grow memory), not the reserve
+            # step (allow-oom): wait a moment, then the next reserve takes what is waiting
+            # with it. Queues are seldom empty while Redis is full.
+            self.pressure.refused("a blocking reserve", exc)
+            self._waits.woken.wait(min(timeout_s, OOM_POLL_S))
+            return None
+        self.pressure.room()
+        return body
 
     def interrupt(self) -> None:
         """End blocking waits now (from another thread, when the worker stops): each returns
@@ -391,7 +406,7 @@ class Consumer:
         self._last_beat = self.clock()
 
     def _renew(self, *queues: str) -> None:
-        leases.renew(self.client, self.id, self.lease_ms, queues)
+        leases.renew(self.client, self.id, self.lease_ms, queues, self.scripts)
 
     def requeue_stale(self) -> int:
         """Give back the messages of consumers whose lease expired; returns how many moved."""
@@ -473,6 +488,6 @@ class Consumer:
         self._each_queue(lambda q: None if keep and q in keep else self._release(q))
 
     def _release(self, q: str) -> None:
-        leases.release(self.client, q, self.id)
+        leases.release(self.client, q, self.id, self.scripts)
         with self._lock:
             self._held[q].clear()

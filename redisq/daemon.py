@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -16,8 +17,11 @@ from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from .connection import CONNECTION_ERRORS, Outage, connect
 from .notify import Notifier
+from .pressure import MemoryPressure, check_eviction_policy, is_oom
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -56,6 +60,7 @@ class Daemon:
         self.client = connect(app.url, role=f"worker-{self.mode}", options=options)
         self.registry = Registry(self.client)
         self.outage = Outage(f"worker {self.id}")
+        self.pressure = MemoryPressure(f"worker {self.id}")
         self.stopping = threading.Event()
         self.forced = threading.Event()
         self._loop_left = threading.Event()  # the main loop has ended (finish() is running)
@@ -82,6 +87,9 @@ class Daemon:
         if self.stopping.is_set():  # a signal while Redis was away: nothing started, clean exit
             log.info("worker=%s stopped before Redis answered", self.id)
             return 0
+        # (Redis gone again since the PING: the loop's own retries deal with it.)
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            check_eviction_policy(self.client, f"worker {self.id}")
         for hook in self.app.hooks.startup:
             hook(self)
         try:
@@ -170,6 +178,11 @@ class Daemon:
                     self._beat()
             except CONNECTION_ERRORS as exc:
                 log.debug("worker=%s supervisor: %s", self.id, exc)
+            except redis.ResponseError as exc:
+                if not is_oom(exc):
+                    log.exception("worker=%s supervisor step failed", self.id)
+                else:  # e.g. a periodic job refused at maxmemory: throttled, not per tick
+                    self.pressure.refused("a supervisor step", exc)
             except Exception:
                 log.exception("worker=%s supervisor step failed", self.id)
             if (watchdog_every and now - last_watchdog >= watchdog_every
@@ -198,7 +211,11 @@ class Daemon:
                 "started_at": round(self.started_at, 3), "loop_at": round(self.loop_at, 3),
                 "iterations": self.iterations, "reconnects": self.outage.reconnects,
                 **self.state()}
-        self.registry.beat(self.id, info, self.settings.lease_s)
+        info.update(self.pressure.state())
+        if self.registry.beat(self.id, info, self.settings.lease_s):
+            self.pressure.room()
+        else:
+            self.pressure.refused("the heartbeat")
         self._last_beat = self.clock()
 
     # -- for subclasses ----------------------------------------------------------------------

@@ -128,8 +128,13 @@ class WorkerIndex:
         self._last_prune = float("-inf")
 
     def heartbeat(self) -> None:
-        touch(self.client, self.queues)
-        now = self.clock()
-        if now - self._last_prune >= PRUNE_EVERY_S:
-            self._last_prune = now
-            prune(self.client, self.idle_s)
+        """Best effort: an error reply (Redis full refuses the index writes) is not the
+        worker's problem; the next heartbeat tries again."""
+        try:
+            touch(self.client, self.queues)
+            now = self.clock()
+            if now - self._last_prune >= PRUNE_EVERY_S:
+                self._last_prune = now
+                prune(self.client, self.idle_s)
+        except redis.ResponseError as exc:
+            log.debug("queue index not refreshed: %s", exc)

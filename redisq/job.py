@@ -2,9 +2,12 @@
 holds (:class:`Job`) and the context a running task sees (:class:`JobContext`).
 
 A job record is a Redis hash whose fields are readable with ``redis-cli``:
-``status`` (one of :data:`STATUSES`), ``task``, ``queue``, ``message``, ``attempts``,
+``status`` (one of :data:`STATUSES`), ``task``, ``attempts``,
 ``enqueued_at``/``started_at``/``finished_at`` (unix seconds), ``worker``, ``result`` (JSON),
-``error_type``/``error_message``/``traceback``, ``progress``/``progress_message``, ``due_at``.
+``error_type``/``error_message``/``traceback``, ``progress``/``progress_message``, ``due_at``,
+``args`` (a finished job's arguments, cut to ``args_summary_bytes``) and, for a failed job,
+``message`` (the whole message). A waiting job's message lives in its queue only; the queue
+is in the record's key (reading fills in ``queue``, and ``attempts`` before the first start).
 """
 
 from __future__ import annotations
@@ -53,9 +56,14 @@ class Envelope:
     unique: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "task": self.task, "args": self.args,
-                               "kwargs": self.kwargs, "queue": self.queue,
-                               "attempt": self.attempt, "enqueued_at": self.enqueued_at}
+        # Empty args and kwargs are left out (from_dict defaults them): a message is most of
+        # what a queued job costs in Redis, and no-argument jobs are common.
+        out: dict[str, Any] = {"id": self.id, "task": self.task}
+        if self.args:
+            out["args"] = self.args
+        if self.kwargs:
+            out["kwargs"] = self.kwargs
+        out.update(queue=self.queue, attempt=self.attempt, enqueued_at=self.enqueued_at)
         if self.unique is not None:
             out["unique"] = self.unique
         return out

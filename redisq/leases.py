@@ -19,13 +19,14 @@ from .scripts import Scripts
 log = logging.getLogger("redisq.queue")
 
 
-def renew(client: redis.Redis, consumer_id: str, lease_ms: int, queues: Iterable[str]) -> None:
-    """Register ``consumer_id`` and refresh its lease on ``queues`` (one round trip)."""
-    pipe = client.pipeline(transaction=False)
-    for q in queues:
-        pipe.sadd(keys.consumers(q), consumer_id)
-        pipe.set(keys.lease(q, consumer_id), b"1", px=lease_ms)
-    pipe.execute()
+def renew(client: redis.Redis, consumer_id: str, lease_ms: int, queues: Iterable[str],
+          scripts: Scripts | None = None) -> None:
+    """Register ``consumer_id`` and refresh its lease on ``queues`` (one round trip). A Lua
+    step (``lua/renew.lua``), not SADD+SET: Redis refuses those at maxmemory, and a consumer
+    must keep its lease while it drains a full Redis."""
+    scripts = scripts or Scripts(client)
+    scripts.run_many([("renew", [keys.consumers(q), keys.lease(q, consumer_id)],
+                       [consumer_id, lease_ms]) for q in queues])
 
 
 def recover_stale(client: redis.Redis, scripts: Scripts, q: str, consumer_id: str) -> int:
@@ -50,13 +51,10 @@ def recover_stale(client: redis.Redis, scripts: Scripts, q: str, consumer_id: st
     return n
 
 
-def release(client: redis.Redis, q: str, consumer_id: str) -> None:
+def release(client: redis.Redis, q: str, consumer_id: str, scripts: Scripts | None = None) -> None:
     """Move every message of our processing list back to ``q`` and drop our lease, so that
-    other consumers take them at once instead of after the lease."""
-    proc = keys.processing(q, consumer_id)
-    while client.lmove(proc, keys.pending(q), "LEFT", "RIGHT") is not None:
-        pass
-    pipe = client.pipeline(transaction=False)
-    pipe.srem(keys.consumers(q), consumer_id)
-    pipe.delete(keys.lease(q, consumer_id))
-    pipe.execute()
+    other consumers take them at once instead of after the lease (one Lua step: it also works
+    at maxmemory, see ``lua/release.lua``)."""
+    (scripts or Scripts(client)).run("release", [
+        keys.processing(q, consumer_id), keys.pending(q), keys.consumers(q),
+        keys.lease(q, consumer_id)], [consumer_id])

@@ -18,6 +18,7 @@ import redis
 from . import index, keys
 from .cluster import is_cluster
 from .job import TERMINAL, Envelope
+from .pressure import is_oom
 from .queue import Message
 from .scripts import Scripts
 from .wire import wire_for
@@ -40,15 +41,17 @@ class Outcome:
 
 
 def complete_record(raw: dict[bytes, bytes], queue: str, job_id: str) -> dict[str, Any]:
-    """A record as text, with what a bulk-enqueued record leaves out (``enqueue_many.lua``
-    writes status, task and message only) filled in: the queue, attempts (none yet) and the
-    enqueue time (from the message)."""
+    """A record as text, with what records leave out filled in: the queue (in the key),
+    attempts (none yet), progress 1 once succeeded, and the enqueue time of a record written
+    by an older version (from the message it copied)."""
     out: dict[str, Any] = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
     if not out:
         return out
     out["id"] = job_id
     out.setdefault("queue", queue)
     out.setdefault("attempts", "0")
+    if out.get("status") == "succeeded":
+        out.setdefault("progress", "1")
     if "enqueued_at" not in out and "message" in out:
         try:
             at = json.loads(out["message"]).get("enqueued_at")
@@ -64,13 +67,15 @@ class Records:
 
     def __init__(self, client: redis.Redis, scripts: Scripts | None = None,
                  result_ttl_s: float = 86_400.0, failure_ttl_s: float = 7 * 86_400.0,
-                 dead_max: int = 10_000, events: bool = True) -> None:
+                 dead_max: int = 10_000, events: bool = True,
+                 args_summary_bytes: int = 48) -> None:
         self.client = client
         self.scripts = scripts or Scripts(client)
         self.result_ttl_s = result_ttl_s
         self.failure_ttl_s = failure_ttl_s
         self.dead_max = dead_max
         self.events = events
+        self.args_summary_bytes = args_summary_bytes
         self._index = index.ProducerIndex(client)
         self._wire = wire_for(client)
         #: Whether :meth:`enqueue_fresh` may be used (a cluster routes scripts, not MULTI).
@@ -108,8 +113,8 @@ class Records:
         wait = [("WAIT", replicas, max(int(timeout_s * 1000), 1))] if replicas else []
         replies = self._wire.execute([
             ("MULTI",),
-            ("HSET", keys.job(q, env.id), "status", "queued", "task", env.task, "queue", q,
-             "message", message, "attempts", 0, "enqueued_at", repr(env.enqueued_at)),
+            ("HSET", keys.job(q, env.id), "status", "queued", "task", env.task,
+             "enqueued_at", repr(env.enqueued_at)),
             ("LPUSH", keys.pending(q), message),
             ("HINCRBY", keys.stats(q), "enqueued", 1),
             ("EXEC",), *wait])
@@ -118,6 +123,10 @@ class Records:
         failed = next((r for r in replies[:5] if isinstance(r, Exception)), None)
         if failed is None and isinstance(replies[4], list):
             failed = next((r for r in replies[4] if isinstance(r, Exception)), None)
+        if isinstance(failed, redis.exceptions.ExecAbortError) and is_oom(failed):
+            # Redis checks memory at EXEC for a queued transaction: the same clear error as
+            # the enqueue script's (nothing was written either way).
+            raise redis.OutOfMemoryError(str(failed).split("because of: ", 1)[-1]) from failed
         if failed is not None:
             raise failed
         if wait:
@@ -146,12 +155,20 @@ class Records:
         return None
 
     def cancel(self, queue: str, job_id: str) -> bool:
-        raw = self.client.hget(keys.job(queue, job_id), "message")
+        status, message = self.client.hmget(keys.job(queue, job_id), "status", "message")
+        if status not in (b"queued", b"retrying"):
+            return False
+        # The message lives in the queue only: find it there (a record written by an older
+        # version still names it). Not found: a worker took it, too late.
+        message = message or find_message(self.client, queue, job_id)
+        if message is None:
+            return False
         ks = [keys.job(queue, job_id), keys.pending(queue), keys.delayed(queue)]
-        unique = _unique_of(raw)
+        unique = _unique_of(message)
         if unique is not None:
             ks.append(keys.unique(queue, unique))
-        done = self.scripts.run("cancel", ks, [job_id, f"{time.time():.3f}"])
+        done = self.scripts.run("cancel", ks, [job_id, f"{time.time():.3f}", message,
+                                               int(self.result_ttl_s * 1000)])
         if done:
             self._publish({"type": "job", "id": job_id, "queue": queue, "status": "cancelled"})
         return bool(done)
@@ -193,11 +210,12 @@ class Records:
                              f"{now - outcome.duration_s:.3f}"]
         extra, ttl_s, delay_ms = b"", 0.0, 0
         if outcome.status == "succeeded":
+            # (progress: Records.get says 1 for a succeeded job; not stored, per job.)
             fields += ["result", outcome.result_json, "finished_at", f"{now:.3f}",
-                       "progress", "1"]
+                       *self._arguments(msg, env)]
             ttl_s = self.result_ttl_s
         elif outcome.status == "cancelled":
-            fields += ["finished_at", f"{now:.3f}"]
+            fields += ["finished_at", f"{now:.3f}", *self._arguments(msg, env)]
             ttl_s = self.result_ttl_s
         else:
             fields += ["error_type", outcome.error_type, "error_message", outcome.error_message,
@@ -205,14 +223,16 @@ class Records:
             if outcome.status == "retrying":
                 delay_ms = int(outcome.retry_in_s * 1000)
                 extra = serializer_dumps(env.next_attempt().to_dict())
-                # The record names the message that waits, so cancel() can take it out.
-                fields += ["next_attempt_at", f"{now + outcome.retry_in_s:.3f}", "message", extra]
+                fields += ["next_attempt_at", f"{now + outcome.retry_in_s:.3f}"]
             else:
                 fields += ["finished_at", f"{now:.3f}"]
                 ttl_s = self.failure_ttl_s
-                if outcome.status == "dead":
+                if outcome.status == "dead":  # the dead letter keeps the whole message
                     extra = dead_entry(msg.body, outcome.error_type, outcome.error_message,
                                        env.id, env.task)
+                    fields += self._arguments(msg, env)
+                else:  # failed: nowhere else to inspect it (or to run it again from)
+                    fields += ["message", msg.body]
         event = b""
         if self.events:
             event = json.dumps({"type": "job", "id": env.id, "queue": q, "task": env.task,
@@ -224,6 +244,13 @@ class Records:
                 duration_field(outcome.duration_s) if timed else "",
                 f"{outcome.duration_s:.6f}", *fields]
         return "settle", ks, args
+
+    def _arguments(self, msg: Message, env: Envelope) -> list[Any]:
+        """What a finished record keeps of the job's arguments (``args_summary_bytes``)."""
+        if self.args_summary_bytes < 0:
+            return ["message", msg.body]
+        summary = args_summary(env, self.args_summary_bytes)
+        return [] if summary is None else ["args", summary]
 
     def settle_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
         return self.scripts.run_many(calls)
@@ -277,12 +304,59 @@ def duration_field(seconds: float) -> str:
     return "dur:inf"
 
 
+def args_summary(env: Envelope, limit: int) -> str | None:
+    """The job's arguments as JSON (``[args] {kwargs}``), cut to ``limit`` bytes of UTF-8
+    (None without arguments, or with ``limit`` 0). Under 64 bytes a record stays a compact
+    hash (Redis's ``hash-max-listpack-value``), about half the memory of a larger one."""
+    if limit == 0 or (not env.args and not env.kwargs):
+        return None
+    text = _compact(env.args) + (" " + _compact(env.kwargs) if env.kwargs else "")
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[:max(limit - 3, 0)].decode("utf-8", "ignore") + "\u2026"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=repr)
+
+
 def dead_entry(body: bytes, error_type: str, error_message: str, job_id: str = "",
                task: str = "") -> bytes:
     """The JSON stored in a dead-letter list: why, when, and the original message."""
     return json.dumps({"job_id": job_id, "task": task, "error_type": error_type,
                        "reason": error_message, "failed_at": round(time.time(), 3),
                        "message": body.decode("utf-8", "backslashreplace")}).encode()
+
+
+#: Messages read per round trip while ``find_message`` looks through a queue.
+SCAN_CHUNK = 1000
+
+
+def find_message(client: redis.Redis, queue: str, job_id: str) -> bytes | None:
+    """The message of ``job_id`` waiting in ``queue`` (its delayed set first: retries and
+    delayed jobs wait there), or None. It reads the whole queue in the worst case, in chunks:
+    that is the price of keeping each message in one place (cancel is rare; enqueue and
+    consume are not). redisq's JSON messages start with the id; other encodings are matched
+    by the id's bytes anywhere in the message."""
+    head = b'{"id":' + json.dumps(job_id, ensure_ascii=False).encode()
+    ident = job_id.encode()
+
+    def mine(body: bytes) -> bool:
+        return body.startswith(head) if body[:1] == b"{" else ident in body
+
+    # Lists from the left: the newest first, and consumption (from the right) shifts nothing.
+    for read, key in ((client.zrange, keys.delayed(queue)), (client.lrange, keys.pending(queue))):
+        start = 0
+        while True:
+            chunk = read(key, start, start + SCAN_CHUNK - 1)
+            found = next((m for m in chunk if mine(m)), None)  # type: ignore[union-attr]
+            if found is not None:
+                return found  # type: ignore[no-any-return]
+            if len(chunk) < SCAN_CHUNK:  # type: ignore[arg-type]
+                break
+            start += SCAN_CHUNK
+    return None
 
 
 def _unique_of(raw: bytes | None) -> str | None:

@@ -14,22 +14,38 @@ from typing import Any
 import redis
 
 from . import keys
+from .pressure import is_oom
+from .scripts import Scripts
 
 
 class Registry:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 
-    def beat(self, worker_id: str, info: dict[str, Any], ttl_s: float) -> None:
-        """Publish the worker's state; one round trip."""
+    def beat(self, worker_id: str, info: dict[str, Any], ttl_s: float) -> bool:
+        """Publish the worker's state; one round trip. Returns False when Redis is at
+        maxmemory: the entry is then written by the ``allow-oom`` steps instead (a second
+        round trip), with ``redis_full`` true, so that the worker never looks dead (or well)
+        because Redis is full."""
         now = time.time()
         mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items()}
         mapping["last_seen"] = f"{now:.3f}"
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(keys.worker(worker_id), mapping=mapping)
+        pipe.hset(keys.worker(worker_id), mapping={**mapping, "redis_full": "false"})
         pipe.pexpire(keys.worker(worker_id), int(ttl_s * 1000))
         pipe.zadd(keys.WORKERS, {worker_id: now})
-        pipe.execute()
+        try:
+            pipe.execute()
+            return True
+        except redis.ResponseError as exc:
+            if not is_oom(exc):
+                raise
+        mapping["redis_full"] = "true"
+        Scripts(self.client, ("beat", "beat_index")).run_many([
+            ("beat", [keys.worker(worker_id)],
+             [int(ttl_s * 1000), *(x for kv in mapping.items() for x in kv)]),
+            ("beat_index", [keys.WORKERS], [f"{now:.3f}", worker_id])])
+        return False
 
     def remove(self, worker_id: str) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -32,6 +32,7 @@ from . import index, keys
 from .connection import CONNECTION_ERRORS
 from .daemon import Daemon
 from .periodic import MAX_CATCH_UP, MISFIRE_POLICIES, Periodic, Plan, job_id
+from .pressure import MemoryPressure, is_oom
 from .queue import Queue
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class Scheduler:
         self.leading = False
         self._published: dict[str, tuple[float, float | None, float]] = {}
         self._last_fired: dict[str, float | None] = {}
+        self.pressure = MemoryPressure("scheduler")
 
     def tick(self, now: float | None = None) -> list[str]:
         """One pass: keep or take the lease; if leading, fire due ticks of every periodic and
@@ -98,8 +100,11 @@ class Scheduler:
                 fired += self._fire_due(name, spec, now)
             except CONNECTION_ERRORS:
                 raise
-            except Exception:  # one broken periodic must not stop the others
-                log.exception("periodic %s: firing failed", name)
+            except Exception as exc:  # one broken periodic must not stop the others
+                if is_oom(exc):  # Redis full: retried each pass, said once a minute
+                    self.pressure.refused(f"periodic {name}", exc)
+                else:
+                    log.exception("periodic %s: firing failed", name)
         for q in index.known(self.client):
             Queue(self.client, q, self.scripts).promote_due()
         return fired
@@ -143,7 +148,7 @@ class Scheduler:
         """Queue the job of one tick; its id if this call queued it."""
         jid = job_id(name, tick)
         prepared = self.app.prepare(spec.task, spec.args, spec.kwargs, spec.queue, jid)
-        env = replace(prepared.env, enqueued_at=round(now, 6))
+        env = replace(prepared.env, enqueued_at=round(now, 3))
         message = self.app.serializer.dumps(env.to_dict())
         unique = [keys.unique(spec.queue, env.unique)] if env.unique is not None else []
         done = self._run_fire(spec, keys.periodic_last(spec.queue, name), tick, message, jid,

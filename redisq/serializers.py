@@ -75,15 +75,16 @@ def job_encoder(json_serializer: Serializer, task_name: str, queue: str) -> JobE
     dumps = json_serializer.dumps
     # "id" first: reserve.lua finds it by a pattern anchored at the start.
     head = b'{"id":"'
-    middle = b'","task":' + dumps(task_name) + b',"args":'
+    middle = b'","task":' + dumps(task_name)
     tail = b',"queue":' + dumps(queue) + b',"attempt":1,"enqueued_at":'
 
     def encode(jid: str, args: Sequence[Any], kwargs: dict[str, Any], at: float) -> bytes:
-        a = dumps(list(args)) if args else b"[]"
-        k = dumps(kwargs) if kwargs else b"{}"
+        # Empty args and kwargs are left out, as Envelope.to_dict does.
+        a = b',"args":' + dumps(list(args)) if args else b""
+        k = b',"kwargs":' + dumps(kwargs) if kwargs else b""
         # repr(float) is what the JSON encoder writes for a float.
-        return b"".join((head, jid.encode(), middle, a, b',"kwargs":', k, tail,
-                         repr(float(at)).encode(), b"}"))
+        return b"".join((head, jid.encode(), middle, a, k, tail, repr(float(at)).encode(),
+                         b"}"))
     return encode
 
 

@@ -29,7 +29,21 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
     from .scheduler import periodic_index
 
     return {"time": time.time(), "queues": queues, "workers": Registry(client).workers(),
-            "periodic": periodic_index(client)}
+            "periodic": periodic_index(client), "memory": memory(client)}
+
+
+def memory(client: redis.Redis) -> dict[str, Any] | None:
+    """Redis's memory against its ``maxmemory`` (``full``: writes that need memory are
+    refused, under ``noeviction``); None when INFO is refused (an ACL) or not one server's."""
+    try:
+        info = client.info("memory")
+    except redis.ResponseError:
+        return None
+    if "used_memory" not in info:  # a cluster client answers per node
+        return None
+    used, limit = int(info["used_memory"]), int(info.get("maxmemory") or 0)
+    return {"used_bytes": used, "max_bytes": limit, "policy": info.get("maxmemory_policy"),
+            "full": bool(limit) and used >= limit}
 
 
 def with_rates(prev: dict[str, Any] | None, cur: dict[str, Any]) -> dict[str, Any]:

@@ -122,7 +122,7 @@ def _split_call(call: Any) -> tuple[Sequence[Any], dict[str, Any]]:
 def make_envelope(task_name: str, queue: str, args: Sequence[Any], kwargs: dict[str, Any],
                   job_id: str | None, unique: str | None) -> Envelope:
     return Envelope(id=job_id or new_id(), task=task_name, args=list(args), kwargs=dict(kwargs),
-                    queue=queue, attempt=1, enqueued_at=round(time.time(), 6), unique=unique)
+                    queue=queue, attempt=1, enqueued_at=round(time.time(), 3), unique=unique)
 
 
 def duplicate(task: Task | None, job: Job) -> Job:

@@ -75,7 +75,7 @@ class Worker(Daemon):
         self.consumer = Consumer(self.client, self.queues, consumer_id=self.id,
                                  lease_s=settings.lease_s, block_timeout_s=settings.block_timeout_s,
                                  dead_max=settings.dead_max, outage=self.outage, clock=clock,
-                                 mark_jobs=self.id)
+                                 mark_jobs=self.id, pressure=self.pressure)
         self.limiter = TimeLimiter()
         self.runner = AsyncRunner() if any(t.is_async for t in app.tasks.values()) else None
         self.pool = Pool(self.concurrency, "redisq-job")
@@ -315,7 +315,10 @@ class Worker(Daemon):
     def _report_progress(self, job_id: str, fraction: float, message: str) -> None:
         info = self.current.get(job_id)
         if info is not None:
-            self.records.report_progress(info["queue"], job_id, fraction, message)
+            try:
+                self.records.report_progress(info["queue"], job_id, fraction, message)
+            except redis.OutOfMemoryError as exc:  # progress is advisory: the job goes on
+                self.pressure.refused("a progress report", exc)
 
     def _wait_for_slot(self) -> int:
         """Free slots, after waiting for one (or, with a backlog, briefly for half of them)."""

@@ -41,6 +41,8 @@ def healthz() -> Response:
         return error(503, "redis unreachable", status="unhealthy", redis=False)
     if not workers:
         return error(503, "no live worker", status="unhealthy", redis=True, workers=0)
+    if any(w.get("redis_full") is True for w in workers):  # consuming goes on; enqueues fail
+        return jsonify(status="degraded", redis=True, workers=len(workers), redis_full=True)
     return jsonify(status="ok", redis=True, workers=len(workers))
 
 
@@ -94,11 +96,28 @@ class RedisqCollector:
         per_worker = {n: CounterMetricFamily(f"redisq_worker_{n}", doc, labels=["worker"])
                       for n, doc in (("processed", "Jobs processed per worker"),
                                      ("failed", "Job attempts failed per worker"),
-                                     ("reconnects", "Redis reconnects per worker"))}
+                                     ("reconnects", "Redis reconnects per worker"),
+                                     ("oom_refusals", "Writes Redis refused at maxmemory"))}
+        full = GaugeMetricFamily("redisq_worker_redis_full", "1 while the worker's last "
+                                 "heartbeat found Redis at maxmemory", labels=["worker"])
         for w in snap["workers"]:
             for n, family in per_worker.items():
                 family.add_metric([w["id"]], w.get(n, 0))
-        yield from (*gauges.values(), *counters.values(), hist, workers, *per_worker.values())
+            full.add_metric([w["id"]], 1.0 if w.get("redis_full") is True else 0.0)
+        yield from (*gauges.values(), *counters.values(), hist, workers, *per_worker.values(),
+                    full, *_memory(snap.get("memory")))
+
+
+def _memory(mem: dict[str, Any] | None) -> list[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    if not mem:
+        return []
+    used = GaugeMetricFamily("redisq_redis_used_memory_bytes", "Redis used_memory")
+    used.add_metric([], mem["used_bytes"])
+    limit = GaugeMetricFamily("redisq_redis_maxmemory_bytes", "Redis maxmemory (0: none)")
+    limit.add_metric([], mem["max_bytes"])
+    return [used, limit]
 
 
 def _buckets(durations: dict[str, float]) -> tuple[list[tuple[str, float]], float]:

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- ack: remove finished messages from a consumer's processing list; only now do they leave Redis.
 --
 -- KEYS[1]  processing list   redisq:{q}:processing:<consumer>

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- bury: move a reserved message to the dead-letter list, with the reason it could not be run.
 --
 -- KEYS[1]  processing list   redisq:{q}:processing:<consumer>

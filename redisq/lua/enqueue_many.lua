@@ -5,18 +5,18 @@
 -- KEYS[2]    stats hash      redisq:{q}:stats
 -- KEYS[2+i]  job record of job i
 -- ARGV[1]    task name
--- ARGV[1+i]  message of job i
+-- ARGV[2]    enqueue time (unix seconds, as text)
+-- ARGV[2+i]  message of job i
 -- returns    number of jobs queued
 --
--- The record holds status, task and message only: the queue is in its key, the enqueue time
--- in the message and attempts start at none, and Records.get fills those in when reading.
--- Half the fields make the HSET a third cheaper, which is most of a bulk enqueue's cost.
+-- The record holds status, task and enqueue time only: the message lives in the queue, the
+-- queue is in the record's key and attempts start at none (Records.get fills those in).
 local n = #KEYS - 2
 for i = 1, n do
-  redis.call('HSET', KEYS[2 + i], 'status', 'queued', 'task', ARGV[1], 'message', ARGV[1 + i])
+  redis.call('HSET', KEYS[2 + i], 'status', 'queued', 'task', ARGV[1], 'enqueued_at', ARGV[2])
 end
 -- One variadic LPUSH (same order as one by one): a chunk is at most a few hundred messages,
 -- far below Lua's unpack limit.
-if n > 0 then redis.call('LPUSH', KEYS[1], unpack(ARGV, 2, 1 + n)) end
+if n > 0 then redis.call('LPUSH', KEYS[1], unpack(ARGV, 3, 2 + n)) end
 redis.call('HINCRBY', KEYS[2], 'enqueued', n)
 return n

@@ -12,7 +12,7 @@
 -- ARGV[1]  the tick (unix seconds, as text)
 -- ARGV[2]  message; empty: skip the tick (misfire policy), i.e. only move the mark
 -- ARGV[3]  task name
--- ARGV[4]  queue name
+-- ARGV[4]  queue name (unused: the record's key names it)
 -- ARGV[5]  enqueue time (unix seconds, as text)
 -- ARGV[6]  unique key lease in ms (when KEYS[5] is given)
 -- ARGV[7]  job id (the unique key's value)
@@ -36,8 +36,7 @@ if KEYS[5] then
     redis.call('SET', KEYS[5], ARGV[7], 'PX', ARGV[6])
   end
 end
-redis.call('HSET', KEYS[3], 'status', 'queued', 'task', ARGV[3], 'queue', ARGV[4],
-  'message', ARGV[2], 'attempts', '0', 'enqueued_at', ARGV[5])
+redis.call('HSET', KEYS[3], 'status', 'queued', 'task', ARGV[3], 'enqueued_at', ARGV[5])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('HINCRBY', KEYS[4], 'enqueued', 1)
 return 1

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- nack: give a reserved message back to its queue (next in line, or at the back).
 -- It moves only if it is still in this consumer's processing list, so a message is never
 -- requeued twice (e.g. once here and once by lease recovery).

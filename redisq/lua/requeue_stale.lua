@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- requeue_stale: give the messages of consumers whose lease expired back to the queue.
 -- Each candidate is re-checked here (still registered, lease gone) and its processing list is
 -- emptied in the same atomic step, so a message is recovered exactly once however many

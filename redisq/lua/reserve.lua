@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- reserve: move up to N messages from a queue's pending list to one consumer's processing list.
 -- The move is the reservation: a message never exists only in a reply on the wire, so a lost
 -- reply or a dead consumer can delay a message but never lose it.

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- settle: record how a job's attempt ended and move its message accordingly, in one step.
 --
 -- KEYS[1]  processing list   redisq:{q}:processing:<consumer>

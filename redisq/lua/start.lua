@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- start: mark a batch of reserved jobs as started, and say which must not run. (Messages
 -- reserved in a batch are marked by reserve.lua; this serves those taken by a blocking move.)
 --

@@ -57,9 +57,11 @@ def test_map_messages_equal_the_envelope_encoding(fake_redis: redis.Redis) -> No
         env = Envelope.from_dict(json.loads(body))
         assert (env.id, env.task, env.queue, env.attempt) == (job.id, "t.mix", "bulk", 1)
         assert env.args == list(args) and env.kwargs == kwargs and env.enqueued_at > 0
-        # The bulk record stores status, task and message; reading fills in the rest.
+        # The bulk record stores status, task and enqueue time (the message lives in the
+        # queue only); reading fills in the rest.
         info = app.job(job.id).info()
-        assert fake_redis.hkeys(f"redisq:{{bulk}}:job:{job.id}") == [b"status", b"task", b"message"]
+        assert fake_redis.hkeys(f"redisq:{{bulk}}:job:{job.id}") == [b"status", b"task",
+                                                                     b"enqueued_at"]
         assert {k: info[k] for k in ("id", "status", "task", "queue", "attempts")} == {
             "id": job.id, "status": "queued", "task": "t.mix", "queue": "bulk", "attempts": "0"}
         assert float(info["enqueued_at"]) == env.enqueued_at

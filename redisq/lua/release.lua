@@ -1,0 +1,18 @@
+#!lua flags=allow-oom
+-- release: a stopping consumer gives its reserved messages back to the queue (next in line,
+-- the oldest reservation first) and drops its lease, in one step, also at maxmemory (where
+-- LMOVE alone is refused, and the messages would wait for the lease to expire).
+--
+-- KEYS[1]  processing list   redisq:{q}:processing:<consumer>
+-- KEYS[2]  pending list      redisq:{q}:pending
+-- KEYS[3]  consumers set     redisq:{q}:consumers
+-- KEYS[4]  lease key         redisq:{q}:lease:<consumer>
+-- ARGV[1]  consumer id
+-- returns  number of messages given back
+local moved = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do
+  moved = moved + 1
+end
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[4])
+return moved
