@@ -142,3 +142,33 @@ def test_pubsub_worker_survives_poison_published_raw(redis_url: str) -> None:
             GARBAGE[:DEAD_HEAD_BYTES] if b is GARBAGE else b: e for b, e in poison.items()}
     finally:
         stop(worker)
+
+
+def test_aio_and_cli_take_64_levels(redis_url: str) -> None:
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from redisq import App
+    from redisq.aio import AsyncProducer
+    from redisq.cli import main
+
+    deep: Any = 1
+    for _ in range(64):
+        deep = [deep]
+    app = App(redis_url)
+
+    async def produce() -> None:
+        async with AsyncProducer(app) as producer:
+            await producer.enqueue("t.any", args=(deep,))
+            await producer.publish("events", deep)
+
+    asyncio.run(produce())
+    out = CliRunner().invoke(main, ["enqueue", "t.any", "--args", json.dumps([deep])],
+                             env={"REDIS_URL": redis_url}, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    out = CliRunner().invoke(main, ["publish", "events", json.dumps(deep)],
+                             env={"REDIS_URL": redis_url}, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert app.client.llen(keys.pending("default")) == 2
+    app.close()

@@ -198,3 +198,71 @@ def test_json_depth_at_the_edges(depth: int) -> None:
 def test_json_depth_of_text_that_is_not_json() -> None:
     assert json_depth_exceeds(b"[" * 100_000, 66)  # would have to go too deep to fail
     assert not json_depth_exceeds(b"][" * 100, 66)  # fails to parse at once: the parser says so
+
+
+# -- what workers and readers do with stored values -------------------------------------------
+@pytest.mark.parametrize(("data", "reason"), [
+    ({"id": "a", "task": "t", "queue": 7}, "'queue' must be str"),
+    ({"id": "a", "task": "t", "enqueued_at": "now"}, "'enqueued_at' must be int or float"),
+    ({"id": "a", "task": "t", "enqueued_at": True}, "'enqueued_at'"),
+    ({"id": "a", "task": "t", "unique": 5}, "'unique' must be str or NoneType"),
+    ({"id": "a", "task": "t", "attempt": True}, "'attempt' must be int"),
+    ({"id": "a", "task": "t", "attempt": 0}, "'attempt' must be >= 1"),
+    ({"id": "a", "task": "t", "attempt": -3}, "'attempt' must be >= 1"),
+    ({"id": "", "task": "t"}, "must not be empty"),
+    ({"id": "a", "task": ""}, "must not be empty"),
+    ({"id": 'a"b', "task": "t"}, "quotes or backslashes"),
+])
+def test_envelope_refuses_wrong_types_and_values(data: dict[str, Any], reason: str) -> None:
+    from redisq.job import BadMessage, Envelope
+
+    with pytest.raises(BadMessage, match=reason):
+        Envelope.from_dict(data)
+
+
+def test_readers_of_stored_values_survive_poison(fake_redis: redis.Redis) -> None:
+    from redisq import JobFailed
+    from redisq.job import final_result
+    from redisq.records import _unique_of, complete_record
+    from redisq.registry import Registry
+    from redisq.scheduler import periodic_index
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert complete_record({b"status": b"queued", b"message": deep}, "q", "j")["status"] == "queued"
+    assert _unique_of(deep) is None and _unique_of(b"\xff") is None
+    with pytest.raises(JobFailed) as failed:
+        final_result("j", {"status": "succeeded", "result": deep.decode()})
+    assert failed.value.error_type == "BadResult"
+    fake_redis.zadd(keys.WORKERS, {"w1": 1})
+    fake_redis.hset(keys.worker("w1"), mapping={"queues": deep, "loop_at": "1"})
+    assert Registry(fake_redis).workers()[0]["queues"] == deep.decode()
+    fake_redis.hset(keys.PERIODIC_INDEX, mapping={"deep": deep, "junk": b"\xff", "list": b"[1]",
+                                                  "no-next": json.dumps({"name": "x"})})
+    assert periodic_index(fake_redis) == []
+
+
+def test_dead_entries_keep_the_message_byte_for_byte() -> None:
+    from redisq.records import DEAD_HEAD_BYTES, dead_entry, dead_message
+
+    for body in (b'{"id":"a"}', "é".encode(), b"\xff\xfe\x00", b"x" * 5000):
+        entry = json.loads(dead_entry(body, "BadMessage", "why", keep_bytes=4096 * 2))
+        assert dead_message(entry) == body and entry["message_bytes"] == len(body)
+        assert ("message_b64" in entry) == (body == b"\xff\xfe\x00")
+    big = json.loads(dead_entry(b"y" * 10_000, "MessageTooLarge", "why", keep_bytes=4096))
+    assert big["message_truncated"] and dead_message(big) == b"y" * DEAD_HEAD_BYTES
+    assert big["message_bytes"] == 10_000 and len(big["message_sha256"]) == 64
+
+
+def test_requeue_dead_skips_what_cannot_run(app: App) -> None:
+    from redisq.records import dead_entry
+
+    good = b'{"id":"ok1","task":"t.take","args":[1]}'
+    for entry in (b"not json", b"[" * 100_000, json.dumps({"message": 5}).encode(),
+                  dead_entry(b"[" * 1000 + b"]" * 1000, "MessageTooDeep", "deep"),
+                  dead_entry(b"\xff", "BadMessage", "utf-8"),
+                  dead_entry(b"z" * 10_000, "MessageTooLarge", "big", keep_bytes=4096),
+                  dead_entry(good, "ValueError", "failed")):
+        app.client.lpush(keys.dead("default"), entry)
+    assert app.requeue_dead("default") == 1
+    (message,) = app.client.lrange(keys.pending("default"), 0, -1)
+    assert json.loads(message)["id"] == "ok1" and app.client.llen(keys.dead("default")) == 6
