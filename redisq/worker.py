@@ -187,7 +187,7 @@ class Worker(Daemon):
         writes it), that job's record says dead too: the reservation may have marked it
         started, and a producer may be waiting on it (e.g. a message over this worker's cap)."""
         found = _JOB_ID.match(m.body)
-        if found is None:
+        if found is None or m.before in TERMINAL:  # a finished job's record stays as it is
             log.error("queue=%s dead-lettered a message (%d bytes): %s: %s", m.queue,
                       len(m.body), error_type, reason)
             if len(m.body) >= BURY_ASIDE_BYTES and self._burying.acquire(blocking=False):

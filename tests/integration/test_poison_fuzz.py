@@ -52,8 +52,10 @@ class Sink:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.dead: list[tuple[bytes, str]] = []
-        worker.record = lambda job, outcome, holds_slot=False: self.dead.append(  # type: ignore
-            (job.message.body, outcome.error_type)) if outcome.status == DEAD else None
+        self.settled: list[str] = []  # job ids settled dead (their records say so)
+        worker.record = lambda job, outcome, holds_slot=False: (  # type: ignore[method-assign]
+            self.dead.append((job.message.body, outcome.error_type)),
+            self.settled.append(job.env.id)) if outcome.status == DEAD else None
         worker._bury_raw = lambda m, error_type, reason: self.dead.append(  # type: ignore
             (m.body, error_type))
 
@@ -82,6 +84,16 @@ def sink() -> Iterator[Sink]:
     worker.recorder.close(1)
     worker.pool.close()
     quiet.setLevel(level)
+
+
+def test_poison_naming_a_job_settles_it_unless_it_is_finished(sink: Sink) -> None:
+    sink.settled.clear()
+    sink.throw(b'{"id":"p1","task":5}')
+    assert sink.settled == ["p1"]  # the record says dead: a waiting producer is told
+    for before in ("succeeded", "failed", "dead", "cancelled"):
+        sink.settled.clear()
+        runnable = sink.worker.start([Message("q", b'{"id":"p2","task":5}', before)])
+        assert not runnable and not sink.settled  # buried raw; the finished record stays
 
 
 @settings(FUZZ, max_examples=600)
