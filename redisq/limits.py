@@ -32,7 +32,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
 # What is left of JSON text once strings are gone: brackets, all made square (a level is a
 # level; text where they do not match is no JSON and fails to parse anyway).
 _TO_SQUARE = bytes.maketrans(b"{}", b"[]")
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_SHAPE = bytes(b for b in range(256) if b not in b'[]{}"')
 
 
 class MessageTooLarge(SerializationError, ValueError):
@@ -52,9 +52,14 @@ def json_depth_exceeds(data: bytes, limit: int) -> bool:
         return False
     if b"\\" in data:  # escaped backslashes first: in \\" the quote ends the string
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    # Outside strings, every other piece between quotes; no bracket inside a string counts.
-    outside = b"".join(data.split(b'"')[::2])
-    brackets = outside.translate(_TO_SQUARE, _NOT_BRACKETS)
+    shape = data.translate(None, _NOT_SHAPE)  # brackets and quotes only
+    # Two quotes in a row are an empty string, or the end of one and the start of the next
+    # with no bracket between them (removing them merges the two): either way no bracket
+    # outside a string goes, and usually no quote is left.
+    shape = shape.replace(b'""', b"")
+    if b'"' in shape:  # strings with brackets inside: every other piece is outside them
+        shape = b"".join(shape.split(b'"')[::2])
+    brackets = shape.translate(_TO_SQUARE)
     if b"[" * (limit + 1) in brackets:  # the usual attack, [[[[...: no passes needed
         return True
     # One replace removes exactly one level (it scans the text it was given, so an empty
