@@ -197,7 +197,7 @@ class AsyncProducer:
     async def publish(self, channel: str, message: Any, durable: bool | None = None) -> int:
         """As :meth:`App.publish` (on a sharded cluster: SPUBLISH, as :class:`Channel`)."""
         is_durable = channel in self.app.durable_channels if durable is None else durable
-        data = self.app.serializer.dumps(message)
+        data = self.app.encode_message(message)
         keys.check_name(channel, "channel")
         sharded = await self._is_sharded(channel)
         if not is_durable:

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from . import index, keys, serializers
+from . import index, keys, limits, serializers
 from .channel import Channel
 from .connection import ConnectionOptions, connect, resolve_url
 from .errors import UnknownTask
@@ -33,6 +33,7 @@ from .urls import is_embedded
 
 log = logging.getLogger("redisq.app")
 
+_JOB_DEPTH = limits.MAX_DEPTH + limits.JOB_WRAPPING  # a job message's own nesting limit
 BULK_CHUNK = 500  # jobs per enqueue_many script call: big enough to amortise, short enough for Redis
 
 
@@ -73,13 +74,17 @@ class App:
                  result_ttl_s: float = 86_400.0, failure_ttl_s: float = 604_800.0,
                  dead_max: int = 10_000, options: ConnectionOptions | None = None,
                  events: bool = True, wait_replicas: int = 0,
-                 wait_timeout_s: float = 1.0, args_summary_bytes: int = 48) -> None:
+                 wait_timeout_s: float = 1.0, args_summary_bytes: int = 48,
+                 max_message_bytes: int = limits.DEFAULT_MAX_MESSAGE_BYTES) -> None:
         """``wait_replicas``: durable enqueue. With N > 0, ``enqueue`` (and ``enqueue_many``,
         ``task.map``) returns only once N replicas have the job (``WAIT`` on the same
         connection, same round trip), else raises :class:`NotReplicated`; asynchronous
         replication alone can lose a job acknowledged just before a failover (docs/scaling.md).
         ``args_summary_bytes``: how much of its arguments a succeeded, cancelled or dead job's
-        record keeps (0 none, -1 the whole message; docs/deployment.md, sizing)."""
+        record keeps (0 none, -1 the whole message; docs/deployment.md, sizing).
+
+        ``max_message_bytes``: the largest encoded message (job or published) a producer
+        sends and a worker parses (``MessageTooLarge`` beyond it; workers dead-letter it)."""
         self._url = url
         self.serializer = serializers.get(serializer)
         self.options = options or ConnectionOptions()
@@ -90,6 +95,10 @@ class App:
         self.events = events
         self.wait_replicas = wait_replicas
         self.wait_timeout_s = wait_timeout_s
+        if isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int) \
+                or max_message_bytes < 1:
+            raise ValueError(f"max_message_bytes must be a positive int, not {max_message_bytes!r}")
+        self.max_message_bytes = max_message_bytes
         self.tasks: dict[str, Task] = {}
         self._json_templates: dict[tuple[str, str], serializers.JobEncoder] = {}
         self.subscribers: dict[str, SubscriberSpec] = {}
@@ -125,8 +134,10 @@ class App:
         return self._records
 
     def make_records(self, client: redis.Redis) -> Records:
-        return Records(client, Scripts(client), self.result_ttl_s, self.failure_ttl_s,
-                       self.dead_max, self.events, self.args_summary_bytes)
+        records = Records(client, Scripts(client), self.result_ttl_s, self.failure_ttl_s,
+                          self.dead_max, self.events, self.args_summary_bytes)
+        records.max_message_bytes = self.max_message_bytes
+        return records
 
     def close(self) -> None:
         if self._client is not None:
@@ -235,7 +246,9 @@ class App:
     def prepare(self, task_name: str, args: Sequence[Any], kwargs: dict[str, Any] | None,
                 queue: str | None, job_id: str | None) -> Prepared:
         """Validate a call and build its message (pure: no Redis). Raises ``TypeError`` for
-        arguments the task cannot take and ``SerializationError`` for values JSON cannot carry."""
+        arguments the task cannot take, ``SerializationError`` for values JSON cannot carry,
+        and :class:`~redisq.limits.MessageTooLarge` / :class:`~redisq.limits.MessageTooDeep`
+        (also ``ValueError``) beyond ``max_message_bytes`` or :data:`~redisq.limits.MAX_DEPTH`."""
         task = self.tasks.get(task_name)
         _check_call(task_name, args, kwargs, job_id)
         kwargs = dict(kwargs or {})
@@ -251,7 +264,19 @@ class App:
             message = self._json_message(task_name, q)(env.id, args, kwargs, env.enqueued_at)
         else:
             message = self.serializer.dumps(env.to_dict())
+        self._check_job(message, env)
         return Prepared(task, env, message, _unique_ttl_s(task), fresh_id=job_id is None)
+
+    def _check_job(self, message: bytes, env: Envelope | None = None) -> bytes:
+        """``message`` if within the limits (``env``: what it encodes, for non-JSON)."""
+        json_ = self.serializer.name == "json"
+        # The hot path inline: small, and too few brackets to nest too deep.
+        if (json_ and len(message) <= self.max_message_bytes
+                and message.count(b"[") + message.count(b"{") <= _JOB_DEPTH):
+            return message
+        return limits.check_message(message, self.max_message_bytes, _JOB_DEPTH,
+                                    self.serializer.name,
+                                    None if json_ or env is None else env.to_dict(), "job message")
 
     def finish_enqueue(self, prepared: Prepared, created: bool, job_id: bytes | str) -> Job:
         """The Job handle for an enqueue's answer (or the duplicate rule's error)."""
@@ -302,14 +327,15 @@ class App:
     def _bulk_message_builder(self, task_name: str, queue: str,
                               now: float) -> Callable[[str, Sequence[Any], dict[str, Any]], bytes]:
         """``message(job_id, args, kwargs)`` for many jobs of one task enqueued at ``now``."""
+        check = self._check_job
         if self.serializer.name == "json":
             encode = self._json_message(task_name, queue)
-            return lambda jid, args, kwargs: encode(jid, args, kwargs, now)
+            return lambda jid, args, kwargs: check(encode(jid, args, kwargs, now))
         dumps = self.serializer.dumps
 
         def generic(jid: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
             env = make_envelope(task_name, queue, args, kwargs, jid, None)
-            return dumps({**env.to_dict(), "enqueued_at": now})
+            return check(dumps({**env.to_dict(), "enqueued_at": now}), env)
         return generic
 
     def _json_message(self, task_name: str, queue: str) -> serializers.JobEncoder:
@@ -343,9 +369,16 @@ class App:
         Durable channels (``@app.subscriber(..., durable=True)`` or ``durable=True`` here) also
         keep it in a capped stream for subscribers that were cut off."""
         is_durable = channel in self.durable_channels if durable is None else durable
-        data = self.serializer.dumps(message)
+        data = self.encode_message(message)
         return Channel(self.client, channel, durable=is_durable,
                        scripts=self.records.scripts).publish(data)
+
+    def encode_message(self, message: Any) -> bytes:
+        """A published message, encoded and checked against ``max_message_bytes`` and
+        :data:`~redisq.limits.MAX_DEPTH` (raises ``MessageTooLarge`` / ``MessageTooDeep``)."""
+        data = self.serializer.dumps(message)
+        return limits.check_message(data, self.max_message_bytes, limits.MAX_DEPTH,
+                                    self.serializer.name, message)
 
     def lock(self, name: str, ttl_s: float = 30.0, wait_s: float | None = None,
              auto_renew: bool = True) -> Lock:

@@ -58,6 +58,18 @@ def _warn_web_token(settings: config.Settings, what: str) -> None:
             what)
 
 
+def apply_settings(app: App, settings: config.Settings) -> App:
+    """Give ``app`` the settings that are the App's own too (TTLs, dead_max, the record's
+    argument summary, the message size cap); only a value set in the environment overrides
+    the App's own (a default must not)."""
+    defaults = config.Settings()
+    for name in ("result_ttl_s", "failure_ttl_s", "dead_max", "args_summary_bytes",
+                 "max_message_bytes"):
+        if getattr(settings, name) != getattr(defaults, name):
+            setattr(app, name, getattr(settings, name))
+    return app
+
+
 def settings_from(**flags: Any) -> config.Settings:
     return config.load({k: v for k, v in flags.items() if v is not None})
 
@@ -114,12 +126,7 @@ def worker(app_spec: str | None, **flags: Any) -> None:
     _warn_web_token(settings, "worker")
     if not settings.app:
         raise ConfigError("worker needs --app package.module:app (or REDISQ_APP)")
-    app = load_app(settings.app, settings.url)
-    defaults = config.Settings()
-    for name in ("result_ttl_s", "failure_ttl_s", "dead_max", "args_summary_bytes"):
-        # Only a value set in the environment overrides the App's own (a default must not).
-        if getattr(settings, name) != getattr(defaults, name):
-            setattr(app, name, getattr(settings, name))
+    app = apply_settings(load_app(settings.app, settings.url), settings)
     from .worker import run_worker
 
     sys.exit(run_worker(app, settings))
@@ -162,7 +169,7 @@ def enqueue(task: str, args_json: str, kwargs_json: str, queue: str | None,
     """Queue a job of TASK by name; prints its id."""
     args, kwargs = _json_arg("--args", args_json, list), _json_arg("--kwargs", kwargs_json, dict)
     settings = settings_from(app=app_spec, url=url)
-    app = load_app(settings.app, settings.url)
+    app = apply_settings(load_app(settings.app, settings.url), settings)
     job = app.enqueue(task, args=args, kwargs=kwargs, queue=queue, delay_s=delay_s)
     click.echo(job.id)
 
@@ -177,7 +184,8 @@ def publish(channel: str, message: str, durable: bool, url: str | None) -> None:
     """Publish MESSAGE (JSON) on CHANNEL; prints how many subscribers received it."""
     payload = _json_arg("MESSAGE", message, object)
     settings = settings_from(url=url)
-    click.echo(load_app(None, settings.url).publish(channel, payload, durable=durable))
+    app = apply_settings(load_app(None, settings.url), settings)
+    click.echo(app.publish(channel, payload, durable=durable))
 
 
 @main.command()
@@ -402,7 +410,7 @@ def up(url: str | None, app_spec: str | None, demo: bool, web_port: int | None) 
 def _json_arg(name: str, text: str, kind: type) -> Any:
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint=name) from None
     if kind is not object and not isinstance(value, kind):
         raise click.BadParameter(f"must be a JSON {kind.__name__}", param_hint=name)

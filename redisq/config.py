@@ -20,6 +20,7 @@ from typing import Any
 
 from . import keys
 from .errors import ConfigError
+from .limits import DEFAULT_MAX_MESSAGE_BYTES
 
 ENV_PREFIX = "REDISQ_"
 
@@ -61,6 +62,8 @@ class Settings:
     for this long (at least the record TTLs) drops out of the queue index."""
     args_summary_bytes: int = 48
     """Bytes of its arguments a succeeded, cancelled or dead job's record keeps (0 none, -1 all)."""
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """Largest message (bytes) producers send and workers parse; larger ones are refused or dead-lettered."""
     worker_id: str | None = None
     """This worker's id (default: host-pid-random)."""
     with_scheduler: bool = False
@@ -176,6 +179,8 @@ def load(overrides: Mapping[str, Any] | None = None,
         raise ConfigError("setting queues must name at least one queue")
     if settings.concurrency < 1:
         raise ConfigError("setting concurrency must be >= 1")
+    if settings.max_message_bytes < 1:
+        raise ConfigError("setting max_message_bytes must be >= 1")
     if settings.block_timeout_s <= 0 or settings.lease_s <= settings.block_timeout_s:
         raise ConfigError("settings need 0 < block_timeout_s < lease_s")
     return settings

@@ -83,9 +83,20 @@ class Envelope:
         except KeyError as exc:
             raise BadMessage(f"job message lacks the field {exc.args[0]!r}") from None
         for name, kind in (("id", str), ("task", str), ("args", list), ("kwargs", dict),
-                           ("attempt", int)):
-            if not isinstance(getattr(env, name), kind):
-                raise BadMessage(f"job message field {name!r} must be {kind.__name__}")
+                           ("queue", str), ("attempt", int), ("enqueued_at", (int, float)),
+                           ("unique", (str, type(None)))):
+            value = getattr(env, name)
+            # bool is an int to isinstance, but True is no attempt number or time.
+            if not isinstance(value, kind) or isinstance(value, bool):
+                names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple)
+                                                         else (kind,)))
+                raise BadMessage(f"job message field {name!r} must be {names}")
+        if not env.id or not env.task:
+            raise BadMessage("job message fields 'id' and 'task' must not be empty")
+        if '"' in env.id or "\\" in env.id:  # as producers refuse (reserve.lua's pattern)
+            raise BadMessage("job message field 'id' must not contain quotes or backslashes")
+        if env.attempt < 1:
+            raise BadMessage(f"job message field 'attempt' must be >= 1, not {env.attempt}")
         return env
 
 
@@ -165,7 +176,13 @@ def final_result(job_id: str, info: dict[str, Any]) -> tuple[bool, Any]:
     failed, dead or cancelled; ``(False, None)`` while the job is still on its way."""
     status = info.get("status")
     if status == SUCCEEDED:
-        return True, json.loads(info["result"]) if info.get("result") else None
+        if not info.get("result"):
+            return True, None
+        try:
+            return True, json.loads(info["result"])
+        except Exception as exc:  # RecursionError, MemoryError too: written by someone else
+            raise JobFailed(job_id, "BadResult", "the stored result is not readable JSON: "
+                            f"{type(exc).__name__}: {str(exc)[:200]}") from None
     if status == CANCELLED:  # not the error of an attempt that ran before the cancel
         raise JobFailed(job_id, CANCELLED, "the job was cancelled before it ran")
     if status in (FAILED, DEAD):

@@ -1,6 +1,7 @@
 """The pubsub worker: ``redisq worker --mode pubsub``. Every worker gets every message of its
-channels and hands it to the ``@app.subscriber`` handler. A message that is not JSON, or whose
-handler raises, goes to the channel's dead-letter list with the reason; the worker goes on."""
+channels and hands it to the ``@app.subscriber`` handler. A message that cannot be decoded (not
+JSON, too large, too deep: anything its decoding raises), or whose handler raises, goes to the
+channel's dead-letter list with the reason; the worker goes on."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .channel import ChannelMessage, Subscriber
 from .connection import CONNECTION_ERRORS
 from .daemon import Daemon
 from .errors import ConfigError
+from .limits import MAX_DEPTH, decode, max_message_bytes, poison_reason
 from .pool import Pool
 from .records import dead_entry
 
@@ -49,6 +51,7 @@ class PubSubWorker(Daemon):
             ping_interval_s=max(settings.block_timeout_s / 2, 0.1),
             pong_timeout_s=max(settings.block_timeout_s / 2, 0.1),
             outage=self.outage, clock=clock)
+        self.max_message_bytes = max_message_bytes(app, settings)
         self.pool = Pool(settings.concurrency, "redisq-handler")
         self.handled = 0
         self.failed = 0
@@ -68,9 +71,9 @@ class PubSubWorker(Daemon):
         if spec is None:
             return
         try:
-            payload = self.app.serializer.loads(msg.data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            self._dead(msg, "BadMessage", f"malformed message: {exc}")
+            payload = decode(self.app.serializer, msg.data, self.max_message_bytes, MAX_DEPTH)
+        except Exception as exc:  # RecursionError, MemoryError too: the message's fault
+            self._dead(msg, *poison_reason(exc))
             return
         try:
             spec.handler(payload)
@@ -86,7 +89,8 @@ class PubSubWorker(Daemon):
                   reason.splitlines()[0] if reason else "")
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.lpush(keys.channel_dead(msg.channel), dead_entry(msg.data, error_type, reason))
+            pipe.lpush(keys.channel_dead(msg.channel), dead_entry(
+                msg.data, error_type, reason, keep_bytes=self.max_message_bytes))
             pipe.ltrim(keys.channel_dead(msg.channel), 0, self.settings.dead_max - 1)
             pipe.execute()
         except CONNECTION_ERRORS as exc:

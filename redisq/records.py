@@ -6,6 +6,8 @@ so a record and its message never disagree.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import time
@@ -15,12 +17,13 @@ from typing import Any
 
 import redis
 
-from . import index, keys
+from . import index, keys, limits
 from .cluster import is_cluster
 from .job import TERMINAL, Envelope
 from .pressure import is_oom
 from .queue import Message
 from .scripts import Scripts
+from .serializers import JSONSerializer
 from .wire import wire_for
 
 log = logging.getLogger("redisq.records")
@@ -55,7 +58,8 @@ def complete_record(raw: dict[bytes, bytes], queue: str, job_id: str) -> dict[st
     if "enqueued_at" not in out and "message" in out:
         try:
             at = json.loads(out["message"]).get("enqueued_at")
-        except (ValueError, AttributeError):  # not JSON (msgpack), or not an object
+        # Not JSON (msgpack), not an object, or poison (RecursionError, MemoryError).
+        except Exception:
             at = None
         if isinstance(at, (int, float)):
             out["enqueued_at"] = repr(float(at))
@@ -64,6 +68,9 @@ def complete_record(raw: dict[bytes, bytes], queue: str, job_id: str) -> dict[st
 
 class Records:
     """Job records of every queue on one client."""
+
+    #: Dead letters whose message is larger are not requeued (set by ``App.make_records``).
+    max_message_bytes = limits.DEFAULT_MAX_MESSAGE_BYTES
 
     def __init__(self, client: redis.Redis, scripts: Scripts | None = None,
                  result_ttl_s: float = 86_400.0, failure_ttl_s: float = 7 * 86_400.0,
@@ -229,7 +236,7 @@ class Records:
                 ttl_s = self.failure_ttl_s
                 if outcome.status == "dead":  # the dead letter keeps the whole message
                     extra = dead_entry(msg.body, outcome.error_type, outcome.error_message,
-                                       env.id, env.task)
+                                       env.id, env.task, self.max_message_bytes)
                     fields += self._arguments(msg, env)
                 else:  # failed: nowhere else to inspect it (or to run it again from)
                     fields += ["message", msg.body]
@@ -273,18 +280,33 @@ class Records:
         for entry in self.client.lrange(keys.dead(queue), 0, -1):
             if limit is not None and moved >= limit:
                 break
-            try:
-                data = json.loads(entry)
-                env = Envelope.from_dict(json.loads(data["message"]))
-            except (ValueError, KeyError, TypeError):
+            env = self._dead_envelope(entry)
+            if env is None:
                 continue  # malformed messages cannot run; they stay for inspection/purge
             if job_ids is not None and env.id not in job_ids:
                 continue
-            fresh = json.dumps({**env.to_dict(), "attempt": 1}, separators=(",", ":")).encode()
+            fresh = json.dumps({**env.to_dict(), "attempt": 1, "queue": queue},
+                               separators=(",", ":")).encode()
             moved += int(self.scripts.run("requeue_dead", [keys.dead(queue), keys.pending(queue),
                                           keys.job(queue, env.id), keys.stats(queue)],
                                           [entry, fresh]))
         return moved
+
+    def _dead_envelope(self, entry: bytes) -> Envelope | None:
+        """The job a dead-letter entry holds, or None for one that cannot run (any error:
+        entries are data anyone with Redis access may have written). Oversized entries are
+        not parsed at all (a message is at most 6x longer as escaped JSON text)."""
+        if len(entry) > 6 * self.max_message_bytes + 65_536:
+            return None
+        try:
+            data = json.loads(entry)
+            if data.get("message_truncated"):
+                return None
+            return Envelope.from_dict(limits.decode(
+                _JSON, dead_message(data), self.max_message_bytes,
+                limits.MAX_DEPTH + limits.JOB_WRAPPING))
+        except Exception:
+            return None
 
     def _publish(self, event: dict[str, Any]) -> None:
         if self.events:
@@ -322,11 +344,43 @@ def _compact(value: Any) -> str:
 
 
 def dead_entry(body: bytes, error_type: str, error_message: str, job_id: str = "",
-               task: str = "") -> bytes:
-    """The JSON stored in a dead-letter list: why, when, and the original message."""
-    return json.dumps({"job_id": job_id, "task": task, "error_type": error_type,
-                       "reason": error_message, "failed_at": round(time.time(), 3),
-                       "message": body.decode("utf-8", "backslashreplace")}).encode()
+               task: str = "", keep_bytes: int | None = None) -> bytes:
+    """The JSON stored in a dead-letter list: why, when, and the original message, byte for
+    byte (:func:`dead_message` gives it back): as text in ``message`` when it is UTF-8 and at
+    most :data:`DEAD_TEXT_MAX` bytes, else base64 in ``message_b64``; ``message_bytes`` is its
+    size. A message over ``keep_bytes`` (the size cap: it can never run) keeps only its first
+    :data:`DEAD_HEAD_BYTES` (enough to tell who sent it) and its SHA-256, with
+    ``message_truncated``: a flood of huge poison must not pin ``dead_max`` copies of itself."""
+    fields: dict[str, Any] = {"job_id": job_id, "task": task, "error_type": error_type,
+                              "reason": error_message, "failed_at": round(time.time(), 3),
+                              "message_bytes": len(body)}
+    if keep_bytes is not None and len(body) > keep_bytes:
+        fields.update(message_truncated=True, message_sha256=hashlib.sha256(body).hexdigest())
+        body = body[:DEAD_HEAD_BYTES]
+    head = json.dumps(fields).encode()
+    if len(body) <= DEAD_TEXT_MAX:
+        try:
+            return head[:-1] + b', "message": ' + json.dumps(body.decode()).encode() + b"}"
+        except UnicodeDecodeError:
+            pass
+    return b"".join((head[:-1], b', "message_b64": "', base64.b64encode(body), b'"}'))
+
+
+#: Largest message a dead-letter entry keeps as text (larger ones: base64).
+DEAD_TEXT_MAX = limits.DEFAULT_MAX_MESSAGE_BYTES
+#: What a dead-letter entry keeps of a message over the size cap: its head.
+DEAD_HEAD_BYTES = 4096
+
+
+def dead_message(entry: dict[str, Any]) -> bytes:
+    """The original message of a parsed :func:`dead_entry` (``KeyError``/``ValueError`` for an
+    entry without one); only its head when the entry says ``message_truncated``."""
+    if "message_b64" in entry:
+        return base64.b64decode(entry["message_b64"], validate=True)
+    message = entry["message"]
+    if not isinstance(message, str):
+        raise ValueError("a dead letter's message is text")
+    return message.encode()
 
 
 #: Messages read per round trip while ``find_message`` looks through a queue.
@@ -364,9 +418,11 @@ def _unique_of(raw: bytes | None) -> str | None:
         return None
     try:
         value = json.loads(raw).get("unique")
-    except (ValueError, AttributeError):
+    except Exception:  # not JSON, not an object, or poison (RecursionError, MemoryError)
         return None
     return value if isinstance(value, str) else None
 
 
-__all__ = ["TERMINAL", "Outcome", "Records", "dead_entry"]
+_JSON = JSONSerializer()
+
+__all__ = ["TERMINAL", "Outcome", "Records", "dead_entry", "dead_message"]

@@ -71,7 +71,7 @@ class Registry:
                 text = v.decode("utf-8", "replace")
                 try:
                     info[k.decode()] = json.loads(text)
-                except ValueError:
+                except (ValueError, RecursionError):  # plain text, or not ours to parse
                     info[k.decode()] = text
             info["id"] = wid
             out.append(info)

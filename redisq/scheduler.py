@@ -180,7 +180,8 @@ class Scheduler:
         """What ``redisq info`` and the dashboard show, without importing the user's app."""
         if name not in self._last_fired:  # keep what an earlier leader published
             old = self.client.hget(keys.PERIODIC_INDEX, name)
-            self._last_fired[name] = json.loads(old).get("last_at") if old else None
+            last_at = (_index_row(old) or {}).get("last_at") if old else None
+            self._last_fired[name] = last_at if isinstance(last_at, (int, float)) else None
         nxt, last = spec.next_after(now), self._last_fired[name]
         seen = self._published.get(name)
         if seen and seen[:2] == (nxt, last) and now - seen[2] < INDEX_REFRESH_S:
@@ -203,8 +204,25 @@ class Scheduler:
 def periodic_index(client: Any) -> list[dict[str, Any]]:
     """The published periodic jobs (name, task, queue, schedule, next_at, last_at, with
     ``_iso`` twins in the job's time zone), soonest first."""
-    rows = [json.loads(v) for v in client.hvals(keys.PERIODIC_INDEX)]
-    return sorted(rows, key=lambda r: r.get("next_at") or 0)
+    rows = [r for r in map(_index_row, client.hvals(keys.PERIODIC_INDEX)) if r is not None]
+    return sorted(rows, key=lambda r: r["next_at"])
+
+
+_INDEX_TEXT = ("name", "task", "queue", "schedule", "next_at_iso")
+
+
+def _index_row(raw: bytes) -> dict[str, Any] | None:
+    """One published index row, or None for one this module did not write (the hash is data
+    anyone with Redis access may have written: any parse error, wrong shape or type)."""
+    try:
+        row = json.loads(raw)
+    except Exception:  # ValueError, RecursionError, MemoryError
+        return None
+    if (not isinstance(row, dict) or any(not isinstance(row.get(k), str) for k in _INDEX_TEXT)
+            or isinstance(row.get("next_at"), bool)
+            or not isinstance(row.get("next_at"), (int, float))):
+        return None
+    return row
 
 
 def _iso(t: float, tz: str | None = None) -> str:

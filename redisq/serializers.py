@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .errors import SerializationError
+from .limits import MAX_DEPTH, MessageTooDeep
 
 
 class Serializer(Protocol):
@@ -40,6 +41,9 @@ class JSONSerializer:
             if isinstance(exc, SerializationError):
                 raise
             raise SerializationError(str(exc)) from exc
+        except RecursionError:  # far deeper than any message may be: the same refusal
+            raise MessageTooDeep(f"message nests values more than {MAX_DEPTH} levels deep "
+                                 f"(the limit, MAX_DEPTH={MAX_DEPTH})") from None
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)

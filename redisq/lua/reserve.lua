@@ -37,8 +37,10 @@ for i = 1, tonumber(ARGV[1]) do
     out[#out + 1] = msg
   else
     -- redisq writes "id" first and "attempt" as a plain integer, so a pattern finds them
-    -- without decoding the whole message; anything else goes through cjson.
-    local id, attempt = string.match(msg, '^{"id":"([^"]+)"'), string.match(msg, '"attempt":(%d+)')
+    -- without decoding the whole message; anything else goes through cjson. (No unanchored
+    -- search without an id: on a huge poison message it costs ~20 ns per byte.)
+    local id = string.match(msg, '^{"id":"([^"]+)"')
+    local attempt = id and string.match(msg, '"attempt":(%d+)')
     if not id then
       local ok, job = pcall(cjson.decode, msg)
       if ok and type(job) == 'table' and type(job.id) == 'string' then
