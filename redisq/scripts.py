@@ -22,7 +22,7 @@ from .wire import wire_for
 NAMES = (
     "reserve", "ack", "nack", "bury", "requeue_stale", "schedule", "promote_due",
     "publish_durable", "enqueue", "start", "settle", "cancel", "requeue_dead",
-    "lock_release", "lock_extend", "enqueue_many", "leader", "fire_periodic",
+    "lock_release", "lock_extend", "enqueue_many", "leader", "fire_periodic", "renew",
 )
 
 

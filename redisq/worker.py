@@ -25,7 +25,7 @@ from .job import DEAD, SUCCEEDED, TERMINAL, BadMessage, Envelope, JobContext
 from .pool import Pool
 from .queue import Message, Queue
 from .recorder import Recorder
-from .records import Outcome, dead_entry
+from .records import SETTLE_DUPLICATE, SETTLE_FENCED, Outcome, dead_entry
 
 if TYPE_CHECKING:
     from .app import App
@@ -111,7 +111,6 @@ class Worker(Daemon):
         jobs = self.start(messages)
         for job in jobs:
             self._submit(job)
-        self.mark(jobs)
         if burst:
             self._check_burst_end(bool(jobs))
 
@@ -128,11 +127,9 @@ class Worker(Daemon):
     def start(self, messages: list[Message]) -> list[Reserved]:
         """Decode messages, dead-letter the ones that cannot run, and drop the ones whose job
         must not run again (a batch reservation marked them started and reported each job's
-        status before). A blocking move's message is not marked yet: see :meth:`mark`."""
+        status before; a blocking move's are marked here first: see :meth:`mark`)."""
         runnable = []
-        for r in map(self._decode, messages):
-            if r is None:
-                continue
+        for r in self.mark([r for r in map(self._decode, messages) if r is not None]):
             prev = r.message.before
             if prev in TERMINAL:
                 log.info("job=%s task=%s skipped (already %s)", r.env.id, r.env.task, prev)
@@ -143,17 +140,41 @@ class Worker(Daemon):
             runnable.append(r)
         return runnable
 
-    def mark(self, jobs: list[Reserved]) -> None:
-        """Mark jobs from a blocking move started, while they already run: on an idle worker
-        this round trip is off the latency path. (A cancel cannot race it: cancel takes the
-        message out of the queue, so a reserved job is no longer cancellable.)"""
-        unmarked = [j.env for j in jobs if j.message.before is None]
+    def mark(self, jobs: list[Reserved]) -> list[Reserved]:
+        """Mark jobs from a blocking move (or found as orphans) started before they run, and
+        learn each one's status before. This round trip is on an idle worker's latency path
+        because it is also the fence: a frozen worker may wake to the reply of a move the
+        server made while it was stopped, for a job recovered and run elsewhere since; the
+        mark is refused (its epoch ended) and the job does not run here. Jobs it refuses or
+        cannot mark are dropped (an unmarked one stays in our processing list, and the orphan
+        check delivers it again)."""
+        unmarked = [j for j in jobs if j.message.before is None]
         if not unmarked:
-            return
+            return jobs
         try:
-            self.records.start(self.id, unmarked)
+            before = self.records.start(self.id, [j.env for j in unmarked], self.consumer.id,
+                                        [j.message.token or "" for j in unmarked])
         except PASSING_ERRORS as exc:
-            log.warning("could not mark %d job(s) started (%s)", len(unmarked), exc)
+            log.warning("could not mark %d job(s) started (%s); they will be taken again",
+                        len(unmarked), exc)
+            for j in unmarked:
+                self.consumer.forget(j.message)
+            self.consumer.recheck()
+            return [j for j in jobs if j.message.before is not None]
+        marked = {id(j): b for j, b in zip(unmarked, before, strict=True)}
+        out = []
+        for j in jobs:
+            if id(j) not in marked:
+                out.append(j)
+            elif marked[id(j)] is None:
+                log.warning("job=%s task=%s queue=%s not started: taken under a lease this "
+                            "worker lost (recovered for another worker)", j.env.id, j.env.task,
+                            j.env.queue)
+                self.consumer.forget(j.message)
+                self.consumer.lease_lost(j.message.queue, j.message.token or "")
+            else:
+                out.append(replace(j, message=replace(j.message, before=marked[id(j)])))
+        return out
 
     def _decode(self, m: Message) -> Reserved | None:
         try:
@@ -244,7 +265,7 @@ class Worker(Daemon):
         call = self.records.settle_call(self.consumer.id, job.message, job.env, outcome, self.id,
                                         self.app.serializer.dumps)
         try:
-            _, messages = self.consumer.take_with([call], self._take_size(outcome))
+            (answer,), messages = self.consumer.take_with([call], self._take_size(outcome))
         except CONNECTION_ERRORS:
             # The recorder retries the outcome; a message the lost reply may have moved to
             # us is found by the main loop's orphan check.
@@ -252,14 +273,13 @@ class Worker(Daemon):
             self.record(job, outcome, holds_slot=True)
             return None
         nxt = self.start(messages)
-        self.mark(nxt)
         with self._slots:
             self.current.pop(job.env.id, None)
             if nxt:
                 self._track(nxt[0])
                 self._running += len(nxt) - 1  # the finished job's slot passes to nxt[0]
         taken.extend(nxt[1:])
-        self._settled(job, outcome, holds_slot=not nxt)
+        self._settled(job, outcome, not nxt, answer)
         return nxt[0] if nxt else None
 
     def record(self, job: Reserved, outcome: Outcome, holds_slot: bool = False) -> None:
@@ -267,14 +287,29 @@ class Worker(Daemon):
         recorder thread; if we stop first, the lease hands the message to another worker."""
         self.recorder.put(job, outcome, holds_slot)
 
-    def _settled(self, job: Reserved, outcome: Outcome, holds_slot: bool) -> None:
+    def _settled(self, job: Reserved, outcome: Outcome, holds_slot: bool, answer: Any = 1) -> None:
         self.consumer.forget(job.message)
-        self._count_and_log(job, outcome)
+        if answer in (SETTLE_FENCED, SETTLE_DUPLICATE):
+            self._log_refused(job, outcome, answer)
+        else:
+            self._count_and_log(job, outcome)
         if holds_slot:
             with self._slots:
                 self._running -= 1
                 self.current.pop(job.env.id, None)
                 self._slots.notify()
+
+    def _log_refused(self, job: Reserved, outcome: Outcome, answer: int) -> None:
+        """A settle that recorded nothing: the job ran here, but its outcome is another's."""
+        if answer == SETTLE_FENCED:
+            log.warning("job=%s task=%s queue=%s %s not recorded: this worker's lease was lost "
+                        "while it ran (the job was recovered for another worker, whose outcome "
+                        "stands)", job.env.id, job.env.task, job.env.queue, outcome.status)
+            self.consumer.lease_lost(job.message.queue, job.message.token or "")
+        else:
+            log.warning("job=%s task=%s queue=%s %s not recorded: another worker already "
+                        "finished it (or retries it); its outcome stands", job.env.id,
+                        job.env.task, job.env.queue, outcome.status)
 
     def _ack_skipped(self, job: Reserved) -> None:
         try:
