@@ -81,6 +81,9 @@ class Consumer:
         self._tokens: dict[str, str] = dict.fromkeys(self.queues, "")
         self._wait_tokens: dict[str, str] = {}
         self._renew_lock = threading.Lock()  # one renewal at a time: each may change a token
+        # When the last renewal that kept each epoch was sent, by the monotonic and the wall
+        # clock: our lease there lives at least lease_s from then (see epoch_known).
+        self._confirmed = dict.fromkeys(self.queues, (float("-inf"), float("-inf")))
         self.mark_jobs = mark_jobs
         self._takes = 0  # reservations started by any thread (a seqlock for the orphan check)
         self._takes_in_flight = 0
@@ -240,7 +243,7 @@ class Consumer:
             failed: BaseException | None = None
             reached = False
             for q in self._queues_now():
-                token = self.token(q)
+                token = self._tokens[q]  # (a dict read: no lock on the hot path)
                 batch = ([*calls, self._reserve_call(q, n - len(out), token)] if n > len(out)
                          else calls)
                 try:
@@ -420,9 +423,10 @@ class Consumer:
         with self._renew_lock:
             with self._lock:
                 tokens = {q: self._tokens[q] for q in queues}
-            self._adopt(leases.renew(self.scripts, self.id, self.lease_ms, tokens))
+            sent = (self.clock(), time.time())
+            self._adopt(leases.renew(self.scripts, self.id, self.lease_ms, tokens), sent)
 
-    def _adopt(self, tokens: dict[str, str]) -> None:
+    def _adopt(self, tokens: dict[str, str], sent: tuple[float, float]) -> None:
         """Take the tokens a renewal answered. A queue whose token changed after the first
         registration had its epoch ended by recovery: every message we held there went back
         to the queue (and may run elsewhere), so none is ours any more; our processing list
@@ -430,6 +434,7 @@ class Consumer:
         delivers again under the new epoch."""
         with self._lock:
             for q, token in tokens.items():
+                self._confirmed[q] = sent
                 old = self._tokens[q]
                 if token == old:
                     continue
@@ -443,6 +448,28 @@ class Consumer:
                             "consumer recovered its messages); %d message(s) it held are no "
                             "longer its own; registered again under a new epoch", self.id, q,
                             dropped)
+
+    def epoch_known(self, q: str, token: str | None) -> bool | None:
+        """Whether ``token`` is still our epoch on ``q``, as far as we know without asking
+        Redis: False once a renewal replaced it; True while our lease there cannot have
+        expired yet (the last renewal under it was sent less than 0.8 lease ago by both
+        clocks, and recovery needs the lease to expire first); None when we cannot tell (we
+        were held up, e.g. frozen, or renewals are failing): ask :meth:`epoch_holds`."""
+        if not token:
+            return True  # taken before our first registration: nothing to fence
+        with self._lock:
+            if token != self._tokens[q]:
+                return False
+            mono, wall = self._confirmed[q]
+        bound = 0.8 * self.lease_s
+        return True if (self.clock() - mono < bound and time.time() - wall < bound) else None
+
+    def epoch_holds(self, q: str, token: str) -> bool:
+        """Ask Redis whether ``token`` is still our epoch on ``q`` (one round trip)."""
+        holds = self.client.hget(keys.epochs(q), self.id) == token.encode()
+        if not holds:
+            self.lease_lost(q, token)
+        return holds
 
     def lease_lost(self, q: str, token: str) -> None:
         """A step on ``q`` under ``token`` was refused because that epoch ended: renew (and so

@@ -219,6 +219,13 @@ class Worker(Daemon):
         (short jobs under a backlog share one: see SHORT_JOB_S)."""
         taken: deque[Reserved] = deque()  # taken with the last round trip, not started yet
         while job is not None:
+            if not self._still_ours(job):
+                self._abandon(job)
+                job = taken.popleft() if taken else None
+                if job is not None:
+                    with self._slots:
+                        self._track(job)
+                continue
             ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
                              self._report_progress)
             outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
@@ -240,6 +247,36 @@ class Worker(Daemon):
                 self.record(job, outcome, holds_slot=True)
                 job = None
         self._leave(taken)
+
+    def _still_ours(self, job: Reserved) -> bool:
+        """Whether ``job`` may start now. A job marked started may wait for its thread, and a
+        worker frozen in between (SIGSTOP, a paused VM) may wake to find it recovered and run
+        elsewhere. Free unless this thread was held up for most of a lease: then one round
+        trip asks whether the epoch the job was reserved under still holds."""
+        q, token = job.message.queue, job.message.token
+        known = self.consumer.epoch_known(q, token)
+        if known is None and token:
+            try:
+                known = self.consumer.epoch_holds(q, token)
+            except PASSING_ERRORS as exc:
+                log.warning("job=%s: could not check this worker's lease on queue %s (%s); "
+                            "the job will be taken again", job.env.id, q, exc)
+                return False
+        if known is False:
+            log.warning("job=%s task=%s queue=%s not started: this worker's lease was lost "
+                        "(the job was recovered for another worker)", job.env.id, job.env.task,
+                        job.env.queue)
+        return known is not False
+
+    def _abandon(self, job: Reserved) -> None:
+        """Give up a job that must not start here: its slot and our hold of it (if its epoch
+        still holds after all, it is in our processing list: the orphan check delivers it)."""
+        self.consumer.forget(job.message)
+        self.consumer.recheck()
+        with self._slots:
+            self._running -= 1
+            self.current.pop(job.env.id, None)
+            self._slots.notify()
 
     def _leave(self, taken: deque[Reserved]) -> None:
         """Stopping with taken jobs not started: free their slots. They stay in this worker's

@@ -64,10 +64,11 @@ class Outcomes:
         return {i: c for i, c in n.items() if c > 1}
 
 
-def worker(url: str, wid: str, concurrency: int) -> subprocess.Popen[bytes]:
+def worker(url: str, wid: str, concurrency: int, queues: str) -> subprocess.Popen[bytes]:
     return start_worker(url, "--app", "tests.support.frozen_app:app", "--worker-id", wid,
                         "--lease-s", str(LEASE_S), "--block-timeout-s", str(BLOCK_S),
-                        "--concurrency", str(concurrency), "--log-level", "INFO")
+                        "--concurrency", str(concurrency), "--queues", queues,
+                        "--log-level", "INFO")
 
 
 def blocked_in_move(r: redis.Redis, pid: int) -> bool:
@@ -80,25 +81,28 @@ def held_ids(r: redis.Redis, wid: str) -> set[str]:
     return {json.loads(b)["id"] for b in r.lrange(keys.processing("default", wid), 0, -1)}
 
 
-def records(app: App, ids: list[str]) -> list[dict[str, str]]:
-    return [app.records.get("default", i) for i in ids]
+def records(app: App, ids: list[str], queue: str = "default") -> list[dict[str, str]]:
+    return [app.records.get(queue, i) for i in ids]
 
 
-def all_succeeded(app: App, ids: list[str]) -> bool:
-    return all(r.get("status") == "succeeded" for r in records(app, ids))
+def all_succeeded(app: App, ids: list[str], queue: str = "default") -> bool:
+    return all(r.get("status") == "succeeded" for r in records(app, ids, queue))
 
 
-def finish(proc: subprocess.Popen[bytes]) -> str:
-    """SIGTERM (a clean stop: its recorder writes what it holds), then its log."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-    try:
-        _, err = proc.communicate(timeout=6)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate(timeout=5)
-    return err.decode(errors="replace")
+def finish(*procs: subprocess.Popen[bytes]) -> list[str]:
+    """SIGTERM all (a clean stop: each recorder writes what it holds), then their logs."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    logs = []
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=6)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate(timeout=5)
+        logs.append(err.decode(errors="replace"))
+    return logs
 
 
 def test_a_worker_frozen_past_its_lease_runs_nothing_it_lost(redis_url: str,
@@ -106,8 +110,9 @@ def test_a_worker_frozen_past_its_lease_runs_nothing_it_lost(redis_url: str,
     app = App(redis_url)
     app.task(name=TASK)(lambda n, sleep_s=0.0: n)  # declared here to enqueue it
     outcomes = Outcomes(real_redis)
-    wa, wb = worker(redis_url, "wa", 8), worker(redis_url, "wb", 4)
-    logs = {"wa": "", "wb": ""}
+    # wa also serves a queue of its own: one blocking move per queue (waiter threads), and
+    # a way to see it run jobs after it woke while wb is still there.
+    wa, wb = worker(redis_url, "wa", 8, "default,solo"), worker(redis_url, "wb", 4, "default")
     try:
         wait_until(lambda: real_redis.sismember(keys.consumers("default"), "wa"), 5,
                    what="worker wa to register")
@@ -118,9 +123,12 @@ def test_a_worker_frozen_past_its_lease_runs_nothing_it_lost(redis_url: str,
                    what="the long jobs to start")
         on_wa = [r["id"] for r in records(app, longs) if r["worker"] == "wa"]
         assert on_wa, "wa runs long jobs"
+        wait_until(lambda: all(real_redis.hexists(STARTS, i) for i in on_wa), 3,
+                   what="wa's long jobs to be running (not only handed to a thread)")
         wait_until(lambda: real_redis.sismember(keys.consumers("default"), "wb")
                    and blocked_in_move(real_redis, wa.pid), 5,
                    what="wb up, and wa's idle blocking move in flight")
+        epoch_before = real_redis.hget(keys.epochs("default"), "wa")
         wa.send_signal(signal.SIGSTOP)
         frozen_at = time.monotonic()
         assert blocked_in_move(real_redis, wa.pid), "the move is still waiting in the server"
@@ -138,13 +146,13 @@ def test_a_worker_frozen_past_its_lease_runs_nothing_it_lost(redis_url: str,
         wait_until(lambda: all_succeeded(app, longs + shorts)
                    and all(int(real_redis.hget(FINISHES, i) or 0) >= 2 for i in on_wa), 4,
                    what="every job finished (the long ones twice)")
-        # wa carries on under a new lease: with wb gone, it runs new jobs by itself.
-        logs["wb"] = finish(wb)
-        after = [j.id for j in app.enqueue_many(TASK, [((200 + i,), {}) for i in range(10)])]
-        wait_until(lambda: all_succeeded(app, after), 3, what="wa to run new jobs after waking")
-        assert all(r.get("worker") == "wa" for r in records(app, after))
-        assert wa.poll() is None, "wa kept running"
-        logs["wa"] = finish(wa)
+        # wa carries on under a new epoch (it runs its own queue's new jobs).
+        after = [j.id for j in app.enqueue_many(TASK, [((200 + i,), {}) for i in range(10)],
+                                                queue="solo")]
+        wait_until(lambda: all_succeeded(app, after, "solo"), 3,
+                   what="wa to run new jobs after waking")
+        assert wa.poll() is None and wb.poll() is None, "both kept running"
+        log_wa, log_wb = finish(wa, wb)
         starts = {k.decode(): int(v) for k, v in real_redis.hgetall(STARTS).items()}
         late = [x.decode() for x in real_redis.lrange(LATE, 0, -1)]
         twice = outcomes.overwritten()
@@ -154,12 +162,17 @@ def test_a_worker_frozen_past_its_lease_runs_nothing_it_lost(redis_url: str,
               f"written twice: {len(twice)}; started twice: {len(dup_starts)} "
               f"(long jobs running at the freeze: {len(on_wa)}); taken by the frozen move: "
               f"{len(taken_frozen)}")
+        for entry in late:  # what each worker logged about it
+            for name, text in (("wa", log_wa), ("wb", log_wb)):
+                print("\n".join(f"{name}: {line}" for line in text.splitlines()
+                                if entry.split()[0] in line))
         assert late == [], f"jobs started after they had finished elsewhere: {late}"
         assert twice == {}, f"outcomes written more than once: {twice}"
         assert dup_starts <= set(on_wa), "only jobs running at the freeze may run twice"
         jobs = longs + shorts + after
-        assert all(starts.get(i, 0) >= 1 for i in jobs) and all_succeeded(app, jobs)
-        assert "lease" in logs["wa"] and "lost" in logs["wa"], "wa logged the lost lease"
+        assert all(starts.get(i, 0) >= 1 for i in jobs) and all_succeeded(app, longs + shorts)
+        assert "lease on queue default lost" in log_wa, "wa learned that its epoch ended"
+        assert (real_redis.hget(keys.epochs("default"), "wa") or b"") != epoch_before
     finally:
         for p in (wa, wb):
             if p.poll() is None:

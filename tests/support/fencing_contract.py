@@ -78,6 +78,26 @@ class FencingContract:
         assert app.client.sismember(keys.consumers(Q), "wa")
         assert app.client.get(keys.lease(Q, "wa")) == second.encode()
 
+    def test_the_epoch_is_known_locally_only_while_the_lease_cannot_have_expired(
+            self, app: App) -> None:
+        """No round trip while the last renewal is recent (recovery needs the lease to expire
+        first); after a hold-up as long as most of a lease, Redis is asked."""
+        now = [1000.0]
+        wa = Consumer(app.client, [Q], consumer_id="wa", lease_s=5.0, clock=lambda: now[0],
+                      mark_jobs="wa")
+        wb = consumer(app, "wb")
+        wa.heartbeat()
+        token = wa.token(Q)
+        assert wa.epoch_known(Q, token) is True and wa.epoch_known(Q, "") is True
+        now[0] += 0.8 * 5.0  # e.g. frozen
+        assert wa.epoch_known(Q, token) is None
+        assert wa.epoch_holds(Q, token) is True
+        expire_and_recover(app, wa, wb)
+        assert wa.epoch_holds(Q, token) is False
+        wa.reserve(1, timeout_s=0)  # renews first: told by epoch_holds that the epoch ended
+        assert wa.token(Q) != token and wa.epoch_known(Q, token) is False
+        assert wa.epoch_known(Q, wa.token(Q)) is True
+
     def test_a_clean_release_ends_the_epoch(self, app: App) -> None:
         wa = consumer(app, "wa")
         wa.heartbeat()
