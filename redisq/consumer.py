@@ -80,6 +80,14 @@ class Consumer:
         self._last_beat = float("-inf")
         self._last_recovery = float("-inf")
         self._waits = Waits(client, self.id, 2 * len(self.queues))  # waiters and probes
+        # Our epoch token on each queue ('' until the first renewal; see leases.py), and the
+        # token each waiter's blocking move was sent under (its message belongs to that epoch).
+        self._tokens: dict[str, str] = dict.fromkeys(self.queues, "")
+        self._wait_tokens: dict[str, str] = {}
+        self._renew_lock = threading.Lock()  # one renewal at a time: each may change a token
+        # When the last renewal that kept each epoch was sent, by the monotonic and the wall
+        # clock: our lease there lives at least lease_s from then (see epoch_known).
+        self._confirmed = dict.fromkeys(self.queues, (float("-inf"), float("-inf")))
         self.mark_jobs = mark_jobs
         self.pressure = pressure or MemoryPressure(f"consumer {self.id}")
         self._takes = 0  # reservations started by any thread (a seqlock for the orphan check)
@@ -96,7 +104,12 @@ class Consumer:
     # -- keys --------------------------------------------------------------------------------
     def _reserve_keys(self, q: str) -> list[str]:
         return [keys.pending(q), keys.processing(q, self.id), keys.lease(q, self.id),
-                keys.consumers(q)]
+                keys.consumers(q), keys.epochs(q)]
+
+    def token(self, q: str) -> str:
+        """Our epoch token on ``q`` (what our job steps there show; see :mod:`redisq.leases`)."""
+        with self._lock:
+            return self._tokens[q]
 
     @property
     def lease_ms(self) -> int:
@@ -150,12 +163,19 @@ class Consumer:
             self.forget(m)
 
     def _hold(self, q: str, bodies: Iterable[bytes],
-              befores: Iterable[str | None] | None = None) -> list[Message]:
+              befores: Iterable[str | None] | None = None,
+              token: str | None = None) -> list[Message]:
+        """Messages taken from ``q`` under epoch ``token`` (default: the current one). One
+        taken under an epoch that has ended since is handed out but not counted as held: its
+        steps will be refused, and the same body may be ours again under the new epoch."""
         out = []
         with self._lock:
+            current = self._tokens[q]
+            token = current if token is None else token
             for body, before in zip(bodies, befores or _nones(), strict=False):
-                self._held[q][body] += 1
-                out.append(Message(q, body, before))
+                if not token or token == current:
+                    self._held[q][body] += 1
+                out.append(Message(q, body, before, token))
         return out
 
     def _take_batch(self, n: int) -> list[Message]:
@@ -232,7 +252,9 @@ class Consumer:
             failed: BaseException | None = None
             reached = False
             for q in self._queues_now():
-                batch = [*calls, self._reserve_call(q, n - len(out))] if n > len(out) else calls
+                token = self._tokens[q]  # (a dict read: no lock on the hot path)
+                batch = ([*calls, self._reserve_call(q, n - len(out), token)] if n > len(out)
+                         else calls)
                 try:
                     answers = self.scripts.run_many(batch)
                 except CONNECTION_ERRORS as exc:
@@ -248,7 +270,7 @@ class Consumer:
                 results += answers[:len(calls)]
                 calls = []
                 if n > len(out):
-                    out += self._accept(q, answers[-1])
+                    out += self._accept(q, answers[-1], token)
                 if len(out) >= n:
                     break
             if calls:  # every queue rests: the calls still run
@@ -265,17 +287,20 @@ class Consumer:
             self._last_beat = self.clock()  # the reserve step refreshed the lease
         return results, out
 
-    def _reserve_call(self, q: str, n: int) -> tuple[str, list[str], list[Any]]:
+    def _reserve_call(self, q: str, n: int, token: str) -> tuple[str, list[str], list[Any]]:
         # Jobs mode (a worker) keeps its lease by heartbeat; plain consumers refresh it here.
         args: list[Any] = [n, self.id, 0 if self.mark_jobs else self.lease_ms]
         if self.mark_jobs is not None:
-            args += [keys.job_prefix(q), self.mark_jobs, f"{time.time():.3f}"]
+            args += [keys.job_prefix(q), self.mark_jobs, f"{time.time():.3f}", token]
         return "reserve", self._reserve_keys(q), args
 
-    def _accept(self, q: str, answer: list[bytes]) -> list[Message]:
+    def _accept(self, q: str, answer: list[bytes] | int, token: str) -> list[Message]:
+        if isinstance(answer, int):  # -1: our epoch on q ended; nothing was moved
+            self.lease_lost(q, token)
+            return []
         if self.mark_jobs is None:
-            return self._hold(q, answer)
-        return self._hold(q, answer[0::2], (b.decode() for b in answer[1::2]))
+            return self._hold(q, answer, token=token)
+        return self._hold(q, answer[0::2], (b.decode() for b in answer[1::2]), token)
 
     def _blmove(self, q: str, timeout_s: float) -> bytes | None:
         try:
@@ -296,13 +321,18 @@ class Consumer:
         self._waits.interrupt()
 
     def _block(self, timeout_s: float) -> list[Message]:
+        # A moved message belongs to the epoch the move was sent under: if recovery ends that
+        # epoch before the reply is read (we were frozen), starting it is refused.
         if len(self.queues) == 1 and not self.skip(self.queues[0]):
             q = self.queues[0]
+            token = self.token(q)
             body = self._blmove(q, timeout_s)
-            return self._hold(q, [body]) if body is not None else []
+            return self._hold(q, [body], token=token) if body is not None else []
         # Several queues: one blocking move per queue on a waiter thread; whichever returns
         # first wins. The others keep waiting and are harvested by later calls.
         for q in self._queues_now():
+            if not self._waits.waiting(q):
+                self._wait_tokens[q] = self.token(q)
             self._waits.start(q, self.block_timeout_s, self._blmove)
         # (None waiting: every queue rests on a cluster; their probes come later.)
         self._waits.wait_any(timeout_s if self._waits else min(timeout_s, PROBE_WAIT_S))
@@ -313,6 +343,7 @@ class Consumer:
         for q in self._waits.answered():
             if len(out) >= n:
                 break
+            token = self._wait_tokens.pop(q, None)
             try:
                 body = self._waits.collect(q)  # re-raises a connection error of the waiter
             except CONNECTION_ERRORS as exc:
@@ -327,7 +358,7 @@ class Consumer:
             if self._rest is not None:
                 self._rest.woke(q)  # a waiter started before q rested may answer after
             if body is not None:
-                out += self._hold(q, [body])
+                out += self._hold(q, [body], token=token)
         return out
 
     def _quiet(self) -> int | None:
@@ -352,7 +383,7 @@ class Consumer:
             for q, stored in stored_lists.items():
                 # The list's tail is the oldest reservation: deliver oldest first.
                 for body, count in (Counter(reversed(stored)) - self._held[q]).items():
-                    orphans += [Message(q, body)] * count
+                    orphans += [Message(q, body, token=self._tokens[q])] * count
         if orphans:
             log.warning("consumer %s: recovered %d reserved message(s) whose reply was lost",
                         self.id, len(orphans))
@@ -362,7 +393,8 @@ class Consumer:
         out = orphans[:n]
         with self._lock:
             for m in out:
-                self._held[m.queue][m.body] += 1
+                if not m.token or m.token == self._tokens[m.queue]:
+                    self._held[m.queue][m.body] += 1
         self._check_orphans = len(stored_lists) < len(self.queues)  # a resting queue: later
         return out
 
@@ -406,7 +438,64 @@ class Consumer:
         self._last_beat = self.clock()
 
     def _renew(self, *queues: str) -> None:
-        leases.renew(self.client, self.id, self.lease_ms, queues, self.scripts)
+        with self._renew_lock:
+            with self._lock:
+                tokens = {q: self._tokens[q] for q in queues}
+            sent = (self.clock(), time.time())
+            self._adopt(leases.renew(self.scripts, self.id, self.lease_ms, tokens), sent)
+
+    def _adopt(self, tokens: dict[str, str], sent: tuple[float, float]) -> None:
+        """Take the tokens a renewal answered. A queue whose token changed after the first
+        registration had its epoch ended by recovery: every message we held there went back
+        to the queue (and may run elsewhere), so none is ours any more; our processing list
+        now holds only what moved in since (a blocking move's), which the orphan check
+        delivers again under the new epoch."""
+        with self._lock:
+            for q, token in tokens.items():
+                self._confirmed[q] = sent
+                old = self._tokens[q]
+                if token == old:
+                    continue
+                self._tokens[q] = token
+                if not old:
+                    continue  # the first registration
+                dropped = sum(self._held[q].values())
+                self._held[q].clear()
+                self._check_orphans = True
+                log.warning("consumer %s: lease on queue %s lost (it expired and another "
+                            "consumer recovered its messages); %d message(s) it held are no "
+                            "longer its own; registered again under a new epoch", self.id, q,
+                            dropped)
+
+    def epoch_known(self, q: str, token: str | None) -> bool | None:
+        """Whether ``token`` is still our epoch on ``q``, as far as we know without asking
+        Redis: False once a renewal replaced it; True while our lease there cannot have
+        expired yet (the last renewal under it was sent less than 0.8 lease ago by both
+        clocks, and recovery needs the lease to expire first); None when we cannot tell (we
+        were held up, e.g. frozen, or renewals are failing): ask :meth:`epoch_holds`."""
+        if not token:
+            return True  # taken before our first registration: nothing to fence
+        with self._lock:
+            if token != self._tokens[q]:
+                return False
+            mono, wall = self._confirmed[q]
+        bound = 0.8 * self.lease_s
+        return True if (self.clock() - mono < bound and time.time() - wall < bound) else None
+
+    def epoch_holds(self, q: str, token: str) -> bool:
+        """Ask Redis whether ``token`` is still our epoch on ``q`` (one round trip)."""
+        holds = self.client.hget(keys.epochs(q), self.id) == token.encode()
+        if not holds:
+            self.lease_lost(q, token)
+        return holds
+
+    def lease_lost(self, q: str, token: str) -> None:
+        """A step on ``q`` under ``token`` was refused because that epoch ended: renew (and so
+        register again) on the next reservation instead of waiting for the heartbeat."""
+        with self._lock:
+            if token != self._tokens[q]:
+                return  # an older epoch: already replaced
+        self._last_beat = float("-inf")
 
     def requeue_stale(self) -> int:
         """Give back the messages of consumers whose lease expired; returns how many moved."""
@@ -422,6 +511,8 @@ class Consumer:
     def forget(self, m: Message) -> None:
         """Stop tracking a message settled by another step (e.g. a job's ``settle``)."""
         with self._lock:
+            if m.token and m.token != self._tokens[m.queue]:
+                return  # taken under an epoch that ended: not counted any more
             held = self._held[m.queue]
             held[m.body] -= 1
             if held[m.body] <= 0:

@@ -11,6 +11,7 @@ key                                    type      meaning
 ``redisq:{q}:processing:<consumer>``   list      messages reserved by one consumer, not yet acked
 ``redisq:{q}:lease:<consumer>``        string    the consumer's lease; TTL = ``lease_s``
 ``redisq:{q}:consumers``               set       consumer ids that may own a processing list
+``redisq:{q}:epochs``                  hash      consumer id → its epoch token; recovery ends it
 ``redisq:{q}:delayed``                 zset      messages due later; score = due time (ms, Redis clock)
 ``redisq:{q}:dead``                    list      dead-lettered messages (JSON: reason + message)
 ``redisq:{q}:stats``                   hash      counters: enqueued, acked, requeued, dead, recovered
@@ -91,6 +92,11 @@ def lease(queue: str, consumer: str) -> str:
 
 def consumers(queue: str) -> str:
     return f"{_q(queue)}:consumers"
+
+
+def epochs(queue: str) -> str:
+    """Each consumer's epoch token: what its job steps must show (see ``lua/renew.lua``)."""
+    return f"{_q(queue)}:epochs"
 
 
 def delayed(queue: str) -> str:

@@ -38,6 +38,9 @@ class Message:
     #: With ``Consumer(mark_jobs=...)``: the job's status before this reservation marked it
     #: started ('' no record, '?' not a job); None when it was not marked (a blocking move).
     before: str | None = None
+    #: The consumer's epoch token on this queue when the message was reserved (None: not
+    #: known); its later steps show this token and are refused once that epoch has ended.
+    token: str | None = None
 
 
 def as_bytes(body: bytes | str) -> bytes:

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("redisq.worker")
 
-Settled = Callable[["Reserved", "Outcome", bool], None]
+#: Called once an outcome is settled: the job, the outcome, whether it holds a slot, and what
+#: ``settle`` answered (below 0: not recorded; see ``lua/settle.lua``).
+Settled = Callable[["Reserved", "Outcome", bool, Any], None]
 Item = tuple["Reserved", "Outcome", bool]  # an attempt's outcome; whether it holds a slot
 RESTING_POLL_S = 0.25  # how often outcomes held back for a resting queue look again
 
@@ -193,10 +195,10 @@ class Recorder:
         calls = [self.records.settle_call(self.consumer_id, job.message, job.env, outcome,
                                           self.worker_id, self.dumps)
                  for job, outcome, _ in batch]
-        self.records.settle_many(calls)
-        for job, outcome, holds_slot in batch:
+        answers = self.records.settle_many(calls)
+        for (job, outcome, holds_slot), answer in zip(batch, answers, strict=True):
             try:
-                self.on_settled(job, outcome, holds_slot)
+                self.on_settled(job, outcome, holds_slot, answer)
             except Exception:
                 log.exception("job=%s: after-settle step failed", job.env.id)
 

@@ -28,6 +28,12 @@ from .wire import wire_for
 
 log = logging.getLogger("redisq.records")
 
+#: What ``settle`` answers when it did not record the attempt (``lua/settle.lua``):
+#: the consumer's epoch ended (the job was recovered for another worker, whose outcome stands),
+SETTLE_FENCED = -1
+#: or another worker had already finished the job, or retries this attempt (a duplicate).
+SETTLE_DUPLICATE = -2
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -181,31 +187,41 @@ class Records:
         return bool(done)
 
     # -- working -----------------------------------------------------------------------------
-    def start(self, worker_id: str, jobs: Sequence[Envelope]) -> list[str]:
-        """Mark reserved jobs started (one round trip); returns each one's previous status."""
+    def start(self, worker_id: str, jobs: Sequence[Envelope], consumer_id: str = "",
+              tokens: Sequence[str] | None = None) -> list[str | None]:
+        """Mark reserved jobs started (one round trip); returns each one's previous status,
+        or None for a job reserved under an epoch of ``consumer_id`` that has ended
+        (``tokens``: each job's; see :mod:`redisq.leases`): it was not marked, and must not
+        run."""
         if not jobs:
             return []
-        by_queue: dict[str, list[int]] = {}
+        tokens = tokens or [""] * len(jobs)
+        groups: dict[tuple[str, str], list[int]] = {}
         for i, env in enumerate(jobs):
-            by_queue.setdefault(env.queue, []).append(i)
-        before = [""] * len(jobs)
+            groups.setdefault((env.queue, tokens[i]), []).append(i)
+        before: list[str | None] = [""] * len(jobs)
         now = f"{time.time():.3f}"
         calls = []
-        for q, idx in by_queue.items():
-            calls.append(("start", [keys.job(q, jobs[i].id) for i in idx],
-                          [worker_id, now, *(jobs[i].attempt for i in idx)]))
-        for (_, _, _), idx, res in zip(calls, by_queue.values(), self.scripts.run_many(calls),
-                                       strict=True):
+        for (q, token), idx in groups.items():
+            calls.append(("start", [keys.epochs(q), *(keys.job(q, jobs[i].id) for i in idx)],
+                          [worker_id, now, consumer_id, token, *(jobs[i].attempt for i in idx)]))
+        for idx, res in zip(groups.values(), self.scripts.run_many(calls), strict=True):
+            if isinstance(res, int):  # -1: that epoch ended
+                for i in idx:
+                    before[i] = None
+                continue
             for i, status in zip(idx, res, strict=True):
                 before[i] = status.decode() if isinstance(status, bytes) else str(status)
         return before
 
     def settle_call(self, consumer_id: str, msg: Message, env: Envelope, outcome: Outcome,
                     worker_id: str, serializer_dumps: Any) -> tuple[str, list[str], list[Any]]:
-        """The script call that records ``outcome`` and moves ``msg`` accordingly."""
+        """The script call that records ``outcome`` and moves ``msg`` accordingly; it is
+        refused (:data:`SETTLE_FENCED`) when the epoch ``msg`` was reserved under has ended,
+        and never overwrites another worker's outcome (:data:`SETTLE_DUPLICATE`)."""
         q = msg.queue
         ks = [keys.processing(q, consumer_id), keys.job(q, env.id), keys.stats(q),
-              keys.delayed(q), keys.dead(q)]
+              keys.delayed(q), keys.dead(q), keys.epochs(q)]
         if env.unique is not None:
             ks.append(keys.unique(q, env.unique))
         now = time.time()
@@ -249,7 +265,8 @@ class Records:
         args = [outcome.status, msg.body, extra, delay_ms, int(ttl_s * 1000), env.id,
                 self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
                 duration_field(outcome.duration_s) if timed else "",
-                f"{outcome.duration_s:.6f}", *fields]
+                f"{outcome.duration_s:.6f}", consumer_id, msg.token or "", worker_id, env.attempt,
+                *fields]
         return "settle", ks, args
 
     def _arguments(self, msg: Message, env: Envelope) -> list[Any]:
@@ -425,4 +442,5 @@ def _unique_of(raw: bytes | None) -> str | None:
 
 _JSON = JSONSerializer()
 
-__all__ = ["TERMINAL", "Outcome", "Records", "dead_entry", "dead_message"]
+__all__ = ["SETTLE_DUPLICATE", "SETTLE_FENCED", "TERMINAL", "Outcome", "Records", "dead_entry",
+           "dead_message"]

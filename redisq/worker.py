@@ -28,7 +28,7 @@ from .limits import JOB_WRAPPING, MAX_DEPTH, decode, max_message_bytes, poison_r
 from .pool import Pool
 from .queue import Message, Queue
 from .recorder import Recorder
-from .records import Outcome, dead_entry
+from .records import SETTLE_DUPLICATE, SETTLE_FENCED, Outcome, dead_entry
 
 if TYPE_CHECKING:
     from .app import App
@@ -128,7 +128,6 @@ class Worker(Daemon):
         jobs = self.start(messages)
         for job in jobs:
             self._submit(job)
-        self.mark(jobs)
         if burst:
             self._check_burst_end(bool(jobs))
 
@@ -145,11 +144,9 @@ class Worker(Daemon):
     def start(self, messages: list[Message]) -> list[Reserved]:
         """Decode messages, dead-letter the ones that cannot run, and drop the ones whose job
         must not run again (a batch reservation marked them started and reported each job's
-        status before). A blocking move's message is not marked yet: see :meth:`mark`."""
+        status before; a blocking move's are marked here first: see :meth:`mark`)."""
         runnable = []
-        for r in map(self._decode, messages):
-            if r is None:
-                continue
+        for r in self.mark([r for r in map(self._decode, messages) if r is not None]):
             prev = r.message.before
             if prev in TERMINAL:
                 log.info("job=%s task=%s skipped (already %s)", r.env.id, r.env.task, prev)
@@ -160,17 +157,41 @@ class Worker(Daemon):
             runnable.append(r)
         return runnable
 
-    def mark(self, jobs: list[Reserved]) -> None:
-        """Mark jobs from a blocking move started, while they already run: on an idle worker
-        this round trip is off the latency path. (A cancel cannot race it: cancel takes the
-        message out of the queue, so a reserved job is no longer cancellable.)"""
-        unmarked = [j.env for j in jobs if j.message.before is None]
+    def mark(self, jobs: list[Reserved]) -> list[Reserved]:
+        """Mark jobs from a blocking move (or found as orphans) started before they run, and
+        learn each one's status before. This round trip is on an idle worker's latency path
+        because it is also the fence: a frozen worker may wake to the reply of a move the
+        server made while it was stopped, for a job recovered and run elsewhere since; the
+        mark is refused (its epoch ended) and the job does not run here. Jobs it refuses or
+        cannot mark are dropped (an unmarked one stays in our processing list, and the orphan
+        check delivers it again)."""
+        unmarked = [j for j in jobs if j.message.before is None]
         if not unmarked:
-            return
+            return jobs
         try:
-            self.records.start(self.id, unmarked)
+            before = self.records.start(self.id, [j.env for j in unmarked], self.consumer.id,
+                                        [j.message.token or "" for j in unmarked])
         except PASSING_ERRORS as exc:
-            log.warning("could not mark %d job(s) started (%s)", len(unmarked), exc)
+            log.warning("could not mark %d job(s) started (%s); they will be taken again",
+                        len(unmarked), exc)
+            for j in unmarked:
+                self.consumer.forget(j.message)
+            self.consumer.recheck()
+            return [j for j in jobs if j.message.before is not None]
+        marked = {id(j): b for j, b in zip(unmarked, before, strict=True)}
+        out = []
+        for j in jobs:
+            if id(j) not in marked:
+                out.append(j)
+            elif marked[id(j)] is None:
+                log.warning("job=%s task=%s queue=%s not started: taken under a lease this "
+                            "worker lost (recovered for another worker)", j.env.id, j.env.task,
+                            j.env.queue)
+                self.consumer.forget(j.message)
+                self.consumer.lease_lost(j.message.queue, j.message.token or "")
+            else:
+                out.append(replace(j, message=replace(j.message, before=marked[id(j)])))
+        return out
 
     def _decode(self, m: Message) -> Reserved | None:
         try:
@@ -242,6 +263,13 @@ class Worker(Daemon):
         (short jobs under a backlog share one: see SHORT_JOB_S)."""
         taken: deque[Reserved] = deque()  # taken with the last round trip, not started yet
         while job is not None:
+            if not self._still_ours(job):
+                self._abandon(job)
+                job = taken.popleft() if taken else None
+                if job is not None:
+                    with self._slots:
+                        self._track(job)
+                continue
             ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
                              self._report_progress)
             outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
@@ -263,6 +291,36 @@ class Worker(Daemon):
                 self.record(job, outcome, holds_slot=True)
                 job = None
         self._leave(taken)
+
+    def _still_ours(self, job: Reserved) -> bool:
+        """Whether ``job`` may start now. A job marked started may wait for its thread, and a
+        worker frozen in between (SIGSTOP, a paused VM) may wake to find it recovered and run
+        elsewhere. Free unless this thread was held up for most of a lease: then one round
+        trip asks whether the epoch the job was reserved under still holds."""
+        q, token = job.message.queue, job.message.token
+        known = self.consumer.epoch_known(q, token)
+        if known is None and token:
+            try:
+                known = self.consumer.epoch_holds(q, token)
+            except PASSING_ERRORS as exc:
+                log.warning("job=%s: could not check this worker's lease on queue %s (%s); "
+                            "the job will be taken again", job.env.id, q, exc)
+                return False
+        if known is False:
+            log.warning("job=%s task=%s queue=%s not started: this worker's lease was lost "
+                        "(the job was recovered for another worker)", job.env.id, job.env.task,
+                        job.env.queue)
+        return known is not False
+
+    def _abandon(self, job: Reserved) -> None:
+        """Give up a job that must not start here: its slot and our hold of it (if its epoch
+        still holds after all, it is in our processing list: the orphan check delivers it)."""
+        self.consumer.forget(job.message)
+        self.consumer.recheck()
+        with self._slots:
+            self._running -= 1
+            self.current.pop(job.env.id, None)
+            self._slots.notify()
 
     def _leave(self, taken: deque[Reserved]) -> None:
         """Stopping with taken jobs not started: free their slots. They stay in this worker's
@@ -289,7 +347,7 @@ class Worker(Daemon):
         call = self.records.settle_call(self.consumer.id, job.message, job.env, outcome, self.id,
                                         self.app.serializer.dumps)
         try:
-            _, messages = self.consumer.take_with([call], self._take_size(outcome))
+            (answer,), messages = self.consumer.take_with([call], self._take_size(outcome))
         except CONNECTION_ERRORS:
             # The recorder retries the outcome; a message the lost reply may have moved to
             # us is found by the main loop's orphan check.
@@ -297,14 +355,13 @@ class Worker(Daemon):
             self.record(job, outcome, holds_slot=True)
             return None
         nxt = self.start(messages)
-        self.mark(nxt)
         with self._slots:
             self.current.pop(job.env.id, None)
             if nxt:
                 self._track(nxt[0])
                 self._running += len(nxt) - 1  # the finished job's slot passes to nxt[0]
         taken.extend(nxt[1:])
-        self._settled(job, outcome, holds_slot=not nxt)
+        self._settled(job, outcome, not nxt, answer)
         return nxt[0] if nxt else None
 
     def record(self, job: Reserved, outcome: Outcome, holds_slot: bool = False) -> None:
@@ -312,9 +369,12 @@ class Worker(Daemon):
         recorder thread; if we stop first, the lease hands the message to another worker."""
         self.recorder.put(job, outcome, holds_slot)
 
-    def _settled(self, job: Reserved, outcome: Outcome, holds_slot: bool) -> None:
+    def _settled(self, job: Reserved, outcome: Outcome, holds_slot: bool, answer: Any = 1) -> None:
         self.consumer.forget(job.message)
-        self._count_and_log(job, outcome)
+        if answer in (SETTLE_FENCED, SETTLE_DUPLICATE):
+            self._log_refused(job, outcome, answer)
+        else:
+            self._count_and_log(job, outcome)
         if holds_slot:
             with self._slots:
                 self._running -= 1
@@ -328,6 +388,18 @@ class Worker(Daemon):
             self._running -= 1
             self.current.pop(job.env.id, None)
             self._slots.notify()
+
+    def _log_refused(self, job: Reserved, outcome: Outcome, answer: int) -> None:
+        """A settle that recorded nothing: the job ran here, but its outcome is another's."""
+        if answer == SETTLE_FENCED:
+            log.warning("job=%s task=%s queue=%s %s not recorded: this worker's lease was lost "
+                        "while it ran (the job was recovered for another worker, whose outcome "
+                        "stands)", job.env.id, job.env.task, job.env.queue, outcome.status)
+            self.consumer.lease_lost(job.message.queue, job.message.token or "")
+        else:
+            log.warning("job=%s task=%s queue=%s %s not recorded: another worker already "
+                        "finished it (or retries it); its outcome stands", job.env.id,
+                        job.env.task, job.env.queue, outcome.status)
 
     def _ack_skipped(self, job: Reserved) -> None:
         try:

@@ -7,6 +7,7 @@
 -- KEYS[2]  pending list      redisq:{q}:pending
 -- KEYS[3]  consumers set     redisq:{q}:consumers
 -- KEYS[4]  lease key         redisq:{q}:lease:<consumer>
+-- KEYS[5]  epochs hash       redisq:{q}:epochs   (our epoch ends: see renew.lua)
 -- ARGV[1]  consumer id
 -- returns  number of messages given back
 local moved = 0
@@ -15,4 +16,5 @@ while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do
 end
 redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[4])
+redis.call('HDEL', KEYS[5], ARGV[1])
 return moved

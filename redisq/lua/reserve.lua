@@ -12,6 +12,7 @@
 -- KEYS[2]  processing list   redisq:{q}:processing:<consumer>
 -- KEYS[3]  lease key         redisq:{q}:lease:<consumer>
 -- KEYS[4]  consumers set     redisq:{q}:consumers
+-- KEYS[5]  epochs hash       redisq:{q}:epochs    (with a prefix)
 -- ARGV[1]  N: most messages to move (integer >= 1)
 -- ARGV[2]  consumer id
 -- ARGV[3]  lease length in milliseconds, or 0 when the caller's heartbeat keeps the lease
@@ -19,7 +20,10 @@
 -- ARGV[4]  job record prefix redisq:{q}:job:  ('' = plain messages, no records)
 -- ARGV[5]  worker id         (with a prefix)
 -- ARGV[6]  start time, unix seconds as text (with a prefix)
--- returns  without a prefix: the moved messages, oldest first (may be empty);
+-- ARGV[7]  the consumer's epoch token (with a prefix; see renew.lua; '' = not checked)
+-- returns  -1, moving nothing, when the token is not the consumer's epoch any more (its
+--          messages were recovered after its lease expired: it must register again);
+--          without a prefix: the moved messages, oldest first (may be empty);
 --          with a prefix: message, status-before pairs, flattened. A status before of
 --          'succeeded', 'failed', 'dead' or 'cancelled' leaves the record untouched (the job
 --          must not run again: a duplicate delivery, or a cancel); '' means no record,
@@ -29,6 +33,9 @@ if ARGV[3] ~= '0' then
   redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
 end
 local prefix = ARGV[4] or ''
+if prefix ~= '' and (ARGV[7] or '') ~= '' and redis.call('HGET', KEYS[5], ARGV[2]) ~= ARGV[7] then
+  return -1
+end
 local out = {}
 for i = 1, tonumber(ARGV[1]) do
   local msg = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')

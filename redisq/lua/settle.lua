@@ -6,7 +6,8 @@
 -- KEYS[3]  stats hash        redisq:{q}:stats
 -- KEYS[4]  delayed zset      redisq:{q}:delayed   (where a retry waits)
 -- KEYS[5]  dead list         redisq:{q}:dead      (where a dead job's entry goes)
--- KEYS[6]  unique key        redisq:{q}:unique:<key>   (only when the job holds one)
+-- KEYS[6]  epochs hash       redisq:{q}:epochs
+-- KEYS[7]  unique key        redisq:{q}:unique:<key>   (only when the job holds one)
 -- ARGV[1]  outcome: succeeded | failed | retrying | dead | cancelled
 -- ARGV[2]  the message as reserved (removed from the processing list)
 -- ARGV[3]  retrying: the next attempt's message; dead: the dead-letter entry; else ''
@@ -18,11 +19,33 @@
 -- ARGV[9]  event payload
 -- ARGV[10] duration histogram field of the stats hash ('' = do not count), e.g. 'dur:0.05'
 -- ARGV[11] the attempt's duration in seconds
--- ARGV[12..] record field, value pairs
--- returns  1 if the message was still held by this consumer, else 0 (it was recovered by
---          another after our lease expired; the record is written, the message is not moved)
-local held = redis.call('LREM', KEYS[1], -1, ARGV[2])
+-- ARGV[12] consumer id
+-- ARGV[13] the consumer's epoch token when the message was reserved ('' = not checked)
+-- ARGV[14] worker id
+-- ARGV[15] the attempt's number
+-- ARGV[16..] record field, value pairs
+-- returns  1 if the message was still held by this consumer, 0 if not (a settle repeated
+--          after a lost reply: the record is written again, the message is not moved);
+--          -1 when the token is not the consumer's epoch any more: the message was recovered
+--          after the consumer's lease expired and given to another worker, whose outcome
+--          stands; nothing is written or moved;
+--          -2 when another worker already finished the job, or failed this attempt and
+--          scheduled the next (a duplicate delivery): its record is kept, and this copy of
+--          the message is only removed
 local outcome = ARGV[1]
+if ARGV[13] ~= '' and redis.call('HGET', KEYS[6], ARGV[12]) ~= ARGV[13] then return -1 end
+-- A finished record written by another worker is never overwritten; nor is its retry of this
+-- attempt (or an earlier one), except by a success (the job is done: the waiting retry is
+-- skipped when it comes up, as a finished job's duplicate).
+local rec = redis.call('HMGET', KEYS[2], 'status', 'worker', 'attempts')
+local st = rec[1]
+if rec[2] and rec[2] ~= ARGV[14] and (st == 'succeeded' or st == 'failed' or st == 'dead'
+    or st == 'cancelled' or (st == 'retrying' and outcome ~= 'succeeded'
+      and tonumber(ARGV[15]) <= (tonumber(rec[3]) or 0))) then
+  redis.call('LREM', KEYS[1], -1, ARGV[2])
+  return -2
+end
+local held = redis.call('LREM', KEYS[1], -1, ARGV[2])
 if held == 1 then
   if outcome == 'retrying' then
     local t = redis.call('TIME')
@@ -39,11 +62,11 @@ if held == 1 then
     redis.call('HINCRBYFLOAT', KEYS[3], 'dur:sum', ARGV[11])
   end
 end
-if #ARGV >= 12 then redis.call('HSET', KEYS[2], unpack(ARGV, 12)) end
+if #ARGV >= 16 then redis.call('HSET', KEYS[2], unpack(ARGV, 16)) end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-if KEYS[6] and outcome ~= 'retrying' and redis.call('GET', KEYS[6]) == ARGV[6] then
-  redis.call('DEL', KEYS[6])
+if KEYS[7] and outcome ~= 'retrying' and redis.call('GET', KEYS[7]) == ARGV[6] then
+  redis.call('DEL', KEYS[7])
 end
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return held

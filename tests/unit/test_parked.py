@@ -23,7 +23,7 @@ def test_an_outcome_that_waits_for_its_node_frees_its_slot_and_is_written_later(
     parked: list[str] = []
     settled: list[tuple[str, bool]] = []
     recorder = Recorder(records, "c", "w", lambda d: b"",
-                        lambda j, o, h: settled.append((j.env.id, h)), threading.Event(),
+                        lambda j, o, h, a: settled.append((j.env.id, h)), threading.Event(),
                         on_parked=lambda j: parked.append(j.env.id), cap=2)
     try:
         recorder.put(job("q0", "a"), None, True)
@@ -48,7 +48,7 @@ def test_a_forced_stop_reports_the_queues_whose_outcomes_were_not_written() -> N
     records = FailingRecords()
     records.down = {"q0"}
     forced = threading.Event()
-    recorder = Recorder(records, "c", "w", lambda d: b"", lambda j, o, h: None, forced)
+    recorder = Recorder(records, "c", "w", lambda d: b"", lambda j, o, h, a: None, forced)
     recorder.put(job("q0", "a"), None, True)
     recorder.put(job("q1", "b"), None, True)
     wait_until(lambda: recorder.parked() == 1, 3, what="q0's outcome parked")

@@ -69,7 +69,7 @@ def test_the_recorder_records_other_queues_while_one_fails_and_that_one_later() 
     records.down = {"q0"}
     resting: set[str] = set()
     settled: list[str] = []
-    recorder = Recorder(records, "c", "w", lambda d: b"", lambda j, o, h: settled.append(j.env.id),
+    recorder = Recorder(records, "c", "w", lambda d: b"", lambda j, o, h, a: settled.append(j.env.id),
                         threading.Event(), resting=lambda q: q in resting)
     try:
         recorder.put(job("q0", "a"), None, True)

@@ -1,0 +1,57 @@
+"""An in-process worker whose job was marked started, then held up (frozen) past the lease
+before its thread could run it: by then the job was recovered and taken by another consumer,
+so it must not start here; the worker registers again and carries on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redisq import App, keys
+from redisq.consumer import Consumer
+from redisq.records import Outcome
+from tests.support.inproc import running
+from tests.support.wait import wait_until
+
+
+def test_a_job_held_up_past_the_lease_before_it_runs_does_not_start(app: App) -> None:
+    ran: list[int] = []
+
+    @app.task(name="t.fenced")
+    def fenced(n: int) -> int:
+        ran.append(n)
+        return n
+
+    other = Consumer(app.client, ["default"], consumer_id="other", lease_s=1.5,
+                     mark_jobs="other")
+    taken: list[Any] = []
+
+    def held_up(worker: Any) -> None:
+        submit = worker.pool.submit
+
+        def frozen_then_submit(fn: Any) -> None:
+            worker.pool.submit = submit  # once
+            # The worker stops here for longer than its lease (so its last renewal is old);
+            # another consumer recovers the job and takes it.
+            worker.consumer._confirmed["default"] = (float("-inf"), float("-inf"))
+            app.client.delete(keys.lease("default", worker.id))
+            assert other.requeue_stale() == 1
+            taken.extend(other.reserve(1, timeout_s=0))
+            submit(fn)
+
+        worker.pool.submit = frozen_then_submit
+
+    with running(app, before_start=held_up) as worker:
+        first_epoch = worker.consumer.token("default")
+        job = fenced.delay(1)
+        wait_until(lambda: taken and worker.consumer.token("default") != first_epoch
+                   and worker._running == 0, 5, what="the worker to give the job up")
+        assert ran == [], "the recovered job did not start on the frozen worker"
+        (m,) = taken
+        assert job.status == "started" and job.info()["worker"] == "other"
+        call = app.records.settle_call("other", m, worker._decode(m).env,  # type: ignore[union-attr]
+                                       Outcome("succeeded", result_json="1"), "other",
+                                       app.serializer.dumps)
+        assert app.records.settle_many([call]) == [1]
+        assert fenced.delay(2).result(5) == 2, "the worker carries on under its new epoch"
+        assert ran == [2]
+    assert job.status == "succeeded" and job.info()["worker"] == "other"
