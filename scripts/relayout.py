@@ -130,7 +130,8 @@ def check_tree() -> None:
             unknown.add(f"redisq/{parts[0]}/")
     missing = [f"redisq/{m}.py" for m in MOVES if f"redisq/{m}.py" not in tracked]
     if unknown or missing:
-        lines = [f"  unknown: {p}  (add it to MOVES or STAY)" for p in sorted(unknown)]
+        lines = [f"  unknown: {p}  (add it to {'DIR_MOVES' if p.endswith('/') else 'MOVES or STAY'})"
+                 for p in sorted(unknown)]
         lines += [f"  missing: {p}  (remove it from MOVES)" for p in missing]
         die("the table does not match redisq/:\n" + "\n".join(lines))
 
