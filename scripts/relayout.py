@@ -42,6 +42,8 @@ MOVES: dict[str, str] = {
     "records": "backend.records",
     "registry": "backend.registry",
     "index": "backend.index",
+    "urls": "backend.urls",
+    "pressure": "backend.pressure",
     "server": "backend.embedded",
     # broker: queues and channels built on the backend.
     "queue": "broker.queue",
@@ -70,7 +72,7 @@ MOVES: dict[str, str] = {
 #: Modules that stay at the top of the package (the public API and the pure base layer).
 STAY: set[str] = {
     "__init__", "__main__", "errors", "config", "serializers", "periodic", "model",
-    "app", "producer", "tasks", "job", "locks", "aio",
+    "app", "producer", "tasks", "job", "locks", "aio", "limits",
 }
 #: Directories under ``redisq/`` that move as a whole.
 DIR_MOVES: dict[str, str] = {"lua": "backend/lua"}
