@@ -24,11 +24,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry as RedisRetry
 
-from . import keys
 from .app import App, delay_from
-from .channel import CLASSIC_CHANNELS
-from .cluster import sharded_pubsub
-from .connection import (
+from .backend import keys
+from .backend.cluster import sharded_pubsub
+from .backend.connection import (
     ConnectionOptions,
     client_name,
     sentinel_target,
@@ -36,12 +35,13 @@ from .connection import (
     tls_kwargs,
     url_hosts,
 )
+from .backend.index import ProducerIndex
+from .backend.records import complete_record
+from .backend.scripts import source
+from .backend.urls import redact, split_tls_query
+from .broker.channel import CLASSIC_CHANNELS
 from .errors import ConfigError, JobTimeout, NotReplicated
-from .index import ProducerIndex
 from .job import final_result
-from .records import complete_record
-from .scripts import source
-from .urls import redact, split_tls_query
 
 
 class AsyncJob:
@@ -208,7 +208,7 @@ class AsyncProducer:
         return int(receivers)
 
     async def _is_sharded(self, channel: str) -> bool:
-        """The same decision as the synchronous side (:func:`redisq.cluster.sharded_pubsub`:
+        """The same decision as the synchronous side (:func:`redisq.backend.cluster.sharded_pubsub`:
         the URL's option, else the masters' versions), made once, off the event loop."""
         if not self._cluster or channel in CLASSIC_CHANNELS:
             return False

@@ -19,17 +19,18 @@ from typing import Any
 
 import redis
 
-from . import index, keys, limits, serializers
-from .channel import Channel
-from .connection import ConnectionOptions, connect, resolve_url
+from . import limits, serializers
+from .backend import index, keys
+from .backend.connection import ConnectionOptions, connect, resolve_url
+from .backend.records import Records
+from .backend.scripts import Scripts
+from .backend.urls import is_embedded
+from .broker.channel import Channel
+from .broker.queue import Queue
 from .errors import UnknownTask
 from .job import Envelope, Job, new_id
 from .locks import Lock
-from .queue import Queue
-from .records import Records
-from .scripts import Scripts
 from .tasks import Task, TaskOptions, UniqueBy, duplicate, make_envelope
-from .urls import is_embedded
 
 log = logging.getLogger("redisq.app")
 
@@ -175,7 +176,7 @@ class App:
         ``@app.periodic(every_s=60)``. Each tick fires exactly once across schedulers; ticks
         missed while no scheduler ran follow ``misfire`` ("once", "all" or "skip") once older
         than ``misfire_grace_s``. Other keywords go to :meth:`task` (see docs/scheduling.md)."""
-        from .scheduler import register
+        from .worker.scheduler import register
 
         return register(self, cron=cron, every_s=every_s, tz=tz, misfire=misfire,
                         misfire_grace_s=misfire_grace_s, args=args, kwargs=kwargs, name=name,

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from . import keys
+from .backend import keys
 from .errors import ConfigError
 from .limits import DEFAULT_MAX_MESSAGE_BYTES
 

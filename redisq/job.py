@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import JobFailed, JobTimeout
 
 if TYPE_CHECKING:
-    from .records import Records
+    from .backend.records import Records
 
 QUEUED, STARTED, SUCCEEDED, FAILED = "queued", "started", "succeeded", "failed"
 RETRYING, DEAD, CANCELLED = "retrying", "dead", "cancelled"

@@ -16,9 +16,9 @@ from types import TracebackType
 
 import redis
 
-from . import keys
+from .backend import keys
+from .backend.scripts import Scripts
 from .errors import LockNotAcquired
-from .scripts import Scripts
 
 log = logging.getLogger("redisq.locks")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import keys
+from .backend import keys
 from .errors import DuplicateJob
 from .job import Envelope, Job, new_id
 

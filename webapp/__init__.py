@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from redisq import App, ConfigError
 from redisq import config as rq_config
-from redisq.connection import CONNECTION_ERRORS
+from redisq.backend.connection import CONNECTION_ERRORS
 
 log = logging.getLogger("redisq.web")
 

@@ -13,7 +13,8 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from redisq import DuplicateJob, SerializationError, keys
+from redisq import DuplicateJob, SerializationError
+from redisq.backend import keys
 
 from . import error, page, state
 from .security import is_json

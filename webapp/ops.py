@@ -1,6 +1,6 @@
 """Operations endpoints: ``/healthz`` for load balancers and ``/metrics`` for Prometheus.
 
-The metrics come from Redis on each scrape (``redisq.stats.snapshot``): the truth about queues
+The metrics come from Redis on each scrape (``redisq.ops.stats.snapshot``): the truth about queues
 and workers lives there, not in whichever web process the scraper happened to reach.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from redisq.records import DURATION_BUCKETS_S
-from redisq.registry import Registry
-from redisq.stats import snapshot
+from redisq.backend.records import DURATION_BUCKETS_S
+from redisq.backend.registry import Registry
+from redisq.ops.stats import snapshot
 
 from . import WebState, error, state
 

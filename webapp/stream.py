@@ -23,8 +23,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from redisq import keys
-from redisq.stats import snapshot
+from redisq.backend import keys
+from redisq.ops.stats import snapshot
 
 from . import WebState, error, page, state
 from .hub import Listener

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from redisq import App, keys
+from redisq import App
+from redisq.backend import keys
 from tests.browser.test_dashboard import browser, demo_app  # noqa: F401 (the fixture)
 from tests.support.inproc import running
 from webapp import create_app

@@ -18,7 +18,8 @@ from collections import Counter
 import pytest
 import redis
 
-from redisq import App, keys
+from redisq import App
+from redisq.backend import keys
 from redisq.job import TERMINAL
 from tests.support.frozen_app import FINISHES, LATE, STARTS
 from tests.support.procs import start_worker

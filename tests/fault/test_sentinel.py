@@ -24,9 +24,9 @@ import pytest
 import redis
 
 from redisq import App, NotReplicated
-from redisq.channel import Subscriber
-from redisq.connection import ConnectionOptions
-from redisq.registry import Registry
+from redisq.backend.connection import ConnectionOptions
+from redisq.backend.registry import Registry
+from redisq.broker.channel import Subscriber
 from tests.support.procs import start_worker, stop
 from tests.support.runs_app import read_runs
 from tests.support.sentinel import SentinelSet

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import pytest
 from click.testing import CliRunner
 
-from redisq import App, JobFailed, NotReplicated, keys
+from redisq import App, JobFailed, NotReplicated
 from redisq.aio import AsyncProducer
-from redisq.cli import main as cli_main
-from redisq.pubsub_worker import PubSubWorker
-from redisq.registry import Registry
-from redisq.stats import snapshot
+from redisq.backend import keys
+from redisq.backend.registry import Registry
+from redisq.ops.cli import main as cli_main
+from redisq.ops.stats import snapshot
+from redisq.worker.pubsub import PubSubWorker
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 from webapp import create_app

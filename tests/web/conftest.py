@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from redisq import App, current_job
-from redisq.worker import Worker
+from redisq.worker.prodcons import Worker
 from tests.support.inproc import running
 from webapp import create_app, state
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from redisq import App, keys
-from redisq.worker import Worker
+from redisq import App
+from redisq.backend import keys
+from redisq.worker.prodcons import Worker
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 from tests.web.conftest import MAX_BODY

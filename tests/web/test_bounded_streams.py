@@ -19,7 +19,8 @@ import redis
 from flask import Flask
 from werkzeug.serving import make_server
 
-from redisq import App, keys
+from redisq import App
+from redisq.backend import keys
 from tests.support.wait import wait_until
 from tests.web.sse import SSEClient
 from webapp import create_app, state

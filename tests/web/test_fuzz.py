@@ -16,7 +16,8 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from redisq import App, keys
+from redisq import App
+from redisq.backend import keys
 from webapp import create_app
 
 EXAMPLES = 200  # x 10 tests = 2,000 requests

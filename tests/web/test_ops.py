@@ -7,7 +7,7 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from redisq import App
-from redisq.worker import Worker
+from redisq.worker.prodcons import Worker
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 from webapp import create_app

@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from redisq import App, ConfigError, config, keys
-from redisq.cli import main as cli
+from redisq import App, ConfigError, config
+from redisq.backend import keys
+from redisq.ops.cli import main as cli
 from tests.web.test_api import nothing_enqueued
 from webapp import create_app
 

@@ -13,9 +13,10 @@ import redis
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
-from redisq import App, keys
-from redisq.server import RedisServer
-from redisq.worker import Worker
+from redisq import App
+from redisq.backend import keys
+from redisq.backend.embedded import RedisServer
+from redisq.worker.prodcons import Worker
 from tests.support.wait import wait_until
 from tests.web.conftest import make_rq
 from tests.web.sse import SSEClient

@@ -27,9 +27,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry as RedisRetry
 
+from ..errors import ConfigError
 from . import failover
 from .backoff import Backoff
-from .errors import ConfigError
 from .urls import configured_url, is_embedded, redact, split_tls_query, tls_kwargs
 
 log = logging.getLogger("redisq.connection")
@@ -107,7 +107,7 @@ def resolve_url(url: str | None) -> str:
     url = configured_url(url)
     if not is_embedded(url):
         return url
-    from .server import ensure_server  # local import: starting a server is the rare path
+    from .embedded import ensure_server  # local import: starting a server is the rare path
 
     return ensure_server().url
 

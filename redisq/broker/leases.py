@@ -19,8 +19,8 @@ from collections.abc import Mapping
 
 import redis
 
-from . import keys
-from .scripts import Scripts
+from ..backend import keys
+from ..backend.scripts import Scripts
 
 log = logging.getLogger("redisq.queue")
 

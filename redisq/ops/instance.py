@@ -1,5 +1,5 @@
 """The systemd template unit's entry point: ``redisq-worker@<instance>`` runs
-``python -m redisq.instance <instance>``, which maps the instance name to worker settings and
+``python -m redisq.ops.instance <instance>``, which maps the instance name to worker settings and
 then runs ``redisq worker`` in this same process (so it stays systemd's main PID, the one
 allowed to send READY=1 and WATCHDOG=1).
 
@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MODES = ("prodcons", "pubsub")
 MODE_VAR = "REDISQ_MODE"
@@ -46,13 +46,13 @@ def instance_env(instance: str, environ: Mapping[str, str]) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None,
          environ: MutableMapping[str, str] | None = None) -> int:
-    """``python -m redisq.instance INSTANCE [redisq worker options...]``; returns the exit code.
+    """``python -m redisq.ops.instance INSTANCE [redisq worker options...]``; returns the exit code.
     ``environ`` is the mapping the instance's settings are added to: ``os.environ`` (which the
     worker command reads) unless a test passes its own."""
     args = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if environ is None else environ
     if not args:
-        sys.stderr.write("usage: python -m redisq.instance INSTANCE [worker options]\n")
+        sys.stderr.write("usage: python -m redisq.ops.instance INSTANCE [worker options]\n")
         return 2
     try:
         env.update(instance_env(args[0], env))

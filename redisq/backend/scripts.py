@@ -1,4 +1,4 @@
-"""The Lua steps in ``redisq/lua/``, registered once per client.
+"""The Lua steps in ``redisq/backend/lua/``, registered once per client.
 
 redis-py's :class:`redis.commands.core.Script` sends EVALSHA and, on NOSCRIPT (after a
 ``SCRIPT FLUSH`` or a server restart without persistence of the script cache), loads the script
@@ -24,7 +24,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from .errors import NotReplicated
+from ..errors import NotReplicated
 from .wire import wire_for
 
 NAMES = (
@@ -40,8 +40,8 @@ NO_SHEBANG = ("fakeredis",)  #: client modules whose EVAL does not parse a ``#!l
 
 @cache
 def source(name: str) -> str:
-    """The text of ``redisq/lua/<name>.lua``."""
-    return resources.files("redisq").joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
+    """The text of ``redisq/backend/lua/<name>.lua``."""
+    return resources.files("redisq.backend").joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
 def source_for(client: redis.Redis, name: str) -> str:

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .backoff import Backoff
-from .connection import CONNECTION_ERRORS
+from ..backend.backoff import Backoff
+from ..backend.connection import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
-    from .records import Outcome, Records
-    from .worker import Reserved
+    from ..backend.records import Outcome, Records
+    from .prodcons import Reserved
 
 log = logging.getLogger("redisq.worker")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from .errors import ServerNotFound
+from ..errors import ServerNotFound
 
 log = logging.getLogger("redisq.server")
 

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .connection import CONNECTION_ERRORS, Outage, connect
+from ..backend.connection import CONNECTION_ERRORS, Outage, connect
+from ..backend.pressure import MemoryPressure, check_eviction_policy, is_oom
+from ..backend.registry import Registry
 from .notify import Notifier
-from .pressure import MemoryPressure, check_eviction_policy, is_oom
-from .registry import Registry
 
 if TYPE_CHECKING:
-    from .app import App
-    from .config import Settings
+    from ..app import App
+    from ..config import Settings
 
 log = logging.getLogger("redisq.worker")
 

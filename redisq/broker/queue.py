@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import redis
 
-from . import keys
-from .scripts import Scripts
+from ..backend import keys
+from ..backend.scripts import Scripts
 
 log = logging.getLogger("redisq.queue")
 

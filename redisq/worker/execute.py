@@ -22,14 +22,14 @@ import traceback
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .backoff import retry_delay_s
-from .errors import Retry
-from .job import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, JobContext, _current
-from .records import Outcome
+from ..backend.backoff import retry_delay_s
+from ..backend.records import Outcome
+from ..errors import Retry
+from ..job import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, JobContext, _current
 
 if TYPE_CHECKING:
-    from .app import Hooks
-    from .tasks import Task
+    from ..app import Hooks
+    from ..tasks import Task
 
 log = logging.getLogger("redisq.worker")
 

@@ -28,17 +28,17 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from . import index, keys
-from .connection import CONNECTION_ERRORS
+from ..backend import index, keys
+from ..backend.connection import CONNECTION_ERRORS
+from ..backend.pressure import MemoryPressure, is_oom
+from ..broker.queue import Queue
+from ..periodic import MAX_CATCH_UP, MISFIRE_POLICIES, Periodic, Plan, job_id
 from .daemon import Daemon
-from .periodic import MAX_CATCH_UP, MISFIRE_POLICIES, Periodic, Plan, job_id
-from .pressure import MemoryPressure, is_oom
-from .queue import Queue
 
 if TYPE_CHECKING:
-    from .app import App
-    from .config import Settings
-    from .tasks import Task
+    from ..app import App
+    from ..config import Settings
+    from ..tasks import Task
 
 log = logging.getLogger("redisq.scheduler")
 

@@ -46,7 +46,7 @@ IDLE_CHECK_S = 0.5
 
 def wire_for(client: redis.Redis) -> Wire:
     """The one :class:`Wire` of ``client`` (so its per-thread connections are shared); for a
-    Redis Cluster client, a :class:`redisq.cluster.ClusterWire`."""
+    Redis Cluster client, a :class:`redisq.backend.cluster.ClusterWire`."""
     with _wires_lock:
         wire = _wires.get(client)
         if wire is None:

@@ -1,7 +1,7 @@
 """Per-queue backoff for consumers on Redis Cluster.
 
 On one server every queue shares the connection, so trouble with one is trouble with all and a
-consumer backs off as a whole (:class:`redisq.connection.Outage`). On a cluster each queue
+consumer backs off as a whole (:class:`redisq.backend.connection.Outage`). On a cluster each queue
 lives on the node of its slot: a node that is down (or frozen) must not stop the queues of the
 healthy nodes. A queue whose node failed *rests*: the hot paths skip it, and once its own jittered backoff is
 over a call on a background thread probes it; the first success wakes it.
@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .backoff import Backoff
+from ..backend.backoff import Backoff
 
 log = logging.getLogger("redisq.queue")
 

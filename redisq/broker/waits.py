@@ -19,9 +19,9 @@ from typing import Any
 
 import redis
 
-from . import keys
-from .cluster import is_cluster
-from .connection import CONNECTION_ERRORS
+from ..backend import keys
+from ..backend.cluster import is_cluster
+from ..backend.connection import CONNECTION_ERRORS
 
 Move = Callable[[str, float], "bytes | None"]
 

@@ -1,7 +1,7 @@
 """The subscriber's connections for sharded pub/sub on a Redis Cluster (``SSUBSCRIBE``, 7.0+).
 
 A shard channel lives on the master that owns its slot, and only that node takes its
-SSUBSCRIBE (another answers MOVED), so a :class:`~redisq.channel.Subscriber` whose channels
+SSUBSCRIBE (another answers MOVED), so a :class:`~redisq.broker.channel.Subscriber` whose channels
 hash to three nodes holds three connections: one *leg* per node, with one SSUBSCRIBE per slot
 (a multi-channel SSUBSCRIBE must stay in one slot). Classic channels and patterns (sharded
 pub/sub has none) share one more leg to any master: a classic PUBLISH reaches every node.
@@ -42,9 +42,9 @@ from redis.client import PubSub
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
-from .backoff import Backoff
-from .cluster import REROUTE_ERRORS, NodePubSub, refresh_slots
-from .connection import CONNECTION_ERRORS, Outage
+from ..backend.backoff import Backoff
+from ..backend.cluster import REROUTE_ERRORS, NodePubSub, refresh_slots
+from ..backend.connection import CONNECTION_ERRORS, Outage
 
 log = logging.getLogger("redisq.channel")
 

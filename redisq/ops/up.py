@@ -20,9 +20,9 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from .config import Settings
-from .server import RedisServer
-from .urls import is_embedded, redact
+from ..backend.embedded import RedisServer
+from ..backend.urls import is_embedded, redact
+from ..config import Settings
 
 log = logging.getLogger("redisq.up")
 

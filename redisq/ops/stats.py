@@ -7,9 +7,9 @@ from typing import Any
 
 import redis
 
-from . import index, keys
-from .queue import counts_many
-from .registry import Registry
+from ..backend import index, keys
+from ..backend.registry import Registry
+from ..broker.queue import counts_many
 
 
 def snapshot(client: redis.Redis) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
         pipe.zcount(keys.delayed(name), "-inf", now_ms)
     for name, due in zip(names, pipe.execute(), strict=True):
         queues[name]["delayed_due"] = int(due)
-    from .scheduler import periodic_index
+    from ..worker.scheduler import periodic_index
 
     return {"time": time.time(), "queues": queues, "workers": Registry(client).workers(),
             "periodic": periodic_index(client), "memory": memory(client)}

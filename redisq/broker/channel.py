@@ -30,12 +30,12 @@ from typing import Any
 import redis
 from redis.client import PubSub
 
-from . import keys
-from .cluster import sharded_pubsub
-from .cluster_pubsub import PongMissing as _PongMissing
-from .cluster_pubsub import ShardedSubscription
-from .connection import CONNECTION_ERRORS, Outage, drop_idle_connections
-from .scripts import Scripts
+from ..backend import keys
+from ..backend.cluster import sharded_pubsub
+from ..backend.connection import CONNECTION_ERRORS, Outage, drop_idle_connections
+from ..backend.scripts import Scripts
+from .sharded import PongMissing as _PongMissing
+from .sharded import ShardedSubscription
 
 log = logging.getLogger("redisq.channel")
 

@@ -6,7 +6,7 @@ cluster changes is only *where* a command goes:
 
 * ordinary commands go through redis-py's :class:`~redis.cluster.RedisCluster`, which routes
   each by its key (and pipelines by node);
-* the hot steps go through :class:`ClusterWire`, the cluster form of :class:`redisq.wire.Wire`:
+* the hot steps go through :class:`ClusterWire`, the cluster form of :class:`redisq.backend.wire.Wire`:
   one lean connection per thread *per node*, each script call sent to the node of its first
   key, a keyless command (``WAIT``, ``SCRIPT LOAD``) to the node of the call next to it.
 
@@ -69,7 +69,7 @@ def cluster_client(parsed: Any, common: dict[str, Any], extra: dict[str, Any]) -
     nodes = [ClusterNode(host, port) for host, port in url_hosts(parsed, 6379)]
     path = [p for p in parsed.path.split("/") if p]
     if path and path != ["0"]:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError("Redis Cluster has only database 0: redis+cluster://h1:7000,h2:7001/")
     sharded = _sharded_option(parse_qs(parsed.query).get("sharded_pubsub", ["auto"])[-1])
@@ -99,7 +99,7 @@ def _sharded_option(value: str) -> bool | None:
         return True
     if low in ("0", "no", "false", "off"):
         return False
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     raise ConfigError(f"sharded_pubsub must be yes, no or auto, not {value!r}")
 

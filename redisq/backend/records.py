@@ -17,13 +17,14 @@ from typing import Any
 
 import redis
 
-from . import index, keys, limits
+from .. import limits
+from ..broker.queue import Message
+from ..job import TERMINAL, Envelope
+from ..serializers import JSONSerializer
+from . import index, keys
 from .cluster import is_cluster
-from .job import TERMINAL, Envelope
 from .pressure import is_oom
-from .queue import Message
 from .scripts import Scripts
-from .serializers import JSONSerializer
 from .wire import wire_for
 
 log = logging.getLogger("redisq.records")

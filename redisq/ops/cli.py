@@ -17,10 +17,11 @@ from typing import Any
 
 import click
 
-from . import config, logs
-from .app import App
-from .errors import ConfigError, RedisqError
-from .urls import configured_url, is_embedded
+from .. import config
+from ..app import App
+from ..backend.urls import configured_url, is_embedded
+from ..errors import ConfigError, RedisqError
+from . import logs
 
 APP_HELP = "The App, as package.module:attribute (env REDISQ_APP)."
 URL_HELP = ("Redis URL, or 'embedded' (else REDISQ_URL / REDIS_URL, else "
@@ -127,7 +128,7 @@ def worker(app_spec: str | None, **flags: Any) -> None:
     if not settings.app:
         raise ConfigError("worker needs --app package.module:app (or REDISQ_APP)")
     app = apply_settings(load_app(settings.app, settings.url), settings)
-    from .worker import run_worker
+    from ..worker.prodcons import run_worker
 
     sys.exit(run_worker(app, settings))
 
@@ -140,7 +141,7 @@ def server(data_dir: str | None, port: int | None) -> None:
     """Run the embedded Redis-compatible server in the foreground."""
     import signal
 
-    from .server import RedisServer
+    from ..backend.embedded import RedisServer
 
     settings = settings_from(data_dir=data_dir)
     srv = RedisServer(settings.data_dir, port=port).start()
@@ -280,7 +281,7 @@ def requeue(queues: tuple[str, ...], job_ids: tuple[str, ...], limit: int | None
 @handles_errors
 def purge(queues: tuple[str, ...], dead: bool, yes: bool, url: str | None) -> None:
     """Delete a queue's pending messages (or its dead letters); prints how many."""
-    from . import keys
+    from ..backend import keys
 
     if not yes:
         click.confirm(f"purge {'dead letters of ' if dead else ''}{', '.join(queues)}?",
@@ -310,8 +311,8 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None,
     from dataclasses import replace
     from pathlib import Path
 
-    from .connection import ConnectionOptions
-    from .registry import Registry
+    from ..backend.connection import ConnectionOptions
+    from ..backend.registry import Registry
 
     settings = settings_from(url=url, health_max_age_s=max_age_s, worker_id=worker_id)
     # A probe must never start the embedded server it is asked about: for "embedded" it checks
@@ -358,7 +359,7 @@ def scheduler(app_spec: str | None, **flags: Any) -> None:
     app = load_app(settings.app, settings.url)
     if not app.periodic_jobs:
         raise ConfigError(f"{settings.app} registers no @app.periodic jobs")
-    from .scheduler import SchedulerDaemon
+    from ..worker.scheduler import SchedulerDaemon
 
     sys.exit(SchedulerDaemon(app, settings).run())
 

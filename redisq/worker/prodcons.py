@@ -1,7 +1,7 @@
 """The prodcons worker: ``redisq worker --mode prodcons``.
 
 Its main loop is three named steps: :meth:`Worker.reserve` (take up to one message per free
-slot, in one round trip when they wait), :func:`redisq.execute.execute` (run the task; pure, no
+slot, in one round trip when they wait), :func:`redisq.worker.execute.execute` (run the task; pure, no
 Redis) in a pool thread, and :meth:`Worker.record` (settle the attempt in one Lua step).
 """
 
@@ -18,23 +18,23 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .connection import CONNECTION_ERRORS
-from .consumer import Consumer
+from ..backend.connection import CONNECTION_ERRORS
+from ..backend.index import WorkerIndex
+from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED, Outcome, dead_entry
+from ..broker.consumer import Consumer
+from ..broker.queue import Message, Queue
+from ..job import DEAD, SUCCEEDED, TERMINAL, Envelope, JobContext
+from ..limits import JOB_WRAPPING, MAX_DEPTH, decode, max_message_bytes, poison_reason
 from .daemon import Daemon
 from .execute import AsyncRunner, TimeLimiter, execute
-from .index import WorkerIndex
-from .job import DEAD, SUCCEEDED, TERMINAL, Envelope, JobContext
-from .limits import JOB_WRAPPING, MAX_DEPTH, decode, max_message_bytes, poison_reason
 from .pool import Pool
-from .queue import Message, Queue
 from .recorder import Recorder
-from .records import SETTLE_DUPLICATE, SETTLE_FENCED, Outcome, dead_entry
 
 if TYPE_CHECKING:
-    from .app import App
-    from .config import Settings
+    from ..app import App
+    from ..config import Settings
+    from ..tasks import Task
     from .notify import Notifier
-    from .tasks import Task
 
 log = logging.getLogger("redisq.worker")
 
@@ -527,7 +527,7 @@ _JOB_ID = re.compile(rb'\{"id":"([!#-\[\]-~]{1,256})"')
 def run_worker(app: App, settings: Settings) -> int:
     """Run the worker ``settings.mode`` asks for; returns the exit code."""
     if settings.mode == "pubsub":
-        from .pubsub_worker import PubSubWorker
+        from .pubsub import PubSubWorker
 
         if settings.with_scheduler:  # a shared env file may set it for every worker
             log.warning("with_scheduler is ignored in pubsub mode: run the scheduler in a "

@@ -11,18 +11,18 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import keys
-from .channel import ChannelMessage, Subscriber
-from .connection import CONNECTION_ERRORS
+from ..backend import keys
+from ..backend.connection import CONNECTION_ERRORS
+from ..backend.records import dead_entry
+from ..broker.channel import ChannelMessage, Subscriber
+from ..errors import ConfigError
+from ..limits import MAX_DEPTH, decode, max_message_bytes, poison_reason
 from .daemon import Daemon
-from .errors import ConfigError
-from .limits import MAX_DEPTH, decode, max_message_bytes, poison_reason
 from .pool import Pool
-from .records import dead_entry
 
 if TYPE_CHECKING:
-    from .app import App, SubscriberSpec
-    from .config import Settings
+    from ..app import App, SubscriberSpec
+    from ..config import Settings
     from .notify import Notifier
 
 log = logging.getLogger("redisq.worker")

@@ -15,15 +15,16 @@ from typing import Any
 
 import redis
 
-from . import keys, leases
-from .cluster import is_cluster, node_name
-from .connection import CONNECTION_ERRORS, Outage, drop_idle_connections
-from .pressure import MemoryPressure
+from ..backend import keys
+from ..backend.cluster import is_cluster, node_name
+from ..backend.connection import CONNECTION_ERRORS, Outage, drop_idle_connections
+from ..backend.pressure import MemoryPressure
+from ..backend.scripts import Scripts
+from ..backend.wire import wire_for
+from . import leases
 from .queue import Message, as_bytes
 from .resting import RestingQueues
-from .scripts import Scripts
 from .waits import Waits
-from .wire import wire_for
 
 log = logging.getLogger("redisq.queue")
 
