@@ -28,8 +28,9 @@ from .backend.urls import is_embedded
 from .broker.channel import Channel
 from .broker.queue import Queue
 from .errors import UnknownTask
-from .job import Envelope, Job, new_id
+from .job import Job
 from .locks import Lock
+from .model import Envelope, new_id
 from .tasks import Task, TaskOptions, UniqueBy, duplicate, make_envelope
 
 log = logging.getLogger("redisq.app")

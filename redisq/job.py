@@ -1,5 +1,6 @@
-"""Jobs: the message that travels through a queue (:class:`Envelope`), the handle a producer
-holds (:class:`Job`) and the context a running task sees (:class:`JobContext`).
+"""Jobs: the handle a producer holds (:class:`Job`) and the context a running task sees
+(:class:`JobContext`); the message that travels (:class:`~redisq.model.Envelope`) is in
+:mod:`redisq.model`.
 
 A job record is a Redis hash whose fields are readable with ``redis-cli``:
 ``status`` (one of :data:`STATUSES`), ``task``, ``attempts``,
@@ -14,91 +15,16 @@ from __future__ import annotations
 
 import contextvars
 import json
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import JobFailed, JobTimeout
+from .model import CANCELLED, DEAD, FAILED, SUCCEEDED
 
 if TYPE_CHECKING:
     from .backend.records import Records
-
-QUEUED, STARTED, SUCCEEDED, FAILED = "queued", "started", "succeeded", "failed"
-RETRYING, DEAD, CANCELLED = "retrying", "dead", "cancelled"
-STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED)
-#: Statuses after which a job never runs again (unless a dead job is requeued).
-TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED})
-
-
-def new_id() -> str:
-    """32 hex digits of randomness (os.urandom: a quarter of uuid4's cost on the hot path)."""
-    return os.urandom(16).hex()
-
-
-class BadMessage(ValueError):
-    """A message that cannot be a job (not JSON, wrong shape); the reason is dead-lettered."""
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """What a queue carries for one job attempt. Task options live with the registered task
-    in the worker; only what identifies this call travels."""
-
-    id: str
-    task: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    queue: str
-    attempt: int = 1
-    enqueued_at: float = 0.0
-    unique: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        # Empty args and kwargs are left out (from_dict defaults them): a message is most of
-        # what a queued job costs in Redis, and no-argument jobs are common.
-        out: dict[str, Any] = {"id": self.id, "task": self.task}
-        if self.args:
-            out["args"] = self.args
-        if self.kwargs:
-            out["kwargs"] = self.kwargs
-        out.update(queue=self.queue, attempt=self.attempt, enqueued_at=self.enqueued_at)
-        if self.unique is not None:
-            out["unique"] = self.unique
-        return out
-
-    def next_attempt(self) -> Envelope:
-        return replace(self, attempt=self.attempt + 1)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Envelope:
-        if not isinstance(data, dict):
-            raise BadMessage(f"a job message is a JSON object, got {type(data).__name__}")
-        try:
-            env = cls(id=data["id"], task=data["task"], args=data.get("args", []),
-                      kwargs=data.get("kwargs", {}), queue=data.get("queue", ""),
-                      attempt=data.get("attempt", 1), enqueued_at=data.get("enqueued_at", 0.0),
-                      unique=data.get("unique"))
-        except KeyError as exc:
-            raise BadMessage(f"job message lacks the field {exc.args[0]!r}") from None
-        for name, kind in (("id", str), ("task", str), ("args", list), ("kwargs", dict),
-                           ("queue", str), ("attempt", int), ("enqueued_at", (int, float)),
-                           ("unique", (str, type(None)))):
-            value = getattr(env, name)
-            # bool is an int to isinstance, but True is no attempt number or time.
-            if not isinstance(value, kind) or isinstance(value, bool):
-                names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple)
-                                                         else (kind,)))
-                raise BadMessage(f"job message field {name!r} must be {names}")
-        if not env.id or not env.task:
-            raise BadMessage("job message fields 'id' and 'task' must not be empty")
-        if '"' in env.id or "\\" in env.id:  # as producers refuse (reserve.lua's pattern)
-            raise BadMessage("job message field 'id' must not contain quotes or backslashes")
-        if env.attempt < 1:
-            raise BadMessage(f"job message field 'attempt' must be >= 1, not {env.attempt}")
-        return env
-
 
 @dataclass
 class JobContext:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import keys
 from .errors import DuplicateJob
-from .job import Envelope, Job, new_id
+from .job import Job
+from .model import Envelope, new_id
 
 if TYPE_CHECKING:
     from .app import App

@@ -35,7 +35,9 @@ key                                    type      meaning
 
 from __future__ import annotations
 
-import re
+from ..model import MAX_NAME_BYTES as MAX_NAME_BYTES
+from ..model import check_name as check_name
+from ..model import valid_name as valid_name
 
 PREFIX = "redisq"
 EVENTS_CHANNEL = f"{PREFIX}:events"
@@ -45,33 +47,7 @@ WORKERS = f"{PREFIX}:workers"
 SCHEDULER_LEADER = f"{PREFIX}:scheduler:leader"
 PERIODIC_INDEX = f"{PREFIX}:periodic"
 
-MAX_NAME_BYTES = 128
-# Whitespace would split CLI and log lines; braces would change the key's Cluster hash tag.
-_BAD_CHAR = re.compile(r"[\s{}]")
 
-
-def check_name(name: str, what: str = "queue") -> str:
-    """Return ``name`` if it is a usable queue/channel name, else raise ``ValueError``: 1 to
-    128 bytes of printable characters (no control characters, which could reach a terminal
-    through ``redisq info``), without whitespace or braces."""
-    if (type(name) is str and 0 < len(name) <= MAX_NAME_BYTES and name.isprintable()
-            and _BAD_CHAR.search(name) is None
-            and (name.isascii() or len(name.encode()) <= MAX_NAME_BYTES)):
-        return name
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{what} name must be a non-empty string, got {name!r}")
-    raise ValueError(f"{what} name {name!r} must be 1 to {MAX_NAME_BYTES} bytes of printable "
-                     "characters without whitespace or braces")
-
-
-def valid_name(name: str) -> bool:
-    """Whether ``name`` passes :func:`check_name` (for readers that skip what they cannot
-    show, e.g. a name written into Redis by something other than redisq)."""
-    try:
-        check_name(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _q(queue: str) -> str:

@@ -12,14 +12,12 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from .. import limits
-from ..broker.queue import Message
-from ..job import TERMINAL, Envelope
+from ..model import Envelope, Message, Outcome
 from ..serializers import JSONSerializer
 from . import index, keys
 from .cluster import is_cluster
@@ -34,20 +32,6 @@ log = logging.getLogger("redisq.records")
 SETTLE_FENCED = -1
 #: or another worker had already finished the job, or retries this attempt (a duplicate).
 SETTLE_DUPLICATE = -2
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one attempt ended; built by the pure ``execute`` step, written by ``settle``."""
-
-    status: str  # succeeded | failed | retrying | dead | cancelled
-    result: Any = None
-    error_type: str = ""
-    error_message: str = ""
-    traceback: str = ""
-    retry_in_s: float = 0.0
-    duration_s: float = 0.0
-    result_json: str = "null"
 
 
 def complete_record(raw: dict[bytes, bytes], queue: str, job_id: str) -> dict[str, Any]:
@@ -443,5 +427,5 @@ def _unique_of(raw: bytes | None) -> str | None:
 
 _JSON = JSONSerializer()
 
-__all__ = ["SETTLE_DUPLICATE", "SETTLE_FENCED", "TERMINAL", "Outcome", "Records", "dead_entry",
+__all__ = ["SETTLE_DUPLICATE", "SETTLE_FENCED", "Records", "complete_record", "dead_entry",
            "dead_message"]

@@ -21,8 +21,8 @@ from ..backend.connection import CONNECTION_ERRORS, Outage, drop_idle_connection
 from ..backend.pressure import MemoryPressure
 from ..backend.scripts import Scripts
 from ..backend.wire import wire_for
+from ..model import Message, as_bytes
 from . import leases
-from .queue import Message, as_bytes
 from .resting import RestingQueues
 from .waits import Waits
 

@@ -17,38 +17,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import redis
 
 from ..backend import keys
 from ..backend.scripts import Scripts
+from ..model import as_bytes
 
 log = logging.getLogger("redisq.queue")
 
 PUT_CHUNK = 1000  # messages per LPUSH in put_many: big enough to amortise, small enough not to stall Redis
-
-
-@dataclass(frozen=True)
-class Message:
-    """A reserved message: the queue it came from and its body exactly as stored."""
-
-    queue: str
-    body: bytes
-    #: With ``Consumer(mark_jobs=...)``: the job's status before this reservation marked it
-    #: started ('' no record, '?' not a job); None when it was not marked (a blocking move).
-    before: str | None = None
-    #: The consumer's epoch token on this queue when the message was reserved (None: not
-    #: known); its later steps show this token and are refused once that epoch has ended.
-    token: str | None = None
-
-
-def as_bytes(body: bytes | str) -> bytes:
-    if isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode()
-    raise TypeError(f"a message body is bytes or str, not {type(body).__name__}")
 
 
 class Queue:

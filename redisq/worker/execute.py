@@ -23,9 +23,9 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..backend.backoff import retry_delay_s
-from ..backend.records import Outcome
 from ..errors import Retry
-from ..job import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, JobContext, _current
+from ..job import JobContext, _current
+from ..model import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Outcome
 
 if TYPE_CHECKING:
     from ..app import Hooks

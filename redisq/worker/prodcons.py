@@ -20,11 +20,12 @@ import redis
 
 from ..backend.connection import CONNECTION_ERRORS
 from ..backend.index import WorkerIndex
-from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED, Outcome, dead_entry
+from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED, dead_entry
 from ..broker.consumer import Consumer
-from ..broker.queue import Message, Queue
-from ..job import DEAD, SUCCEEDED, TERMINAL, Envelope, JobContext
+from ..broker.queue import Queue
+from ..job import JobContext
 from ..limits import JOB_WRAPPING, MAX_DEPTH, decode, max_message_bytes, poison_reason
+from ..model import DEAD, SUCCEEDED, TERMINAL, Envelope, Message, Outcome
 from .daemon import Daemon
 from .execute import AsyncRunner, TimeLimiter, execute
 from .pool import Pool

@@ -28,7 +28,8 @@ from ..backend.backoff import Backoff
 from ..backend.connection import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
-    from ..backend.records import Outcome, Records
+    from ..backend.records import Records
+    from ..model import Outcome
     from .prodcons import Reserved
 
 log = logging.getLogger("redisq.worker")

@@ -20,7 +20,7 @@ import redis
 
 from redisq import App
 from redisq.backend import keys
-from redisq.job import TERMINAL
+from redisq.model import TERMINAL
 from tests.support.frozen_app import FINISHES, LATE, STARTS
 from tests.support.procs import start_worker
 from tests.support.wait import wait_until

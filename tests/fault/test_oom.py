@@ -21,10 +21,9 @@ import redis
 from redisq import App
 from redisq.backend import keys
 from redisq.backend.embedded import RedisServer, free_port
-from redisq.backend.records import Outcome
 from redisq.backend.registry import Registry
 from redisq.broker.consumer import Consumer
-from redisq.job import Envelope
+from redisq.model import Envelope, Outcome
 from tests.support.procs import run_cli, start_worker, stop
 from tests.support.wait import wait_until
 

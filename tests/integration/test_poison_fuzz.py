@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from redisq import App, config
 from redisq.backend import keys
-from redisq.broker.queue import Message
-from redisq.job import DEAD
+from redisq.model import DEAD, Message
 from redisq.worker.prodcons import Worker
 from tests import poison_app
 from tests.support.procs import start_worker, stop

@@ -8,8 +8,8 @@ from typing import Any
 
 from redisq import App
 from redisq.backend import keys
-from redisq.backend.records import Outcome
 from redisq.broker.consumer import Consumer
+from redisq.model import Outcome
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 

@@ -17,10 +17,9 @@ import pytest
 
 from redisq import App
 from redisq.backend import keys
-from redisq.backend.records import SETTLE_DUPLICATE, SETTLE_FENCED, Outcome
+from redisq.backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
 from redisq.broker.consumer import Consumer
-from redisq.broker.queue import Message
-from redisq.job import Envelope
+from redisq.model import Envelope, Message, Outcome
 
 Q = "default"
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from redisq import App, Retry, current_job
-from redisq.backend.records import Outcome
-from redisq.job import Envelope, JobContext
+from redisq.job import JobContext
+from redisq.model import Envelope, Outcome
 from redisq.worker.execute import AsyncRunner, JobTimeLimit, TimeLimiter, execute, failure_outcome
 
 

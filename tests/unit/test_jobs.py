@@ -40,7 +40,7 @@ def test_map_messages_equal_the_envelope_encoding(fake_redis: redis.Redis) -> No
     exactly the envelope delay() would send, with "id" first (reserve.lua matches it there)."""
     import json
 
-    from redisq.job import Envelope
+    from redisq.model import Envelope
 
     app = make_app(fake_redis)
 

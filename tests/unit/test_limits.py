@@ -215,7 +215,7 @@ def test_json_depth_of_text_that_is_not_json() -> None:
     ({"id": 'a"b', "task": "t"}, "quotes or backslashes"),
 ])
 def test_envelope_refuses_wrong_types_and_values(data: dict[str, Any], reason: str) -> None:
-    from redisq.job import BadMessage, Envelope
+    from redisq.model import BadMessage, Envelope
 
     with pytest.raises(BadMessage, match=reason):
         Envelope.from_dict(data)

@@ -16,11 +16,11 @@ import redis
 
 from redisq import App, DuplicateJob, LockNotAcquired, SerializationError
 from redisq.backend import keys
-from redisq.backend.records import Outcome
 from redisq.backend.wire import wire_for
 from redisq.broker.consumer import Consumer
-from redisq.job import BadMessage, Envelope, JobContext
+from redisq.job import JobContext
 from redisq.locks import Lock
+from redisq.model import BadMessage, Envelope, Outcome
 from tests.support.wait import wait_until
 
 

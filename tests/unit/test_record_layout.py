@@ -12,9 +12,9 @@ import redis
 
 from redisq import App
 from redisq.backend import keys
-from redisq.backend.records import Outcome, args_summary
+from redisq.backend.records import args_summary
 from redisq.broker.consumer import Consumer
-from redisq.job import Envelope
+from redisq.model import Envelope, Outcome
 
 
 @pytest.fixture
