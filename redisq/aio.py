@@ -27,18 +27,19 @@ from redis.retry import Retry as RedisRetry
 from .app import App, delay_from
 from .backend import keys
 from .backend.cluster import sharded_pubsub
-from .backend.connection import (
-    ConnectionOptions,
-    client_name,
-    sentinel_target,
-    sentinel_tls,
-    tls_kwargs,
-    url_hosts,
-)
+from .backend.connection import client_name
 from .backend.index import ProducerIndex
 from .backend.records import complete_record
 from .backend.scripts import source
-from .backend.urls import redact, split_tls_query
+from .backend.urls import (
+    ConnectionOptions,
+    redact,
+    sentinel_target,
+    sentinel_tls,
+    split_tls_query,
+    tls_kwargs,
+    url_hosts,
+)
 from .broker.channel import CLASSIC_CHANNELS
 from .errors import ConfigError, JobTimeout, NotReplicated
 from .job import final_result

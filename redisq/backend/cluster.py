@@ -42,7 +42,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from .connection import url_hosts
+from ..errors import ConfigError
+from .urls import url_hosts
 
 log = logging.getLogger("redisq.cluster")
 
@@ -69,8 +70,6 @@ def cluster_client(parsed: Any, common: dict[str, Any], extra: dict[str, Any]) -
     nodes = [ClusterNode(host, port) for host, port in url_hosts(parsed, 6379)]
     path = [p for p in parsed.path.split("/") if p]
     if path and path != ["0"]:
-        from ..errors import ConfigError
-
         raise ConfigError("Redis Cluster has only database 0: redis+cluster://h1:7000,h2:7001/")
     sharded = _sharded_option(parse_qs(parsed.query).get("sharded_pubsub", ["auto"])[-1])
     kwargs = dict(common)
@@ -99,8 +98,6 @@ def _sharded_option(value: str) -> bool | None:
         return True
     if low in ("0", "no", "false", "off"):
         return False
-    from ..errors import ConfigError
-
     raise ConfigError(f"sharded_pubsub must be yes, no or auto, not {value!r}")
 
 

@@ -18,9 +18,8 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import redis
 from redis.backoff import NoBackoff
@@ -30,7 +29,17 @@ from redis.retry import Retry as RedisRetry
 from ..errors import ConfigError
 from . import failover
 from .backoff import Backoff
-from .urls import configured_url, is_embedded, redact, split_tls_query, tls_kwargs
+from .cluster import cluster_client
+from .urls import ConnectionOptions as ConnectionOptions
+from .urls import (
+    configured_url,
+    is_embedded,
+    redact,
+    sentinel_target,
+    sentinel_tls,
+    split_tls_query,
+    tls_kwargs,
+)
 
 log = logging.getLogger("redisq.connection")
 
@@ -44,29 +53,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     TryAgainError,
     SlotNotCoveredError,
 )
-
-
-@dataclass(frozen=True)
-class ConnectionOptions:
-    """How connections behave; see the module docstring for why each exists."""
-
-    block_timeout_s: float = 5.0
-    read_margin_s: float = 2.0
-    connect_timeout_s: float = 5.0
-    keepalive_idle_s: int = 10
-    keepalive_interval_s: int = 5
-    keepalive_count: int = 3
-    ssl_ca_certs: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_cert_reqs: str = "required"
-    ssl_ca_path: str | None = None
-    ssl_check_hostname: bool = True
-
-    @property
-    def socket_timeout_s(self) -> float:
-        """Read deadline: longer than the longest block, so a live server always answers first."""
-        return self.block_timeout_s + self.read_margin_s
 
 
 def client_name(role: str) -> str:
@@ -126,8 +112,6 @@ def connect(
     if scheme in ("redis+sentinel", "rediss+sentinel"):
         return _sentinel_client(parsed, common, opts)
     if scheme in ("redis+cluster", "rediss+cluster"):
-        from .cluster import cluster_client
-
         extra = _tcp_kwargs(opts)
         if scheme.startswith("rediss"):
             extra.update(tls_kwargs(opts, parse_qs(parsed.query), redact(url)))
@@ -148,47 +132,6 @@ def connect(
         return redis.Redis.from_url(url, connection_class=failover.FailoverConnection,
                                     **common, **_tcp_kwargs(opts))
     raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)!r}")
-
-
-@dataclass(frozen=True)
-class SentinelTarget:
-    """What a ``redis+sentinel://`` URL names: the sentinels, the master's service name, the
-    database and the master's credentials."""
-
-    hosts: list[tuple[str, int]]
-    service: str
-    db: int
-    username: str | None
-    password: str | None
-
-
-def url_hosts(parsed: Any, default_port: int) -> list[tuple[str, int]]:
-    """The ``h1:p1,h2:p2`` host list of a Sentinel or Cluster URL (a urlparse result)."""
-    hosts = []
-    for part in parsed.netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = part.partition(":")
-        hosts.append((host or "localhost", int(port or default_port)))
-    return hosts
-
-
-def sentinel_target(parsed: Any) -> SentinelTarget:
-    """Parse ``redis+sentinel://[user:pass@]h1:26379,h2:26379/mymaster/0`` (a urlparse result)."""
-    hosts = url_hosts(parsed, 26379)
-    path = [p for p in parsed.path.split("/") if p]
-    if not path:
-        raise ConfigError("a sentinel URL needs the master name: redis+sentinel://h:26379/mymaster/0")
-    return SentinelTarget(hosts, path[0], int(path[1]) if len(path) > 1 else 0,
-                          unquote(parsed.username) if parsed.username else None,
-                          unquote(parsed.password) if parsed.password else None)
-
-
-def sentinel_tls(parsed: Any, opts: ConnectionOptions) -> dict[str, Any]:
-    """For ``rediss+sentinel://``: the TLS keywords of the connections to the sentinels
-    themselves (the same options as the master's: a deployment that encrypts its master
-    encrypts its sentinels too, or the master's address travels in clear); else ``{}``."""
-    if not parsed.scheme.lower().startswith("rediss"):
-        return {}
-    return {"ssl": True, **tls_kwargs(opts, parse_qs(parsed.query), redact(parsed.geturl()))}
 
 
 def _sentinel_client(parsed: Any, common: dict[str, Any], opts: ConnectionOptions) -> redis.Redis:

@@ -1,4 +1,5 @@
-"""Redis URLs: which one to use, how to show it, and its TLS options.
+"""Redis URLs, parsed in one place for the sync and the asyncio clients: which URL to use, how
+to show it, its TLS options and the hosts a Sentinel or Cluster URL names.
 
 * **Which URL.** An explicit URL, else ``$REDISQ_URL``, else ``$REDIS_URL``, else
   :data:`DEFAULT_URL` (``redis://127.0.0.1:6379/0``, as every other Redis client does). The
@@ -10,19 +11,23 @@
 * **TLS.** :func:`tls_kwargs` reads the TLS options of a ``rediss://`` URL (also
   ``rediss+sentinel://`` and ``rediss+cluster://``); hostname checking is on unless the URL
   turns it off, whatever the redis-py version's own default (off before redis-py 6).
+* **Several hosts.** :func:`url_hosts` and :func:`sentinel_target` read what a
+  ``redis+sentinel://`` or ``redis+cluster://`` URL names.
+
+Pure parsing (no clients, no I/O): :mod:`redisq.backend.connection`,
+:mod:`redisq.backend.cluster` and :mod:`redisq.aio` all build their clients from what this
+module reads, so a URL means the same thing to all of them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from .connection import ConnectionOptions
 
 log = logging.getLogger("redisq.connection")
 
@@ -36,6 +41,29 @@ TLS_PARAMS = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl
               "ssl_check_hostname")
 _CERT_REQS = ("none", "optional", "required")
 _warned: set[tuple[str, str]] = set()  # (message, where): say it once per process, not per client
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How connections behave; see the module docstring for why each exists."""
+
+    block_timeout_s: float = 5.0
+    read_margin_s: float = 2.0
+    connect_timeout_s: float = 5.0
+    keepalive_idle_s: int = 10
+    keepalive_interval_s: int = 5
+    keepalive_count: int = 3
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_cert_reqs: str = "required"
+    ssl_ca_path: str | None = None
+    ssl_check_hostname: bool = True
+
+    @property
+    def socket_timeout_s(self) -> float:
+        """Read deadline: longer than the longest block, so a live server always answers first."""
+        return self.block_timeout_s + self.read_margin_s
 
 
 def _once(level: int, msg: str, where: str) -> None:
@@ -130,5 +158,47 @@ def tls_kwargs(opts: ConnectionOptions, query: dict[str, list[str]] | dict[str, 
     return out
 
 
-__all__ = ["DEFAULT_URL", "EMBEDDED", "TLS_PARAMS", "configured_url", "is_embedded", "redact",
-           "split_tls_query", "tls_kwargs"]
+@dataclass(frozen=True)
+class SentinelTarget:
+    """What a ``redis+sentinel://`` URL names: the sentinels, the master's service name, the
+    database and the master's credentials."""
+
+    hosts: list[tuple[str, int]]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+
+
+def url_hosts(parsed: Any, default_port: int) -> list[tuple[str, int]]:
+    """The ``h1:p1,h2:p2`` host list of a Sentinel or Cluster URL (a urlparse result)."""
+    hosts = []
+    for part in parsed.netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = part.partition(":")
+        hosts.append((host or "localhost", int(port or default_port)))
+    return hosts
+
+
+def sentinel_target(parsed: Any) -> SentinelTarget:
+    """Parse ``redis+sentinel://[user:pass@]h1:26379,h2:26379/mymaster/0`` (a urlparse result)."""
+    hosts = url_hosts(parsed, 26379)
+    path = [p for p in parsed.path.split("/") if p]
+    if not path:
+        raise ConfigError("a sentinel URL needs the master name: redis+sentinel://h:26379/mymaster/0")
+    return SentinelTarget(hosts, path[0], int(path[1]) if len(path) > 1 else 0,
+                          unquote(parsed.username) if parsed.username else None,
+                          unquote(parsed.password) if parsed.password else None)
+
+
+def sentinel_tls(parsed: Any, opts: ConnectionOptions) -> dict[str, Any]:
+    """For ``rediss+sentinel://``: the TLS keywords of the connections to the sentinels
+    themselves (the same options as the master's: a deployment that encrypts its master
+    encrypts its sentinels too, or the master's address travels in clear); else ``{}``."""
+    if not parsed.scheme.lower().startswith("rediss"):
+        return {}
+    return {"ssl": True, **tls_kwargs(opts, parse_qs(parsed.query), redact(parsed.geturl()))}
+
+
+__all__ = ["DEFAULT_URL", "EMBEDDED", "TLS_PARAMS", "ConnectionOptions", "SentinelTarget",
+           "configured_url", "is_embedded", "redact", "sentinel_target", "sentinel_tls",
+           "split_tls_query", "tls_kwargs", "url_hosts"]

@@ -22,6 +22,7 @@ from redis.connection import AbstractConnection
 from redis.exceptions import ResponseError
 from redis.sentinel import SentinelManagedConnection
 
+from .cluster import ClusterWire, is_cluster
 from .connection import CONNECTION_ERRORS
 from .failover import FailoverAware, is_wrong_node
 
@@ -50,8 +51,6 @@ def wire_for(client: redis.Redis) -> Wire:
     with _wires_lock:
         wire = _wires.get(client)
         if wire is None:
-            from .cluster import ClusterWire, is_cluster
-
             wire = ClusterWire(client) if is_cluster(client) else Wire(client)  # type: ignore[arg-type]
             _wires[client] = wire  # type: ignore[assignment]
         return wire
