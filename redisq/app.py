@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from .errors import UnknownTask
 from .job import Job
 from .locks import Lock
 from .model import Envelope, new_id
+from .periodic import Periodic, job_id
 from .tasks import Task, TaskOptions, UniqueBy, duplicate, make_envelope
 
 log = logging.getLogger("redisq.app")
@@ -106,7 +107,7 @@ class App:
         self.subscribers: dict[str, SubscriberSpec] = {}
         self.durable_channels: set[str] = set()
         self.hooks = Hooks()
-        self.periodic_jobs: dict[str, Any] = {}  # task name → scheduler.Periodic
+        self.periodic_jobs: dict[str, Periodic] = {}  # task name → its schedule
         self._client: redis.Redis | None = None
         self._records: Records | None = None
 
@@ -177,11 +178,19 @@ class App:
         ``@app.periodic(every_s=60)``. Each tick fires exactly once across schedulers; ticks
         missed while no scheduler ran follow ``misfire`` ("once", "all" or "skip") once older
         than ``misfire_grace_s``. Other keywords go to :meth:`task` (see docs/scheduling.md)."""
-        from .worker.scheduler import register
+        # A bad schedule fails here, at import; arguments the task cannot take or JSON cannot
+        # carry fail when the function is decorated.
+        spec = Periodic("?", queue, cron, every_s, tz, misfire, misfire_grace_s, tuple(args),
+                        dict(kwargs or {}))
 
-        return register(self, cron=cron, every_s=every_s, tz=tz, misfire=misfire,
-                        misfire_grace_s=misfire_grace_s, args=args, kwargs=kwargs, name=name,
-                        queue=queue, task_options=task_options)
+        def decorate(func: Callable[..., Any]) -> Task:
+            task = self.task(func, name=name, queue=queue, **task_options)
+            # Build a tick's message now, so the first tick is not where a bad argument shows.
+            self.prepare(task.name, spec.args, spec.kwargs, queue, job_id(task.name, 0.0))
+            self.periodic_jobs[task.name] = replace(spec, task=task.name)
+            return task
+
+        return decorate
 
     def subscriber(self, channel: str, *, durable: bool = False, pattern: bool = False) -> Any:
         """Register a handler for ``redisq worker --mode pubsub`` (``handler(message)``)."""

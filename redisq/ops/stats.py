@@ -10,6 +10,7 @@ import redis
 from ..backend import index, keys
 from ..backend.registry import Registry
 from ..broker.queue import counts_many
+from ..periodic import index_row
 
 
 def snapshot(client: redis.Redis) -> dict[str, Any]:
@@ -26,8 +27,6 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
         pipe.zcount(keys.delayed(name), "-inf", now_ms)
     for name, due in zip(names, pipe.execute(), strict=True):
         queues[name]["delayed_due"] = int(due)
-    from ..worker.scheduler import periodic_index
-
     return {"time": time.time(), "queues": queues, "workers": Registry(client).workers(),
             "periodic": periodic_index(client), "memory": memory(client)}
 
@@ -59,3 +58,10 @@ def with_rates(prev: dict[str, Any] | None, cur: dict[str, Any]) -> dict[str, An
 
 def _settled(counts: dict[str, Any]) -> int:
     return sum(int(counts.get(k, 0)) for k in ("succeeded", "failed", "dead", "acked"))
+
+
+def periodic_index(client: Any) -> list[dict[str, Any]]:
+    """The published periodic jobs (name, task, queue, schedule, next_at, last_at, with
+    ``_iso`` twins in the job's time zone), soonest first."""
+    rows = [r for r in map(index_row, client.hvals(keys.PERIODIC_INDEX)) if r is not None]
+    return sorted(rows, key=lambda r: r["next_at"])

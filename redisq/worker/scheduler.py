@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -32,39 +32,18 @@ from ..backend import index, keys
 from ..backend.connection import CONNECTION_ERRORS
 from ..backend.pressure import MemoryPressure, is_oom
 from ..broker.queue import Queue
-from ..periodic import MAX_CATCH_UP, MISFIRE_POLICIES, Periodic, Plan, job_id
+from ..periodic import MAX_CATCH_UP, MISFIRE_POLICIES, Periodic, Plan, index_row, job_id
 from .daemon import Daemon
 
 if TYPE_CHECKING:
     from ..app import App
     from ..config import Settings
-    from ..tasks import Task
 
 log = logging.getLogger("redisq.scheduler")
 
 INDEX_REFRESH_S = 30.0  # republish an unchanged index row this often (it may have been wiped)
 
-__all__ = ["MAX_CATCH_UP", "MISFIRE_POLICIES", "Periodic", "Scheduler", "SchedulerDaemon",
-           "periodic_index", "register"]
-
-
-def register(app: App, *, cron: str | None, every_s: float | None, tz: str, misfire: str,
-             misfire_grace_s: float, args: Sequence[Any], kwargs: dict[str, Any] | None,
-             name: str | None, queue: str, task_options: dict[str, Any]) -> Any:
-    """What ``@app.periodic(...)`` does: a decorator that registers the function as a task and
-    its schedule in ``app.periodic_jobs``. A bad schedule fails here, at import; arguments the
-    task cannot take or JSON cannot carry fail when the function is decorated."""
-    spec = Periodic("?", queue, cron, every_s, tz, misfire, misfire_grace_s, tuple(args),
-                    dict(kwargs or {}))
-
-    def decorate(func: Callable[..., Any]) -> Task:
-        task = app.task(func, name=name, queue=queue, **task_options)
-        # Build a tick's message now, so the first tick is not where a bad argument shows.
-        app.prepare(task.name, spec.args, spec.kwargs, queue, job_id(task.name, 0.0))
-        app.periodic_jobs[task.name] = replace(spec, task=task.name)
-        return task
-
-    return decorate
+__all__ = ["MAX_CATCH_UP", "MISFIRE_POLICIES", "Periodic", "Scheduler", "SchedulerDaemon"]
 
 
 class Scheduler:
@@ -180,7 +159,7 @@ class Scheduler:
         """What ``redisq info`` and the dashboard show, without importing the user's app."""
         if name not in self._last_fired:  # keep what an earlier leader published
             old = self.client.hget(keys.PERIODIC_INDEX, name)
-            last_at = (_index_row(old) or {}).get("last_at") if old else None
+            last_at = (index_row(old) or {}).get("last_at") if old else None
             self._last_fired[name] = last_at if isinstance(last_at, (int, float)) else None
         nxt, last = spec.next_after(now), self._last_fired[name]
         seen = self._published.get(name)
@@ -199,30 +178,6 @@ class Scheduler:
             self.scripts.run("lock_release", [keys.SCHEDULER_LEADER], [self.token])
             log.info("scheduler %s gave the leader lease up", self.token[:8])
         self.leading = False
-
-
-def periodic_index(client: Any) -> list[dict[str, Any]]:
-    """The published periodic jobs (name, task, queue, schedule, next_at, last_at, with
-    ``_iso`` twins in the job's time zone), soonest first."""
-    rows = [r for r in map(_index_row, client.hvals(keys.PERIODIC_INDEX)) if r is not None]
-    return sorted(rows, key=lambda r: r["next_at"])
-
-
-_INDEX_TEXT = ("name", "task", "queue", "schedule", "next_at_iso")
-
-
-def _index_row(raw: bytes) -> dict[str, Any] | None:
-    """One published index row, or None for one this module did not write (the hash is data
-    anyone with Redis access may have written: any parse error, wrong shape or type)."""
-    try:
-        row = json.loads(raw)
-    except Exception:  # ValueError, RecursionError, MemoryError
-        return None
-    if (not isinstance(row, dict) or any(not isinstance(row.get(k), str) for k in _INDEX_TEXT)
-            or isinstance(row.get("next_at"), bool)
-            or not isinstance(row.get("next_at"), (int, float))):
-        return None
-    return row
 
 
 def _iso(t: float, tz: str | None = None) -> str:

@@ -226,7 +226,7 @@ def test_readers_of_stored_values_survive_poison(fake_redis: redis.Redis) -> Non
     from redisq.backend.records import _unique_of, complete_record
     from redisq.backend.registry import Registry
     from redisq.job import final_result
-    from redisq.worker.scheduler import periodic_index
+    from redisq.ops.stats import periodic_index
 
     deep = b"[" * 100_000 + b"]" * 100_000
     assert complete_record({b"status": b"queued", b"message": deep}, "q", "j")["status"] == "queued"

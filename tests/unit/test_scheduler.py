@@ -13,8 +13,9 @@ from redis.crc import key_slot
 
 from redisq import App
 from redisq.backend import keys
+from redisq.ops.stats import periodic_index
 from redisq.periodic import MAX_CATCH_UP, Periodic
-from redisq.worker.scheduler import Scheduler, periodic_index
+from redisq.worker.scheduler import Scheduler
 
 PARIS = ZoneInfo("Europe/Paris")
 
