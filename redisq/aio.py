@@ -43,6 +43,7 @@ from .backend.urls import (
 from .broker.channel import CLASSIC_CHANNELS
 from .errors import ConfigError, JobTimeout, NotReplicated
 from .job import final_result
+from .tasks import split_call
 
 
 class AsyncJob:
@@ -184,12 +185,10 @@ class AsyncProducer:
                            concurrency: int = 50, queue: str | None = None) -> list[AsyncJob]:
         """Queue many calls with at most ``concurrency`` in flight at once (bounded, so a bulk
         send cannot open thousands of connections or starve the event loop)."""
-        from .tasks import _split_call
-
         gate = asyncio.Semaphore(concurrency)
 
         async def one(call: Any) -> AsyncJob:
-            args, kwargs = _split_call(call)
+            args, kwargs = split_call(call)
             async with gate:
                 return await self.enqueue(task_name, args, kwargs, queue=queue)
 

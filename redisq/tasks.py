@@ -9,17 +9,28 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .backend import keys
 from .errors import DuplicateJob
 from .job import Job
 from .model import Envelope, new_id
 
-if TYPE_CHECKING:
-    from .app import App
-
 UniqueBy = str | Sequence[str] | Callable[..., str] | None
+
+
+class Producer(Protocol):
+    """What a :class:`Task` sends its calls through (an :class:`redisq.App`). A protocol, so
+    this module needs nothing from ``app`` and the app can import it."""
+
+    def enqueue(self, task_name: str, args: Sequence[Any] = (),
+                kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
+                delay_s: float | None = None, job_id: str | None = None,
+                eta: datetime | float | None = None) -> Job: ...
+
+    def enqueue_many(self, task_name: str,
+                     calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
+                     queue: str | None = None) -> list[Job]: ...
 
 
 @dataclass(frozen=True)
@@ -38,9 +49,9 @@ class TaskOptions:
 
 
 class Task:
-    """A function registered with an :class:`App` under ``name``."""
+    """A function registered with an :class:`redisq.App` under ``name``."""
 
-    def __init__(self, app: App, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+    def __init__(self, app: Producer, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
         if options.on_duplicate not in ("return", "raise"):
             raise ValueError("on_duplicate is 'return' or 'raise'")
         self.app = app
@@ -81,7 +92,7 @@ class Task:
     def map(self, calls: Iterable[Any], queue: str | None = None) -> list[Job]:
         """Queue many calls in pipelined round trips. Each item is an args tuple, a single
         argument, or an ``(args, kwargs)`` pair written as ``((1, 2), {"x": 3})``."""
-        return self.app.enqueue_many(self.name, (_split_call(c) for c in calls), queue=queue)
+        return self.app.enqueue_many(self.name, (split_call(c) for c in calls), queue=queue)
 
     def unique_key(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
         """The key two calls share when they must not be queued or run at the same time."""
@@ -111,7 +122,8 @@ class Task:
             self._shapes_ok.add(shape)
 
 
-def _split_call(call: Any) -> tuple[Sequence[Any], dict[str, Any]]:
+def split_call(call: Any) -> tuple[Sequence[Any], dict[str, Any]]:
+    """One item of ``map``: an args tuple, a single argument, or an ``(args, kwargs)`` pair."""
     if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[0], (tuple, list))
             and isinstance(call[1], dict)):
         return call[0], call[1]
