@@ -20,18 +20,29 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..backend.backoff import retry_delay_s
 from ..errors import Retry
 from ..job import JobContext, _current
-from ..model import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Outcome
+from ..model import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
 
 if TYPE_CHECKING:
     from ..app import Hooks
     from ..tasks import Task
 
 log = logging.getLogger("redisq.worker")
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """A reserved message that decoded into a runnable job: what the worker hands to
+    :func:`execute` and then to the recorder."""
+
+    message: Message
+    env: Envelope
+    task: Task
 
 
 class JobTimeLimit(BaseException):

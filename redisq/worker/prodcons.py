@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -27,14 +27,13 @@ from ..job import JobContext
 from ..limits import JOB_WRAPPING, MAX_DEPTH, decode, max_message_bytes, poison_reason
 from ..model import DEAD, SUCCEEDED, TERMINAL, Envelope, Message, Outcome
 from .daemon import Daemon
-from .execute import AsyncRunner, TimeLimiter, execute
+from .execute import AsyncRunner, Reserved, TimeLimiter, execute
 from .pool import Pool
 from .recorder import Recorder
 
 if TYPE_CHECKING:
     from ..app import App
     from ..config import Settings
-    from ..tasks import Task
     from .notify import Notifier
 
 log = logging.getLogger("redisq.worker")
@@ -56,15 +55,6 @@ PASSING_ERRORS = (*CONNECTION_ERRORS, redis.ResponseError)
 #: Poison at least this large is dead-lettered by a thread of its own (one at a time), so the
 #: jobs behind it do not wait for a round trip that carries it twice (a 16 MiB message: ~0.5 s).
 BURY_ASIDE_BYTES = 1_048_576
-
-
-@dataclass(frozen=True)
-class Reserved:
-    """A message that decoded into a runnable job."""
-
-    message: Message
-    env: Envelope
-    task: Task
 
 
 class Worker(Daemon):

@@ -30,7 +30,7 @@ from ..backend.connection import CONNECTION_ERRORS
 if TYPE_CHECKING:
     from ..backend.records import Records
     from ..model import Outcome
-    from .prodcons import Reserved
+    from .execute import Reserved
 
 log = logging.getLogger("redisq.worker")
 
