@@ -7,46 +7,22 @@ Requests answer at once and hand slow work to redisq. State lives on the Flask a
 from __future__ import annotations
 
 import importlib
-import logging
-import threading
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, Response, current_app, render_template, request
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from redisq import App, ConfigError
 from redisq import config as rq_config
-from redisq.backend.connection import CONNECTION_ERRORS
 
-log = logging.getLogger("redisq.web")
+from . import security
+from .api import api
+from .http import WebState, error, http_error, page, state, unexpected_error
+from .hub import Hub
+from .ops import ops
+from .stream import stream
 
 DEMO_APP = "webapp.tasks:app"  # only when asked for: REDISQ_APP=webapp.tasks:app, redisq up --demo
-
-
-@dataclass
-class WebState:
-    """What the views share: the redisq App (one client and connection pool per Flask app),
-    the settings, and the dashboard's rate baseline."""
-
-    rq: App
-    settings: rq_config.Settings
-    sse_keepalive_s: float = 5.0
-    # (time, settled jobs per queue) of recent snapshots: the dashboard's rates span them
-    rate_history: deque[tuple[float, dict[str, int]]] = field(default_factory=deque)
-    metrics_registry: Any = None  # prometheus CollectorRegistry, made on first scrape
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    hub: Any = None  # webapp.hub.Hub: the process's one subscription, shared by the streams
-    # The last dashboard snapshot as an SSE event, (monotonic time, text): every open
-    # dashboard shares it instead of each reading Redis every second.
-    snapshot_cache: tuple[float, str] | None = None
-    snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def state(app: Flask | None = None) -> WebState:
-    """The :class:`WebState` of ``app`` (default: the current app)."""
-    return (app or current_app).extensions["redisq"]  # type: ignore[no-any-return]
 
 
 def load_rq_app(spec: str) -> App:
@@ -110,59 +86,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     flask_app.config.update(flask_config)
     flask_app.config["MAX_CONTENT_LENGTH"] = settings.web_max_body_bytes
     flask_app.json.sort_keys = False  # type: ignore[attr-defined]
-    from .hub import Hub
-
     web_state = WebState(rq, settings, keepalive_s)
     web_state.hub = Hub(lambda: rq.client, settings.web_max_streams)
     flask_app.extensions["redisq"] = web_state
 
-    from . import security
-    from .api import api
-    from .ops import ops
-    from .stream import stream
-
     for blueprint in (api, stream, ops):
         flask_app.register_blueprint(blueprint)
     security.install(flask_app, settings)
-    flask_app.register_error_handler(HTTPException, _http_error)
-    flask_app.register_error_handler(Exception, _unexpected_error)
+    flask_app.register_error_handler(HTTPException, http_error)
+    flask_app.register_error_handler(Exception, unexpected_error)
     return flask_app
 
 
-# The pages load their script and styles from this origin only (no CDN, no inline code), may
-# not be framed, and talk only to this origin (fetch, EventSource).
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
-
-
-def page(template: str, **context: Any) -> Response:
-    """An HTML page, with :data:`PAGE_HEADERS`."""
-    response = current_app.make_response(render_template(template, **context))
-    response.headers.update(PAGE_HEADERS)
-    return response
-
-
-def error(code: int, message: str, headers: dict[str, str] | None = None,
-          **extra: Any) -> Response:
-    """A JSON error response: ``{"error": message, ...}`` with HTTP status ``code``."""
-    response = current_app.json.response({"error": message, **extra})
-    response.status_code = code
-    if headers:
-        response.headers.update(headers)
-    return response
-
-
-def _http_error(exc: HTTPException) -> Response:
-    return error(exc.code or 500, exc.description or exc.name)
-
-
-def _unexpected_error(exc: Exception) -> Response:
-    if isinstance(exc, CONNECTION_ERRORS):
-        log.warning("redis unavailable on %s %s: %s", request.method, request.path, exc)
-        return error(503, "redis unavailable, try again", headers={"Retry-After": "1"})
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return error(500, "internal error")  # the traceback goes to the log, never over HTTP
+__all__ = ["DEMO_APP", "WebState", "create_app", "error", "load_rq_app", "page", "state"]

@@ -16,7 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from redisq import DuplicateJob, SerializationError
 from redisq.backend import keys
 
-from . import error, page, state
+from .http import error, page, state
 from .security import is_json
 
 api = Blueprint("api", __name__)

@@ -16,7 +16,7 @@ from redisq.backend.records import DURATION_BUCKETS_S
 from redisq.backend.registry import Registry
 from redisq.ops.stats import snapshot
 
-from . import WebState, error, state
+from .http import WebState, error, state
 
 log = logging.getLogger("redisq.web")
 

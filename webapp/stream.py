@@ -26,7 +26,8 @@ from flask import Blueprint, Response, jsonify, request
 from redisq.backend import keys
 from redisq.ops.stats import snapshot
 
-from . import WebState, error, page, state
+from .api import channel_refusal
+from .http import WebState, error, page, state
 from .hub import Listener
 
 log = logging.getLogger("redisq.web")
@@ -259,7 +260,6 @@ def _job_event(data: bytes) -> str | None:
 @stream.get("/events/<channel>")
 def channel_events(channel: str) -> Response:
     """An SSE bridge: each message of the pub/sub ``channel`` as a ``message`` event."""
-    from .api import channel_refusal
 
     refusal = channel_refusal(channel)
     if refusal is not None:
