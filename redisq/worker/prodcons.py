@@ -67,7 +67,8 @@ class Worker(Daemon):
         super().__init__(app, settings, notifier, clock)
         self.queues = list(settings.queues)
         self.concurrency = settings.concurrency
-        self.max_message_bytes = max_message_bytes(app, settings)
+        self.max_message_bytes = max_message_bytes(app.max_message_bytes,
+                                                   settings.max_message_bytes)
         self.records = app.make_records(self.client)
         self.records.max_message_bytes = self.max_message_bytes  # its dead letters' cut
         self.consumer = Consumer(self.client, self.queues, consumer_id=self.id,

@@ -51,7 +51,8 @@ class PubSubWorker(Daemon):
             ping_interval_s=max(settings.block_timeout_s / 2, 0.1),
             pong_timeout_s=max(settings.block_timeout_s / 2, 0.1),
             outage=self.outage, clock=clock)
-        self.max_message_bytes = max_message_bytes(app, settings)
+        self.max_message_bytes = max_message_bytes(app.max_message_bytes,
+                                                   settings.max_message_bytes)
         self.pool = Pool(settings.concurrency, "redisq-handler")
         self.handled = 0
         self.failed = 0
