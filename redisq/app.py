@@ -120,6 +120,11 @@ class App:
             self._url = resolve_url(self._url)
         return self._url
 
+    def use_url(self, url: str) -> None:
+        """Point this App at ``url`` before it connects (``--url``/``REDISQ_URL`` win over the
+        URL an application module gave it)."""
+        self._url = url
+
     def connect(self, role: str = "producer") -> redis.Redis:
         """A new client for this app's Redis (workers make their own, named by role)."""
         return connect(self.url, role=role, options=self.options)

@@ -6,14 +6,14 @@ Requests answer at once and hand slow work to redisq. State lives on the Flask a
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from redisq import App, ConfigError
+from redisq import ConfigError
 from redisq import config as rq_config
+from redisq.loading import load_app
 
 from . import security
 from .api import api
@@ -23,19 +23,6 @@ from .ops import ops
 from .stream import stream
 
 DEMO_APP = "webapp.tasks:app"  # only when asked for: REDISQ_APP=webapp.tasks:app, redisq up --demo
-
-
-def load_rq_app(spec: str) -> App:
-    """Import a redisq App from ``package.module:attribute``."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r} for REDISQ_APP: {exc}") from exc
-    rq = getattr(module, attr or "app", None)
-    if not isinstance(rq, App):
-        raise ConfigError(f"{spec!r} is not a redisq App")
-    return rq
 
 
 def _split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
@@ -79,9 +66,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             # demo tasks (whose counter writes into Redis) in its place.
             raise ConfigError("no redisq App configured: set REDISQ_APP=package.module:attribute"
                               f" (the demo: REDISQ_APP={DEMO_APP}, or `redisq up --demo`)")
-        rq = load_rq_app(spec)
-        if settings.url:
-            rq._url = settings.url  # REDISQ_URL / --url win over the module's default, as in the CLI
+        # REDISQ_URL / --url win over the module's default, as in the CLI.
+        rq = load_app(spec, "REDISQ_APP", settings.url)
     flask_app = Flask(__name__)
     flask_app.config.update(flask_config)
     flask_app.config["MAX_CONTENT_LENGTH"] = settings.web_max_body_bytes
@@ -98,4 +84,4 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return flask_app
 
 
-__all__ = ["DEMO_APP", "WebState", "create_app", "error", "load_rq_app", "page", "state"]
+__all__ = ["DEMO_APP", "WebState", "create_app", "error", "page", "state"]

@@ -5,7 +5,6 @@ Exit codes: 0 ok, 1 runtime error, 2 bad configuration or usage.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -17,13 +16,15 @@ from typing import Any
 
 import click
 
-from .. import config
+from .. import config, loading
 from ..app import App
 from ..backend.urls import configured_url, is_embedded
 from ..errors import ConfigError, RedisqError
 from . import logs
 
 APP_HELP = "The App, as package.module:attribute (env REDISQ_APP)."
+#: The web app factory ``redisq web`` serves (``redisq up`` runs it under gunicorn).
+WEB_FACTORY = "webapp:create_app"
 URL_HELP = ("Redis URL, or 'embedded' (else REDISQ_URL / REDIS_URL, else "
             "redis://127.0.0.1:6379/0).")
 
@@ -33,21 +34,11 @@ def load_app(spec: str | None, url: str | None) -> App:
     current directory is searched after everything else on ``sys.path``."""
     if not spec:
         return App(url)
-    module_name, _, attr = spec.partition(":")
     # The current directory is searched last, not first: a file there named like a module
     # redisq or the app imports (json.py, redis.py...) must not replace it.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r} for --app: {exc}") from exc
-    app = getattr(module, attr or "app", None)
-    if not isinstance(app, App):
-        raise ConfigError(f"{spec!r} is not a redisq App")
-    if url:
-        app._url = url
-    return app
+    return loading.load_app(spec, "--app", url)
 
 
 def _warn_web_token(settings: config.Settings, what: str) -> None:
@@ -378,8 +369,8 @@ def web(url: str | None, app_spec: str | None, web_host: str | None,
     settings = settings_from(url=url, app=app_spec, web_host=web_host, web_port=web_port)
     logs.setup(settings.log_level, settings.log_format)
     config.check_web(settings, settings.web_host)
-    from webapp import create_app
-
+    # By name, not by import: the library does not depend on its front end (or on Flask).
+    create_app = loading.import_object(WEB_FACTORY, "redisq web (pip install 'redisq[web]')")
     flask_app = create_app({**({"REDISQ_APP": settings.app} if settings.app else {}),
                             **({"url": settings.url} if settings.url else {})})
     flask_app.run(host=settings.web_host, port=settings.web_port, threaded=True)

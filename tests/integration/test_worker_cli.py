@@ -19,7 +19,7 @@ from tests.support.wait import wait_until
 
 
 def use(url: str) -> redis.Redis:
-    worker_app.app._url = url
+    worker_app.app.use_url(url)
     worker_app.app.close()
     return worker_app.app.client
 
