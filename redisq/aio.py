@@ -43,6 +43,7 @@ from .backend.urls import (
 from .broker.channel import CLASSIC_CHANNELS
 from .errors import ConfigError, JobTimeout, NotReplicated
 from .job import final_result
+from .model import as_text
 from .tasks import split_call
 
 
@@ -64,7 +65,7 @@ class AsyncJob:
 
     async def status(self) -> str | None:
         raw = await self._producer.client.hget(keys.job(self.queue, self.id), "status")
-        return raw.decode() if raw is not None else None
+        return as_text(raw) if raw is not None else None
 
     async def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> Any:
         """Wait for the job to end; raises JobFailed / JobTimeout like :meth:`Job.result`."""
@@ -105,14 +106,18 @@ def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aio
         # connect()); the master's connections get everything else.
         sentinel = Sentinel(target.hosts, sentinel_kwargs={
             "socket_timeout": opts.connect_timeout_s, **sentinel_tls(parsed, opts)}, **tls)
-        return sentinel.master_for(target.service, db=target.db, username=target.username,
-                                   password=target.password, **common)
+        master: aioredis.Redis = sentinel.master_for(
+            target.service, db=target.db, username=target.username, password=target.password,
+            **common)
+        return master
     if scheme in ("redis+cluster", "rediss+cluster"):
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
         nodes = [ClusterNode(host, port) for host, port in url_hosts(parsed, 6379)]
         del common["retry"]  # the cluster client's own retries follow MOVED/ASK replies
-        return RedisCluster(
+        # A cluster client stands in for a Redis one (the commands redisq sends are the same),
+        # as connect() does for the sync client.
+        return RedisCluster(  # type: ignore[return-value]
             startup_nodes=nodes, require_full_coverage=False, **common, **tls,
             username=unquote(parsed.username) if parsed.username else None,
             password=unquote(parsed.password) if parsed.password else None)

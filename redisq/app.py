@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -37,6 +37,8 @@ from .tasks import Task, TaskOptions, UniqueBy, duplicate, make_envelope
 log = logging.getLogger("redisq.app")
 
 _JOB_DEPTH = limits.MAX_DEPTH + limits.JOB_WRAPPING  # a job message's own nesting limit
+F = TypeVar("F", bound=Callable[..., Any])  # a hook: returned as it was given
+
 BULK_CHUNK = 500  # jobs per enqueue_many script call: big enough to amortise, short enough for Redis
 
 
@@ -189,7 +191,7 @@ class App:
                         dict(kwargs or {}))
 
         def decorate(func: Callable[..., Any]) -> Task:
-            task = self.task(func, name=name, queue=queue, **task_options)
+            task: Task = self.task(func, name=name, queue=queue, **task_options)
             # Build a tick's message now, so the first tick is not where a bad argument shows.
             self.prepare(task.name, spec.args, spec.kwargs, queue, job_id(task.name, 0.0))
             self.periodic_jobs[task.name] = replace(spec, task=task.name)
@@ -209,32 +211,30 @@ class App:
 
         return register
 
-    def _hook(self, bucket: list[Callable[..., Any]]) -> Callable[..., Any]:
-        def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            bucket.append(func)
-            return func
+    @staticmethod
+    def _hook(bucket: list[Callable[..., Any]], fn: F) -> F:
+        bucket.append(fn)
+        return fn
 
-        return register
-
-    def before_job(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def before_job(self, fn: F) -> F:
         """``fn(job_context)`` before each job (close stale DB connections here)."""
-        return self._hook(self.hooks.before_job)(fn)
+        return self._hook(self.hooks.before_job, fn)
 
-    def after_job(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def after_job(self, fn: F) -> F:
         """``fn(job_context, outcome)`` after each attempt, whatever its outcome."""
-        return self._hook(self.hooks.after_job)(fn)
+        return self._hook(self.hooks.after_job, fn)
 
-    def on_failure(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def on_failure(self, fn: F) -> F:
         """``fn(job_context, exception)`` when an attempt raises."""
-        return self._hook(self.hooks.on_failure)(fn)
+        return self._hook(self.hooks.on_failure, fn)
 
-    def on_startup(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def on_startup(self, fn: F) -> F:
         """``fn(worker)`` once when a worker starts."""
-        return self._hook(self.hooks.startup)(fn)
+        return self._hook(self.hooks.startup, fn)
 
-    def on_shutdown(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def on_shutdown(self, fn: F) -> F:
         """``fn(worker)`` once when a worker stops."""
-        return self._hook(self.hooks.shutdown)(fn)
+        return self._hook(self.hooks.shutdown, fn)
 
     # -- producing ---------------------------------------------------------------------------
     def enqueue(self, task_name: str, args: Sequence[Any] = (),

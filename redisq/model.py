@@ -115,6 +115,11 @@ class Message:
     token: str | None = None
 
 
+def as_text(value: bytes | str, errors: str = "strict") -> str:
+    """A Redis reply as text (redisq's clients return bytes; a str passes through)."""
+    return value.decode("utf-8", errors) if isinstance(value, bytes) else value
+
+
 def as_bytes(body: bytes | str) -> bytes:
     if isinstance(body, bytes):
         return body

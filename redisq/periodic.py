@@ -169,7 +169,7 @@ def job_id(name: str, tick: float) -> str:
 _INDEX_TEXT = ("name", "task", "queue", "schedule", "next_at_iso")
 
 
-def index_row(raw: bytes) -> dict[str, Any] | None:
+def index_row(raw: bytes | str) -> dict[str, Any] | None:
     """One row of the periodic index the scheduler publishes, or None for one it did not
     write (the hash is data anyone with Redis access may have written: any parse error, wrong
     shape or type)."""

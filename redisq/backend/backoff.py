@@ -32,6 +32,6 @@ class Backoff:
 
 def retry_delay_s(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
     """Delay before retry number ``attempt`` (1-based) of a failed job: jittered exponential."""
-    rng = rng or random
+    uniform = rng.uniform if rng is not None else random.uniform
     ceiling = min(cap_s, base_s * (2 ** max(attempt - 1, 0)))
-    return rng.uniform(ceiling / 2, ceiling)
+    return uniform(ceiling / 2, ceiling)

@@ -59,7 +59,8 @@ def node_name(client: RedisCluster, key: str) -> str | None:
     """The name (host:port) of the node serving ``key``'s slot in ``client``'s slot table;
     None when no node does (its node went away and the table was refreshed)."""
     try:
-        return client.nodes_manager.get_node_from_slot(client.keyslot(key)).name  # type: ignore[no-any-return]
+        name: str = client.nodes_manager.get_node_from_slot(client.keyslot(key)).name
+        return name
     except (RedisClusterException, KeyError, IndexError, AttributeError):
         return None
 

@@ -54,6 +54,14 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     SlotNotCoveredError,
 )
 
+#: Also "the server is loading its data set" (a restart): not up yet, try again.
+CONNECTION_OR_LOADING_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS,
+                                                                 redis.BusyLoadingError)
+#: Also an error reply (OOM, READONLY, CLUSTERDOWN...): the step did not happen; nothing is
+#: lost by doing it again later.
+CONNECTION_OR_REPLY_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS,
+                                                               redis.ResponseError)
+
 
 def client_name(role: str) -> str:
     """The name every redisq connection gives itself."""
@@ -158,10 +166,11 @@ def _sentinel_client(parsed: Any, common: dict[str, Any], opts: ConnectionOption
     kwargs = dict(common)
     kwargs.pop("socket_timeout")
     kwargs.pop("socket_connect_timeout")
-    return sentinel.master_for(
+    client: redis.Redis = sentinel.master_for(
         service, db=db, password=password, username=username,
         socket_timeout=opts.socket_timeout_s, connection_class=conn_class, **kwargs,
     )
+    return client
 
 
 def drop_idle_connections(client: redis.Redis) -> None:
@@ -182,7 +191,7 @@ def wait_for_redis(client: redis.Redis, timeout_s: float) -> None:
         try:
             client.ping()
             return
-        except (*CONNECTION_ERRORS, redis.BusyLoadingError):
+        except CONNECTION_OR_LOADING_ERRORS:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(delay)

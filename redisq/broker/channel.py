@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.client import PubSub
@@ -34,10 +34,14 @@ from ..backend import keys
 from ..backend.cluster import sharded_pubsub
 from ..backend.connection import CONNECTION_ERRORS, Outage, drop_idle_connections
 from ..backend.scripts import Scripts
+from ..model import as_text
 from .sharded import PongMissing as _PongMissing
 from .sharded import ShardedSubscription
 
 log = logging.getLogger("redisq.channel")
+
+#: A lost connection, or a subscription whose PINGs went unanswered: reconnect and replay.
+_SUBSCRIBER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, _PongMissing)
 
 StreamId = tuple[int, int]
 
@@ -45,6 +49,10 @@ StreamId = tuple[int, int]
 #: published from the settle script, whose keys are in the queue's slot, and a script may only
 #: SPUBLISH to a channel in its own keys' slot.
 CLASSIC_CHANNELS = frozenset({keys.EVENTS_CHANNEL})
+
+
+#: A stream entry as a bytes client returns it: (id, {field: value}).
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
 
 def _parse_id(raw: bytes | str) -> StreamId:
@@ -211,21 +219,21 @@ class Subscriber:
     def _mark_positions(self, channels: Iterable[str]) -> None:
         """First subscription to a durable channel: replay starts from the stream's end now."""
         for ch in channels:
-            last = self.client.xrevrange(keys.stream(ch), count=1)
+            last = cast(list[StreamEntry], self.client.xrevrange(keys.stream(ch), count=1))
             self._last_id[ch] = _parse_id(last[0][0]) if last else (0, 0)
 
     def _replay(self, channels: Iterable[str] | None = None) -> None:
         for ch in sorted(self.durable if channels is None else channels):
             start = self._last_id.get(ch, (0, 0))
             while True:
-                entries = self.client.xrange(keys.stream(ch), min=f"({start[0]}-{start[1]}",
-                                             count=500)
+                entries = cast(list[StreamEntry], self.client.xrange(
+                    keys.stream(ch), min=f"({start[0]}-{start[1]}", count=500))
                 if not entries:
                     break
                 for raw_id, fields in entries:
                     start = _parse_id(raw_id)
                     self._backlog.append(ChannelMessage(ch, fields[b"d"], None,
-                                                        raw_id.decode(), replayed=True))
+                                                        as_text(raw_id), replayed=True))
                 self._last_id[ch] = start
             if self._backlog:
                 log.info("subscriber: replayed %d message(s) missed on %s", len(self._backlog), ch)
@@ -250,7 +258,7 @@ class Subscriber:
                     self.outage.succeeded()
                     return self._backlog.popleft()
             msg = self._poll(timeout_s)
-        except (*CONNECTION_ERRORS, _PongMissing) as exc:
+        except _SUBSCRIBER_ERRORS as exc:
             self._drop()
             drop_idle_connections(self.client)  # the replay's connections: same dead path
             self.outage.failed(exc)

@@ -17,7 +17,12 @@ import redis
 
 from ..backend import keys
 from ..backend.cluster import is_cluster, node_name
-from ..backend.connection import CONNECTION_ERRORS, Outage, drop_idle_connections
+from ..backend.connection import (
+    CONNECTION_ERRORS,
+    CONNECTION_OR_REPLY_ERRORS,
+    Outage,
+    drop_idle_connections,
+)
 from ..backend.pressure import MemoryPressure
 from ..backend.scripts import Scripts
 from ..backend.wire import wire_for
@@ -213,7 +218,7 @@ class Consumer:
     def _probe(self, q: str) -> None:
         try:
             self._renew(q)  # answered: the node serves q again, and our lease there is fresh
-        except (*CONNECTION_ERRORS, redis.ResponseError) as exc:  # e.g. CLUSTERDOWN, TRYAGAIN
+        except CONNECTION_OR_REPLY_ERRORS as exc:  # e.g. CLUSTERDOWN, TRYAGAIN
             self._node_down(q, exc)
             return
         assert self._rest is not None

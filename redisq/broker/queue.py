@@ -86,7 +86,7 @@ class Queue:
         return counts_many(self.client, [self.name])[self.name]
 
     def dead_letters(self, start: int = 0, stop: int = -1) -> list[bytes]:
-        return list(self.client.lrange(keys.dead(self.name), start, stop))
+        return [as_bytes(b) for b in self.client.lrange(keys.dead(self.name), start, stop)]
 
     def purge(self) -> int:
         """Delete the pending messages (not the in-flight ones); returns how many."""

@@ -45,6 +45,7 @@ from redis.exceptions import RedisClusterException, SlotNotCoveredError
 from ..backend.backoff import Backoff
 from ..backend.cluster import REROUTE_ERRORS, NodePubSub, refresh_slots
 from ..backend.connection import CONNECTION_ERRORS, Outage
+from ..model import as_text
 
 log = logging.getLogger("redisq.channel")
 
@@ -307,7 +308,7 @@ class ShardedSubscription:
             leg = legs[(self._turn + i) % len(legs)]
             if self._legs.get(leg.key) is not leg:
                 continue  # failed earlier in this sweep
-            msg = self._guarded(leg.key, partial(self._read, leg))
+            msg: RawMessage | None = self._guarded(leg.key, partial(self._read, leg))
             if msg is not None:
                 self._turn = (self._turn + i + 1) % len(legs)
                 return msg
@@ -317,14 +318,13 @@ class ShardedSubscription:
         """The leg's next message if one has arrived; PONGs, confirmations and drops are
         handled here and not returned."""
         while True:
-            raw = leg.pubsub.get_message(timeout=0.0)
+            raw: RawMessage | None = leg.pubsub.get_message(timeout=0.0)
             if raw is None:
                 return None
             kind = raw.get("type")
             if kind in ("message", "smessage", "pmessage"):
                 return raw
-            name = raw.get("channel")
-            name = name.decode() if isinstance(name, bytes) else name
+            name = as_text(raw.get("channel") or "")  # none on a PONG
             if kind == "pong":
                 leg.ping_outstanding = None
             elif kind in _CONFIRMS:

@@ -22,6 +22,7 @@ import redis
 from ..backend import keys
 from ..backend.cluster import is_cluster
 from ..backend.connection import CONNECTION_ERRORS
+from ..model import as_bytes
 
 Move = Callable[[str, float], "bytes | None"]
 
@@ -42,7 +43,9 @@ class Waits:
         """One blocking move (None when it timed out, or was interrupted)."""
         src, dst = keys.pending(q), keys.processing(q, self.consumer_id)
         if is_cluster(self.client):  # redis-py follows MOVED/ASK there; not interruptible
-            return self.client.blmove(src, dst, timeout_s, "RIGHT", "LEFT")  # type: ignore[no-any-return]
+            # redis-py types the timeout as int; BLMOVE takes decimal seconds.
+            moved = self.client.blmove(src, dst, timeout_s, "RIGHT", "LEFT")  # type: ignore[arg-type]
+            return as_bytes(moved) if moved is not None else None
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:

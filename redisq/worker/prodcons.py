@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ..backend.connection import CONNECTION_ERRORS
+from ..backend.connection import CONNECTION_ERRORS, CONNECTION_OR_REPLY_ERRORS
 from ..backend.index import WorkerIndex
 from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED, dead_entry
 from ..broker.consumer import Consumer
@@ -51,7 +51,7 @@ SHORT_JOB_S = 0.002
 TAKE_SHORT = 4
 #: What a worker step outlives: connection trouble, and error replies that pass (OOM, MISCONF,
 #: READONLY during a failover); a worker that exited on them would need a restart to recover.
-PASSING_ERRORS = (*CONNECTION_ERRORS, redis.ResponseError)
+PASSING_ERRORS = CONNECTION_OR_REPLY_ERRORS
 #: Poison at least this large is dead-lettered by a thread of its own (one at a time), so the
 #: jobs behind it do not wait for a round trip that carries it twice (a 16 MiB message: ~0.5 s).
 BURY_ASIDE_BYTES = 1_048_576
@@ -271,16 +271,17 @@ class Worker(Daemon):
                 with self._slots:
                     self._track(job)
                 continue
+            current = job
             try:
-                job = self._record_and_take(job, outcome, taken)
+                job = self._record_and_take(current, outcome, taken)
             except Exception:
                 # E.g. an error reply (OOM, READONLY after a failover). The recorder settles
                 # again (settling twice is harmless) and frees the slot; messages taken in the
                 # same round trip are found by the orphan check.
-                log.exception("job=%s task=%s: could not settle with the next take", job.env.id,
-                              job.env.task)
+                log.exception("job=%s task=%s: could not settle with the next take",
+                              current.env.id, current.env.task)
                 self.consumer.recheck()
-                self.record(job, outcome, holds_slot=True)
+                self.record(current, outcome, holds_slot=True)
                 job = None
         self._leave(taken)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ..backend.backoff import Backoff
-from ..backend.connection import CONNECTION_ERRORS
+from ..backend.connection import CONNECTION_OR_REPLY_ERRORS
 
 if TYPE_CHECKING:
     from ..backend.records import Records
@@ -176,7 +176,7 @@ class Recorder:
         try:
             self._record(batch)
             return {}
-        except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
+        except CONNECTION_OR_REPLY_ERRORS as exc:
             self._log_failure(batch, exc)
         by_queue: dict[str, list[Item]] = {}
         for item in batch:
@@ -187,7 +187,7 @@ class Recorder:
         for q, group in by_queue.items():
             try:
                 self._record(group)
-            except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
+            except CONNECTION_OR_REPLY_ERRORS as exc:
                 self._log_failure(group, exc)
                 failed[q] = group
         return failed
