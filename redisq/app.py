@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 import redis
 
@@ -32,12 +32,29 @@ from .job import Job
 from .locks import Lock
 from .model import Envelope, new_id
 from .periodic import Periodic, job_id
-from .tasks import Task, TaskOptions, UniqueBy, duplicate, make_envelope
+from .tasks import (
+    AnyTask,
+    BoundTaskDecorator,
+    Task,
+    TaskDecorator,
+    TaskKwargs,
+    TaskOptions,
+    UniqueBy,
+    duplicate,
+    make_envelope,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from typing_extensions import Unpack
 
 log = logging.getLogger("redisq.app")
 
 _JOB_DEPTH = limits.MAX_DEPTH + limits.JOB_WRAPPING  # a job message's own nesting limit
 F = TypeVar("F", bound=Callable[..., Any])  # a hook: returned as it was given
+P = ParamSpec("P")
+R = TypeVar("R")
 
 BULK_CHUNK = 500  # jobs per enqueue_many script call: big enough to amortise, short enough for Redis
 
@@ -57,7 +74,7 @@ class Hooks:
 class Prepared:
     """A validated call, ready to send: its task (if registered here), envelope and message."""
 
-    task: Task | None
+    task: AnyTask | None
     env: Envelope
     message: bytes
     unique_ttl_s: float
@@ -104,7 +121,7 @@ class App:
                 or max_message_bytes < 1:
             raise ValueError(f"max_message_bytes must be a positive int, not {max_message_bytes!r}")
         self.max_message_bytes = max_message_bytes
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, AnyTask] = {}
         self._json_templates: dict[tuple[str, str], serializers.JobEncoder] = {}
         self.subscribers: dict[str, SubscriberSpec] = {}
         self.durable_channels: set[str] = set()
@@ -156,6 +173,17 @@ class App:
             self._records = None
 
     # -- registration ------------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: None = None, *, bind: Literal[False] = False,
+             **options: Unpack[TaskKwargs]) -> TaskDecorator: ...
+    @overload
+    def task(self, fn: None = None, *, bind: Literal[True],
+             **options: Unpack[TaskKwargs]) -> BoundTaskDecorator: ...
+
     def task(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
              queue: str = "default", retries: int = 3, timeout_s: float | None = 300.0,
              retry_backoff_s: float = 1.0, retry_backoff_cap_s: float = 600.0,
@@ -166,11 +194,11 @@ class App:
         opts = TaskOptions(queue, retries, timeout_s, retry_backoff_s, retry_backoff_cap_s,
                            unique_by, on_duplicate, bind, dead_letter)
 
-        def register(func: Callable[..., Any]) -> Task:
+        def register(func: Callable[..., Any]) -> Task[..., Any]:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ValueError(f"a different task is already registered as {task_name!r}")
-            task = Task(self, func, task_name, opts)
+            task: AnyTask = Task(self, func, task_name, opts)
             self.tasks[task_name] = task
             return task
 
@@ -190,8 +218,8 @@ class App:
         spec = Periodic("?", queue, cron, every_s, tz, misfire, misfire_grace_s, tuple(args),
                         dict(kwargs or {}))
 
-        def decorate(func: Callable[..., Any]) -> Task:
-            task: Task = self.task(func, name=name, queue=queue, **task_options)
+        def decorate(func: Callable[..., Any]) -> Task[..., Any]:
+            task: Task[..., Any] = self.task(name=name, queue=queue, **task_options)(func)
             # Build a tick's message now, so the first tick is not where a bad argument shows.
             self.prepare(task.name, spec.args, spec.kwargs, queue, job_id(task.name, 0.0))
             self.periodic_jobs[task.name] = replace(spec, task=task.name)
@@ -240,7 +268,7 @@ class App:
     def enqueue(self, task_name: str, args: Sequence[Any] = (),
                 kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
-                eta: datetime | float | None = None) -> Job:
+                eta: datetime | float | None = None) -> Job[Any]:
         """Queue a call of ``task_name`` (registered here or only in the worker)."""
         prepared = self.prepare(task_name, args, kwargs, queue, job_id)
         delay_s = delay_from(delay_s, eta)
@@ -294,11 +322,11 @@ class App:
                                     self.serializer.name,
                                     None if json_ or env is None else env.to_dict(), "job message")
 
-    def finish_enqueue(self, prepared: Prepared, created: bool, job_id: bytes | str) -> Job:
+    def finish_enqueue(self, prepared: Prepared, created: bool, job_id: bytes | str) -> Job[Any]:
         """The Job handle for an enqueue's answer (or the duplicate rule's error)."""
         jid = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
         env = prepared.env
-        job = Job(self.records, jid, env.queue, created)
+        job: Job[Any] = Job(self.records, jid, env.queue, created)
         if not created:
             log.info("job=%s task=%s queue=%s duplicate of a queued or running job",
                      jid, env.task, env.queue)
@@ -308,7 +336,7 @@ class App:
 
     def enqueue_many(self, task_name: str,
                      calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
-                     queue: str | None = None) -> list[Job]:
+                     queue: str | None = None) -> list[Job[Any]]:
         """Queue many calls of one task in as few round trips as possible."""
         task = self.tasks.get(task_name)
         q = keys.check_name(queue or (task.options.queue if task else "default"))
@@ -316,7 +344,7 @@ class App:
             return [self.enqueue(task_name, a, k, queue=q) for a, k in calls]
         now = round(time.time(), 3)
         message = self._bulk_message_builder(task_name, q, now)
-        jobs: list[Job] = []
+        jobs: list[Job[Any]] = []
         batch: list[tuple[str, bytes]] = []
         # Everything is validated and encoded before anything is sent: a bad call anywhere
         # in ``calls`` queues nothing.
@@ -363,7 +391,7 @@ class App:
                 self._json_templates[(task_name, queue)] = encode
         return encode
 
-    def job(self, job_id: str, queue: str | None = None) -> Job | None:
+    def job(self, job_id: str, queue: str | None = None) -> Job[Any] | None:
         """The handle of an existing job, or None when no queue has a record for it."""
         q = queue or self.records.find_queue(job_id)
         if q is None or not self.records.status(q, job_id):
@@ -401,7 +429,7 @@ class App:
         """A lease-based distributed mutex (``with app.lock("project:7"): ...``)."""
         return Lock(self.client, name, ttl_s, wait_s, auto_renew, self.records.scripts)
 
-    def task_or_raise(self, name: str) -> Task:
+    def task_or_raise(self, name: str) -> AnyTask:
         try:
             return self.tasks[name]
         except KeyError:
@@ -430,7 +458,7 @@ def delay_from(delay_s: float | None, eta: datetime | float | None) -> float | N
     return max(when - time.time(), 0.0)
 
 
-def _unique_ttl_s(task: Task | None) -> float:
+def _unique_ttl_s(task: AnyTask | None) -> float:
     """Safety lease of a unique key, counted from when the job is due (the enqueue adds any
     delay): the worker deletes the key when the job ends, and an enqueue takes over a key
     whose job is over, so this only bounds how long a key can outlive a lost job. It covers

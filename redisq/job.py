@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from .errors import JobFailed, JobTimeout
 from .model import CANCELLED, DEAD, FAILED, SUCCEEDED
@@ -54,8 +54,12 @@ def current_job() -> JobContext:
     return ctx
 
 
-class Job:
-    """A producer's handle on a job: its id, live status, progress and result."""
+R = TypeVar("R")
+
+
+class Job(Generic[R]):
+    """A producer's handle on a job: its id, live status, progress and result (``R``: what
+    the task returns, when the job came from a typed :class:`~redisq.tasks.Task`)."""
 
     def __init__(self, records: Records, job_id: str, queue: str, created: bool = True) -> None:
         self._records = records
@@ -79,7 +83,7 @@ class Job:
         """Cancel the job if it has not started; returns whether it was cancelled."""
         return self._records.cancel(self.queue, self.id)
 
-    def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> Any:
+    def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> R:
         """Wait for the job to end and return its result; raises :class:`JobFailed` with the
         task's error type and message, or :class:`JobTimeout` after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
@@ -88,7 +92,7 @@ class Job:
             info = self.info()
             done, value = final_result(self.id, info)
             if done:
-                return value
+                return cast(R, value)  # the JSON of what the task returned
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise JobTimeout(f"job {self.id} still {info.get('status') or 'unknown'} "

@@ -30,7 +30,7 @@ from ..model import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcom
 
 if TYPE_CHECKING:
     from ..app import Hooks
-    from ..tasks import Task
+    from ..tasks import AnyTask
 
 log = logging.getLogger("redisq.worker")
 
@@ -42,7 +42,7 @@ class Reserved:
 
     message: Message
     env: Envelope
-    task: Task
+    task: AnyTask
 
 
 class JobTimeLimit(BaseException):
@@ -100,7 +100,7 @@ class AsyncRunner:
         self._thread.join(timeout=5)
 
 
-def failure_outcome(task: Task, env: Envelope, exc: BaseException, duration_s: float,
+def failure_outcome(task: AnyTask, env: Envelope, exc: BaseException, duration_s: float,
                     rng_delay: Callable[[int, float, float], float] = retry_delay_s) -> Outcome:
     """Retry with jittered exponential backoff while attempts remain, else dead (or failed
     for tasks with ``dead_letter=False``). ``raise Retry(delay_s=…)`` picks its own delay."""
@@ -119,7 +119,7 @@ def failure_outcome(task: Task, env: Envelope, exc: BaseException, duration_s: f
     return Outcome(final, None, err_type, message, tb, 0.0, duration_s)
 
 
-def execute(task: Task, env: Envelope, ctx: JobContext, hooks: Hooks,
+def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
             limiter: TimeLimiter | None = None, runner: AsyncRunner | None = None,
             clock: Callable[[], float] = time.perf_counter) -> Outcome:
     """Run ``task`` for ``env`` with its hooks and time limit; never raises (except a forced
@@ -147,7 +147,7 @@ def execute(task: Task, env: Envelope, ctx: JobContext, hooks: Hooks,
     return outcome
 
 
-def _call(task: Task, args: list[Any], kwargs: dict[str, Any], limiter: TimeLimiter | None,
+def _call(task: AnyTask, args: list[Any], kwargs: dict[str, Any], limiter: TimeLimiter | None,
           runner: AsyncRunner | None) -> Any:
     if task.is_async:
         if runner is not None:
