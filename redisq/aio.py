@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry as RedisRetry
 
-from .app import App, delay_from
+from .app import App
 from .backend import keys
 from .backend.cluster import sharded_pubsub
 from .backend.connection import client_name
@@ -44,6 +44,7 @@ from .broker.channel import CLASSIC_CHANNELS
 from .errors import ConfigError, JobTimeout, NotReplicated
 from .job import final_result
 from .model import as_text
+from .producer import delay_from
 from .tasks import split_call
 
 

@@ -30,8 +30,9 @@ from .broker.queue import Queue
 from .errors import UnknownTask
 from .job import Job
 from .locks import Lock
-from .model import Envelope, new_id
+from .model import new_id
 from .periodic import Periodic, job_id
+from .producer import Messages, Prepared, delay_from, job_for
 from .tasks import (
     AnyTask,
     BoundTaskDecorator,
@@ -40,8 +41,6 @@ from .tasks import (
     TaskKwargs,
     TaskOptions,
     UniqueBy,
-    duplicate,
-    make_envelope,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("redisq.app")
 
-_JOB_DEPTH = limits.MAX_DEPTH + limits.JOB_WRAPPING  # a job message's own nesting limit
 F = TypeVar("F", bound=Callable[..., Any])  # a hook: returned as it was given
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -68,17 +66,6 @@ class Hooks:
     on_failure: list[Callable[..., Any]] = field(default_factory=list)
     startup: list[Callable[..., Any]] = field(default_factory=list)
     shutdown: list[Callable[..., Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A validated call, ready to send: its task (if registered here), envelope and message."""
-
-    task: AnyTask | None
-    env: Envelope
-    message: bytes
-    unique_ttl_s: float
-    fresh_id: bool = False  # generated here: no record can exist under it yet
 
 
 @dataclass(frozen=True)
@@ -122,7 +109,7 @@ class App:
             raise ValueError(f"max_message_bytes must be a positive int, not {max_message_bytes!r}")
         self.max_message_bytes = max_message_bytes
         self.tasks: dict[str, AnyTask] = {}
-        self._json_templates: dict[tuple[str, str], serializers.JobEncoder] = {}
+        self.messages = Messages(self.serializer, self.tasks, lambda: self.max_message_bytes)
         self.subscribers: dict[str, SubscriberSpec] = {}
         self.durable_channels: set[str] = set()
         self.hooks = Hooks()
@@ -289,50 +276,12 @@ class App:
 
     def prepare(self, task_name: str, args: Sequence[Any], kwargs: dict[str, Any] | None,
                 queue: str | None, job_id: str | None) -> Prepared:
-        """Validate a call and build its message (pure: no Redis). Raises ``TypeError`` for
-        arguments the task cannot take, ``SerializationError`` for values JSON cannot carry,
-        and :class:`~redisq.limits.MessageTooLarge` / :class:`~redisq.limits.MessageTooDeep`
-        (also ``ValueError``) beyond ``max_message_bytes`` or :data:`~redisq.limits.MAX_DEPTH`."""
-        task = self.tasks.get(task_name)
-        _check_call(task_name, args, kwargs, job_id)
-        kwargs = dict(kwargs or {})
-        q = keys.check_name(queue or (task.options.queue if task else "default"))
-        unique = None
-        if task is not None:
-            task.check_args(args, kwargs)
-            unique = task.unique_key(args, kwargs)
-        env = make_envelope(task_name, q, args, kwargs, job_id, unique)
-        if unique is None and job_id is None and self.serializer.name == "json":
-            # (A caller's job id goes through the encoder: it escapes what the template would
-            # copy as is.)
-            message = self._json_message(task_name, q)(env.id, args, kwargs, env.enqueued_at)
-        else:
-            message = self.serializer.dumps(env.to_dict())
-        self._check_job(message, env)
-        return Prepared(task, env, message, _unique_ttl_s(task), fresh_id=job_id is None)
-
-    def _check_job(self, message: bytes, env: Envelope | None = None) -> bytes:
-        """``message`` if within the limits (``env``: what it encodes, for non-JSON)."""
-        json_ = self.serializer.name == "json"
-        # The hot path inline: small, and too few brackets to nest too deep.
-        if (json_ and len(message) <= self.max_message_bytes
-                and message.count(b"[") + message.count(b"{") <= _JOB_DEPTH):
-            return message
-        return limits.check_message(message, self.max_message_bytes, _JOB_DEPTH,
-                                    self.serializer.name,
-                                    None if json_ or env is None else env.to_dict(), "job message")
+        """Validate a call and build its message (pure: see :meth:`Messages.prepare`)."""
+        return self.messages.prepare(task_name, args, kwargs, queue, job_id)
 
     def finish_enqueue(self, prepared: Prepared, created: bool, job_id: bytes | str) -> Job[Any]:
         """The Job handle for an enqueue's answer (or the duplicate rule's error)."""
-        jid = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
-        env = prepared.env
-        job: Job[Any] = Job(self.records, jid, env.queue, created)
-        if not created:
-            log.info("job=%s task=%s queue=%s duplicate of a queued or running job",
-                     jid, env.task, env.queue)
-            return duplicate(prepared.task, job)
-        log.debug("job=%s task=%s queue=%s enqueued", jid, env.task, env.queue)
-        return job
+        return job_for(self.records, prepared, created, job_id)
 
     def enqueue_many(self, task_name: str,
                      calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
@@ -343,7 +292,7 @@ class App:
         if task is not None and task.options.unique_by is not None:
             return [self.enqueue(task_name, a, k, queue=q) for a, k in calls]
         now = round(time.time(), 3)
-        message = self._bulk_message_builder(task_name, q, now)
+        message = self.messages.bulk_builder(task_name, q, now)
         jobs: list[Job[Any]] = []
         batch: list[tuple[str, bytes]] = []
         # Everything is validated and encoded before anything is sent: a bad call anywhere
@@ -367,29 +316,6 @@ class App:
             self.records.scripts.run_many(calls_out[i:i + 20], self.wait_replicas,
                                           self.wait_timeout_s)
         return jobs
-
-    def _bulk_message_builder(self, task_name: str, queue: str,
-                              now: float) -> Callable[[str, Sequence[Any], dict[str, Any]], bytes]:
-        """``message(job_id, args, kwargs)`` for many jobs of one task enqueued at ``now``."""
-        check = self._check_job
-        if self.serializer.name == "json":
-            encode = self._json_message(task_name, queue)
-            return lambda jid, args, kwargs: check(encode(jid, args, kwargs, now))
-        dumps = self.serializer.dumps
-
-        def generic(jid: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
-            env = make_envelope(task_name, queue, args, kwargs, jid, None)
-            return check(dumps({**env.to_dict(), "enqueued_at": now}), env)
-        return generic
-
-    def _json_message(self, task_name: str, queue: str) -> serializers.JobEncoder:
-        """The cached :func:`serializers.job_encoder` of ``task_name`` on ``queue``."""
-        encode = self._json_templates.get((task_name, queue))
-        if encode is None:
-            encode = serializers.job_encoder(self.serializer, task_name, queue)
-            if len(self._json_templates) < 1024:  # bounded: task and queue names come from code
-                self._json_templates[(task_name, queue)] = encode
-        return encode
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any] | None:
         """The handle of an existing job, or None when no queue has a record for it."""
@@ -434,41 +360,6 @@ class App:
             return self.tasks[name]
         except KeyError:
             raise UnknownTask(f"no task registered as {name!r}") from None
-
-
-def _check_call(task_name: Any, args: Any, kwargs: Any, job_id: Any) -> None:
-    """Refuse what would reach a worker as a malformed message (and be dead-lettered there)."""
-    if not isinstance(task_name, str) or not task_name:
-        raise TypeError(f"a task name is a non-empty string, not {task_name!r}")
-    if not isinstance(args, (list, tuple)):
-        raise TypeError(f"args must be a list or tuple, not {type(args).__name__}")
-    if kwargs is not None and not isinstance(kwargs, dict):
-        raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}")
-    if job_id is not None:
-        # reserve.lua finds the id in the message by a pattern: no quote or backslash in it.
-        keys.check_name(job_id, "job id")
-        if '"' in job_id or "\\" in job_id:
-            raise ValueError(f"job id {job_id!r} must not contain quotes or backslashes")
-
-
-def delay_from(delay_s: float | None, eta: datetime | float | None) -> float | None:
-    if eta is None:
-        return delay_s
-    when = eta.timestamp() if isinstance(eta, datetime) else float(eta)
-    return max(when - time.time(), 0.0)
-
-
-def _unique_ttl_s(task: AnyTask | None) -> float:
-    """Safety lease of a unique key, counted from when the job is due (the enqueue adds any
-    delay): the worker deletes the key when the job ends, and an enqueue takes over a key
-    whose job is over, so this only bounds how long a key can outlive a lost job. It covers
-    every try with its backoff, and at least a day of waiting in the queue: a key that
-    expired while its job still waited would let a duplicate in."""
-    if task is None or task.options.unique_by is None:
-        return 86_400.0
-    opts = task.options
-    per_try = opts.timeout_s or 3600.0
-    return max(86_400.0, per_try * (opts.retries + 1) + opts.retry_backoff_cap_s * opts.retries)
 
 
 __all__ = ["App", "Hooks", "SubscriberSpec"]
