@@ -35,7 +35,7 @@ from ..backend.cluster import sharded_pubsub
 from ..backend.connection import CONNECTION_ERRORS, Outage, drop_idle_connections
 from ..backend.scripts import Scripts
 from ..model import as_text
-from .sharded import PongMissing as _PongMissing
+from .legs import PongMissing as _PongMissing
 from .sharded import ShardedSubscription
 
 log = logging.getLogger("redisq.channel")

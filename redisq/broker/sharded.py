@@ -33,68 +33,33 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import redis
-from redis.client import PubSub
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.exceptions import SlotNotCoveredError
 
 from ..backend.backoff import Backoff
-from ..backend.cluster import REROUTE_ERRORS, NodePubSub, refresh_slots
-from ..backend.connection import CONNECTION_ERRORS, Outage
+from ..backend.cluster import NodePubSub, refresh_slots
+from ..backend.connection import Outage
 from ..model import as_text
+from .legs import (
+    CHANNEL,
+    CLASSIC,
+    CONFIRMS,
+    DROPS,
+    LEG_ERRORS,
+    PATTERN,
+    SHARD,
+    UNCOVERED,
+    Leg,
+    LegJob,
+    PongMissing,
+    RawMessage,
+)
 
 log = logging.getLogger("redisq.channel")
-
-RawMessage = dict[str, Any]
-CLASSIC = "classic"  # key of the leg for classic channels and patterns
-UNCOVERED = "uncovered"  # backoff key of shard channels whose slot no node serves right now
-SHARD, CHANNEL, PATTERN = "s", "c", "p"  # kinds of subscription
-_CONFIRMS = {"ssubscribe": SHARD, "subscribe": CHANNEL, "psubscribe": PATTERN}
-_DROPS = {"sunsubscribe": SHARD, "unsubscribe": CHANNEL, "punsubscribe": PATTERN}
-
-
-class PongMissing(Exception):
-    """The server did not answer our PING in time: treat the connection as dead."""
-
-
-#: What makes a leg unusable. A MOVED/ASK reply to SSUBSCRIBE means the slot table is stale.
-LEG_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, *REROUTE_ERRORS, PongMissing,
-                                               RedisClusterException)
-
-
-@dataclass(eq=False)
-class _Leg:
-    """One subscribed connection: to ``node`` for its shard channels, or the classic one."""
-
-    key: str
-    node: ClusterNode
-    pubsub: PubSub
-    held: dict[str, set[str]] = field(
-        default_factory=lambda: {SHARD: set(), CHANNEL: set(), PATTERN: set()})
-    unconfirmed: set[tuple[str, str]] = field(default_factory=set)  # sent, not confirmed yet
-    last_ping: float = 0.0
-    ping_outstanding: float | None = None
-
-    def close(self) -> None:
-        # The connection may already be gone; there is nothing left to tell the server.
-        with contextlib.suppress(*LEG_ERRORS):
-            self.pubsub.reset()
-
-
-@dataclass(eq=False)
-class _Job:
-    """A leg opened on a helper thread: after a failure, its node may not answer."""
-
-    key: str
-    node: ClusterNode | None  # None: any master (the classic leg)
-    wants: dict[str, set[str]]
-    leg: _Leg | None = None
-    error: Exception | None = None
-
 
 class ShardedSubscription:
     """Legs to the nodes of a cluster, with the subscriptions each should hold. Used by one
@@ -110,12 +75,12 @@ class ShardedSubscription:
         self.clock = clock
         self.prepare = prepare
         self.subscribed = subscribed
-        self._legs: dict[str, _Leg] = {}
+        self._legs: dict[str, Leg] = {}
         self._pending: dict[str, set[str]] = {SHARD: set(), CHANNEL: set(), PATTERN: set()}
         self._retry_at: dict[str, float] = {}
         self._backoffs: dict[str, Backoff] = {}  # keys that failed and are not confirmed since
         self._connecting: set[str] = set()  # keys with a helper thread at work
-        self._done: list[_Job] = []  # finished helper jobs, for the reader to adopt
+        self._done: list[LegJob] = []  # finished helper jobs, for the reader to adopt
         self._lock = threading.Lock()
         self._closed = False
         self._ready: deque[RawMessage] = deque()  # read while checking a leg's PONG
@@ -198,7 +163,7 @@ class ShardedSubscription:
                 self._place(name, node, {SHARD: chans})
         if uncovered and self._free(UNCOVERED):
             self._fail(UNCOVERED, SlotNotCoveredError("a shard channel's slot has no node"))
-            self._start(_Job(UNCOVERED, None, {}))  # only reads the slot table again
+            self._start(LegJob(UNCOVERED, None, {}))  # only reads the slot table again
         elif not uncovered:
             self._backoffs.pop(UNCOVERED, None)
 
@@ -211,7 +176,7 @@ class ShardedSubscription:
         if leg is None and key in self._backoffs:
             for kind, names in wants.items():
                 self._pending[kind] -= names  # the job holds them now
-            self._start(_Job(key, node, wants))
+            self._start(LegJob(key, node, wants))
             return
         try:
             if leg is None:
@@ -223,16 +188,16 @@ class ShardedSubscription:
         for kind, names in wants.items():
             self._pending[kind] -= names
 
-    def _new_leg(self, key: str, node: ClusterNode | None) -> _Leg:
+    def _new_leg(self, key: str, node: ClusterNode | None) -> Leg:
         if node is None:  # the classic leg: any master, as a classic PUBLISH reaches them all
             primaries = self.client.get_primaries()
             if not primaries:
                 raise redis.ConnectionError("cluster: no master known")
             node = random.choice(primaries)  # spreads many subscribers over the masters
         pool = self.client.get_redis_connection(node).connection_pool
-        return _Leg(key, node, NodePubSub(pool), last_ping=self.clock())
+        return Leg(key, node, NodePubSub(pool), last_ping=self.clock())
 
-    def _subscribe_on(self, leg: _Leg, wants: dict[str, set[str]]) -> None:
+    def _subscribe_on(self, leg: Leg, wants: dict[str, set[str]]) -> None:
         """Send the (S|P)SUBSCRIBE commands for ``wants`` on ``leg`` (no reply is awaited:
         confirmations arrive with the messages)."""
         marks = wants.get(SHARD, set()) | wants.get(CHANNEL, set())
@@ -253,12 +218,12 @@ class ShardedSubscription:
         if wants.get(PATTERN):
             leg.pubsub.psubscribe(*sorted(wants[PATTERN]))
 
-    def _start(self, job: _Job) -> None:
+    def _start(self, job: LegJob) -> None:
         self._connecting.add(job.key)
         threading.Thread(target=self._run_job, args=(job,), daemon=True,
                          name=f"redisq-subscribe-{job.key}").start()
 
-    def _run_job(self, job: _Job) -> None:
+    def _run_job(self, job: LegJob) -> None:
         """On the helper thread: read the slot table again, open the leg and subscribe."""
         try:
             refresh_slots(self.client)
@@ -314,7 +279,7 @@ class ShardedSubscription:
                 return msg
         return None
 
-    def _read(self, leg: _Leg) -> RawMessage | None:
+    def _read(self, leg: Leg) -> RawMessage | None:
         """The leg's next message if one has arrived; PONGs, confirmations and drops are
         handled here and not returned."""
         while True:
@@ -327,17 +292,17 @@ class ShardedSubscription:
             name = as_text(raw.get("channel") or "")  # none on a PONG
             if kind == "pong":
                 leg.ping_outstanding = None
-            elif kind in _CONFIRMS:
-                leg.unconfirmed.discard((_CONFIRMS[kind], name))
+            elif kind in CONFIRMS:
+                leg.unconfirmed.discard((CONFIRMS[kind], name))
                 if kind != "psubscribe":
                     self.subscribed(name)
                 self._confirmed = True
                 if not leg.unconfirmed:
                     self._backoffs.pop(leg.key, None)  # that node works: start small next time
-            elif kind in _DROPS:
-                self._dropped(leg, _DROPS[kind], name)
+            elif kind in DROPS:
+                self._dropped(leg, DROPS[kind], name)
 
-    def _dropped(self, leg: _Leg, kind: str, name: str) -> None:
+    def _dropped(self, leg: Leg, kind: str, name: str) -> None:
         """The server ended a subscription redisq never gave up: its slot moved away. Slots
         move on a healthy cluster, so the slot table is read again right here."""
         log.info("subscriber: %s dropped %s (its slot moved); subscribing where it is now",
@@ -355,7 +320,7 @@ class ShardedSubscription:
             if self._legs.get(leg.key) is leg:
                 self._guarded(leg.key, partial(self._check, leg, now))
 
-    def _check(self, leg: _Leg, now: float) -> None:
+    def _check(self, leg: Leg, now: float) -> None:
         if leg.ping_outstanding is not None:
             if now - leg.ping_outstanding > self.pong_timeout_s:
                 while (msg := self._read(leg)) is not None:
@@ -415,10 +380,10 @@ class ShardedSubscription:
                  where, type(exc).__name__, exc, delay)
         self.outage.failed(exc, wait=False)
 
-    def _close(self, leg: _Leg) -> None:
+    def _close(self, leg: Leg) -> None:
         if self._legs.get(leg.key) is leg:
             del self._legs[leg.key]
         leg.close()
 
 
-__all__ = ["LEG_ERRORS", "PongMissing", "ShardedSubscription"]
+__all__ = ["ShardedSubscription"]
