@@ -119,7 +119,7 @@ def worker(app_spec: str | None, **flags: Any) -> None:
     if not settings.app:
         raise ConfigError("worker needs --app package.module:app (or REDISQ_APP)")
     app = apply_settings(load_app(settings.app, settings.url), settings)
-    from ..worker.prodcons import run_worker
+    from ..worker import run_worker
 
     sys.exit(run_worker(app, settings))
 

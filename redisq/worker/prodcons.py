@@ -1,8 +1,8 @@
 """The prodcons worker: ``redisq worker --mode prodcons``.
 
-Its main loop is three named steps: :meth:`Worker.reserve` (take up to one message per free
+Its main loop is three named steps: :meth:`ProdconsWorker.reserve` (take up to one message per free
 slot, in one round trip when they wait), :func:`redisq.worker.execute.execute` (run the task; pure, no
-Redis) in a pool thread, and :meth:`Worker.record` (settle the attempt in one Lua step).
+Redis) in a pool thread, and :meth:`ProdconsWorker.record` (settle the attempt in one Lua step).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ PASSING_ERRORS = CONNECTION_OR_REPLY_ERRORS
 BURY_ASIDE_BYTES = 1_048_576
 
 
-class Worker(Daemon):
+class ProdconsWorker(Daemon):
     """Consumes ``settings.queues`` (priority order) with ``settings.concurrency`` threads."""
 
     mode = "prodcons"
@@ -517,17 +517,7 @@ _UNKNOWN: Any = _UnknownTask()
 _JOB_ID = re.compile(rb'\{"id":"([!#-\[\]-~]{1,256})"')
 
 
-def run_worker(app: App, settings: Settings) -> int:
-    """Run the worker ``settings.mode`` asks for; returns the exit code."""
-    if settings.mode == "pubsub":
-        from .pubsub import PubSubWorker
+#: The name this class had when it was the only worker (tests and users import it).
+Worker = ProdconsWorker
 
-        if settings.with_scheduler:  # a shared env file may set it for every worker
-            log.warning("with_scheduler is ignored in pubsub mode: run the scheduler in a "
-                        "prodcons worker or as `redisq scheduler`")
-
-        return PubSubWorker(app, settings).run()
-    return Worker(app, settings).run()
-
-
-__all__ = ["Pool", "Reserved", "Worker", "run_worker"]  # Pool: re-exported for old imports
+__all__ = ["ProdconsWorker", "Reserved", "Worker"]
