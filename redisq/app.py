@@ -27,7 +27,6 @@ from .backend.scripts import Scripts
 from .backend.urls import is_embedded
 from .broker.channel import Channel
 from .broker.queue import Queue
-from .errors import UnknownTask
 from .job import Job
 from .locks import Lock
 from .model import new_id
@@ -354,12 +353,6 @@ class App:
              auto_renew: bool = True) -> Lock:
         """A lease-based distributed mutex (``with app.lock("project:7"): ...``)."""
         return Lock(self.client, name, ttl_s, wait_s, auto_renew, self.records.scripts)
-
-    def task_or_raise(self, name: str) -> AnyTask:
-        try:
-            return self.tasks[name]
-        except KeyError:
-            raise UnknownTask(f"no task registered as {name!r}") from None
 
 
 __all__ = ["App", "Hooks", "SubscriberSpec"]

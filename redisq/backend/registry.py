@@ -83,7 +83,15 @@ class Registry:
             self.client.zrem(keys.WORKERS, *gone)
         return out
 
-    def stale(self, max_age_s: float, now: float | None = None) -> list[dict[str, Any]]:
-        """Workers whose main loop has not completed an iteration within ``max_age_s``."""
+    def stale(self, max_age_s: float, now: float | None = None,
+              workers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Workers (of ``workers``, default every registered one) whose main loop has not
+        completed an iteration within ``max_age_s``: the rule of ``redisq health``."""
         now = time.time() if now is None else now
-        return [w for w in self.workers() if now - float(w.get("loop_at", 0)) > max_age_s]
+        return [w for w in (self.workers() if workers is None else workers)
+                if loop_idle_s(w, now) > max_age_s]
+
+
+def loop_idle_s(worker: dict[str, Any], now: float) -> float:
+    """How long ``worker``'s main loop has gone without completing an iteration."""
+    return now - float(worker.get("loop_at", 0))

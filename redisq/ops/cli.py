@@ -303,7 +303,7 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None,
     from pathlib import Path
 
     from ..backend.connection import ConnectionOptions
-    from ..backend.registry import Registry
+    from ..backend.registry import Registry, loop_idle_s
 
     settings = settings_from(url=url, health_max_age_s=max_age_s, worker_id=worker_id)
     # A probe must never start the embedded server it is asked about: for "embedded" it checks
@@ -324,9 +324,9 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None,
             click.echo(f"unhealthy: worker {worker_id} is not registered (dead or never started)")
             sys.exit(1)
     now = time.time()
-    stale = [w for w in workers if now - float(w.get("loop_at", 0)) > settings.health_max_age_s]
+    stale = registry.stale(settings.health_max_age_s, now, workers)
     for w in stale:
-        idle = now - float(w.get("loop_at", 0))
+        idle = loop_idle_s(w, now)
         click.echo(f"unhealthy: worker {w['id']} loop idle for {idle:.1f} s")
     if stale:
         sys.exit(1)
