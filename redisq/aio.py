@@ -26,6 +26,7 @@ from redis.retry import Retry as RedisRetry
 
 from .app import App
 from .backend import keys
+from .backend.backoff import doubling
 from .backend.cluster import sharded_pubsub
 from .backend.connection import client_name
 from .backend.index import ProducerIndex
@@ -41,8 +42,8 @@ from .backend.urls import (
     url_hosts,
 )
 from .broker.channel import CLASSIC_CHANNELS
-from .errors import ConfigError, JobTimeout, NotReplicated
-from .job import final_result
+from .errors import ConfigError, NotReplicated
+from .job import RESULT_FIRST_POLL_S, final_result, still_running
 from .model import as_text
 from .producer import delay_from
 from .tasks import split_call
@@ -71,17 +72,16 @@ class AsyncJob:
     async def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> Any:
         """Wait for the job to end; raises JobFailed / JobTimeout like :meth:`Job.result`."""
         deadline = time.monotonic() + timeout_s
-        delay = 0.002
+        delays = doubling(RESULT_FIRST_POLL_S, poll_s)
         while True:
             info = await self.info()
             done, value = final_result(self.id, info)
             if done:
                 return value
-            if time.monotonic() >= deadline:
-                raise JobTimeout(f"job {self.id} still {info.get('status') or 'unknown'} "
-                                 f"after {timeout_s} s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, poll_s)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise still_running(self.id, info, timeout_s)
+            await asyncio.sleep(min(next(delays), remaining))
 
 
 def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aioredis.Redis:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from .backend.backoff import doubling
 from .errors import JobFailed, JobTimeout
 from .model import CANCELLED, DEAD, FAILED, SUCCEEDED
 
@@ -55,6 +56,8 @@ def current_job() -> JobContext:
 
 
 R = TypeVar("R")
+#: The first wait of a result poll; later ones double up to ``poll_s``.
+RESULT_FIRST_POLL_S = 0.002
 
 
 class Job(Generic[R]):
@@ -87,7 +90,7 @@ class Job(Generic[R]):
         """Wait for the job to end and return its result; raises :class:`JobFailed` with the
         task's error type and message, or :class:`JobTimeout` after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        delay = 0.002
+        delays = doubling(RESULT_FIRST_POLL_S, poll_s)
         while True:
             info = self.info()
             done, value = final_result(self.id, info)
@@ -95,10 +98,13 @@ class Job(Generic[R]):
                 return cast(R, value)  # the JSON of what the task returned
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise JobTimeout(f"job {self.id} still {info.get('status') or 'unknown'} "
-                                 f"after {timeout_s} s")
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, poll_s)
+                raise still_running(self.id, info, timeout_s)
+            time.sleep(min(next(delays), remaining))
+
+
+def still_running(job_id: str, info: dict[str, Any], timeout_s: float) -> JobTimeout:
+    """The error of a result wait that ran out (sync and asyncio alike)."""
+    return JobTimeout(f"job {job_id} still {info.get('status') or 'unknown'} after {timeout_s} s")
 
 
 def final_result(job_id: str, info: dict[str, Any]) -> tuple[bool, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 
@@ -28,6 +29,15 @@ class Backoff:
     def reset(self) -> None:
         """Forget past failures after a success."""
         self.failures = 0
+
+
+def doubling(first_s: float, cap_s: float) -> Iterator[float]:
+    """The waits of a poll loop: ``first_s``, doubling up to ``cap_s``. No jitter: one caller
+    polls for one thing, there is no herd to spread."""
+    delay = first_s
+    while True:
+        yield delay
+        delay = min(delay * 2, cap_s)
 
 
 def retry_delay_s(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:

@@ -28,7 +28,7 @@ from redis.retry import Retry as RedisRetry
 
 from ..errors import ConfigError
 from . import failover
-from .backoff import Backoff
+from .backoff import Backoff, doubling
 from .cluster import cluster_client
 from .urls import ConnectionOptions as ConnectionOptions
 from .urls import (
@@ -186,8 +186,7 @@ def drop_idle_connections(client: redis.Redis) -> None:
 def wait_for_redis(client: redis.Redis, timeout_s: float) -> None:
     """PING until the server answers or ``timeout_s`` passes (then re-raise the last error)."""
     deadline = time.monotonic() + timeout_s
-    delay = 0.01
-    while True:
+    for delay in doubling(0.01, 0.2):
         try:
             client.ping()
             return
@@ -195,7 +194,6 @@ def wait_for_redis(client: redis.Redis, timeout_s: float) -> None:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(delay)
-            delay = min(delay * 2, 0.2)
 
 
 class Outage:
