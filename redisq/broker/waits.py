@@ -96,6 +96,10 @@ class Waits:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="redisq-wait")
         self._pool.submit(fn, *args)
 
+    def waiting(self, q: str) -> bool:
+        """Whether a blocking move on ``q`` is out (its message, if any, is not collected yet)."""
+        return q in self._futures
+
     def busy(self) -> bool:
         """Whether a waiter is between moving a message and having it collected."""
         return any(not f.done() for f in self._futures.values())
