@@ -88,11 +88,13 @@ class Queue:
     def dead_letters(self, start: int = 0, stop: int = -1) -> list[bytes]:
         return [as_bytes(b) for b in self.client.lrange(keys.dead(self.name), start, stop)]
 
-    def purge(self) -> int:
-        """Delete the pending messages (not the in-flight ones); returns how many."""
+    def purge(self, dead: bool = False) -> int:
+        """Delete the pending messages (not the in-flight ones), or with ``dead`` the dead
+        letters; returns how many (one transaction: nothing added in between is lost unseen)."""
+        key = keys.dead(self.name) if dead else self._pending
         pipe = self.client.pipeline(transaction=True)
-        pipe.llen(self._pending)
-        pipe.delete(self._pending)
+        pipe.llen(key)
+        pipe.delete(key)
         return int(pipe.execute()[0])
 
 

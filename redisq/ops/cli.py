@@ -272,19 +272,13 @@ def requeue(queues: tuple[str, ...], job_ids: tuple[str, ...], limit: int | None
 @handles_errors
 def purge(queues: tuple[str, ...], dead: bool, yes: bool, url: str | None) -> None:
     """Delete a queue's pending messages (or its dead letters); prints how many."""
-    from ..backend import keys
-
     if not yes:
         click.confirm(f"purge {'dead letters of ' if dead else ''}{', '.join(queues)}?",
                       abort=True)
     app = load_app(None, settings_from(url=url).url)
     total = 0
     for q in queues:
-        if dead:
-            total += int(app.client.llen(keys.dead(q)))
-            app.client.delete(keys.dead(q))
-        else:
-            total += app.queue(q).purge()
+        total += app.queue(q).purge(dead=dead)
     click.echo(total)
 
 

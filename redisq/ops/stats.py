@@ -1,7 +1,11 @@
-"""Read-only snapshots of queues and workers for ``redisq info``, the dashboard and metrics."""
+"""Read-only snapshots of queues and workers for ``redisq info``, the dashboard and metrics,
+and the dashboard's other reads (recent failures, running jobs): the web app reads Redis
+through here, never by key."""
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from typing import Any
 
@@ -50,13 +54,14 @@ def with_rates(prev: dict[str, Any] | None, cur: dict[str, Any]) -> dict[str, An
     ``prev``; 0.0 when there is no earlier snapshot."""
     span = (cur["time"] - prev["time"]) if prev else 0.0
     for name, counts in cur["queues"].items():
-        done = _settled(counts)
-        before = _settled(prev["queues"].get(name, {})) if prev else done
+        done = settled_jobs(counts)
+        before = settled_jobs(prev["queues"].get(name, {})) if prev else done
         counts["rate"] = round((done - before) / span, 2) if span > 0 else 0.0
     return cur
 
 
-def _settled(counts: dict[str, Any]) -> int:
+def settled_jobs(counts: dict[str, Any]) -> int:
+    """Jobs (and messages) a queue's counters say were settled: its rate's numerator."""
     return sum(int(counts.get(k, 0)) for k in ("succeeded", "failed", "dead", "acked"))
 
 
@@ -65,3 +70,84 @@ def periodic_index(client: Any) -> list[dict[str, Any]]:
     ``_iso`` twins in the job's time zone), soonest first."""
     rows = [r for r in map(index_row, client.hvals(keys.PERIODIC_INDEX)) if r is not None]
     return sorted(rows, key=lambda r: r["next_at"])
+
+
+_FAILURE_FIELDS = ("job_id", "task", "error_type", "reason", "failed_at")
+_RUNNING_FIELDS = ("status", "worker", "started_at", "progress", "progress_message")
+
+
+def recent_failures(client: Any, queues: list[str], limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` dead letters of ``queues`` (job, task, error, reason, when)."""
+    if not queues:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        pipe.lrange(keys.dead(q), 0, limit - 1)
+    failures = []
+    for q, entries in zip(queues, pipe.execute(), strict=True):
+        for raw in entries:
+            entry = _dead_entry(raw)
+            if entry is not None:
+                failures.append({"queue": q, **entry})
+    failures.sort(key=lambda f: f["failed_at"], reverse=True)
+    return failures[:limit]
+
+
+def _dead_entry(raw: bytes) -> dict[str, Any] | None:
+    """A dead-letter entry's fields, typed; None for one that is not an entry (anyone who can
+    write to Redis can LPUSH anything: it must not take the dashboard down)."""
+    try:
+        entry = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(entry, dict):
+        return None
+    out: dict[str, Any] = {k: _text(entry.get(k)) for k in _FAILURE_FIELDS}
+    out["failed_at"] = _float(entry.get("failed_at"))
+    return out
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else value if isinstance(value, str) else str(value)[:200]
+
+
+def _float(value: Any) -> float:
+    """A number from stored data, 0.0 for anything that is not a finite one."""
+    try:
+        number = float(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
+
+
+def running_jobs(client: Any, queues: list[str], limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` started jobs, read from the queues' in-flight lists and the job records: live,
+    where the workers' registry entries are only as fresh as their last heartbeat."""
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        pipe.smembers(keys.consumers(q))
+    lists = [(q, m.decode()) for q, members in zip(queues, pipe.execute() if queues else [],
+                                                   strict=True) for m in members]
+    for q, member in lists:
+        pipe.lrange(keys.processing(q, member), 0, limit - 1)
+    jobs = []
+    for (q, _), messages in zip(lists, pipe.execute() if lists else [], strict=True):
+        for raw in messages:
+            try:
+                message = json.loads(raw)
+                jobs.append({"id": str(message["id"]), "task": str(message["task"]), "queue": q})
+            except (ValueError, KeyError, TypeError, RecursionError):
+                continue  # a malformed message: the worker dead-letters it
+    for job in jobs:
+        pipe.hmget(keys.job(job["queue"], job["id"]), *_RUNNING_FIELDS)
+    running = []
+    for job, values in zip(jobs, pipe.execute() if jobs else [], strict=True):
+        record = {k: v.decode("utf-8", "replace") if v is not None else None
+                  for k, v in zip(_RUNNING_FIELDS, values, strict=True)}
+        if record["status"] != "started":
+            continue  # reserved, not yet started
+        running.append({**job, "worker": record["worker"] or "",
+                        "started_at": _float(record["started_at"]),
+                        "progress": _float(record["progress"]),
+                        "progress_message": record["progress_message"] or ""})
+    return sorted(running, key=lambda j: j["started_at"])[:limit]
