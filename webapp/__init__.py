@@ -31,19 +31,17 @@ def _split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     other upper-case keys (``TESTING``...) are Flask's; anything else is an unknown setting."""
     settings: dict[str, Any] = {}
     flask_config: dict[str, Any] = {}
-    spec = rq_obj = None
+    spec = app_obj = None
     for key, value in config.items():
         if key == "REDISQ_APP":
-            spec, rq_obj = (value, None) if isinstance(value, str) else (None, value)
-        elif key == "RQ_APP":  # an App object (tests build their own)
-            rq_obj = value
+            spec, app_obj = (value, None) if isinstance(value, str) else (None, value)
         elif key.startswith(rq_config.ENV_PREFIX):
             settings[key[len(rq_config.ENV_PREFIX):].lower()] = value
         elif key.isupper():
             flask_config[key] = value
         else:
             settings[key] = value  # config.load rejects names that are not settings
-    return settings, flask_config, spec, rq_obj
+    return settings, flask_config, spec, app_obj
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -55,11 +53,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     ``REDISQ_SSE_KEEPALIVE_S`` and Flask settings. Settings that would leave the app open (a
     short token, a non-loopback trusted host without a token) are a :class:`ConfigError` too.
     """
-    overrides, flask_config, spec, rq = _split_config(dict(config or {}))
+    overrides, flask_config, spec, queue_app = _split_config(dict(config or {}))
     keepalive_s = float(overrides.pop("sse_keepalive_s", 5.0))
     settings = rq_config.load(overrides)
     rq_config.check_web(settings)
-    if rq is None:
+    if queue_app is None:
         spec = spec or settings.app
         if not spec:
             # No silent demo: a production app that lost its REDISQ_APP must not serve the
@@ -67,13 +65,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             raise ConfigError("no redisq App configured: set REDISQ_APP=package.module:attribute"
                               f" (the demo: REDISQ_APP={DEMO_APP}, or `redisq up --demo`)")
         # REDISQ_URL / --url win over the module's default, as in the CLI.
-        rq = load_app(spec, "REDISQ_APP", settings.url)
+        queue_app = load_app(spec, "REDISQ_APP", settings.url)
     flask_app = Flask(__name__)
     flask_app.config.update(flask_config)
     flask_app.config["MAX_CONTENT_LENGTH"] = settings.web_max_body_bytes
     flask_app.json.sort_keys = False  # type: ignore[attr-defined]
-    web_state = WebState(rq, settings, keepalive_s)
-    web_state.hub = Hub(lambda: rq.client, settings.web_max_streams)
+    web_state = WebState(queue_app, settings, keepalive_s)
+    web_state.hub = Hub(lambda: queue_app.client, settings.web_max_streams)
     flask_app.extensions["redisq"] = web_state
 
     for blueprint in (api, stream, ops):

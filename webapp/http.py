@@ -29,7 +29,7 @@ class WebState:
     """What the views share: the redisq App (one client and connection pool per Flask app),
     the settings, and the dashboard's rate baseline."""
 
-    rq: App
+    queue_app: App
     settings: rq_config.Settings
     sse_keepalive_s: float = 5.0
     # (time, settled jobs per queue) of recent snapshots: the dashboard's rates span them

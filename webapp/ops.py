@@ -32,7 +32,7 @@ _COUNTERS = {"enqueued": "Jobs enqueued", "succeeded": "Job attempts that succee
 @ops.get("/healthz")
 def healthz() -> Response:
     """200 when Redis answers and at least one worker is alive, else 503 with the reason."""
-    client = state().rq.client
+    client = state().queue_app.client
     try:
         client.ping()
         workers = Registry(client).workers()
@@ -78,7 +78,7 @@ class RedisqCollector:
             HistogramMetricFamily,
         )
 
-        snap = snapshot(self.web_state.rq.client)
+        snap = snapshot(self.web_state.queue_app.client)
         gauges = {n: GaugeMetricFamily(f"redisq_queue_{n}", doc, labels=["queue"])
                   for n, doc in _GAUGES.items()}
         counters = {n: CounterMetricFamily(f"redisq_jobs_{n}", doc, labels=["queue"])

@@ -45,7 +45,7 @@ EVENT_TYPES = frozenset({"job", "progress"})  # what /events forwards from redis
 def dashboard_snapshot(st: WebState) -> dict[str, Any]:
     """Queues (with rates), workers, recent failures (dead letters), running jobs with their
     progress, and the periodic jobs' next runs."""
-    client = st.rq.client
+    client = st.queue_app.client
     snap = snapshot(client)
     _add_rates(st, snap)
     queues = list(snap["queues"])
@@ -79,7 +79,7 @@ def _add_rates(st: WebState, snap: dict[str, Any]) -> None:
 @stream.get("/")
 def dashboard() -> Response:
     """The dashboard; it fills itself from ``/events``."""
-    return page("dashboard.html", tasks=sorted(state().rq.tasks))
+    return page("dashboard.html", tasks=sorted(state().queue_app.tasks))
 
 
 @stream.get("/api/snapshot")

@@ -105,7 +105,7 @@ def produce_and_work(ex: Exercise) -> None:
 
 def web(ex: Exercise) -> None:
     app = ex.app
-    client = create_app({"RQ_APP": app}).test_client()
+    client = create_app({"REDISQ_APP": app}).test_client()
     job_id = client.post("/prodcons", json={"task": "acl.add", "args": [2, 2]}).get_json()["job_id"]
     wait_until(lambda: client.get(f"/jobs/{job_id}").get_json()["status"] == "succeeded", 5,
                what="web job")

@@ -62,7 +62,7 @@ def rq(redis_url: str) -> Iterator[App]:
 @pytest.fixture
 def flask_app(rq: App) -> Iterator[Flask]:
     # A short keepalive: a stream whose client left notices it (on its next write) quickly.
-    app = create_app({"RQ_APP": rq, "web_max_body_bytes": MAX_BODY, "TESTING": True,
+    app = create_app({"REDISQ_APP": rq, "web_max_body_bytes": MAX_BODY, "TESTING": True,
                       "REDISQ_SSE_KEEPALIVE_S": 0.2})
     yield app
     state(app).hub.close()  # no subscription outlives the test (others count them)

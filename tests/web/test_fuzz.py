@@ -143,7 +143,7 @@ def test_fuzz_prodcons(client: FlaskClient, rq: App, part: int) -> None:
 
 
 def test_fuzz_prodcons_with_a_token(rq: App) -> None:
-    client = create_app({"RQ_APP": rq, "web_token": TOKEN, "web_max_body_bytes": 2048}).test_client()
+    client = create_app({"REDISQ_APP": rq, "web_token": TOKEN, "web_max_body_bytes": 2048}).test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {TOKEN}"  # random headers may replace it
     fuzz_prodcons(client, rq)()
 
@@ -170,7 +170,7 @@ ROUTES = ["/", "/prodcons", "/pubsub", "/jobs/x", "/jobs/x/cancel", "/queues/def
 @pytest.mark.parametrize("token", [None, TOKEN])
 def test_fuzz_every_route(rq: App, token: str | None) -> None:
     settings_ = {"web_token": TOKEN, "web_read_token": TOKEN + "r"} if token else {}
-    client = create_app({"RQ_APP": rq, "web_max_body_bytes": 2048, **settings_}).test_client()
+    client = create_app({"REDISQ_APP": rq, "web_max_body_bytes": 2048, **settings_}).test_client()
     rq.enqueue("web.add", [1, 2])
     rq.client.lpush(keys.dead("default"), b"junk", b'{"failed_at": "x"}')
 
