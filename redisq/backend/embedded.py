@@ -217,7 +217,9 @@ class RedisServer:
         self.stop()
 
 
-def _answers(sock: Path) -> bool:
+def answers(sock: Path) -> bool:
+    """Whether a server answers PING on the unix socket ``sock`` (one that is not ours, or
+    not answering, is not reused)."""
     if not sock.exists():
         return False
     client = redis.Redis(unix_socket_path=str(sock), socket_timeout=1, socket_connect_timeout=1)
@@ -235,7 +237,7 @@ def ensure_server(data_dir: str | os.PathLike[str] | None = None) -> RedisServer
     this process and stopped when it exits."""
     data = Path(data_dir or os.environ.get("REDISQ_DATA_DIR") or DEFAULT_DATA_DIR)
     server = RedisServer(data)
-    if _answers(server.socket_path):
+    if answers(server.socket_path):
         return server
     server.start()
     atexit.register(server.stop)

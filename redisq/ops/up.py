@@ -20,7 +20,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from ..backend.embedded import RedisServer
+from ..backend.embedded import RedisServer, answers
 from ..backend.urls import is_embedded, redact
 from ..config import Settings
 
@@ -96,7 +96,7 @@ def _redis(settings: Settings) -> tuple[RedisServer | None, str]:
     if settings.url and not is_embedded(settings.url):
         return None, settings.url
     server = RedisServer(settings.data_dir)
-    if _answers(server):
+    if answers(server.socket_path):
         # Already running (``redisq server`` elsewhere): a second server on the same data
         # directory would fight over the socket and the AOF.
         log.info("reusing the embedded server at %s", server.url)
@@ -104,18 +104,6 @@ def _redis(settings: Settings) -> tuple[RedisServer | None, str]:
     server.start()
     log.info("embedded server at %s (data in %s)", server.url, settings.data_dir)
     return server, server.url
-
-
-def _answers(server: RedisServer) -> bool:
-    if not server.socket_path.exists():
-        return False
-    client = server.client()
-    try:
-        return bool(client.ping())
-    except Exception:  # not answering, whatever the reason: not ours to reuse
-        return False
-    finally:
-        client.close()
 
 
 def _wait_ready(url: str, children: Children, stop: threading.Event) -> bool:
