@@ -6,8 +6,6 @@ so a record and its message never disagree.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import time
@@ -21,6 +19,7 @@ from ..model import Envelope, Message, Outcome, as_text
 from ..serializers import JSONSerializer
 from . import index, keys
 from .cluster import is_cluster
+from .dead import dead_entry, dead_message
 from .pressure import is_oom
 from .scripts import Scripts
 from .wire import wire_for
@@ -217,6 +216,26 @@ class Records:
         fields: list[Any] = ["status", outcome.status, "worker", worker_id,
                              "attempts", env.attempt, "started_at",
                              f"{now - outcome.duration_s:.3f}"]
+        extra, ttl_s, delay_ms = self._outcome_fields(fields, msg, env, outcome, now,
+                                                      serializer_dumps)
+        event = b""
+        if self.events:
+            event = json.dumps({"type": "job", "id": env.id, "queue": q, "task": env.task,
+                                "status": outcome.status, "duration_s": round(outcome.duration_s, 6),
+                                "error_type": outcome.error_type}).encode()
+        timed = outcome.status in ("succeeded", "failed", "dead", "retrying") and env.task != ""
+        args = [outcome.status, msg.body, extra, delay_ms, int(ttl_s * 1000), env.id,
+                self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
+                duration_field(outcome.duration_s) if timed else "",
+                f"{outcome.duration_s:.6f}", consumer_id, msg.token or "", worker_id, env.attempt,
+                *fields]
+        return "settle", ks, args
+
+    def _outcome_fields(self, fields: list[Any], msg: Message, env: Envelope, outcome: Outcome,
+                        now: float, serializer_dumps: Any) -> tuple[bytes, float, int]:
+        """Add what ``outcome`` writes into the record to ``fields``; returns the settle's
+        extra payload (the next attempt's message, or the dead letter), the record's TTL and
+        the retry delay in milliseconds."""
         extra, ttl_s, delay_ms = b"", 0.0, 0
         if outcome.status == "succeeded":
             # (progress: Records.get says 1 for a succeeded job; not stored, per job.)
@@ -242,18 +261,7 @@ class Records:
                     fields += self._arguments(msg, env)
                 else:  # failed: nowhere else to inspect it (or to run it again from)
                     fields += ["message", msg.body]
-        event = b""
-        if self.events:
-            event = json.dumps({"type": "job", "id": env.id, "queue": q, "task": env.task,
-                                "status": outcome.status, "duration_s": round(outcome.duration_s, 6),
-                                "error_type": outcome.error_type}).encode()
-        timed = outcome.status in ("succeeded", "failed", "dead", "retrying") and env.task != ""
-        args = [outcome.status, msg.body, extra, delay_ms, int(ttl_s * 1000), env.id,
-                self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
-                duration_field(outcome.duration_s) if timed else "",
-                f"{outcome.duration_s:.6f}", consumer_id, msg.token or "", worker_id, env.attempt,
-                *fields]
-        return "settle", ks, args
+        return extra, ttl_s, delay_ms
 
     def _arguments(self, msg: Message, env: Envelope) -> list[Any]:
         """What a finished record keeps of the job's arguments (``args_summary_bytes``)."""
@@ -346,46 +354,6 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=repr)
 
 
-def dead_entry(body: bytes, error_type: str, error_message: str, job_id: str = "",
-               task: str = "", keep_bytes: int | None = None) -> bytes:
-    """The JSON stored in a dead-letter list: why, when, and the original message, byte for
-    byte (:func:`dead_message` gives it back): as text in ``message`` when it is UTF-8 and at
-    most :data:`DEAD_TEXT_MAX` bytes, else base64 in ``message_b64``; ``message_bytes`` is its
-    size. A message over ``keep_bytes`` (the size cap: it can never run) keeps only its first
-    :data:`DEAD_HEAD_BYTES` (enough to tell who sent it) and its SHA-256, with
-    ``message_truncated``: a flood of huge poison must not pin ``dead_max`` copies of itself."""
-    fields: dict[str, Any] = {"job_id": job_id, "task": task, "error_type": error_type,
-                              "reason": error_message, "failed_at": round(time.time(), 3),
-                              "message_bytes": len(body)}
-    if keep_bytes is not None and len(body) > keep_bytes:
-        fields.update(message_truncated=True, message_sha256=hashlib.sha256(body).hexdigest())
-        body = body[:DEAD_HEAD_BYTES]
-    head = json.dumps(fields).encode()
-    if len(body) <= DEAD_TEXT_MAX:
-        try:
-            return head[:-1] + b', "message": ' + json.dumps(body.decode()).encode() + b"}"
-        except UnicodeDecodeError:
-            pass
-    return b"".join((head[:-1], b', "message_b64": "', base64.b64encode(body), b'"}'))
-
-
-#: Largest message a dead-letter entry keeps as text (larger ones: base64).
-DEAD_TEXT_MAX = limits.DEFAULT_MAX_MESSAGE_BYTES
-#: What a dead-letter entry keeps of a message over the size cap: its head.
-DEAD_HEAD_BYTES = 4096
-
-
-def dead_message(entry: dict[str, Any]) -> bytes:
-    """The original message of a parsed :func:`dead_entry` (``KeyError``/``ValueError`` for an
-    entry without one); only its head when the entry says ``message_truncated``."""
-    if "message_b64" in entry:
-        return base64.b64decode(entry["message_b64"], validate=True)
-    message = entry["message"]
-    if not isinstance(message, str):
-        raise ValueError("a dead letter's message is text")
-    return message.encode()
-
-
 #: Messages read per round trip while ``find_message`` looks through a queue.
 SCAN_CHUNK = 1000
 
@@ -429,5 +397,4 @@ def _unique_of(raw: bytes | str | None) -> str | None:
 
 _JSON = JSONSerializer()
 
-__all__ = ["SETTLE_DUPLICATE", "SETTLE_FENCED", "Records", "complete_record", "dead_entry",
-           "dead_message"]
+__all__ = ["SETTLE_DUPLICATE", "SETTLE_FENCED", "Records", "complete_record"]

@@ -16,7 +16,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..backend.connection import CONNECTION_OR_REPLY_ERRORS
-from ..backend.records import Records, dead_entry
+from ..backend.dead import dead_entry
+from ..backend.records import Records
 from ..broker.consumer import Consumer
 from ..limits import JOB_WRAPPING, MAX_DEPTH, decode, poison_reason
 from ..model import DEAD, TERMINAL, Envelope, Message, Outcome

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backend import keys
 from ..backend.connection import CONNECTION_ERRORS
-from ..backend.records import dead_entry
+from ..backend.dead import dead_entry
 from ..broker.channel import ChannelMessage, Subscriber
 from ..errors import ConfigError
 from ..limits import MAX_DEPTH, decode, max_message_bytes, poison_reason

@@ -16,7 +16,7 @@ import redis
 
 from redisq import JobFailed
 from redisq.backend import keys
-from redisq.backend.records import DEAD_HEAD_BYTES, dead_message
+from redisq.backend.dead import DEAD_HEAD_BYTES, dead_message
 from redisq.backend.registry import Registry
 from tests import worker_app
 from tests.support.procs import start_worker, stop

@@ -243,7 +243,7 @@ def test_readers_of_stored_values_survive_poison(fake_redis: redis.Redis) -> Non
 
 
 def test_dead_entries_keep_the_message_byte_for_byte() -> None:
-    from redisq.backend.records import DEAD_HEAD_BYTES, dead_entry, dead_message
+    from redisq.backend.dead import DEAD_HEAD_BYTES, dead_entry, dead_message
 
     for body in (b'{"id":"a"}', "é".encode(), b"\xff\xfe\x00", b"x" * 5000):
         entry = json.loads(dead_entry(body, "BadMessage", "why", keep_bytes=4096 * 2))
@@ -255,7 +255,7 @@ def test_dead_entries_keep_the_message_byte_for_byte() -> None:
 
 
 def test_requeue_dead_skips_what_cannot_run(app: App) -> None:
-    from redisq.backend.records import dead_entry
+    from redisq.backend.dead import dead_entry
 
     good = b'{"id":"ok1","task":"t.take","args":[1]}'
     for entry in (b"not json", b"[" * 100_000, json.dumps({"message": 5}).encode(),
