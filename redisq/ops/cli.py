@@ -188,13 +188,13 @@ def publish(channel: str, message: str, durable: bool, url: str | None) -> None:
 @handles_errors
 def info(url: str | None, watch: bool, interval_s: float, as_json: bool) -> None:
     """Queues (depth, in flight, delayed, dead, rate) and live workers."""
-    from .stats import snapshot, with_rates
+    from .stats import format_snapshot, snapshot, with_rates
 
     app = load_app(None, settings_from(url=url).url)
     prev = None
     while True:
         snap = with_rates(prev, snapshot(app.client))
-        text = json.dumps(snap, indent=2) if as_json else _format_info(snap, prev is not None)
+        text = json.dumps(snap, indent=2) if as_json else format_snapshot(snap, prev is not None)
         if watch:
             click.clear()
         click.echo(text)
@@ -202,35 +202,6 @@ def info(url: str | None, watch: bool, interval_s: float, as_json: bool) -> None
             return
         prev = snap
         time.sleep(interval_s)
-
-
-def _format_info(snap: dict[str, Any], with_rate: bool) -> str:
-    lines = [f"{'queue':<20}{'depth':>9}{'in flight':>11}{'delayed':>9}{'dead':>7}"
-             f"{'succeeded':>11}{'failed':>8}" + (f"{'rate/s':>9}" if with_rate else "")]
-    for name, c in snap["queues"].items():
-        lines.append(f"{name:<20}{c['depth']:>9}{c['in_flight']:>11}{c['delayed']:>9}"
-                     f"{c['dead_letters']:>7}{c.get('succeeded', 0):>11}{c.get('failed', 0):>8}"
-                     + (f"{c['rate']:>9}" if with_rate else ""))
-    due = {n: c["delayed_due"] for n, c in snap["queues"].items() if c.get("delayed_due")}
-    if due:
-        lines.append("delayed jobs due: " + ", ".join(f"{n}={k}" for n, k in due.items()))
-    for p in snap.get("periodic", []):
-        lines.append(f"periodic {p['name']:<30} {p['schedule']:<28} next {p['next_at_iso']}"
-                     f" last {p.get('last_at_iso') or '-'}")
-    mem = snap.get("memory")
-    if mem and mem["max_bytes"]:
-        lines.append(f"redis memory: {mem['used_bytes'] / 2**20:.1f} MiB of maxmemory "
-                     f"{mem['max_bytes'] / 2**20:.1f} MiB ({mem['policy']})"
-                     + (" FULL: enqueues are refused" if mem["full"] else ""))
-    lines.append("")
-    lines.append(f"{len(snap['workers'])} worker(s)")
-    for w in snap["workers"]:
-        where = ",".join(w.get("queues") or w.get("channels") or [])
-        lines.append(f"  {w['id']:<32} {w.get('mode', '?'):<9} {where:<20} "
-                     f"processed={w.get('processed', 0)} failed={w.get('failed', 0)} "
-                     f"running={len(w.get('current') or [])}"
-                     + (" REDIS FULL (maxmemory)" if w.get("redis_full") is True else ""))
-    return "\n".join(lines)
 
 
 @main.command()

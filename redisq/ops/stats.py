@@ -151,3 +151,33 @@ def running_jobs(client: Any, queues: list[str], limit: int) -> list[dict[str, A
                         "progress": _float(record["progress"]),
                         "progress_message": record["progress_message"] or ""})
     return sorted(running, key=lambda j: j["started_at"])[:limit]
+
+
+def format_snapshot(snap: dict[str, Any], with_rate: bool) -> str:
+    """A :func:`snapshot` as the text ``redisq info`` shows (``with_rate``: a rate column)."""
+    lines = [f"{'queue':<20}{'depth':>9}{'in flight':>11}{'delayed':>9}{'dead':>7}"
+             f"{'succeeded':>11}{'failed':>8}" + (f"{'rate/s':>9}" if with_rate else "")]
+    for name, c in snap["queues"].items():
+        lines.append(f"{name:<20}{c['depth']:>9}{c['in_flight']:>11}{c['delayed']:>9}"
+                     f"{c['dead_letters']:>7}{c.get('succeeded', 0):>11}{c.get('failed', 0):>8}"
+                     + (f"{c['rate']:>9}" if with_rate else ""))
+    due = {n: c["delayed_due"] for n, c in snap["queues"].items() if c.get("delayed_due")}
+    if due:
+        lines.append("delayed jobs due: " + ", ".join(f"{n}={k}" for n, k in due.items()))
+    for p in snap.get("periodic", []):
+        lines.append(f"periodic {p['name']:<30} {p['schedule']:<28} next {p['next_at_iso']}"
+                     f" last {p.get('last_at_iso') or '-'}")
+    mem = snap.get("memory")
+    if mem and mem["max_bytes"]:
+        lines.append(f"redis memory: {mem['used_bytes'] / 2**20:.1f} MiB of maxmemory "
+                     f"{mem['max_bytes'] / 2**20:.1f} MiB ({mem['policy']})"
+                     + (" FULL: enqueues are refused" if mem["full"] else ""))
+    lines.append("")
+    lines.append(f"{len(snap['workers'])} worker(s)")
+    for w in snap["workers"]:
+        where = ",".join(w.get("queues") or w.get("channels") or [])
+        lines.append(f"  {w['id']:<32} {w.get('mode', '?'):<9} {where:<20} "
+                     f"processed={w.get('processed', 0)} failed={w.get('failed', 0)} "
+                     f"running={len(w.get('current') or [])}"
+                     + (" REDIS FULL (maxmemory)" if w.get("redis_full") is True else ""))
+    return "\n".join(lines)
