@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 import redis
 
 from . import keys
+from .connection import CONNECTION_ERRORS
 
 log = logging.getLogger("redisq.queue")
 
@@ -128,13 +129,14 @@ class WorkerIndex:
         self._last_prune = float("-inf")
 
     def heartbeat(self) -> None:
-        """Best effort: an error reply (Redis full refuses the index writes) is not the
-        worker's problem; the next heartbeat tries again."""
+        """Best effort: an error reply (Redis full refuses the index writes) or, on a cluster,
+        the index's node being down is not the worker's problem (it must not keep the worker's
+        registry entry from its heartbeat); the next heartbeat tries again."""
         try:
             touch(self.client, self.queues)
             now = self.clock()
             if now - self._last_prune >= PRUNE_EVERY_S:
                 self._last_prune = now
                 prune(self.client, self.idle_s)
-        except redis.ResponseError as exc:
+        except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
             log.debug("queue index not refreshed: %s", exc)
