@@ -22,6 +22,7 @@ import redis
 
 from ..model import as_text
 from . import keys
+from .connection import CONNECTION_OR_REPLY_ERRORS
 
 log = logging.getLogger("redisq.queue")
 
@@ -129,13 +130,14 @@ class WorkerIndex:
         self._last_prune = float("-inf")
 
     def heartbeat(self) -> None:
-        """Best effort: an error reply (Redis full refuses the index writes) is not the
-        worker's problem; the next heartbeat tries again."""
+        """Best effort: an error reply (Redis full refuses the index writes) or, on a cluster,
+        the index's node being down is not the worker's problem (it must not keep the worker's
+        registry entry from its heartbeat); the next heartbeat tries again."""
         try:
             touch(self.client, self.queues)
             now = self.clock()
             if now - self._last_prune >= PRUNE_EVERY_S:
                 self._last_prune = now
                 prune(self.client, self.idle_s)
-        except redis.ResponseError as exc:
+        except CONNECTION_OR_REPLY_ERRORS as exc:
             log.debug("queue index not refreshed: %s", exc)

@@ -347,6 +347,7 @@ class ProdconsWorker(Intake, Daemon):
             current = [{"id": k, **v} for k, v in self.current.items()]
         return {"queues": self.queues, "concurrency": self.concurrency,
                 "processed": self.processed, "failed": self.failed, "current": current,
+                "parked": self.recorder.parked(),  # outcomes waiting for a node that is down
                 **({"leading": self.scheduler.leading} if self.scheduler is not None else {})}
 
     # -- stopping ----------------------------------------------------------------------------

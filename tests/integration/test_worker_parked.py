@@ -79,6 +79,7 @@ def test_unwritten_outcomes_free_their_slots_up_to_a_cap_and_are_written_later(
         # was skipped. At most the cap plus what was in flight when it was reached.
         assert 2 <= ran_on(ran, "q0") <= 4
         assert worker.recorder.full("q0") and not worker.recorder.full("q1")
+        assert worker.state()["parked"] >= 2  # shown in the registry entry (redisq info)
         refusal.on.clear()
         wait_until(lambda: app.queue("q0").counts().get("succeeded") == PER_QUEUE, 6,
                    what="q0's outcomes written and its other jobs run")
