@@ -24,6 +24,8 @@ run: venv
 
 test: venv system-deps
 	$(BIN)/ruff check redisq webapp tests bench scripts worker.py
+	$(BIN)/lint-imports
+	$(BIN)/mypy --strict redisq
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-fast: venv

@@ -3,7 +3,7 @@ deployments that prefer a script to a console entry point."""
 
 import sys
 
-from redisq.cli import main
+from redisq.ops.cli import main
 
 if __name__ == "__main__":
     sys.argv[1:1] = ["worker"]

@@ -44,7 +44,7 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 import peers  # noqa: E402  (the shared harness; imports no peer library)
 
-from redisq.server import RedisServer, free_port  # noqa: E402
+from redisq.backend.embedded import RedisServer, free_port  # noqa: E402
 
 
 class Redisq(peers.Adapter):

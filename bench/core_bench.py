@@ -34,15 +34,15 @@ from typing import Any
 
 import redis
 
-from redisq.channel import Channel, Subscriber
-from redisq.connection import connect
-from redisq.queue import Queue
+from redisq.backend.connection import connect
+from redisq.broker.channel import Channel, Subscriber
+from redisq.broker.queue import Queue
 
 try:
-    from redisq.consumer import Consumer
+    from redisq.broker.consumer import Consumer
 except ImportError:  # before the consumer moved to its own module
-    from redisq.queue import Consumer  # type: ignore[attr-defined,no-redef]
-from redisq.server import RedisServer, free_port
+    from redisq.broker.queue import Consumer  # type: ignore[attr-defined,no-redef]
+from redisq.backend.embedded import RedisServer, free_port
 
 SIZE = 100
 RUNS = 3
@@ -214,7 +214,7 @@ def bench_drain(raw: redis.Redis, url: str) -> dict[str, float]:
 def publisher(url: str, conn: Any) -> None:
     """Child process: on ("go", channel, durable, n, interval_s), publish ``n`` messages paced
     ``interval_s`` apart, each carrying its send time (CLOCK_MONOTONIC ns, system-wide)."""
-    from redisq.connection import connect
+    from redisq.backend.connection import connect
 
     client = connect(url, "bench-pub")
     client.ping()

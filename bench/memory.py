@@ -87,7 +87,7 @@ def measure(adapter: peers.Adapter, url: str, n: int, finished: bool,
 
 
 def fresh_server() -> Any:
-    from redisq.server import RedisServer, free_port
+    from redisq.backend.embedded import RedisServer, free_port
 
     return RedisServer(tempfile.mkdtemp(prefix="redisq-bench-mem-"), port=free_port(),
                        appendfsync="everysec").start()

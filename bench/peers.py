@@ -291,7 +291,7 @@ def fresh_server() -> Any:
     """A fresh redis-server on a free loopback port (redisq.server's, imported from the
     checkout; only redis-py is needed, which the peers' venv has)."""
     sys.path.insert(0, str(ROOT))
-    from redisq.server import RedisServer, free_port
+    from redisq.backend.embedded import RedisServer, free_port
 
     return RedisServer(tempfile.mkdtemp(prefix="redisq-bench-peer-"), port=free_port(),
                        appendfsync="everysec").start()

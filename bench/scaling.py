@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from redisq import App
-from redisq.registry import Registry
-from redisq.server import RedisServer, free_port
+from redisq.backend.embedded import RedisServer, free_port
+from redisq.backend.registry import Registry
 
 HERE = Path(__file__).resolve().parent
 QUEUE = "scaling"

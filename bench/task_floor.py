@@ -18,7 +18,7 @@ import time
 
 import redis
 
-from redisq.server import RedisServer, free_port
+from redisq.backend.embedded import RedisServer, free_port
 
 
 def incr_rate(url: str, jobs: int, threads: int) -> float:

@@ -1,5 +1,5 @@
 """``python -m redisq`` is the ``redisq`` command."""
 
-from .cli import main
+from .ops.cli import main
 
 main()

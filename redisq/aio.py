@@ -24,24 +24,29 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry as RedisRetry
 
-from . import keys
-from .app import App, delay_from
-from .channel import CLASSIC_CHANNELS
-from .cluster import sharded_pubsub
-from .connection import (
+from .app import App
+from .backend import keys
+from .backend.backoff import doubling
+from .backend.cluster import sharded_pubsub
+from .backend.connection import client_name
+from .backend.index import ProducerIndex
+from .backend.records import complete_record
+from .backend.scripts import source
+from .backend.urls import (
     ConnectionOptions,
-    client_name,
+    redact,
     sentinel_target,
     sentinel_tls,
+    split_tls_query,
     tls_kwargs,
     url_hosts,
 )
-from .errors import ConfigError, JobTimeout, NotReplicated
-from .index import ProducerIndex
-from .job import final_result
-from .records import complete_record
-from .scripts import source
-from .urls import redact, split_tls_query
+from .broker.channel import CLASSIC_CHANNELS
+from .errors import ConfigError, NotReplicated
+from .job import RESULT_FIRST_POLL_S, final_result, still_running
+from .model import as_text
+from .producer import delay_from
+from .tasks import split_call
 
 
 class AsyncJob:
@@ -62,22 +67,21 @@ class AsyncJob:
 
     async def status(self) -> str | None:
         raw = await self._producer.client.hget(keys.job(self.queue, self.id), "status")
-        return raw.decode() if raw is not None else None
+        return as_text(raw) if raw is not None else None
 
     async def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> Any:
         """Wait for the job to end; raises JobFailed / JobTimeout like :meth:`Job.result`."""
         deadline = time.monotonic() + timeout_s
-        delay = 0.002
+        delays = doubling(RESULT_FIRST_POLL_S, poll_s)
         while True:
             info = await self.info()
             done, value = final_result(self.id, info)
             if done:
                 return value
-            if time.monotonic() >= deadline:
-                raise JobTimeout(f"job {self.id} still {info.get('status') or 'unknown'} "
-                                 f"after {timeout_s} s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, poll_s)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise still_running(self.id, info, timeout_s)
+            await asyncio.sleep(min(next(delays), remaining))
 
 
 def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aioredis.Redis:
@@ -103,14 +107,18 @@ def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aio
         # connect()); the master's connections get everything else.
         sentinel = Sentinel(target.hosts, sentinel_kwargs={
             "socket_timeout": opts.connect_timeout_s, **sentinel_tls(parsed, opts)}, **tls)
-        return sentinel.master_for(target.service, db=target.db, username=target.username,
-                                   password=target.password, **common)
+        master: aioredis.Redis = sentinel.master_for(
+            target.service, db=target.db, username=target.username, password=target.password,
+            **common)
+        return master
     if scheme in ("redis+cluster", "rediss+cluster"):
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
         nodes = [ClusterNode(host, port) for host, port in url_hosts(parsed, 6379)]
         del common["retry"]  # the cluster client's own retries follow MOVED/ASK replies
-        return RedisCluster(
+        # A cluster client stands in for a Redis one (the commands redisq sends are the same),
+        # as connect() does for the sync client.
+        return RedisCluster(  # type: ignore[return-value]
             startup_nodes=nodes, require_full_coverage=False, **common, **tls,
             username=unquote(parsed.username) if parsed.username else None,
             password=unquote(parsed.password) if parsed.password else None)
@@ -183,12 +191,10 @@ class AsyncProducer:
                            concurrency: int = 50, queue: str | None = None) -> list[AsyncJob]:
         """Queue many calls with at most ``concurrency`` in flight at once (bounded, so a bulk
         send cannot open thousands of connections or starve the event loop)."""
-        from .tasks import _split_call
-
         gate = asyncio.Semaphore(concurrency)
 
         async def one(call: Any) -> AsyncJob:
-            args, kwargs = _split_call(call)
+            args, kwargs = split_call(call)
             async with gate:
                 return await self.enqueue(task_name, args, kwargs, queue=queue)
 
@@ -208,7 +214,7 @@ class AsyncProducer:
         return int(receivers)
 
     async def _is_sharded(self, channel: str) -> bool:
-        """The same decision as the synchronous side (:func:`redisq.cluster.sharded_pubsub`:
+        """The same decision as the synchronous side (:func:`redisq.backend.cluster.sharded_pubsub`:
         the URL's option, else the masters' versions), made once, off the event loop."""
         if not self._cluster or channel in CLASSIC_CHANNELS:
             return False

@@ -13,27 +13,46 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 import redis
 
-from . import index, keys, limits, serializers
-from .channel import Channel
-from .connection import ConnectionOptions, connect, resolve_url
-from .errors import UnknownTask
-from .job import Envelope, Job, new_id
+from . import limits, serializers
+from .backend import index, keys
+from .backend.connection import ConnectionOptions, connect, resolve_url
+from .backend.records import Records
+from .backend.scripts import Scripts
+from .backend.urls import is_embedded
+from .broker.channel import Channel
+from .broker.queue import Queue
+from .job import Job
 from .locks import Lock
-from .queue import Queue
-from .records import Records
-from .scripts import Scripts
-from .tasks import Task, TaskOptions, UniqueBy, duplicate, make_envelope
-from .urls import is_embedded
+from .model import new_id
+from .periodic import Periodic, job_id
+from .producer import Messages, Prepared, delay_from, job_for
+from .tasks import (
+    AnyTask,
+    BoundTaskDecorator,
+    Task,
+    TaskDecorator,
+    TaskKwargs,
+    TaskOptions,
+    UniqueBy,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from typing_extensions import Unpack
 
 log = logging.getLogger("redisq.app")
 
-_JOB_DEPTH = limits.MAX_DEPTH + limits.JOB_WRAPPING  # a job message's own nesting limit
+F = TypeVar("F", bound=Callable[..., Any])  # a hook: returned as it was given
+P = ParamSpec("P")
+R = TypeVar("R")
+
 BULK_CHUNK = 500  # jobs per enqueue_many script call: big enough to amortise, short enough for Redis
 
 
@@ -46,17 +65,6 @@ class Hooks:
     on_failure: list[Callable[..., Any]] = field(default_factory=list)
     startup: list[Callable[..., Any]] = field(default_factory=list)
     shutdown: list[Callable[..., Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A validated call, ready to send: its task (if registered here), envelope and message."""
-
-    task: Task | None
-    env: Envelope
-    message: bytes
-    unique_ttl_s: float
-    fresh_id: bool = False  # generated here: no record can exist under it yet
 
 
 @dataclass(frozen=True)
@@ -99,12 +107,12 @@ class App:
                 or max_message_bytes < 1:
             raise ValueError(f"max_message_bytes must be a positive int, not {max_message_bytes!r}")
         self.max_message_bytes = max_message_bytes
-        self.tasks: dict[str, Task] = {}
-        self._json_templates: dict[tuple[str, str], serializers.JobEncoder] = {}
+        self.tasks: dict[str, AnyTask] = {}
+        self.messages = Messages(self.serializer, self.tasks, lambda: self.max_message_bytes)
         self.subscribers: dict[str, SubscriberSpec] = {}
         self.durable_channels: set[str] = set()
         self.hooks = Hooks()
-        self.periodic_jobs: dict[str, Any] = {}  # task name → scheduler.Periodic
+        self.periodic_jobs: dict[str, Periodic] = {}  # task name → its schedule
         self._client: redis.Redis | None = None
         self._records: Records | None = None
 
@@ -116,6 +124,11 @@ class App:
         if self._url is None or is_embedded(self._url):
             self._url = resolve_url(self._url)
         return self._url
+
+    def use_url(self, url: str) -> None:
+        """Point this App at ``url`` before it connects (``--url``/``REDISQ_URL`` win over the
+        URL an application module gave it)."""
+        self._url = url
 
     def connect(self, role: str = "producer") -> redis.Redis:
         """A new client for this app's Redis (workers make their own, named by role)."""
@@ -146,6 +159,17 @@ class App:
             self._records = None
 
     # -- registration ------------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: None = None, *, bind: Literal[False] = False,
+             **options: Unpack[TaskKwargs]) -> TaskDecorator: ...
+    @overload
+    def task(self, fn: None = None, *, bind: Literal[True],
+             **options: Unpack[TaskKwargs]) -> BoundTaskDecorator: ...
+
     def task(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
              queue: str = "default", retries: int = 3, timeout_s: float | None = 300.0,
              retry_backoff_s: float = 1.0, retry_backoff_cap_s: float = 600.0,
@@ -156,11 +180,11 @@ class App:
         opts = TaskOptions(queue, retries, timeout_s, retry_backoff_s, retry_backoff_cap_s,
                            unique_by, on_duplicate, bind, dead_letter)
 
-        def register(func: Callable[..., Any]) -> Task:
+        def register(func: Callable[..., Any]) -> Task[..., Any]:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ValueError(f"a different task is already registered as {task_name!r}")
-            task = Task(self, func, task_name, opts)
+            task: AnyTask = Task(self, func, task_name, opts)
             self.tasks[task_name] = task
             return task
 
@@ -175,11 +199,19 @@ class App:
         ``@app.periodic(every_s=60)``. Each tick fires exactly once across schedulers; ticks
         missed while no scheduler ran follow ``misfire`` ("once", "all" or "skip") once older
         than ``misfire_grace_s``. Other keywords go to :meth:`task` (see docs/scheduling.md)."""
-        from .scheduler import register
+        # A bad schedule fails here, at import; arguments the task cannot take or JSON cannot
+        # carry fail when the function is decorated.
+        spec = Periodic("?", queue, cron, every_s, tz, misfire, misfire_grace_s, tuple(args),
+                        dict(kwargs or {}))
 
-        return register(self, cron=cron, every_s=every_s, tz=tz, misfire=misfire,
-                        misfire_grace_s=misfire_grace_s, args=args, kwargs=kwargs, name=name,
-                        queue=queue, task_options=task_options)
+        def decorate(func: Callable[..., Any]) -> Task[..., Any]:
+            task: Task[..., Any] = self.task(name=name, queue=queue, **task_options)(func)
+            # Build a tick's message now, so the first tick is not where a bad argument shows.
+            self.prepare(task.name, spec.args, spec.kwargs, queue, job_id(task.name, 0.0))
+            self.periodic_jobs[task.name] = replace(spec, task=task.name)
+            return task
+
+        return decorate
 
     def subscriber(self, channel: str, *, durable: bool = False, pattern: bool = False) -> Any:
         """Register a handler for ``redisq worker --mode pubsub`` (``handler(message)``)."""
@@ -193,38 +225,36 @@ class App:
 
         return register
 
-    def _hook(self, bucket: list[Callable[..., Any]]) -> Callable[..., Any]:
-        def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            bucket.append(func)
-            return func
+    @staticmethod
+    def _hook(bucket: list[Callable[..., Any]], fn: F) -> F:
+        bucket.append(fn)
+        return fn
 
-        return register
-
-    def before_job(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def before_job(self, fn: F) -> F:
         """``fn(job_context)`` before each job (close stale DB connections here)."""
-        return self._hook(self.hooks.before_job)(fn)
+        return self._hook(self.hooks.before_job, fn)
 
-    def after_job(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def after_job(self, fn: F) -> F:
         """``fn(job_context, outcome)`` after each attempt, whatever its outcome."""
-        return self._hook(self.hooks.after_job)(fn)
+        return self._hook(self.hooks.after_job, fn)
 
-    def on_failure(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def on_failure(self, fn: F) -> F:
         """``fn(job_context, exception)`` when an attempt raises."""
-        return self._hook(self.hooks.on_failure)(fn)
+        return self._hook(self.hooks.on_failure, fn)
 
-    def on_startup(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def on_startup(self, fn: F) -> F:
         """``fn(worker)`` once when a worker starts."""
-        return self._hook(self.hooks.startup)(fn)
+        return self._hook(self.hooks.startup, fn)
 
-    def on_shutdown(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def on_shutdown(self, fn: F) -> F:
         """``fn(worker)`` once when a worker stops."""
-        return self._hook(self.hooks.shutdown)(fn)
+        return self._hook(self.hooks.shutdown, fn)
 
     # -- producing ---------------------------------------------------------------------------
     def enqueue(self, task_name: str, args: Sequence[Any] = (),
                 kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
-                eta: datetime | float | None = None) -> Job:
+                eta: datetime | float | None = None) -> Job[Any]:
         """Queue a call of ``task_name`` (registered here or only in the worker)."""
         prepared = self.prepare(task_name, args, kwargs, queue, job_id)
         delay_s = delay_from(delay_s, eta)
@@ -245,62 +275,24 @@ class App:
 
     def prepare(self, task_name: str, args: Sequence[Any], kwargs: dict[str, Any] | None,
                 queue: str | None, job_id: str | None) -> Prepared:
-        """Validate a call and build its message (pure: no Redis). Raises ``TypeError`` for
-        arguments the task cannot take, ``SerializationError`` for values JSON cannot carry,
-        and :class:`~redisq.limits.MessageTooLarge` / :class:`~redisq.limits.MessageTooDeep`
-        (also ``ValueError``) beyond ``max_message_bytes`` or :data:`~redisq.limits.MAX_DEPTH`."""
-        task = self.tasks.get(task_name)
-        _check_call(task_name, args, kwargs, job_id)
-        kwargs = dict(kwargs or {})
-        q = keys.check_name(queue or (task.options.queue if task else "default"))
-        unique = None
-        if task is not None:
-            task.check_args(args, kwargs)
-            unique = task.unique_key(args, kwargs)
-        env = make_envelope(task_name, q, args, kwargs, job_id, unique)
-        if unique is None and job_id is None and self.serializer.name == "json":
-            # (A caller's job id goes through the encoder: it escapes what the template would
-            # copy as is.)
-            message = self._json_message(task_name, q)(env.id, args, kwargs, env.enqueued_at)
-        else:
-            message = self.serializer.dumps(env.to_dict())
-        self._check_job(message, env)
-        return Prepared(task, env, message, _unique_ttl_s(task), fresh_id=job_id is None)
+        """Validate a call and build its message (pure: see :meth:`Messages.prepare`)."""
+        return self.messages.prepare(task_name, args, kwargs, queue, job_id)
 
-    def _check_job(self, message: bytes, env: Envelope | None = None) -> bytes:
-        """``message`` if within the limits (``env``: what it encodes, for non-JSON)."""
-        json_ = self.serializer.name == "json"
-        # The hot path inline: small, and too few brackets to nest too deep.
-        if (json_ and len(message) <= self.max_message_bytes
-                and message.count(b"[") + message.count(b"{") <= _JOB_DEPTH):
-            return message
-        return limits.check_message(message, self.max_message_bytes, _JOB_DEPTH,
-                                    self.serializer.name,
-                                    None if json_ or env is None else env.to_dict(), "job message")
-
-    def finish_enqueue(self, prepared: Prepared, created: bool, job_id: bytes | str) -> Job:
+    def finish_enqueue(self, prepared: Prepared, created: bool, job_id: bytes | str) -> Job[Any]:
         """The Job handle for an enqueue's answer (or the duplicate rule's error)."""
-        jid = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
-        env = prepared.env
-        job = Job(self.records, jid, env.queue, created)
-        if not created:
-            log.info("job=%s task=%s queue=%s duplicate of a queued or running job",
-                     jid, env.task, env.queue)
-            return duplicate(prepared.task, job)
-        log.debug("job=%s task=%s queue=%s enqueued", jid, env.task, env.queue)
-        return job
+        return job_for(self.records, prepared, created, job_id)
 
     def enqueue_many(self, task_name: str,
                      calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
-                     queue: str | None = None) -> list[Job]:
+                     queue: str | None = None) -> list[Job[Any]]:
         """Queue many calls of one task in as few round trips as possible."""
         task = self.tasks.get(task_name)
         q = keys.check_name(queue or (task.options.queue if task else "default"))
         if task is not None and task.options.unique_by is not None:
             return [self.enqueue(task_name, a, k, queue=q) for a, k in calls]
         now = round(time.time(), 3)
-        message = self._bulk_message_builder(task_name, q, now)
-        jobs: list[Job] = []
+        message = self.messages.bulk_builder(task_name, q, now)
+        jobs: list[Job[Any]] = []
         batch: list[tuple[str, bytes]] = []
         # Everything is validated and encoded before anything is sent: a bad call anywhere
         # in ``calls`` queues nothing.
@@ -324,30 +316,7 @@ class App:
                                           self.wait_timeout_s)
         return jobs
 
-    def _bulk_message_builder(self, task_name: str, queue: str,
-                              now: float) -> Callable[[str, Sequence[Any], dict[str, Any]], bytes]:
-        """``message(job_id, args, kwargs)`` for many jobs of one task enqueued at ``now``."""
-        check = self._check_job
-        if self.serializer.name == "json":
-            encode = self._json_message(task_name, queue)
-            return lambda jid, args, kwargs: check(encode(jid, args, kwargs, now))
-        dumps = self.serializer.dumps
-
-        def generic(jid: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
-            env = make_envelope(task_name, queue, args, kwargs, jid, None)
-            return check(dumps({**env.to_dict(), "enqueued_at": now}), env)
-        return generic
-
-    def _json_message(self, task_name: str, queue: str) -> serializers.JobEncoder:
-        """The cached :func:`serializers.job_encoder` of ``task_name`` on ``queue``."""
-        encode = self._json_templates.get((task_name, queue))
-        if encode is None:
-            encode = serializers.job_encoder(self.serializer, task_name, queue)
-            if len(self._json_templates) < 1024:  # bounded: task and queue names come from code
-                self._json_templates[(task_name, queue)] = encode
-        return encode
-
-    def job(self, job_id: str, queue: str | None = None) -> Job | None:
+    def job(self, job_id: str, queue: str | None = None) -> Job[Any] | None:
         """The handle of an existing job, or None when no queue has a record for it."""
         q = queue or self.records.find_queue(job_id)
         if q is None or not self.records.status(q, job_id):
@@ -384,47 +353,6 @@ class App:
              auto_renew: bool = True) -> Lock:
         """A lease-based distributed mutex (``with app.lock("project:7"): ...``)."""
         return Lock(self.client, name, ttl_s, wait_s, auto_renew, self.records.scripts)
-
-    def task_or_raise(self, name: str) -> Task:
-        try:
-            return self.tasks[name]
-        except KeyError:
-            raise UnknownTask(f"no task registered as {name!r}") from None
-
-
-def _check_call(task_name: Any, args: Any, kwargs: Any, job_id: Any) -> None:
-    """Refuse what would reach a worker as a malformed message (and be dead-lettered there)."""
-    if not isinstance(task_name, str) or not task_name:
-        raise TypeError(f"a task name is a non-empty string, not {task_name!r}")
-    if not isinstance(args, (list, tuple)):
-        raise TypeError(f"args must be a list or tuple, not {type(args).__name__}")
-    if kwargs is not None and not isinstance(kwargs, dict):
-        raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}")
-    if job_id is not None:
-        # reserve.lua finds the id in the message by a pattern: no quote or backslash in it.
-        keys.check_name(job_id, "job id")
-        if '"' in job_id or "\\" in job_id:
-            raise ValueError(f"job id {job_id!r} must not contain quotes or backslashes")
-
-
-def delay_from(delay_s: float | None, eta: datetime | float | None) -> float | None:
-    if eta is None:
-        return delay_s
-    when = eta.timestamp() if isinstance(eta, datetime) else float(eta)
-    return max(when - time.time(), 0.0)
-
-
-def _unique_ttl_s(task: Task | None) -> float:
-    """Safety lease of a unique key, counted from when the job is due (the enqueue adds any
-    delay): the worker deletes the key when the job ends, and an enqueue takes over a key
-    whose job is over, so this only bounds how long a key can outlive a lost job. It covers
-    every try with its backoff, and at least a day of waiting in the queue: a key that
-    expired while its job still waited would let a duplicate in."""
-    if task is None or task.options.unique_by is None:
-        return 86_400.0
-    opts = task.options
-    per_try = opts.timeout_s or 3600.0
-    return max(86_400.0, per_try * (opts.retries + 1) + opts.retry_backoff_cap_s * opts.retries)
 
 
 __all__ = ["App", "Hooks", "SubscriberSpec"]

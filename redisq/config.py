@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from . import keys
 from .errors import ConfigError
 from .limits import DEFAULT_MAX_MESSAGE_BYTES
+from .model import check_name
 
 ENV_PREFIX = "REDISQ_"
 
@@ -132,7 +132,7 @@ def _convert(name: str, raw: Any) -> Any:
     if isinstance(value, tuple) and name != "web_trusted_hosts":  # host names are not names
         for item in value:
             try:
-                keys.check_name(item, name.rstrip("s"))
+                check_name(item, name.rstrip("s"))
             except ValueError as exc:
                 raise ConfigError(f"setting {name}: {exc}") from None
     if name in _CHOICES and value is not None:

@@ -1,5 +1,6 @@
-"""Jobs: the message that travels through a queue (:class:`Envelope`), the handle a producer
-holds (:class:`Job`) and the context a running task sees (:class:`JobContext`).
+"""Jobs: the handle a producer holds (:class:`Job`) and the context a running task sees
+(:class:`JobContext`); the message that travels (:class:`~redisq.model.Envelope`) is in
+:mod:`redisq.model`.
 
 A job record is a Redis hash whose fields are readable with ``redis-cli``:
 ``status`` (one of :data:`STATUSES`), ``task``, ``attempts``,
@@ -14,91 +15,17 @@ from __future__ import annotations
 
 import contextvars
 import json
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from .backend.backoff import doubling
 from .errors import JobFailed, JobTimeout
+from .model import CANCELLED, DEAD, FAILED, SUCCEEDED
 
 if TYPE_CHECKING:
-    from .records import Records
-
-QUEUED, STARTED, SUCCEEDED, FAILED = "queued", "started", "succeeded", "failed"
-RETRYING, DEAD, CANCELLED = "retrying", "dead", "cancelled"
-STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED)
-#: Statuses after which a job never runs again (unless a dead job is requeued).
-TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED})
-
-
-def new_id() -> str:
-    """32 hex digits of randomness (os.urandom: a quarter of uuid4's cost on the hot path)."""
-    return os.urandom(16).hex()
-
-
-class BadMessage(ValueError):
-    """A message that cannot be a job (not JSON, wrong shape); the reason is dead-lettered."""
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """What a queue carries for one job attempt. Task options live with the registered task
-    in the worker; only what identifies this call travels."""
-
-    id: str
-    task: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    queue: str
-    attempt: int = 1
-    enqueued_at: float = 0.0
-    unique: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        # Empty args and kwargs are left out (from_dict defaults them): a message is most of
-        # what a queued job costs in Redis, and no-argument jobs are common.
-        out: dict[str, Any] = {"id": self.id, "task": self.task}
-        if self.args:
-            out["args"] = self.args
-        if self.kwargs:
-            out["kwargs"] = self.kwargs
-        out.update(queue=self.queue, attempt=self.attempt, enqueued_at=self.enqueued_at)
-        if self.unique is not None:
-            out["unique"] = self.unique
-        return out
-
-    def next_attempt(self) -> Envelope:
-        return replace(self, attempt=self.attempt + 1)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Envelope:
-        if not isinstance(data, dict):
-            raise BadMessage(f"a job message is a JSON object, got {type(data).__name__}")
-        try:
-            env = cls(id=data["id"], task=data["task"], args=data.get("args", []),
-                      kwargs=data.get("kwargs", {}), queue=data.get("queue", ""),
-                      attempt=data.get("attempt", 1), enqueued_at=data.get("enqueued_at", 0.0),
-                      unique=data.get("unique"))
-        except KeyError as exc:
-            raise BadMessage(f"job message lacks the field {exc.args[0]!r}") from None
-        for name, kind in (("id", str), ("task", str), ("args", list), ("kwargs", dict),
-                           ("queue", str), ("attempt", int), ("enqueued_at", (int, float)),
-                           ("unique", (str, type(None)))):
-            value = getattr(env, name)
-            # bool is an int to isinstance, but True is no attempt number or time.
-            if not isinstance(value, kind) or isinstance(value, bool):
-                names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple)
-                                                         else (kind,)))
-                raise BadMessage(f"job message field {name!r} must be {names}")
-        if not env.id or not env.task:
-            raise BadMessage("job message fields 'id' and 'task' must not be empty")
-        if '"' in env.id or "\\" in env.id:  # as producers refuse (reserve.lua's pattern)
-            raise BadMessage("job message field 'id' must not contain quotes or backslashes")
-        if env.attempt < 1:
-            raise BadMessage(f"job message field 'attempt' must be >= 1, not {env.attempt}")
-        return env
-
+    from .backend.records import Records
 
 @dataclass
 class JobContext:
@@ -128,8 +55,14 @@ def current_job() -> JobContext:
     return ctx
 
 
-class Job:
-    """A producer's handle on a job: its id, live status, progress and result."""
+R = TypeVar("R")
+#: The first wait of a result poll; later ones double up to ``poll_s``.
+RESULT_FIRST_POLL_S = 0.002
+
+
+class Job(Generic[R]):
+    """A producer's handle on a job: its id, live status, progress and result (``R``: what
+    the task returns, when the job came from a typed :class:`~redisq.tasks.Task`)."""
 
     def __init__(self, records: Records, job_id: str, queue: str, created: bool = True) -> None:
         self._records = records
@@ -153,22 +86,25 @@ class Job:
         """Cancel the job if it has not started; returns whether it was cancelled."""
         return self._records.cancel(self.queue, self.id)
 
-    def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> Any:
+    def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> R:
         """Wait for the job to end and return its result; raises :class:`JobFailed` with the
         task's error type and message, or :class:`JobTimeout` after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        delay = 0.002
+        delays = doubling(RESULT_FIRST_POLL_S, poll_s)
         while True:
             info = self.info()
             done, value = final_result(self.id, info)
             if done:
-                return value
+                return cast(R, value)  # the JSON of what the task returned
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise JobTimeout(f"job {self.id} still {info.get('status') or 'unknown'} "
-                                 f"after {timeout_s} s")
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, poll_s)
+                raise still_running(self.id, info, timeout_s)
+            time.sleep(min(next(delays), remaining))
+
+
+def still_running(job_id: str, info: dict[str, Any], timeout_s: float) -> JobTimeout:
+    """The error of a result wait that ran out (sync and asyncio alike)."""
+    return JobTimeout(f"job {job_id} still {info.get('status') or 'unknown'} after {timeout_s} s")
 
 
 def final_result(job_id: str, info: dict[str, Any]) -> tuple[bool, Any]:

@@ -12,14 +12,9 @@ gets the real measure (:func:`json_depth_exceeds`), whose loops also run in C.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import SerializationError
-
-if TYPE_CHECKING:
-    from .app import App
-    from .config import Settings
-    from .serializers import Serializer
 
 #: Deepest nesting of a value a message carries: one job argument, a keyword argument's
 #: value, or a published message. ``[[1]]`` is 2 deep, ``1`` is 0.
@@ -110,7 +105,16 @@ def check_message(data: bytes, max_bytes: int, depth_limit: int, serializer: str
     return data
 
 
-def decode(serializer: Serializer, data: bytes, max_bytes: int, depth_limit: int) -> Any:
+class Decoder(Protocol):
+    """What :func:`decode` needs of a serializer (:class:`redisq.serializers.Serializer` is one;
+    named here so this module, under the serializers, imports none of them)."""
+
+    name: str
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+def decode(serializer: Decoder, data: bytes, max_bytes: int, depth_limit: int) -> Any:
     """A stored message's value, checked before it is parsed: too large or too deep raise
     :class:`MessageTooLarge` / :class:`MessageTooDeep` without parsing it. Anything else the
     serializer raises (``ValueError``, ``UnicodeDecodeError``, ``RecursionError``,
@@ -127,12 +131,10 @@ def decode(serializer: Serializer, data: bytes, max_bytes: int, depth_limit: int
     return value
 
 
-def max_message_bytes(app: App, settings: Settings) -> int:
+def max_message_bytes(app_bytes: int, setting_bytes: int) -> int:
     """A worker's cap: the setting when it is set (not the default), else the App's own (so
     an ``App(max_message_bytes=...)`` is honoured by its workers too)."""
-    if settings.max_message_bytes != DEFAULT_MAX_MESSAGE_BYTES:
-        return settings.max_message_bytes
-    return app.max_message_bytes
+    return setting_bytes if setting_bytes != DEFAULT_MAX_MESSAGE_BYTES else app_bytes
 
 
 def poison_reason(exc: BaseException) -> tuple[str, str]:
@@ -148,6 +150,17 @@ def poison_reason(exc: BaseException) -> tuple[str, str]:
     return error_type, text if len(text) <= 500 else text[:497] + "..."
 
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "JOB_WRAPPING", "MAX_DEPTH", "MessageTooDeep",
-           "MessageTooLarge", "check_message", "decode", "json_depth_exceeds",
-           "max_message_bytes", "poison_reason", "value_depth_exceeds"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "JOB_WRAPPING",
+    "MAX_DEPTH",
+    "Decoder",
+    "MessageTooDeep",
+    "MessageTooLarge",
+    "check_message",
+    "decode",
+    "json_depth_exceeds",
+    "max_message_bytes",
+    "poison_reason",
+    "value_depth_exceeds",
+]

@@ -16,9 +16,10 @@ from types import TracebackType
 
 import redis
 
-from . import keys
+from .backend import keys
+from .backend.backoff import doubling
+from .backend.scripts import Scripts
 from .errors import LockNotAcquired
-from .scripts import Scripts
 
 log = logging.getLogger("redisq.locks")
 
@@ -46,15 +47,14 @@ class Lock:
         """Take the lock; wait up to ``wait_s`` (None: the constructor's; 0: do not wait)."""
         wait_s = self.wait_s if wait_s is None else wait_s
         deadline = time.monotonic() + (wait_s or 0.0)
-        delay = 0.005
+        delays = doubling(0.005, 0.1)
         while True:
             if self.client.set(self.key, self.token, nx=True, px=int(self.ttl_s * 1000)):
                 self._start_renewing()
                 return True
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
-            delay = min(delay * 2, 0.1)
+            time.sleep(min(next(delays), max(deadline - time.monotonic(), 0)))
 
     def extend(self) -> bool:
         """Renew the lease; False if the lock is no longer ours."""

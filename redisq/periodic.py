@@ -10,6 +10,7 @@ fields without ``*``) runs once, not twice, in the hour that repeats (fall back)
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -163,3 +164,21 @@ def job_id(name: str, tick: float) -> str:
     """The id of the job a tick fires (``periodic:<name>:<unix ts>``): deterministic, so a
     tick fired twice would meet its own job record (enqueue's duplicate check)."""
     return f"periodic:{name}:" + f"{tick:.3f}".rstrip("0").rstrip(".")
+
+
+_INDEX_TEXT = ("name", "task", "queue", "schedule", "next_at_iso")
+
+
+def index_row(raw: bytes | str) -> dict[str, Any] | None:
+    """One row of the periodic index the scheduler publishes, or None for one it did not
+    write (the hash is data anyone with Redis access may have written: any parse error, wrong
+    shape or type)."""
+    try:
+        row = json.loads(raw)
+    except Exception:  # ValueError, RecursionError, MemoryError
+        return None
+    if (not isinstance(row, dict) or any(not isinstance(row.get(k), str) for k in _INDEX_TEXT)
+            or isinstance(row.get("next_at"), bool)
+            or not isinstance(row.get("next_at"), (int, float))):
+        return None
+    return row

@@ -53,7 +53,7 @@ class MsgpackSerializer:
     name = "msgpack"
 
     def __init__(self) -> None:
-        import msgpack  # type: ignore[import-not-found,import-untyped]
+        import msgpack
 
         self._msgpack = msgpack
 

@@ -9,16 +9,34 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
-from . import keys
+from .backend import keys
 from .errors import DuplicateJob
-from .job import Envelope, Job, new_id
+from .job import Job, JobContext
+from .model import Envelope, new_id
 
 if TYPE_CHECKING:
-    from .app import App
+    from collections.abc import Awaitable
+    from typing import Concatenate
 
 UniqueBy = str | Sequence[str] | Callable[..., str] | None
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Producer(Protocol):
+    """What a :class:`Task` sends its calls through (an :class:`redisq.App`). A protocol, so
+    this module needs nothing from ``app`` and the app can import it."""
+
+    def enqueue(self, task_name: str, args: Sequence[Any] = (),
+                kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
+                delay_s: float | None = None, job_id: str | None = None,
+                eta: datetime | float | None = None) -> Job[Any]: ...
+
+    def enqueue_many(self, task_name: str,
+                     calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
+                     queue: str | None = None) -> list[Job[Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -36,10 +54,12 @@ class TaskOptions:
     dead_letter: bool = True
 
 
-class Task:
-    """A function registered with an :class:`App` under ``name``."""
+class Task(Generic[P, R]):
+    """A function registered with an :class:`redisq.App` under ``name``. Typed by the
+    function's parameters ``P`` and result ``R``: ``delay`` takes what the function takes and
+    returns a ``Job[R]`` (for an ``async def`` task, ``R`` is what it awaits to)."""
 
-    def __init__(self, app: App, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+    def __init__(self, app: Producer, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
         if options.on_duplicate not in ("return", "raise"):
             raise ValueError("on_duplicate is 'return' or 'raise'")
         self.app = app
@@ -62,25 +82,25 @@ class Task:
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.options.queue}>"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Run the function here and now, as a plain call (no queue involved)."""
         return self.fn(*args, **kwargs)
 
-    def delay(self, *args: Any, **kwargs: Any) -> Job:
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Queue a call with these arguments (one round trip); returns its :class:`Job`."""
         return self.enqueue(args=args, kwargs=kwargs)
 
     def enqueue(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
-                queue: str | None = None, eta: datetime | float | None = None) -> Job:
+                queue: str | None = None, eta: datetime | float | None = None) -> Job[R]:
         """Queue a call with job options kept apart from the task's arguments."""
         return self.app.enqueue(self.name, args=args, kwargs=kwargs, delay_s=delay_s,
                                 job_id=job_id, queue=queue, eta=eta)
 
-    def map(self, calls: Iterable[Any], queue: str | None = None) -> list[Job]:
+    def map(self, calls: Iterable[Any], queue: str | None = None) -> list[Job[R]]:
         """Queue many calls in pipelined round trips. Each item is an args tuple, a single
         argument, or an ``(args, kwargs)`` pair written as ``((1, 2), {"x": 3})``."""
-        return self.app.enqueue_many(self.name, (_split_call(c) for c in calls), queue=queue)
+        return self.app.enqueue_many(self.name, (split_call(c) for c in calls), queue=queue)
 
     def unique_key(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
         """The key two calls share when they must not be queued or run at the same time."""
@@ -110,7 +130,45 @@ class Task:
             self._shapes_ok.add(shape)
 
 
-def _split_call(call: Any) -> tuple[Sequence[Any], dict[str, Any]]:
+#: A task of any signature (the registry, the worker).
+AnyTask = Task[..., Any]
+
+
+class TaskKwargs(TypedDict, total=False):
+    """The options of ``@app.task(...)`` besides ``bind`` (see :class:`TaskOptions`)."""
+
+    name: str | None
+    queue: str
+    retries: int
+    timeout_s: float | None
+    retry_backoff_s: float
+    retry_backoff_cap_s: float
+    unique_by: UniqueBy
+    on_duplicate: str
+    dead_letter: bool
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)`` returns: it registers a function (sync or ``async def``)."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class BoundTaskDecorator(Protocol):
+    """What ``@app.task(bind=True, ...)`` returns: the function's first parameter is the
+    :class:`JobContext`, which callers do not pass."""
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[JobContext, P], Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[JobContext, P], R], /) -> Task[P, R]: ...
+
+
+def split_call(call: Any) -> tuple[Sequence[Any], dict[str, Any]]:
+    """One item of ``map``: an args tuple, a single argument, or an ``(args, kwargs)`` pair."""
     if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[0], (tuple, list))
             and isinstance(call[1], dict)):
         return call[0], call[1]
@@ -125,7 +183,7 @@ def make_envelope(task_name: str, queue: str, args: Sequence[Any], kwargs: dict[
                     queue=queue, attempt=1, enqueued_at=round(time.time(), 3), unique=unique)
 
 
-def duplicate(task: Task | None, job: Job) -> Job:
+def duplicate(task: AnyTask | None, job: Job[Any]) -> Job[Any]:
     """What enqueue returns (or raises) when an equal unique job is queued or running."""
     if task is not None and task.options.on_duplicate == "raise":
         raise DuplicateJob(job.id)

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from redisq import config
-from redisq.cli import main as cli_main
+from redisq.ops.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from redisq import App, urls
-from redisq.server import RedisServer, find_server_binary, free_port
+from redisq import App
+from redisq.backend import urls
+from redisq.backend.embedded import RedisServer, find_server_binary, free_port
 from tests.support.cluster import ClusterSet
 
 # Tests must never fall back to an ambient REDIS_URL/REDISQ_URL (e.g. the machine's own 6379),

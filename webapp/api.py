@@ -13,9 +13,10 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from redisq import DuplicateJob, SerializationError, keys
+from redisq import DuplicateJob, SerializationError
+from redisq.backend import keys
 
-from . import error, page, state
+from .http import error, page, state
 from .security import is_json
 
 api = Blueprint("api", __name__)
@@ -127,9 +128,9 @@ def enqueue() -> Response:
     the task says ``on_duplicate="raise"``."""
     body = json_body({"task": str}, {"args": list, "kwargs": dict, "queue": str,
                                      "delay_s": (int, float)})
-    rq = state().rq
+    queue_app = state().queue_app
     task = body["task"]
-    if task not in rq.tasks:  # only registered tasks: a name must not pick arbitrary code
+    if task not in queue_app.tasks:  # only registered tasks: a name must not pick arbitrary code
         raise BadRequest(400, f"unknown task {task!r}")
     delay_s = body.get("delay_s")
     if delay_s is not None and not 0 <= delay_s <= MAX_DELAY_S:
@@ -138,7 +139,7 @@ def enqueue() -> Response:
     if queue is not None:
         _check_queue(_name(queue, "queue"))
     try:
-        job = rq.enqueue(task, args=body.get("args") or (), kwargs=body.get("kwargs"),
+        job = queue_app.enqueue(task, args=body.get("args") or (), kwargs=body.get("kwargs"),
                          queue=queue, delay_s=delay_s)
     except DuplicateJob as exc:
         return error(409, "duplicate job", job_id=exc.existing_id)
@@ -157,7 +158,7 @@ def publish() -> Response:
     if refusal is not None:
         return refusal
     try:
-        receivers = state().rq.publish(channel, body["message"])
+        receivers = state().queue_app.publish(channel, body["message"])
     except (TypeError, ValueError, SerializationError, RecursionError) as exc:
         raise BadRequest(400, f"bad message: {_short(exc)}") from None
     return _json({"receivers": receivers}, 202)
@@ -183,7 +184,7 @@ def _check_queue(queue: str) -> None:
     """Only the queues the App's tasks declare (or ``web_queues``): every accepted name would
     otherwise become a queue that every snapshot and scrape walks for good."""
     st = state()
-    allowed = st.settings.web_queues or {t.options.queue for t in st.rq.tasks.values()}
+    allowed = st.settings.web_queues or {t.options.queue for t in st.queue_app.tasks.values()}
     if queue not in allowed:
         raise BadRequest(400, f"queue {queue!r} is not one the app's tasks declare"
                               " (REDISQ_WEB_QUEUES)")
@@ -196,7 +197,7 @@ def _short(exc: BaseException) -> str:
 @api.get("/jobs/<job_id>")
 def job_status(job_id: str) -> Response:
     """Status, progress, result or error of a job; 404 for an unknown id."""
-    job = state().rq.job(job_id)
+    job = state().queue_app.job(job_id)
     info = job.info() if job is not None else None
     if not info:
         return error(404, f"no job {job_id}")
@@ -225,7 +226,7 @@ def _number(text: str) -> Any:
 @api.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> Response:
     """Cancel a queued (or delayed) job; 409 when it already started or finished."""
-    job = state().rq.job(job_id)
+    job = state().queue_app.job(job_id)
     if job is None:
         return error(404, f"no job {job_id}")
     if not job.cancel():
@@ -236,13 +237,13 @@ def cancel(job_id: str) -> Response:
 @api.post("/queues/<queue>/requeue")
 def requeue(queue: str) -> Response:
     """Bring the queue's dead jobs back (the dashboard's "retry dead")."""
-    return _json({"queue": queue, "requeued": state().rq.requeue_dead(_name(queue, "queue"))}, 200)
+    return _json({"queue": queue, "requeued": state().queue_app.requeue_dead(_name(queue, "queue"))}, 200)
 
 
 @api.post("/queues/<queue>/purge")
 def purge(queue: str) -> Response:
     """Delete the queue's waiting messages."""
-    return _json({"queue": queue, "purged": state().rq.queue(_name(queue, "queue")).purge()}, 200)
+    return _json({"queue": queue, "purged": state().queue_app.queue(_name(queue, "queue")).purge()}, 200)
 
 
 @api.get("/prodcons")

@@ -1,7 +1,7 @@
 """One Redis subscription per web process, fanned out to its Server-Sent Events streams.
 
 Each open stream is a :class:`Listener` with a bounded queue of its own. One daemon thread owns
-a :class:`redisq.channel.Subscriber` (one health-checked pub/sub connection that reconnects by
+a :class:`redisq.broker.channel.Subscriber` (one health-checked pub/sub connection that reconnects by
 itself), subscribes to the channels the listeners want, drops the ones nobody wants any more,
 and copies each message into the queues of that channel's listeners. So a hundred open
 dashboards cost Redis one connection, not a hundred.
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redisq.channel import Subscriber
+from redisq.broker.channel import Subscriber
 
 log = logging.getLogger("redisq.web")
 

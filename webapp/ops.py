@@ -1,6 +1,6 @@
 """Operations endpoints: ``/healthz`` for load balancers and ``/metrics`` for Prometheus.
 
-The metrics come from Redis on each scrape (``redisq.stats.snapshot``): the truth about queues
+The metrics come from Redis on each scrape (``redisq.ops.stats.snapshot``): the truth about queues
 and workers lives there, not in whichever web process the scraper happened to reach.
 """
 
@@ -12,11 +12,11 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from redisq.records import DURATION_BUCKETS_S
-from redisq.registry import Registry
-from redisq.stats import snapshot
+from redisq.backend.records import DURATION_BUCKETS_S
+from redisq.backend.registry import Registry
+from redisq.ops.stats import snapshot
 
-from . import WebState, error, state
+from .http import WebState, error, state
 
 log = logging.getLogger("redisq.web")
 
@@ -32,7 +32,7 @@ _COUNTERS = {"enqueued": "Jobs enqueued", "succeeded": "Job attempts that succee
 @ops.get("/healthz")
 def healthz() -> Response:
     """200 when Redis answers and at least one worker is alive, else 503 with the reason."""
-    client = state().rq.client
+    client = state().queue_app.client
     try:
         client.ping()
         workers = Registry(client).workers()
@@ -78,7 +78,7 @@ class RedisqCollector:
             HistogramMetricFamily,
         )
 
-        snap = snapshot(self.web_state.rq.client)
+        snap = snapshot(self.web_state.queue_app.client)
         gauges = {n: GaugeMetricFamily(f"redisq_queue_{n}", doc, labels=["queue"])
                   for n, doc in _GAUGES.items()}
         counters = {n: CounterMetricFamily(f"redisq_jobs_{n}", doc, labels=["queue"])

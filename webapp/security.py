@@ -29,7 +29,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from redisq import config as rq_config
 
-from . import error, state
+from .http import error, state
 
 auth = Blueprint("auth", __name__)
 

@@ -23,10 +23,11 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from redisq import keys
-from redisq.stats import snapshot
+from redisq.backend import keys
+from redisq.ops.stats import recent_failures, running_jobs, settled_jobs, snapshot
 
-from . import WebState, error, page, state
+from .api import channel_refusal
+from .http import WebState, error, page, state
 from .hub import Listener
 
 log = logging.getLogger("redisq.web")
@@ -37,107 +38,31 @@ SNAPSHOT_EVERY_S = 1.0
 RATE_WINDOW_S = 10.0  # rates are averaged over up to this long
 RECENT_FAILURES = 10
 MAX_RUNNING = 50
-_FAILURE_FIELDS = ("job_id", "task", "error_type", "reason", "failed_at")
-_RUNNING_FIELDS = ("status", "worker", "started_at", "progress", "progress_message")
 STREAM_RETRY_S = 5  # Retry-After of a 503 when every stream slot is taken
 EVENT_TYPES = frozenset({"job", "progress"})  # what /events forwards from redisq:events
-_SETTLED = ("succeeded", "failed", "dead", "acked")
 
 
 def dashboard_snapshot(st: WebState) -> dict[str, Any]:
     """Queues (with rates), workers, recent failures (dead letters), running jobs with their
     progress, and the periodic jobs' next runs."""
-    client = st.rq.client
+    client = st.queue_app.client
     snap = snapshot(client)
     _add_rates(st, snap)
     queues = list(snap["queues"])
     for counts in snap["queues"].values():
         counts.pop("durations", None)
-    return {**snap, "failures": _failures(client, queues), "running": _running(client, queues),
+    return {**snap, "failures": recent_failures(client, queues, RECENT_FAILURES),
+            "running": running_jobs(client, queues, MAX_RUNNING),
             "scheduled": snap.get("periodic", [])}
 
 
-def _failures(client: Any, queues: list[str]) -> list[dict[str, Any]]:
-    if not queues:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for q in queues:
-        pipe.lrange(keys.dead(q), 0, RECENT_FAILURES - 1)
-    failures = []
-    for q, entries in zip(queues, pipe.execute(), strict=True):
-        for raw in entries:
-            entry = _dead_entry(raw)
-            if entry is not None:
-                failures.append({"queue": q, **entry})
-    failures.sort(key=lambda f: f["failed_at"], reverse=True)
-    return failures[:RECENT_FAILURES]
-
-
-def _dead_entry(raw: bytes) -> dict[str, Any] | None:
-    """A dead-letter entry's fields, typed; None for one that is not an entry (anyone who can
-    write to Redis can LPUSH anything: it must not take the dashboard down)."""
-    try:
-        entry = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(entry, dict):
-        return None
-    out: dict[str, Any] = {k: _text(entry.get(k)) for k in _FAILURE_FIELDS}
-    out["failed_at"] = _float(entry.get("failed_at"))
-    return out
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else value if isinstance(value, str) else str(value)[:200]
-
-
-def _float(value: Any) -> float:
-    """A number from stored data, 0.0 for anything that is not a finite one."""
-    try:
-        number = float(value or 0)
-    except (TypeError, ValueError, OverflowError):
-        return 0.0
-    return number if math.isfinite(number) else 0.0
-
-
-def _running(client: Any, queues: list[str]) -> list[dict[str, Any]]:
-    """The started jobs, read from the queues' in-flight lists and the job records: live,
-    where the workers' registry entries are only as fresh as their last heartbeat."""
-    pipe = client.pipeline(transaction=False)
-    for q in queues:
-        pipe.smembers(keys.consumers(q))
-    lists = [(q, m.decode()) for q, members in zip(queues, pipe.execute() if queues else [],
-                                                   strict=True) for m in members]
-    for q, member in lists:
-        pipe.lrange(keys.processing(q, member), 0, MAX_RUNNING - 1)
-    jobs = []
-    for (q, _), messages in zip(lists, pipe.execute() if lists else [], strict=True):
-        for raw in messages:
-            try:
-                message = json.loads(raw)
-                jobs.append({"id": str(message["id"]), "task": str(message["task"]), "queue": q})
-            except (ValueError, KeyError, TypeError, RecursionError):
-                continue  # a malformed message: the worker dead-letters it
-    for job in jobs:
-        pipe.hmget(keys.job(job["queue"], job["id"]), *_RUNNING_FIELDS)
-    running = []
-    for job, values in zip(jobs, pipe.execute() if jobs else [], strict=True):
-        record = {k: v.decode("utf-8", "replace") if v is not None else None
-                  for k, v in zip(_RUNNING_FIELDS, values, strict=True)}
-        if record["status"] != "started":
-            continue  # reserved, not yet started
-        running.append({**job, "worker": record["worker"] or "",
-                        "started_at": _float(record["started_at"]),
-                        "progress": _float(record["progress"]),
-                        "progress_message": record["progress_message"] or ""})
-    return sorted(running, key=lambda j: j["started_at"])[:MAX_RUNNING]
-
-
+STREAM_RETRY_S = 5  # Retry-After of a 503 when every stream slot is taken
+EVENT_TYPES = frozenset({"job", "progress"})  # what /events forwards from redisq:events
 def _add_rates(st: WebState, snap: dict[str, Any]) -> None:
     """``rate``: jobs settled per second over the last ``RATE_WINDOW_S``, from a history the
     app keeps (so every open dashboard sees the same rate, however many there are)."""
     now = snap["time"]
-    settled = {q: sum(int(c.get(k, 0)) for k in _SETTLED) for q, c in snap["queues"].items()}
+    settled = {q: settled_jobs(c) for q, c in snap["queues"].items()}
     with st.lock:
         history = st.rate_history
         if not history or now - history[-1][0] >= SNAPSHOT_EVERY_S:
@@ -154,7 +79,7 @@ def _add_rates(st: WebState, snap: dict[str, Any]) -> None:
 @stream.get("/")
 def dashboard() -> Response:
     """The dashboard; it fills itself from ``/events``."""
-    return page("dashboard.html", tasks=sorted(state().rq.tasks))
+    return page("dashboard.html", tasks=sorted(state().queue_app.tasks))
 
 
 @stream.get("/api/snapshot")
@@ -259,7 +184,6 @@ def _job_event(data: bytes) -> str | None:
 @stream.get("/events/<channel>")
 def channel_events(channel: str) -> Response:
     """An SSE bridge: each message of the pub/sub ``channel`` as a ``message`` event."""
-    from .api import channel_refusal
 
     refusal = channel_refusal(channel)
     if refusal is not None:

@@ -52,7 +52,7 @@ def demo_app(url: str) -> App:
 @pytest.fixture
 def live(redis_url: str) -> Iterator[tuple[str, App]]:
     rq = demo_app(redis_url)
-    server = make_server("127.0.0.1", 0, create_app({"RQ_APP": rq}), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app({"REDISQ_APP": rq}), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     with running(rq):

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from redisq import App, keys
+from redisq import App
+from redisq.backend import keys
 from tests.browser.test_dashboard import browser, demo_app  # noqa: F401 (the fixture)
 from tests.support.inproc import running
 from webapp import create_app
@@ -25,7 +26,7 @@ WRITE = "browser-write-token-0123"
 @pytest.fixture
 def guarded(redis_url: str) -> Iterator[tuple[str, App]]:
     rq = demo_app(redis_url)
-    server = make_server("127.0.0.1", 0, create_app({"RQ_APP": rq, "web_token": WRITE}),
+    server = make_server("127.0.0.1", 0, create_app({"REDISQ_APP": rq, "web_token": WRITE}),
                          threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -17,7 +17,7 @@ import pytest
 
 import redisq
 from redisq import config
-from redisq.worker import Worker
+from redisq.worker.prodcons import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

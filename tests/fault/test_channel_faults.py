@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from redisq.backoff import Backoff
-from redisq.channel import Channel, Subscriber
-from redisq.connection import ConnectionOptions, Outage, connect
-from redisq.server import RedisServer
+from redisq.backend.backoff import Backoff
+from redisq.backend.connection import ConnectionOptions, Outage, connect
+from redisq.backend.embedded import RedisServer
+from redisq.broker.channel import Channel, Subscriber
 from tests.support.loops import SubscriberLoop, kill_clients
 from tests.support.proxy import FaultProxy
 from tests.support.wait import wait_until

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from redisq import App, keys
-from redisq.channel import Subscriber
-from redisq.connection import ConnectionOptions
-from redisq.registry import Registry
+from redisq import App
+from redisq.backend import keys
+from redisq.backend.connection import ConnectionOptions
+from redisq.backend.registry import Registry
+from redisq.broker.channel import Subscriber
 from tests.support.cluster import ClusterSet
 from tests.support.procs import start_worker, stop
 from tests.support.runs_app import read_runs

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from redisq import keys
+from redisq.backend import keys
 from tests.fault.test_cluster import QUEUES, number, producer, workers
 from tests.support.cluster import ClusterSet
 from tests.support.procs import stop

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 import redis
 
-from redisq import keys
-from redisq.backoff import Backoff
-from redisq.channel import Channel, ChannelMessage, Subscriber
-from redisq.cluster import sharded_pubsub
-from redisq.connection import ConnectionOptions, Outage, connect
-from redisq.server import RedisServer
+from redisq.backend import keys
+from redisq.backend.backoff import Backoff
+from redisq.backend.cluster import sharded_pubsub
+from redisq.backend.connection import ConnectionOptions, Outage, connect
+from redisq.backend.embedded import RedisServer
+from redisq.broker.channel import Channel, ChannelMessage, Subscriber
 from tests.support.cluster import ClusterSet
 from tests.support.wait import wait_until
 

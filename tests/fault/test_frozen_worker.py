@@ -18,8 +18,9 @@ from collections import Counter
 import pytest
 import redis
 
-from redisq import App, keys
-from redisq.job import TERMINAL
+from redisq import App
+from redisq.backend import keys
+from redisq.model import TERMINAL
 from tests.support.frozen_app import FINISHES, LATE, STARTS
 from tests.support.procs import start_worker
 from tests.support.wait import wait_until

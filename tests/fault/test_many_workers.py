@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from redisq import App, keys
-from redisq.registry import Registry
+from redisq import App
+from redisq.backend import keys
+from redisq.backend.registry import Registry
 from tests.support.procs import start_worker, stop
 from tests.support.runs_app import read_runs
 from tests.support.wait import wait_until

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from redisq import App, keys
-from redisq.consumer import Consumer
-from redisq.job import Envelope
-from redisq.records import Outcome
-from redisq.registry import Registry
-from redisq.server import RedisServer, free_port
+from redisq import App
+from redisq.backend import keys
+from redisq.backend.embedded import RedisServer, free_port
+from redisq.backend.registry import Registry
+from redisq.broker.consumer import Consumer
+from redisq.model import Envelope, Outcome
 from tests.support.procs import run_cli, start_worker, stop
 from tests.support.wait import wait_until
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from redisq import keys
-from redisq.backoff import Backoff
-from redisq.connection import ConnectionOptions, Outage, connect
-from redisq.consumer import Consumer
-from redisq.queue import Queue
-from redisq.server import RedisServer
+from redisq.backend import keys
+from redisq.backend.backoff import Backoff
+from redisq.backend.connection import ConnectionOptions, Outage, connect
+from redisq.backend.embedded import RedisServer
+from redisq.broker.consumer import Consumer
+from redisq.broker.queue import Queue
 from tests.support.loops import ConsumerLoop, Producer, blocked_in, kill_clients
 from tests.support.proxy import FaultProxy
 from tests.support.wait import wait_until
@@ -268,8 +268,8 @@ def test_blocked_loop_across_server_timeout(server: RedisServer) -> None:
 
 HOLDER = """
 import sys, time
-from redisq.connection import connect
-from redisq.consumer import Consumer
+from redisq.backend.connection import connect
+from redisq.broker.consumer import Consumer
 c = Consumer(connect(sys.argv[1], "holder"), ["jobs"], consumer_id="holder", lease_s=1.0,
              block_timeout_s=0.5)
 got = c.reserve(int(sys.argv[2]))

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from redisq import App, current_job
-from redisq.registry import Registry
+from redisq.backend.registry import Registry
 from tests.support.inproc import running
 from tests.support.procs import ROOT, cli_env, stop
 from tests.support.wait import wait_until

@@ -24,9 +24,9 @@ import pytest
 import redis
 
 from redisq import App, NotReplicated
-from redisq.channel import Subscriber
-from redisq.connection import ConnectionOptions
-from redisq.registry import Registry
+from redisq.backend.connection import ConnectionOptions
+from redisq.backend.registry import Registry
+from redisq.broker.channel import Subscriber
 from tests.support.procs import start_worker, stop
 from tests.support.runs_app import read_runs
 from tests.support.sentinel import SentinelSet
@@ -164,7 +164,7 @@ def web_app_enqueues(flow: Flow) -> bool:
     """The web app (on the same sentinel URL) queues a job that the worker runs."""
     from webapp import create_app
 
-    client = create_app({"RQ_APP": flow.app}).test_client()
+    client = create_app({"REDISQ_APP": flow.app}).test_client()
     reply = client.post("/prodcons", json={"task": "r.record", "args": [-1]})
     if reply.status_code != 202:
         return False

@@ -8,7 +8,7 @@ import pytest
 
 from redisq import App, DuplicateJob, JobFailed, config
 from redisq.aio import AsyncProducer
-from redisq.worker import Worker
+from redisq.worker.prodcons import Worker
 
 
 def test_async_producer_end_to_end(redis_url: str) -> None:
@@ -56,7 +56,7 @@ def test_async_client_per_url_scheme() -> None:
     from redis.asyncio.sentinel import SentinelConnectionPool
 
     from redisq.aio import async_client
-    from redisq.connection import ConnectionOptions
+    from redisq.backend.connection import ConnectionOptions
     from redisq.errors import ConfigError
 
     opts = ConnectionOptions(block_timeout_s=1.0, read_margin_s=0.5, connect_timeout_s=0.25)

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from redisq.channel import Channel, Subscriber
-from redisq.connection import ConnectionOptions, connect
+from redisq.backend.connection import ConnectionOptions, connect
+from redisq.broker.channel import Channel, Subscriber
 from tests.support.channel_contract import ChannelContract, collect, make_sub, quiet
 from tests.support.wait import wait_until
 

@@ -10,9 +10,10 @@ import time
 import pytest
 from click.testing import CliRunner, Result
 
-from redisq import App, keys
-from redisq.cli import main
-from redisq.registry import Registry
+from redisq import App
+from redisq.backend import keys
+from redisq.backend.registry import Registry
+from redisq.ops.cli import main
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 
@@ -164,6 +165,6 @@ def test_redis_down_exits_1_with_one_line(unused_url: str) -> None:
 
 @pytest.fixture
 def unused_url() -> str:
-    from redisq.server import free_port
+    from redisq.backend.embedded import free_port
 
     return f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there

@@ -10,10 +10,10 @@ import time
 import pytest
 import redis
 
-from redisq.connection import ConnectionOptions, connect, wait_for_redis
-from redisq.consumer import Consumer
-from redisq.queue import Queue
-from redisq.server import RedisServer
+from redisq.backend.connection import ConnectionOptions, connect, wait_for_redis
+from redisq.backend.embedded import RedisServer
+from redisq.broker.consumer import Consumer
+from redisq.broker.queue import Queue
 from tests.support.loops import kill_clients
 from tests.support.wait import wait_until
 
@@ -85,7 +85,7 @@ def test_lean_wire_turns_a_socket_error_into_a_redis_connection_error(server: Re
     """The hot path reads replies from the parser itself; a reset socket must still reach the
     caller as redis.ConnectionError (which every retry loop catches, unlike a bare OSError),
     and the next call must reconnect and work."""
-    from redisq.wire import wire_for
+    from redisq.backend.wire import wire_for
 
     client = connect(server.url, "test", FAST)
     wire = wire_for(client)

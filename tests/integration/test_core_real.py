@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from redisq.channel import Channel, Subscriber
-from redisq.connection import connect
-from redisq.consumer import Consumer
-from redisq.queue import Queue
-from redisq.server import RedisServer, free_port
+from redisq.backend.connection import connect
+from redisq.backend.embedded import RedisServer, free_port
+from redisq.broker.channel import Channel, Subscriber
+from redisq.broker.consumer import Consumer
+from redisq.broker.queue import Queue
 from tests.support.wait import wait_until
 
 

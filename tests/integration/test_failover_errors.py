@@ -1,5 +1,5 @@
 """A server that stops being a usable master (demoted to a replica, or short of replicas) is
-treated as a lost connection, not as a failed command: see ``redisq/failover.py``. And durable
+treated as a lost connection, not as a failed command: see ``redisq/backend/failover.py``. And durable
 enqueue (``wait_replicas``) on a master without replicas raises NotReplicated."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import redis
 from redis.exceptions import MasterDownError, ReadOnlyError, ResponseError
 
 from redisq import App, NotReplicated
-from redisq.connection import ConnectionOptions, connect
-from redisq.consumer import Consumer
-from redisq.failover import is_wrong_node
-from redisq.server import RedisServer, free_port
+from redisq.backend.connection import ConnectionOptions, connect
+from redisq.backend.embedded import RedisServer, free_port
+from redisq.backend.failover import is_wrong_node
+from redisq.broker.consumer import Consumer
 from tests.support.wait import wait_until
 
 FAST = ConnectionOptions(block_timeout_s=0.5, read_margin_s=0.5, connect_timeout_s=0.5)
@@ -159,8 +159,8 @@ def test_lean_connections_ask_sentinel_on_every_connect() -> None:
     """The hot path's per-thread connections are made from the client's own connection
     class and kwargs: for Sentinel, a class that looks the master up when it connects, with
     the pool's Sentinel proxy (no server needed: nothing connects here)."""
-    from redisq.failover import FailoverSentinelConnection
-    from redisq.wire import wire_for
+    from redisq.backend.failover import FailoverSentinelConnection
+    from redisq.backend.wire import wire_for
 
     client = connect("redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster/0")
     wire = wire_for(client)

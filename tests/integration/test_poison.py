@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import redis
 
-from redisq import JobFailed, keys
-from redisq.records import DEAD_HEAD_BYTES, dead_message
-from redisq.registry import Registry
+from redisq import JobFailed
+from redisq.backend import keys
+from redisq.backend.dead import DEAD_HEAD_BYTES, dead_message
+from redisq.backend.registry import Registry
 from tests import worker_app
 from tests.support.procs import start_worker, stop
 from tests.support.wait import wait_until
@@ -151,7 +152,7 @@ def test_aio_and_cli_take_64_levels(redis_url: str) -> None:
 
     from redisq import App
     from redisq.aio import AsyncProducer
-    from redisq.cli import main
+    from redisq.ops.cli import main
 
     deep: Any = 1
     for _ in range(64):

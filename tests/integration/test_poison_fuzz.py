@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from redisq import App, config, keys
-from redisq.job import DEAD
-from redisq.queue import Message
-from redisq.worker import Worker
+from redisq import App, config
+from redisq.backend import keys
+from redisq.model import DEAD, Message
+from redisq.worker.prodcons import Worker
 from tests import poison_app
 from tests.support.procs import start_worker, stop
 from tests.support.wait import wait_until

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from redisq import App, ConfigError, config, keys
-from redisq.pubsub_worker import PubSubWorker
+from redisq import App, ConfigError, config
+from redisq.backend import keys
+from redisq.worker.pubsub import PubSubWorker
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from redisq.connection import ConnectionOptions, connect
+from redisq.backend.connection import ConnectionOptions, connect
 from tests.support.queue_contract import QueueContract
 
 OPTIONS = ConnectionOptions(block_timeout_s=0.5, read_margin_s=0.5, connect_timeout_s=1.0)

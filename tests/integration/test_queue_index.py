@@ -8,8 +8,9 @@ import time
 import pytest
 import redis
 
-from redisq import App, index, keys
-from redisq.stats import snapshot
+from redisq import App
+from redisq.backend import index, keys
+from redisq.ops.stats import snapshot
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from redisq import keys
-from redisq.connection import ConnectionOptions, connect
-from redisq.consumer import Consumer
-from redisq.queue import Message, Queue
+from redisq.backend import keys
+from redisq.backend.connection import ConnectionOptions, connect
+from redisq.broker.consumer import Consumer
+from redisq.broker.queue import Queue
+from redisq.model import Message
 from tests.support.wait import wait_until
 
 OPTIONS = ConnectionOptions(block_timeout_s=1.0, read_margin_s=0.5, connect_timeout_s=1.0)

@@ -11,10 +11,11 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from redisq import App, keys
-from redisq.cli import main
-from redisq.scheduler import Scheduler, SchedulerDaemon
-from redisq.stats import snapshot
+from redisq import App
+from redisq.backend import keys
+from redisq.ops.cli import main
+from redisq.ops.stats import snapshot
+from redisq.worker.scheduler import Scheduler, SchedulerDaemon
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 

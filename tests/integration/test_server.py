@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from redisq.connection import ConnectionOptions, connect
-from redisq.queue import Queue
-from redisq.server import RedisServer, ensure_server, find_server_binary
+from redisq.backend.connection import ConnectionOptions, connect
+from redisq.backend.embedded import RedisServer, ensure_server, find_server_binary
+from redisq.broker.queue import Queue
 
 FAST = ConnectionOptions(block_timeout_s=0.5, read_margin_s=0.5, connect_timeout_s=0.5)
 
@@ -77,7 +77,7 @@ def test_free_ports_are_outside_the_ephemeral_range_and_never_repeat() -> None:
     """A port from bind(0) is an ephemeral port, which any outgoing connection may take as its
     local port before the server binds it (a cluster node once failed so): free_port picks
     below that range, and never hands the same port out twice."""
-    from redisq.server import _ephemeral_low, free_port
+    from redisq.backend.embedded import _ephemeral_low, free_port
 
     ports = [free_port() for _ in range(40)]
     assert len(set(ports)) == len(ports)

@@ -1,6 +1,6 @@
-from redisq.connection import connect
-from redisq.consumer import Consumer
-from redisq.queue import Queue
+from redisq.backend.connection import connect
+from redisq.broker.consumer import Consumer
+from redisq.broker.queue import Queue
 
 
 def test_put_reserve_ack_roundtrip(redis_url: str) -> None:

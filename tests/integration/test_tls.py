@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from redisq import App, config
-from redisq.channel import Subscriber
-from redisq.connection import connect
-from redisq.server import RedisServer, free_port
-from redisq.worker import Worker
+from redisq.backend.connection import connect
+from redisq.backend.embedded import RedisServer, free_port
+from redisq.broker.channel import Subscriber
+from redisq.worker.prodcons import Worker
 
 
 def openssl(*args: str, cwd: Path) -> None:

@@ -16,8 +16,8 @@ import redis
 
 from redisq import App
 from redisq.aio import async_client
-from redisq.connection import ConnectionOptions, connect
-from redisq.server import RedisServer, find_server_binary, free_port
+from redisq.backend.connection import ConnectionOptions, connect
+from redisq.backend.embedded import RedisServer, find_server_binary, free_port
 from tests.integration.test_tls import make_ca_and_cert, openssl
 from tests.support.wait import wait_until
 

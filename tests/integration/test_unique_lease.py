@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from redisq import App, config, keys
+from redisq import App, config
 from redisq.aio import AsyncProducer
-from redisq.worker import Worker
+from redisq.backend import keys
+from redisq.worker.prodcons import Worker
 from tests.support.cluster import ClusterSet
 
 DAY_S = 86_400.0
@@ -107,7 +108,7 @@ def test_takeover_on_a_cluster(cluster: ClusterSet) -> None:
 def test_a_periodic_tick_takes_over_a_stale_key(redis_url: str, real_redis: redis.Redis) -> None:
     """A unique periodic task whose last run's record is gone: the next tick is queued, not
     skipped until the key's lease (a day) runs out."""
-    from redisq.scheduler import Scheduler
+    from redisq.worker.scheduler import Scheduler
 
     app = App(redis_url)
 

@@ -9,16 +9,17 @@ import time
 
 import redis
 
-from redisq import JobFailed, keys
-from redisq.registry import Registry
-from redisq.server import RedisServer
+from redisq import JobFailed
+from redisq.backend import keys
+from redisq.backend.embedded import RedisServer
+from redisq.backend.registry import Registry
 from tests import worker_app
 from tests.support.procs import run_cli, start_worker, stop
 from tests.support.wait import wait_until
 
 
 def use(url: str) -> redis.Redis:
-    worker_app.app._url = url
+    worker_app.app.use_url(url)
     worker_app.app.close()
     return worker_app.app.client
 

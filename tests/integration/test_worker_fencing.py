@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from redisq import App, keys
-from redisq.consumer import Consumer
-from redisq.records import Outcome
+from redisq import App
+from redisq.backend import keys
+from redisq.broker.consumer import Consumer
+from redisq.model import Outcome
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 from redisq import App, current_job
-from redisq.registry import Registry
+from redisq.backend.registry import Registry
 from tests.support.inproc import running
 from tests.support.procs import run_cli
 from tests.support.wait import wait_until

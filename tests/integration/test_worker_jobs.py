@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import redis
 
-from redisq import App, DuplicateJob, JobFailed, Retry, keys
-from redisq.connection import ConnectionOptions
-from redisq.registry import Registry
-from redisq.worker import Worker
+from redisq import App, DuplicateJob, JobFailed, Retry
+from redisq.backend import keys
+from redisq.backend.connection import ConnectionOptions
+from redisq.backend.registry import Registry
+from redisq.worker.prodcons import Worker
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 

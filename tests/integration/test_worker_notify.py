@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from redisq import App, config
-from redisq.notify import Notifier
-from redisq.server import RedisServer
-from redisq.worker import Worker
+from redisq.backend.embedded import RedisServer
+from redisq.worker.notify import Notifier
+from redisq.worker.prodcons import Worker
 from tests.support.procs import start_worker, stop
 
 

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import redis
 
-from redisq import App, config, keys
-from redisq.scripts import Scripts
-from redisq.worker import Worker
+from redisq import App, config
+from redisq.backend import keys
+from redisq.backend.scripts import Scripts
+from redisq.worker.prodcons import Worker
 from tests.support.inproc import FAST, running
 from tests.support.wait import wait_until
 

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from redisq import App, config, keys
-from redisq.consumer import Consumer
-from redisq.daemon import Daemon
-from redisq.pubsub_worker import PubSubWorker
-from redisq.worker import Worker
+from redisq import App, config
+from redisq.backend import keys
+from redisq.broker.consumer import Consumer
+from redisq.worker.daemon import Daemon
+from redisq.worker.prodcons import Worker
+from redisq.worker.pubsub import PubSubWorker
 from tests.support.wait import wait_until
 
 # A blocking wait as long as in production, so that a stop that waited it out would show.

@@ -17,7 +17,7 @@ from webapp import state
 
 def create_app() -> Flask:
     app = create_web_app()
-    client = state(app).rq.client
+    client = state(app).queue_app.client
 
     @app.post("/seed-lpush")
     def seed_lpush() -> tuple[object, int]:

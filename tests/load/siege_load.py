@@ -38,8 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from redisq import keys  # noqa: E402
-from redisq.server import RedisServer, free_port  # noqa: E402
+from redisq.backend import keys  # noqa: E402
+from redisq.backend.embedded import RedisServer, free_port  # noqa: E402
 
 SEEN = "demo:count:load"  # hash: job id -> times run (demo.count writes under demo:count only)
 MIN_RATIO, TARGET_RATIO = 0.75, 0.85

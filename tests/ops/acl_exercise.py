@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import pytest
 from click.testing import CliRunner
 
-from redisq import App, JobFailed, NotReplicated, keys
+from redisq import App, JobFailed, NotReplicated
 from redisq.aio import AsyncProducer
-from redisq.cli import main as cli_main
-from redisq.pubsub_worker import PubSubWorker
-from redisq.registry import Registry
-from redisq.stats import snapshot
+from redisq.backend import keys
+from redisq.backend.registry import Registry
+from redisq.ops.cli import main as cli_main
+from redisq.ops.stats import snapshot
+from redisq.worker.pubsub import PubSubWorker
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 from webapp import create_app
@@ -104,7 +105,7 @@ def produce_and_work(ex: Exercise) -> None:
 
 def web(ex: Exercise) -> None:
     app = ex.app
-    client = create_app({"RQ_APP": app}).test_client()
+    client = create_app({"REDISQ_APP": app}).test_client()
     job_id = client.post("/prodcons", json={"task": "acl.add", "args": [2, 2]}).get_json()["job_id"]
     wait_until(lambda: client.get(f"/jobs/{job_id}").get_json()["status"] == "succeeded", 5,
                what="web job")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import redis
 
-from redisq.server import RedisServer
+from redisq.backend.embedded import RedisServer
 from tests.ops.acl_exercise import exercise
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "security.md"
-LUA = ROOT / "redisq" / "lua"
+LUA = ROOT / "redisq" / "backend" / "lua"
 # Allowed but not sent by the exercise, and why: SELECT only for a URL with a database other
 # than 0; AUTH by clients that authenticate without HELLO (RESP2 before redis-py 8, redis-cli).
 NOT_EXERCISED = {"select", "auth"}

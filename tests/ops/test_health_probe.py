@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from redisq.server import RedisServer
+from redisq.backend.embedded import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE_BUDGET_S = 5.0  # interpreter start (~1 s here) + the 2 s default --timeout-s, with room

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from redisq.backend.connection import ConnectionOptions, Outage
 from redisq.config import Settings
-from redisq.connection import ConnectionOptions, Outage
-from redisq.daemon import SUPERVISOR_TICK_S, Daemon
-from redisq.instance import mode_of
+from redisq.ops.instance import mode_of
+from redisq.worker.daemon import SUPERVISOR_TICK_S, Daemon
 from tests.ops import units
 from tests.ops.units import ALL, SERVICES
 
@@ -153,7 +153,7 @@ def test_template_instances_pick_their_mode() -> None:
     assert mode_of(default) == "prodcons"
     assert [mode_of(i.split("@")[1].removesuffix(".service")) for i in INSTANCES] == [
         "prodcons", "pubsub"]
-    assert "-m redisq.instance %i" in units.value("redisq-worker@.service", "ExecStart")
+    assert "-m redisq.ops.instance %i" in units.value("redisq-worker@.service", "ExecStart")
     # The probe checks the id the worker registers under (an env file may change it).
     assert "REDISQ_WORKER_ID=%H-%i" in units.values("redisq-worker@.service", "Environment")
     assert "--worker-id ${REDISQ_WORKER_ID}" in units.value("redisq-worker@.service",

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from redisq.registry import Registry
-from redisq.server import free_port
+from redisq.backend.embedded import free_port
+from redisq.backend.registry import Registry
 from tests.ops import emulate, units
 from tests.support.wait import wait_until
 

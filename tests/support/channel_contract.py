@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from redisq.channel import Channel, ChannelMessage, Subscriber
+from redisq.broker.channel import Channel, ChannelMessage, Subscriber
 from tests.support.wait import wait_until
 
 Cut = Callable[[Subscriber], None]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from redisq.server import RedisServer, free_port
+from redisq.backend.embedded import RedisServer, free_port
 
 
 class ClusterSet:

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from redisq import App, keys
-from redisq.consumer import Consumer
-from redisq.job import Envelope
-from redisq.queue import Message
-from redisq.records import SETTLE_DUPLICATE, SETTLE_FENCED, Outcome
+from redisq import App
+from redisq.backend import keys
+from redisq.backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
+from redisq.broker.consumer import Consumer
+from redisq.model import Envelope, Message, Outcome
 
 Q = "default"
 

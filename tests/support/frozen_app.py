@@ -11,7 +11,7 @@ import os
 import time
 
 from redisq import App, current_job
-from redisq.job import TERMINAL
+from redisq.model import TERMINAL
 
 app = App(os.environ.get("REDIS_URL"))
 

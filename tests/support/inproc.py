@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from redisq import App, config
-from redisq.daemon import Daemon
-from redisq.pubsub_worker import PubSubWorker
-from redisq.worker import Worker
+from redisq.worker.daemon import Daemon
+from redisq.worker.prodcons import Worker
+from redisq.worker.pubsub import PubSubWorker
 
 FAST = {"block_timeout_s": 0.3, "lease_s": 1.5, "concurrency": 4, "grace_s": 2}
 

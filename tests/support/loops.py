@@ -9,10 +9,10 @@ from collections.abc import Iterable
 
 import redis
 
-from redisq.channel import ChannelMessage, Subscriber
-from redisq.connection import CONNECTION_ERRORS
-from redisq.consumer import Consumer
-from redisq.queue import Queue
+from redisq.backend.connection import CONNECTION_ERRORS
+from redisq.broker.channel import ChannelMessage, Subscriber
+from redisq.broker.consumer import Consumer
+from redisq.broker.queue import Queue
 
 
 class ConsumerLoop(threading.Thread):

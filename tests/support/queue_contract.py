@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import redis
 
-from redisq import keys
-from redisq import queue as queue_module
-from redisq.consumer import Consumer
-from redisq.queue import Message, Queue
+from redisq.backend import keys
+from redisq.broker import queue as queue_module
+from redisq.broker.consumer import Consumer
+from redisq.broker.queue import Queue
+from redisq.model import Message
 
 
 def make_consumer(r: redis.Redis, queues: list[str], cid: str = "c1", lease_s: float = 5.0,

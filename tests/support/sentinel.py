@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from redisq.server import RedisServer, find_server_binary, free_port
+from redisq.backend.embedded import RedisServer, find_server_binary, free_port
 
 SERVICE = "mymaster"
 

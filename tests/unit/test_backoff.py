@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from redisq.backoff import Backoff, retry_delay_s
-from redisq.connection import Outage
+from redisq.backend.backoff import Backoff, retry_delay_s
+from redisq.backend.connection import Outage
 
 
 def test_delays_grow_exponentially_up_to_the_cap() -> None:

@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 import redis
 
-from redisq.channel import Subscriber
+from redisq.broker.channel import Subscriber
 from tests.support.channel_contract import ChannelContract
 
 

@@ -9,8 +9,8 @@ import fakeredis
 import pytest
 import redis
 
-from redisq import connection
-from redisq.connection import ConnectionOptions, client_name, connect, resolve_url, wait_for_redis
+from redisq.backend import connection
+from redisq.backend.connection import ConnectionOptions, client_name, connect, resolve_url, wait_for_redis
 from redisq.errors import ConfigError
 
 FAST = ConnectionOptions(block_timeout_s=0.5, read_margin_s=0.25, connect_timeout_s=0.3)

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from redisq import App, Retry, current_job
-from redisq.execute import AsyncRunner, JobTimeLimit, TimeLimiter, execute, failure_outcome
-from redisq.job import Envelope, JobContext
-from redisq.records import Outcome
+from redisq.job import JobContext
+from redisq.model import Envelope, Outcome
+from redisq.worker.execute import AsyncRunner, JobTimeLimit, TimeLimiter, execute, failure_outcome
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_retry_delay_is_deterministic_with_a_seeded_rng(app: App) -> None:
     env = Envelope("j", "t.r", [], {}, "default", 2, 0.0)
 
     def seeded(attempt: int, base: float, cap: float) -> float:
-        from redisq.backoff import retry_delay_s
+        from redisq.backend.backoff import retry_delay_s
 
         return retry_delay_s(attempt, base, cap, random.Random(7))
 

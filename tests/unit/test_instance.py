@@ -1,11 +1,11 @@
-"""redisq.instance: the systemd instance name picks the worker's mode."""
+"""redisq.ops.instance: the systemd instance name picks the worker's mode."""
 
 from __future__ import annotations
 
 import pytest
 
 from redisq.errors import ConfigError
-from redisq.instance import instance_env, main, mode_of
+from redisq.ops.instance import instance_env, main, mode_of
 
 
 @pytest.mark.parametrize(("instance", "mode"), [

@@ -40,7 +40,7 @@ def test_map_messages_equal_the_envelope_encoding(fake_redis: redis.Redis) -> No
     exactly the envelope delay() would send, with "id" first (reserve.lua matches it there)."""
     import json
 
-    from redisq.job import Envelope
+    from redisq.model import Envelope
 
     app = make_app(fake_redis)
 
@@ -68,7 +68,7 @@ def test_map_messages_equal_the_envelope_encoding(fake_redis: redis.Redis) -> No
 
 
 def test_cancel_takes_the_message_out_and_is_too_late_once_reserved(fake_redis: redis.Redis) -> None:
-    from redisq.consumer import Consumer
+    from redisq.broker.consumer import Consumer
 
     app = make_app(fake_redis)
     first, second = app.enqueue("t.x"), app.enqueue("t.x")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from redisq import keys
+from redisq.backend import keys
 
 
 def queue_keys(q: str, consumer: str = "c1") -> list[str]:

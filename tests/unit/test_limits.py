@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from redisq import App, SerializationError, config, keys
+from redisq import App, SerializationError, config
 from redisq.aio import AsyncProducer
-from redisq.cli import main
+from redisq.backend import keys
 from redisq.errors import ConfigError
 from redisq.limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -25,6 +25,7 @@ from redisq.limits import (
     json_depth_exceeds,
     value_depth_exceeds,
 )
+from redisq.ops.cli import main
 
 NOWHERE = "redis://127.0.0.1:1/0"  # refusals happen before any connection
 
@@ -164,7 +165,7 @@ def test_cli_enqueue_and_publish_refuse_with_one_clear_line() -> None:
 
 
 def test_cli_applies_the_setting_to_the_app_it_loads() -> None:
-    from redisq.cli import apply_settings
+    from redisq.ops.cli import apply_settings
 
     application = App(NOWHERE, max_message_bytes=5000)
     assert apply_settings(application, config.load({}, {})).max_message_bytes == 5000
@@ -214,7 +215,7 @@ def test_json_depth_of_text_that_is_not_json() -> None:
     ({"id": 'a"b', "task": "t"}, "quotes or backslashes"),
 ])
 def test_envelope_refuses_wrong_types_and_values(data: dict[str, Any], reason: str) -> None:
-    from redisq.job import BadMessage, Envelope
+    from redisq.model import BadMessage, Envelope
 
     with pytest.raises(BadMessage, match=reason):
         Envelope.from_dict(data)
@@ -222,10 +223,10 @@ def test_envelope_refuses_wrong_types_and_values(data: dict[str, Any], reason: s
 
 def test_readers_of_stored_values_survive_poison(fake_redis: redis.Redis) -> None:
     from redisq import JobFailed
+    from redisq.backend.records import _unique_of, complete_record
+    from redisq.backend.registry import Registry
     from redisq.job import final_result
-    from redisq.records import _unique_of, complete_record
-    from redisq.registry import Registry
-    from redisq.scheduler import periodic_index
+    from redisq.ops.stats import periodic_index
 
     deep = b"[" * 100_000 + b"]" * 100_000
     assert complete_record({b"status": b"queued", b"message": deep}, "q", "j")["status"] == "queued"
@@ -242,7 +243,7 @@ def test_readers_of_stored_values_survive_poison(fake_redis: redis.Redis) -> Non
 
 
 def test_dead_entries_keep_the_message_byte_for_byte() -> None:
-    from redisq.records import DEAD_HEAD_BYTES, dead_entry, dead_message
+    from redisq.backend.dead import DEAD_HEAD_BYTES, dead_entry, dead_message
 
     for body in (b'{"id":"a"}', "é".encode(), b"\xff\xfe\x00", b"x" * 5000):
         entry = json.loads(dead_entry(body, "BadMessage", "why", keep_bytes=4096 * 2))
@@ -254,7 +255,7 @@ def test_dead_entries_keep_the_message_byte_for_byte() -> None:
 
 
 def test_requeue_dead_skips_what_cannot_run(app: App) -> None:
-    from redisq.records import dead_entry
+    from redisq.backend.dead import dead_entry
 
     good = b'{"id":"ok1","task":"t.take","args":[1]}'
     for entry in (b"not json", b"[" * 100_000, json.dumps({"message": 5}).encode(),

@@ -8,10 +8,10 @@ import threading
 
 import fakeredis
 
-from redisq import keys
-from redisq.consumer import Consumer
-from redisq.queue import Queue
-from redisq.recorder import Recorder
+from redisq.backend import keys
+from redisq.broker.consumer import Consumer
+from redisq.broker.queue import Queue
+from redisq.worker.recorder import Recorder
 from tests.support.queue_contract import bodies
 from tests.support.wait import wait_until
 from tests.unit.test_resting import FailingRecords, job

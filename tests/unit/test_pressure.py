@@ -7,7 +7,7 @@ import logging
 import pytest
 import redis
 
-from redisq.pressure import MemoryPressure, is_oom
+from redisq.backend.pressure import MemoryPressure, is_oom
 
 
 def test_one_warning_a_minute_and_one_line_when_room_is_back(

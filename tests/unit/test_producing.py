@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import redis
 
-from redisq import App, DuplicateJob, LockNotAcquired, SerializationError, keys
-from redisq.consumer import Consumer
-from redisq.job import BadMessage, Envelope, JobContext
+from redisq import App, DuplicateJob, LockNotAcquired, SerializationError
+from redisq.backend import keys
+from redisq.backend.wire import wire_for
+from redisq.broker.consumer import Consumer
+from redisq.job import JobContext
 from redisq.locks import Lock
-from redisq.records import Outcome
-from redisq.wire import wire_for
+from redisq.model import BadMessage, Envelope, Outcome
 from tests.support.wait import wait_until
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import redis
 
-from redisq import keys
-from redisq.consumer import Consumer
-from redisq.queue import Queue
+from redisq.backend import keys
+from redisq.broker.consumer import Consumer
+from redisq.broker.queue import Queue
 
 
 def consumer(r: redis.Redis, queues: list[str], cid: str = "c1", lease_s: float = 5.0) -> Consumer:

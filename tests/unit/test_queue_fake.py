@@ -7,9 +7,9 @@ import fakeredis
 import pytest
 import redis
 
-from redisq.connection import Outage
-from redisq.consumer import Consumer
-from redisq.queue import Queue
+from redisq.backend.connection import Outage
+from redisq.broker.consumer import Consumer
+from redisq.broker.queue import Queue
 from tests.support.queue_contract import QueueContract, bodies
 
 

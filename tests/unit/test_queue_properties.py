@@ -9,9 +9,10 @@ import fakeredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from redisq import keys
-from redisq.consumer import Consumer
-from redisq.queue import Message, Queue
+from redisq.backend import keys
+from redisq.broker.consumer import Consumer
+from redisq.broker.queue import Queue
+from redisq.model import Message
 
 ops = st.lists(st.tuples(st.sampled_from(["put", "reserve", "ack", "nack", "crash"]),
                          st.integers(0, 1), st.integers(1, 4)), max_size=40)

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import redis
 
-from redisq import App, keys
-from redisq.consumer import Consumer
-from redisq.job import Envelope
-from redisq.records import Outcome, args_summary
+from redisq import App
+from redisq.backend import keys
+from redisq.backend.records import args_summary
+from redisq.broker.consumer import Consumer
+from redisq.model import Envelope, Outcome
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The redis-py internals redisq's lean command path (redisq/wire.py, redisq/cluster.py's
+"""The redis-py internals redisq's lean command path (redisq/backend/wire.py, redisq/backend/cluster.py's
 ClusterWire) relies on, checked by name: an upgrade that renames or drops one must fail here,
 loudly, rather than in a worker's hot path. And the installed redis-py is inside the range
 setup.cfg pins (the range these internals are tested on)."""
@@ -15,8 +15,8 @@ from redis.cluster import RedisCluster
 from redis.connection import AbstractConnection, ConnectionPool
 from redis.sentinel import SentinelManagedConnection
 
-from redisq import failover, wire
-from redisq.connection import connect
+from redisq.backend import failover, wire
+from redisq.backend.connection import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 

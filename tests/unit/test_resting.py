@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
-from redisq.recorder import Recorder
-from redisq.resting import RestingQueues
+from redisq.broker.resting import RestingQueues
+from redisq.worker.recorder import Recorder
 from tests.support.wait import wait_until
 
 

@@ -11,9 +11,11 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from redisq import App, keys
+from redisq import App
+from redisq.backend import keys
+from redisq.ops.stats import periodic_index
 from redisq.periodic import MAX_CATCH_UP, Periodic
-from redisq.scheduler import Scheduler, periodic_index
+from redisq.worker.scheduler import Scheduler
 
 PARIS = ZoneInfo("Europe/Paris")
 

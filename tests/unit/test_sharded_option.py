@@ -6,11 +6,11 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from redisq.channel import CLASSIC_CHANNELS
-from redisq.cluster import _sharded_option, _version, sharded_pubsub
-from redisq.connection import connect
+from redisq.backend.cluster import _sharded_option, _version, sharded_pubsub
+from redisq.backend.connection import connect
+from redisq.backend.keys import EVENTS_CHANNEL
+from redisq.broker.channel import CLASSIC_CHANNELS
 from redisq.errors import ConfigError
-from redisq.keys import EVENTS_CHANNEL
 
 
 @pytest.mark.parametrize(("value", "expected"), [

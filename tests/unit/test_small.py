@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from redisq import config, keys, serializers
-from redisq.backoff import Backoff, retry_delay_s
+from redisq import config, serializers
+from redisq.backend import keys
+from redisq.backend.backoff import Backoff, retry_delay_s
 from redisq.errors import ConfigError, SerializationError
 
 
@@ -83,7 +84,7 @@ def test_json_log_lines_carry_job_fields() -> None:
     import json
     import logging
 
-    from redisq.logs import JSONFormatter
+    from redisq.ops.logs import JSONFormatter
 
     record = logging.LogRecord("redisq.worker", logging.INFO, __file__, 1,
                                "job=%s task=%s queue=%s succeeded duration_s=%.6f",

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from redisq import config, up
+from redisq import config
+from redisq.ops import up
 
 
 def test_banner_hides_the_password(monkeypatch: pytest.MonkeyPatch) -> None:

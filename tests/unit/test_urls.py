@@ -12,10 +12,12 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from redisq import App, server, urls
-from redisq.cli import load_app, main
-from redisq.connection import connect, resolve_url
+from redisq import App
+from redisq.backend import embedded as server
+from redisq.backend import urls
+from redisq.backend.connection import connect, resolve_url
 from redisq.errors import ConfigError
+from redisq.ops.cli import load_app, main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,7 +178,7 @@ def test_connection_errors_and_their_logs_hide_the_password(
         caplog: pytest.LogCaptureFixture) -> None:
     """A guard: redis-py's connection errors name host and port only, and so do redisq's
     outage log lines and the CLI's one-line error."""
-    from redisq.connection import Outage
+    from redisq.backend.connection import Outage
 
     url = "redis://app:hunter2@127.0.0.1:1/0"
     with pytest.raises(Exception) as info:

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from redisq import App, current_job
-from redisq.worker import Worker
+from redisq.worker.prodcons import Worker
 from tests.support.inproc import running
 from webapp import create_app, state
 
@@ -62,7 +62,7 @@ def rq(redis_url: str) -> Iterator[App]:
 @pytest.fixture
 def flask_app(rq: App) -> Iterator[Flask]:
     # A short keepalive: a stream whose client left notices it (on its next write) quickly.
-    app = create_app({"RQ_APP": rq, "web_max_body_bytes": MAX_BODY, "TESTING": True,
+    app = create_app({"REDISQ_APP": rq, "web_max_body_bytes": MAX_BODY, "TESTING": True,
                       "REDISQ_SSE_KEEPALIVE_S": 0.2})
     yield app
     state(app).hub.close()  # no subscription outlives the test (others count them)

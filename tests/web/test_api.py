@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from redisq import App, keys
-from redisq.worker import Worker
+from redisq import App
+from redisq.backend import keys
+from redisq.worker.prodcons import Worker
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 from tests.web.conftest import MAX_BODY
@@ -186,7 +187,7 @@ def test_requeue_brings_dead_jobs_back(client: FlaskClient, rq: App) -> None:
 @pytest.mark.parametrize("route", ["/prodcons", "/pubsub", "/jobs/x/cancel",
                                    "/queues/default/requeue", "/queues/default/purge"])
 def test_token_protects_every_write(rq: App, route: str) -> None:
-    client = create_app({"RQ_APP": rq, "REDISQ_WEB_TOKEN": TOKEN}).test_client()
+    client = create_app({"REDISQ_APP": rq, "REDISQ_WEB_TOKEN": TOKEN}).test_client()
     body = {"task": "web.add", "args": [1, 2]} if route == "/prodcons" else \
         {"channel": "c", "message": 1}
     res = client.post(route, json=body)
@@ -203,7 +204,7 @@ def test_token_protects_every_write(rq: App, route: str) -> None:
 
 
 def test_token_accepted_enqueues(rq: App) -> None:
-    client = create_app({"RQ_APP": rq, "web_token": TOKEN}).test_client()
+    client = create_app({"REDISQ_APP": rq, "web_token": TOKEN}).test_client()
     res = client.post("/prodcons", json={"task": "web.add", "args": [1, 2]},
                       headers={"Authorization": f"Bearer {TOKEN}"})
     assert res.status_code == 202 and rq.client.llen(keys.pending("default")) == 1
@@ -218,7 +219,7 @@ def test_redis_down_is_503_not_500(rq: App) -> None:
     def add(a: int, b: int) -> int:
         return a + b
 
-    client = create_app({"RQ_APP": broken}).test_client()
+    client = create_app({"REDISQ_APP": broken}).test_client()
     for method, route, body in [("post", "/prodcons", {"task": "web.add", "args": [1, 2]}),
                                 ("post", "/pubsub", {"channel": "c", "message": 1}),
                                 ("get", "/jobs/abc", None), ("get", "/api/snapshot", None)]:
@@ -229,7 +230,7 @@ def test_redis_down_is_503_not_500(rq: App) -> None:
 
 
 def test_unexpected_error_is_a_json_500_without_traceback(rq: App, caplog) -> None:
-    app = create_app({"RQ_APP": rq})
+    app = create_app({"REDISQ_APP": rq})
 
     @app.get("/explode")
     def explode() -> str:
@@ -262,7 +263,7 @@ def test_create_app_config(redis_url: str) -> None:
     app = create_app({"url": redis_url, "TESTING": True, "REDISQ_WEB_MAX_BODY_BYTES": 100,
                       "REDISQ_APP": "webapp.tasks:app"})
     assert app.testing and app.config["MAX_CONTENT_LENGTH"] == 100
-    assert "demo.add" in app.extensions["redisq"].rq.tasks
+    assert "demo.add" in app.extensions["redisq"].queue_app.tasks
     with pytest.raises(ConfigError, match="web_tokn"):
         create_app({"url": redis_url, "web_tokn": "x"})
     with pytest.raises(ConfigError, match="not a redisq App"):

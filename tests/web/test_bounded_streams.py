@@ -19,7 +19,8 @@ import redis
 from flask import Flask
 from werkzeug.serving import make_server
 
-from redisq import App, keys
+from redisq import App
+from redisq.backend import keys
 from tests.support.wait import wait_until
 from tests.web.sse import SSEClient
 from webapp import create_app, state
@@ -45,7 +46,7 @@ def serve(flask_app: Flask) -> Iterator[str]:
 
 @pytest.fixture
 def capped(rq: App) -> Iterator[tuple[str, Flask]]:
-    flask_app = create_app({"RQ_APP": rq, "web_max_streams": 3, "REDISQ_SSE_KEEPALIVE_S": 0.2})
+    flask_app = create_app({"REDISQ_APP": rq, "web_max_streams": 3, "REDISQ_SSE_KEEPALIVE_S": 0.2})
     for base in serve(flask_app):
         yield base, flask_app
 
@@ -104,14 +105,14 @@ def test_a_channel_nobody_follows_is_unsubscribed(capped: tuple[str, Flask], rq:
 
 
 def test_streams_end_after_web_stream_max_s(rq: App) -> None:
-    client = create_app({"RQ_APP": rq, "web_stream_max_s": 0.3}).test_client()
+    client = create_app({"REDISQ_APP": rq, "web_stream_max_s": 0.3}).test_client()
     for path in ("/events", "/events?max_s=3600", "/events/news?max_s=1e9", "/events?max_s=nan"):
         res = client.get(path)
         assert res.status_code == 200 and res.get_data(as_text=True).startswith("retry:")
 
 
 def test_a_response_closed_before_its_body_gives_the_slot_back(rq: App) -> None:
-    flask_app = create_app({"RQ_APP": rq, "web_max_streams": 1})
+    flask_app = create_app({"REDISQ_APP": rq, "web_max_streams": 1})
     client, hub = flask_app.test_client(), state(flask_app).hub
     res = client.get("/events", buffered=False)
     assert res.status_code == 200 and hub.open_streams == 1

@@ -16,7 +16,8 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from redisq import App, keys
+from redisq import App
+from redisq.backend import keys
 from webapp import create_app
 
 EXAMPLES = 200  # x 10 tests = 2,000 requests
@@ -143,7 +144,7 @@ def test_fuzz_prodcons(client: FlaskClient, rq: App, part: int) -> None:
 
 
 def test_fuzz_prodcons_with_a_token(rq: App) -> None:
-    client = create_app({"RQ_APP": rq, "web_token": TOKEN, "web_max_body_bytes": 2048}).test_client()
+    client = create_app({"REDISQ_APP": rq, "web_token": TOKEN, "web_max_body_bytes": 2048}).test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {TOKEN}"  # random headers may replace it
     fuzz_prodcons(client, rq)()
 
@@ -171,7 +172,7 @@ ROUTES = ["/", "/prodcons", "/pubsub", "/jobs/x", "/jobs/x/cancel", "/queues/def
 def test_fuzz_every_route(rq: App, token: str | None) -> None:
     settings_ = {"web_token": TOKEN, "web_read_token": TOKEN + "r"} if token else {}
     # Streams end at once: a random path may name one, and a buffered request waits for its end.
-    client = create_app({"RQ_APP": rq, "web_max_body_bytes": 2048, "web_stream_max_s": 0.1,
+    client = create_app({"REDISQ_APP": rq, "web_max_body_bytes": 2048, "web_stream_max_s": 0.1,
                          **settings_}).test_client()
     rq.enqueue("web.add", [1, 2])
     rq.client.lpush(keys.dead("default"), b"junk", b'{"failed_at": "x"}')

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from redisq import App
-from redisq.server import free_port
+from redisq.backend.embedded import free_port
 from tests.support.procs import ROOT
 from tests.support.wait import wait_until
 

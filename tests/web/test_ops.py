@@ -7,7 +7,7 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from redisq import App
-from redisq.worker import Worker
+from redisq.worker.prodcons import Worker
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 from webapp import create_app
@@ -28,7 +28,7 @@ def test_healthz_needs_redis_and_a_live_worker(client: FlaskClient, rq: App) -> 
         res = wait_until(lambda: (r := client.get("/healthz")).status_code == 200 and r, 3,
                          what="a live worker")
         assert res.get_json() == {"status": "ok", "redis": True, "workers": 1}
-    broken = create_app({"RQ_APP": App("redis://127.0.0.1:1/0")}).test_client()
+    broken = create_app({"REDISQ_APP": App("redis://127.0.0.1:1/0")}).test_client()
     res = broken.get("/healthz")
     assert res.status_code == 503 and res.get_json()["redis"] is False
     assert "Traceback" not in res.get_data(as_text=True)
@@ -67,7 +67,7 @@ def test_metrics(client: FlaskClient, rq: App, worker: Worker) -> None:
 
 
 def test_each_app_has_its_own_metrics_registry(flask_app: Flask, rq: App) -> None:
-    other = create_app({"RQ_APP": rq})
+    other = create_app({"REDISQ_APP": rq})
     for app in (flask_app, other, flask_app):
         assert app.test_client().get("/metrics").status_code == 200
     assert (flask_app.extensions["redisq"].metrics_registry

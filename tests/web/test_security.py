@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from redisq import App, ConfigError, config, keys
-from redisq.cli import main as cli
+from redisq import App, ConfigError, config
+from redisq.backend import keys
+from redisq.ops.cli import main as cli
 from tests.web.test_api import nothing_enqueued
 from webapp import create_app
 
@@ -33,7 +34,7 @@ def body_for(route: str) -> dict:
 
 
 def app_with(rq: App, **settings: object) -> Flask:
-    return create_app({"RQ_APP": rq, "TESTING": True, **settings})
+    return create_app({"REDISQ_APP": rq, "TESTING": True, **settings})
 
 
 # -- point 2: no token is no longer no protection ------------------------------------------
@@ -277,7 +278,7 @@ def test_create_app_without_an_app_is_an_error(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(ConfigError, match="REDISQ_APP"):
         create_app({"url": redis_url})
     monkeypatch.setenv("REDISQ_APP", "webapp.tasks:app")
-    assert "demo.add" in create_app({"url": redis_url}).extensions["redisq"].rq.tasks
+    assert "demo.add" in create_app({"url": redis_url}).extensions["redisq"].queue_app.tasks
 
 
 @pytest.mark.parametrize("key", ["redisq:periodic", "redisq:queues", "demo:countx", "myapp:h",

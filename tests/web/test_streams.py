@@ -13,9 +13,10 @@ import redis
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
-from redisq import App, keys
-from redisq.server import RedisServer
-from redisq.worker import Worker
+from redisq import App
+from redisq.backend import keys
+from redisq.backend.embedded import RedisServer
+from redisq.worker.prodcons import Worker
 from tests.support.wait import wait_until
 from tests.web.conftest import make_rq
 from tests.web.sse import SSEClient
@@ -104,7 +105,7 @@ def test_streams_end_after_max_s(client: FlaskClient) -> None:
 @pytest.fixture
 def private_live(server: RedisServer) -> Iterator[tuple[str, App]]:
     rq = make_rq(server.url)
-    http = make_server("127.0.0.1", 0, create_app({"RQ_APP": rq, "REDISQ_SSE_KEEPALIVE_S": 0.2}),
+    http = make_server("127.0.0.1", 0, create_app({"REDISQ_APP": rq, "REDISQ_SSE_KEEPALIVE_S": 0.2}),
                        threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()

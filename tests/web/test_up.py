@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from redisq.server import free_port
+from redisq.backend.embedded import free_port
 from tests.support.procs import ROOT
 from tests.support.wait import wait_until
 from tests.web.sse import SSEClient

@@ -1,0 +1,122 @@
+"""Every Redis key redisq uses, built in one place.
+
+All keys of one queue share the hash tag ``{<queue>}`` so that each Lua step touches a single
+Cluster slot; keys that are not tied to one queue carry no tag.
+
+=====================================  ========  ==============================================
+key                                    type      meaning
+=====================================  ========  ==============================================
+``redisq:{q}:pending``                 list      messages waiting; producers LPUSH, consumers
+                                                 take from the right (FIFO)
+``redisq:{q}:processing:<consumer>``   list      messages reserved by one consumer, not yet acked
+``redisq:{q}:lease:<consumer>``        string    the consumer's lease; TTL = ``lease_s``
+``redisq:{q}:consumers``               set       consumer ids that may own a processing list
+``redisq:{q}:epochs``                  hash      consumer id → its epoch token; recovery ends it
+``redisq:{q}:delayed``                 zset      messages due later; score = due time (ms, Redis clock)
+``redisq:{q}:dead``                    list      dead-lettered messages (JSON: reason + message)
+``redisq:{q}:stats``                   hash      counters: enqueued, acked, requeued, dead, recovered
+``redisq:{q}:job:<id>``                hash      job record (status, times, result or error)
+``redisq:{q}:unique:<key>``            string    id of the queued/running job holding a unique key
+``redisq:queues``                      set       names of the known queues (see :mod:`redisq.index`)
+``redisq:queues:seen``                 zset      queue → last producer or worker activity (unix s);
+                                                 idle, empty queues drop out of the index
+``redisq:workers``                     zset      worker ids, score = last heartbeat (unix s)
+``redisq:worker:<id>``                 hash      worker registry entry; TTL = ``lease_s``
+``redisq:stream:{<channel>}``          stream    durable pub/sub log (capped)
+``redisq:lock:{<name>}``               string    distributed lock token; TTL = lease
+``redisq:scheduler:leader``            string    scheduler leader token; TTL = lease
+``redisq:{q}:periodic:<name>``         string    last fired tick of a periodic job (unix s); only
+                                                 moves forward (its job: ``job:periodic:<name>:<tick>``)
+``redisq:periodic``                    hash      periodic job name → JSON (schedule, next/last run)
+``redisq:channel:{<ch>}:dead``         list      dead letters of a pub/sub channel
+``redisq:events``                      channel   job and worker events for dashboards
+=====================================  ========  ==============================================
+"""
+
+from __future__ import annotations
+
+from ..model import MAX_NAME_BYTES as MAX_NAME_BYTES
+from ..model import check_name as check_name
+from ..model import valid_name as valid_name
+
+PREFIX = "redisq"
+EVENTS_CHANNEL = f"{PREFIX}:events"
+QUEUES = f"{PREFIX}:queues"
+QUEUES_SEEN = f"{PREFIX}:queues:seen"
+WORKERS = f"{PREFIX}:workers"
+SCHEDULER_LEADER = f"{PREFIX}:scheduler:leader"
+PERIODIC_INDEX = f"{PREFIX}:periodic"
+
+
+
+
+def _q(queue: str) -> str:
+    return f"{PREFIX}:{{{queue}}}"
+
+
+def pending(queue: str) -> str:
+    return f"{_q(queue)}:pending"
+
+
+def processing(queue: str, consumer: str) -> str:
+    return f"{_q(queue)}:processing:{consumer}"
+
+
+def lease(queue: str, consumer: str) -> str:
+    return f"{_q(queue)}:lease:{consumer}"
+
+
+def consumers(queue: str) -> str:
+    return f"{_q(queue)}:consumers"
+
+
+def epochs(queue: str) -> str:
+    """Each consumer's epoch token: what its job steps must show (see ``lua/renew.lua``)."""
+    return f"{_q(queue)}:epochs"
+
+
+def delayed(queue: str) -> str:
+    return f"{_q(queue)}:delayed"
+
+
+def dead(queue: str) -> str:
+    return f"{_q(queue)}:dead"
+
+
+def stats(queue: str) -> str:
+    return f"{_q(queue)}:stats"
+
+
+def job(queue: str, job_id: str) -> str:
+    return f"{_q(queue)}:job:{job_id}"
+
+
+def job_prefix(queue: str) -> str:
+    """What :func:`job` puts before the id (for the one script that derives record keys)."""
+    return f"{_q(queue)}:job:"
+
+
+def unique(queue: str, unique_key: str) -> str:
+    return f"{_q(queue)}:unique:{unique_key}"
+
+
+def worker(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+def stream(channel: str) -> str:
+    return f"{PREFIX}:stream:{{{channel}}}"
+
+
+def lock(name: str) -> str:
+    return f"{PREFIX}:lock:{{{name}}}"
+
+
+def periodic_last(queue: str, name: str) -> str:
+    """Last fired tick of a periodic job; under its queue's tag, beside the jobs it fires."""
+    return f"{_q(queue)}:periodic:{name}"
+
+
+def channel_dead(channel: str) -> str:
+    """Dead letters of a pub/sub channel (messages its handler could not take)."""
+    return f"{PREFIX}:channel:{{{channel}}}:dead"

@@ -1,0 +1,157 @@
+"""The pure model of a job: statuses, the message that travels (:class:`Envelope`), a reserved
+message (:class:`Message`), how an attempt ended (:class:`Outcome`), ids and names.
+
+Every layer speaks these words, so they live at the bottom: this module imports nothing of
+redisq but :mod:`redisq.errors`, and nothing here touches Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+QUEUED, STARTED, SUCCEEDED, FAILED = "queued", "started", "succeeded", "failed"
+RETRYING, DEAD, CANCELLED = "retrying", "dead", "cancelled"
+STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED)
+#: Statuses after which a job never runs again (unless a dead job is requeued).
+TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED})
+
+
+def new_id() -> str:
+    """32 hex digits of randomness (os.urandom: a quarter of uuid4's cost on the hot path)."""
+    return os.urandom(16).hex()
+
+
+class BadMessage(ValueError):
+    """A message that cannot be a job (not JSON, wrong shape); the reason is dead-lettered."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What a queue carries for one job attempt. Task options live with the registered task
+    in the worker; only what identifies this call travels."""
+
+    id: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str
+    attempt: int = 1
+    enqueued_at: float = 0.0
+    unique: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        # Empty args and kwargs are left out (from_dict defaults them): a message is most of
+        # what a queued job costs in Redis, and no-argument jobs are common.
+        out: dict[str, Any] = {"id": self.id, "task": self.task}
+        if self.args:
+            out["args"] = self.args
+        if self.kwargs:
+            out["kwargs"] = self.kwargs
+        out.update(queue=self.queue, attempt=self.attempt, enqueued_at=self.enqueued_at)
+        if self.unique is not None:
+            out["unique"] = self.unique
+        return out
+
+    def next_attempt(self) -> Envelope:
+        return replace(self, attempt=self.attempt + 1)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Envelope:
+        if not isinstance(data, dict):
+            raise BadMessage(f"a job message is a JSON object, got {type(data).__name__}")
+        try:
+            env = cls(id=data["id"], task=data["task"], args=data.get("args", []),
+                      kwargs=data.get("kwargs", {}), queue=data.get("queue", ""),
+                      attempt=data.get("attempt", 1), enqueued_at=data.get("enqueued_at", 0.0),
+                      unique=data.get("unique"))
+        except KeyError as exc:
+            raise BadMessage(f"job message lacks the field {exc.args[0]!r}") from None
+        for name, kind in (("id", str), ("task", str), ("args", list), ("kwargs", dict),
+                           ("queue", str), ("attempt", int), ("enqueued_at", (int, float)),
+                           ("unique", (str, type(None)))):
+            value = getattr(env, name)
+            # bool is an int to isinstance, but True is no attempt number or time.
+            if not isinstance(value, kind) or isinstance(value, bool):
+                names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple)
+                                                         else (kind,)))
+                raise BadMessage(f"job message field {name!r} must be {names}")
+        if not env.id or not env.task:
+            raise BadMessage("job message fields 'id' and 'task' must not be empty")
+        if '"' in env.id or "\\" in env.id:  # as producers refuse (reserve.lua's pattern)
+            raise BadMessage("job message field 'id' must not contain quotes or backslashes")
+        if env.attempt < 1:
+            raise BadMessage(f"job message field 'attempt' must be >= 1, not {env.attempt}")
+        return env
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended; built by the pure ``execute`` step, written by ``settle``."""
+
+    status: str  # succeeded | failed | retrying | dead | cancelled
+    result: Any = None
+    error_type: str = ""
+    error_message: str = ""
+    traceback: str = ""
+    retry_in_s: float = 0.0
+    duration_s: float = 0.0
+    result_json: str = "null"
+
+
+@dataclass(frozen=True)
+class Message:
+    """A reserved message: the queue it came from and its body exactly as stored."""
+
+    queue: str
+    body: bytes
+    #: With ``Consumer(mark_jobs=...)``: the job's status before this reservation marked it
+    #: started ('' no record, '?' not a job); None when it was not marked (a blocking move).
+    before: str | None = None
+    #: The consumer's epoch token on this queue when the message was reserved (None: not
+    #: known); its later steps show this token and are refused once that epoch has ended.
+    token: str | None = None
+
+
+def as_text(value: bytes | str, errors: str = "strict") -> str:
+    """A Redis reply as text (redisq's clients return bytes; a str passes through)."""
+    return value.decode("utf-8", errors) if isinstance(value, bytes) else value
+
+
+def as_bytes(body: bytes | str) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    raise TypeError(f"a message body is bytes or str, not {type(body).__name__}")
+
+
+MAX_NAME_BYTES = 128
+# Whitespace would split CLI and log lines; braces would change the key's Cluster hash tag.
+_BAD_CHAR = re.compile(r"[\s{}]")
+
+
+def check_name(name: str, what: str = "queue") -> str:
+    """Return ``name`` if it is a usable queue/channel name, else raise ``ValueError``: 1 to
+    128 bytes of printable characters (no control characters, which could reach a terminal
+    through ``redisq info``), without whitespace or braces."""
+    if (type(name) is str and 0 < len(name) <= MAX_NAME_BYTES and name.isprintable()
+            and _BAD_CHAR.search(name) is None
+            and (name.isascii() or len(name.encode()) <= MAX_NAME_BYTES)):
+        return name
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} name must be a non-empty string, got {name!r}")
+    raise ValueError(f"{what} name {name!r} must be 1 to {MAX_NAME_BYTES} bytes of printable "
+                     "characters without whitespace or braces")
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` passes :func:`check_name` (for readers that skip what they cannot
+    show, e.g. a name written into Redis by something other than redisq)."""
+    try:
+        check_name(name)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,1 @@
+"""What operators run and read: the CLI, stats snapshots, systemd instances, ``redisq up``, logs."""

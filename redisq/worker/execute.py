@@ -1,0 +1,172 @@
+"""The pure step of the worker loop: run one job's function and say how it ended.
+
+Nothing here talks to Redis, so it is unit-tested without a server; retry policy lives here too
+(:func:`failure_outcome`), out of the loop.
+
+Time limits: in a worker thread a job over ``timeout_s`` is stopped by raising
+:class:`JobTimeLimit` inside that thread (``PyThreadState_SetAsyncExc``). Python delivers it at
+the thread's next bytecode, so pure-Python work stops at once, while a call blocked in C (a
+socket read, ``time.sleep``) stops when that call returns; the job is then counted as failed.
+``async def`` tasks are cancelled at their next ``await`` (``asyncio.wait_for``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..backend.backoff import retry_delay_s
+from ..errors import Retry
+from ..job import JobContext, _current
+from ..model import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
+
+if TYPE_CHECKING:
+    from ..app import Hooks
+    from ..tasks import AnyTask
+
+log = logging.getLogger("redisq.worker")
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """A reserved message that decoded into a runnable job: what the worker hands to
+    :func:`execute` and then to the recorder."""
+
+    message: Message
+    env: Envelope
+    task: AnyTask
+
+
+class JobTimeLimit(BaseException):
+    """Raised inside a job's thread when it runs past ``timeout_s`` (a BaseException so a
+    task's ``except Exception`` cannot swallow it)."""
+
+
+class TimeLimiter:
+    """Watches running jobs' deadlines; :meth:`enforce` (called by the worker's supervisor
+    thread) raises :class:`JobTimeLimit` in the thread of each overdue job once."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._deadlines: dict[int, float] = {}
+
+    def watch(self, timeout_s: float | None) -> None:
+        if timeout_s:
+            with self._lock:
+                self._deadlines[threading.get_ident()] = self.clock() + timeout_s
+
+    def unwatch(self) -> None:
+        with self._lock:
+            self._deadlines.pop(threading.get_ident(), None)
+
+    def enforce(self) -> int:
+        now = self.clock()
+        with self._lock:
+            overdue = [tid for tid, at in self._deadlines.items() if at <= now]
+            for tid in overdue:
+                del self._deadlines[tid]
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid),
+                                                           ctypes.py_object(JobTimeLimit))
+        return len(overdue)
+
+
+class AsyncRunner:
+    """One event loop in a background thread where ``async def`` tasks run."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                        name="redisq-asyncio")
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout_s: float | None) -> Any:
+        fut = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout_s), self.loop)
+        try:
+            return fut.result()
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise JobTimeLimit(f"exceeded timeout_s={timeout_s}") from exc
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+
+def failure_outcome(task: AnyTask, env: Envelope, exc: BaseException, duration_s: float,
+                    rng_delay: Callable[[int, float, float], float] = retry_delay_s) -> Outcome:
+    """Retry with jittered exponential backoff while attempts remain, else dead (or failed
+    for tasks with ``dead_letter=False``). ``raise Retry(delay_s=…)`` picks its own delay."""
+    opts = task.options
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    err_type = "JobTimeout" if isinstance(exc, JobTimeLimit) else type(exc).__name__
+    message = str(exc) or (f"exceeded timeout_s={opts.timeout_s}"
+                           if isinstance(exc, JobTimeLimit) else err_type)
+    if env.attempt <= opts.retries:
+        if isinstance(exc, Retry) and exc.delay_s is not None:
+            delay = max(exc.delay_s, 0.0)
+        else:
+            delay = rng_delay(env.attempt, opts.retry_backoff_s, opts.retry_backoff_cap_s)
+        return Outcome(RETRYING, None, err_type, message, tb, delay, duration_s)
+    final = DEAD if opts.dead_letter else FAILED
+    return Outcome(final, None, err_type, message, tb, 0.0, duration_s)
+
+
+def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
+            limiter: TimeLimiter | None = None, runner: AsyncRunner | None = None,
+            clock: Callable[[], float] = time.perf_counter) -> Outcome:
+    """Run ``task`` for ``env`` with its hooks and time limit; never raises (except a forced
+    exit), whatever the task does."""
+    token = _current.set(ctx)
+    started = clock()
+    try:
+        for hook in hooks.before_job:
+            hook(ctx)
+        args = [ctx, *env.args] if task.options.bind else list(env.args)
+        result = _call(task, args, env.kwargs, limiter, runner)
+        # A result JSON cannot carry is the task's error, found here rather than in Redis.
+        encoded = json.dumps(result, allow_nan=False, separators=(",", ":"))
+        outcome = Outcome(SUCCEEDED, result, result_json=encoded, duration_s=clock() - started)
+    # Any task error is an outcome; SystemExit too (a task calling sys.exit() in a pool thread
+    # would otherwise end that thread and leave its job reserved for ever).
+    except (Exception, JobTimeLimit, SystemExit) as exc:
+        for hook in hooks.on_failure:
+            _safe(hook, ctx, exc)
+        outcome = failure_outcome(task, env, exc, clock() - started)
+    finally:
+        _current.reset(token)
+    for hook in hooks.after_job:
+        _safe(hook, ctx, outcome)
+    return outcome
+
+
+def _call(task: AnyTask, args: list[Any], kwargs: dict[str, Any], limiter: TimeLimiter | None,
+          runner: AsyncRunner | None) -> Any:
+    if task.is_async:
+        if runner is not None:
+            return runner.run(task.fn(*args, **kwargs), task.options.timeout_s)
+        try:
+            return asyncio.run(asyncio.wait_for(task.fn(*args, **kwargs), task.options.timeout_s))
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise JobTimeLimit(f"exceeded timeout_s={task.options.timeout_s}") from exc
+    if limiter is not None:
+        limiter.watch(task.options.timeout_s)
+    try:
+        return task.fn(*args, **kwargs)
+    finally:
+        if limiter is not None:
+            limiter.unwatch()
+
+
+def _safe(hook: Callable[..., Any], *args: Any) -> None:
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("hook %r failed", hook)
