@@ -39,6 +39,7 @@ log = logging.getLogger("redisq.worker")
 Settled = Callable[["Reserved", "Outcome", bool, Any], None]
 Item = tuple["Reserved", "Outcome", bool]  # an attempt's outcome; whether it holds a slot
 RESTING_POLL_S = 0.25  # how often outcomes held back for a resting queue look again
+RETRY_CAP_S = 0.5  # longest wait before outcomes that failed to be written are tried again
 
 
 class Recorder:
@@ -95,7 +96,10 @@ class Recorder:
         # waits for its backoff while the other queues' outcomes are recorded as they come.
         waiting: dict[str, list[Item]] = {}
         due = 0.0
-        backoff = Backoff(cap_s=2.0)
+        # Capped low: outcomes parked for a node that was down are written (and their queue
+        # drains again) within half a second of it answering; a queue known to rest is not
+        # tried at all meanwhile (_hold_back), so a short cap costs little.
+        backoff = Backoff(cap_s=RETRY_CAP_S)
         while True:
             batch, stop = self._next_batch(max(0.0, due - time.monotonic()) if waiting else None)
             if stop:
