@@ -92,7 +92,8 @@ def job(queue: str, job_id: str) -> str:
 
 
 def job_prefix(queue: str) -> str:
-    """What :func:`job` puts before the id (for the one script that derives record keys)."""
+    """What :func:`job` puts before the id (for the scripts that derive record keys from ids
+    they find: reserve, enqueue and fire_periodic)."""
     return f"{_q(queue)}:job:"
 
 

@@ -50,6 +50,18 @@ def _warn_web_token(settings: config.Settings, what: str) -> None:
             what)
 
 
+def _daemon_app(what: str, app_spec: str | None,
+                flags: dict[str, Any]) -> tuple[config.Settings, App]:
+    """What every daemon command does first: settings, logging, the web-token warning, and
+    the App (``--app`` is required) with the settings that are the App's own applied."""
+    settings = settings_from(app=app_spec, **flags)
+    logs.setup(settings.log_level, settings.log_format)
+    _warn_web_token(settings, what)
+    if not settings.app:
+        raise ConfigError(f"{what} needs --app package.module:app (or REDISQ_APP)")
+    return settings, apply_settings(load_app(settings.app, settings.url), settings)
+
+
 def apply_settings(app: App, settings: config.Settings) -> App:
     """Give ``app`` the settings that are the App's own too (TTLs, dead_max, the record's
     argument summary, the message size cap); only a value set in the environment overrides
@@ -113,12 +125,7 @@ def main() -> None:
 @handles_errors
 def worker(app_spec: str | None, **flags: Any) -> None:
     """Run a worker daemon until SIGTERM/SIGINT (a second signal forces)."""
-    settings = settings_from(app=app_spec, **flags)
-    logs.setup(settings.log_level, settings.log_format)
-    _warn_web_token(settings, "worker")
-    if not settings.app:
-        raise ConfigError("worker needs --app package.module:app (or REDISQ_APP)")
-    app = apply_settings(load_app(settings.app, settings.url), settings)
+    settings, app = _daemon_app("worker", app_spec, flags)
     from ..worker import run_worker
 
     sys.exit(run_worker(app, settings))
@@ -307,12 +314,7 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None,
 @handles_errors
 def scheduler(app_spec: str | None, **flags: Any) -> None:
     """Run the periodic-job scheduler (any number may run: one leads at a time)."""
-    settings = settings_from(app=app_spec, **flags)
-    logs.setup(settings.log_level, settings.log_format)
-    _warn_web_token(settings, "scheduler")
-    if not settings.app:
-        raise ConfigError("scheduler needs --app package.module:app (or REDISQ_APP)")
-    app = load_app(settings.app, settings.url)
+    settings, app = _daemon_app("scheduler", app_spec, flags)
     if not app.periodic_jobs:
         raise ConfigError(f"{settings.app} registers no @app.periodic jobs")
     from ..worker.scheduler import SchedulerDaemon
