@@ -1,6 +1,7 @@
 """redisq: a small, correct Redis-backed job queue and pub/sub library with a worker daemon."""
 
 from .app import App
+from .canvas import ChainJob, GroupJob, Signature, chain, group
 from .errors import (
     ConfigError,
     DuplicateJob,
@@ -20,8 +21,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "ChainJob",
     "ConfigError",
     "DuplicateJob",
+    "GroupJob",
     "Job",
     "JobContext",
     "JobFailed",
@@ -32,7 +35,10 @@ __all__ = [
     "RedisqError",
     "Retry",
     "SerializationError",
+    "Signature",
     "UnknownTask",
     "__version__",
+    "chain",
     "current_job",
+    "group",
 ]

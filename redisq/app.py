@@ -27,6 +27,7 @@ from .backend.scripts import Scripts
 from .backend.urls import is_embedded
 from .broker.channel import Channel
 from .broker.queue import Queue
+from .canvas import Signature, enqueue_deferred
 from .job import Job
 from .locks import Lock
 from .model import new_id
@@ -254,9 +255,15 @@ class App:
     def enqueue(self, task_name: str, args: Sequence[Any] = (),
                 kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
-                eta: datetime | float | None = None) -> Job[Any]:
-        """Queue a call of ``task_name`` (registered here or only in the worker)."""
+                eta: datetime | float | None = None,
+                depends_on: Sequence[Job[Any]] | None = None) -> Job[Any]:
+        """Queue a call of ``task_name`` (registered here or only in the worker).
+        ``depends_on``: queue it only once all these jobs succeeded (docs/workflows.md)."""
         prepared = self.prepare(task_name, args, kwargs, queue, job_id)
+        if depends_on is not None:
+            if delay_s is not None or eta is not None:
+                raise ValueError("depends_on cannot be combined with a delay")
+            return enqueue_deferred(self, prepared, depends_on)
         delay_s = delay_from(delay_s, eta)
         self.records.register_queue(prepared.env.queue)
         if (prepared.fresh_id and prepared.env.unique is None and delay_s is None
@@ -315,6 +322,12 @@ class App:
             self.records.scripts.run_many(calls_out[i:i + 20], self.wait_replicas,
                                           self.wait_timeout_s)
         return jobs
+
+    def signature(self, task_name: str, args: Sequence[Any] = (),
+                  kwargs: dict[str, Any] | None = None, queue: str | None = None) -> Signature:
+        """A signature of ``task_name`` by name (the task need not be registered here), for
+        :func:`redisq.chain` and :func:`redisq.group`."""
+        return Signature(task_name, tuple(args), dict(kwargs or {}), queue, self)
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any] | None:
         """The handle of an existing job, or None when no queue has a record for it."""

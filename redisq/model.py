@@ -14,7 +14,8 @@ from typing import Any
 
 QUEUED, STARTED, SUCCEEDED, FAILED = "queued", "started", "succeeded", "failed"
 RETRYING, DEAD, CANCELLED = "retrying", "dead", "cancelled"
-STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED)
+DEFERRED = "deferred"  # waiting on other jobs (depends_on, a chord's callback): not queued yet
+STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED, DEFERRED)
 #: Statuses after which a job never runs again (unless a dead job is requeued).
 TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED})
 
@@ -41,6 +42,9 @@ class Envelope:
     attempt: int = 1
     enqueued_at: float = 0.0
     unique: str | None = None
+    #: The job's place in a workflow (chain step, group member; see redisq/canvas.py), or
+    #: None: a JSON object the worker acts on when the job ends (backend/workflows.py).
+    workflow: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Empty args and kwargs are left out (from_dict defaults them): a message is most of
@@ -53,6 +57,8 @@ class Envelope:
         out.update(queue=self.queue, attempt=self.attempt, enqueued_at=self.enqueued_at)
         if self.unique is not None:
             out["unique"] = self.unique
+        if self.workflow is not None:
+            out["workflow"] = self.workflow
         return out
 
     def next_attempt(self) -> Envelope:
@@ -66,12 +72,12 @@ class Envelope:
             env = cls(id=data["id"], task=data["task"], args=data.get("args", []),
                       kwargs=data.get("kwargs", {}), queue=data.get("queue", ""),
                       attempt=data.get("attempt", 1), enqueued_at=data.get("enqueued_at", 0.0),
-                      unique=data.get("unique"))
+                      unique=data.get("unique"), workflow=data.get("workflow"))
         except KeyError as exc:
             raise BadMessage(f"job message lacks the field {exc.args[0]!r}") from None
         for name, kind in (("id", str), ("task", str), ("args", list), ("kwargs", dict),
                            ("queue", str), ("attempt", int), ("enqueued_at", (int, float)),
-                           ("unique", (str, type(None)))):
+                           ("unique", (str, type(None))), ("workflow", (dict, type(None)))):
             value = getattr(env, name)
             # bool is an int to isinstance, but True is no attempt number or time.
             if not isinstance(value, kind) or isinstance(value, bool):
@@ -84,6 +90,7 @@ class Envelope:
             raise BadMessage("job message field 'id' must not contain quotes or backslashes")
         if env.attempt < 1:
             raise BadMessage(f"job message field 'attempt' must be >= 1, not {env.attempt}")
+        check_workflow(env.workflow)
         return env
 
 
@@ -155,3 +162,37 @@ def valid_name(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_workflow(data: Any) -> None:
+    """Raise :class:`BadMessage` unless ``data`` is a workflow field a worker can act on."""
+    if data is None:
+        return
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+        raise BadMessage("job message field 'workflow' must be an object with an 'id'")
+    kind = data.get("kind")
+    if kind == "member":
+        index, queue = data.get("index"), data.get("queue")
+        if (not isinstance(index, int) or isinstance(index, bool) or index < 0
+                or not isinstance(queue, str) or not valid_name(queue)
+                or not isinstance(data.get("callback", ""), str)):
+            raise BadMessage("a group member's 'workflow' needs 'index' (int >= 0) and 'queue'")
+    elif kind == "chain":
+        step, rest = data.get("step"), data.get("next")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0 \
+                or not isinstance(rest, list):
+            raise BadMessage("a chain step's 'workflow' needs 'step' (int >= 0) and 'next'")
+        for sig in rest:
+            check_signature(sig)
+    else:
+        raise BadMessage(f"unknown workflow kind {kind!r}")
+
+
+def check_signature(sig: Any) -> None:
+    """Raise :class:`BadMessage` unless ``sig`` is a signature's JSON (task, args, kwargs,
+    queue)."""
+    if (not isinstance(sig, dict) or not isinstance(sig.get("task"), str) or not sig["task"]
+            or not isinstance(sig.get("args", []), list)
+            or not isinstance(sig.get("kwargs", {}), dict)
+            or not valid_name(sig.get("queue", "default"))):
+        raise BadMessage("a signature is an object with 'task' (and 'args', 'kwargs', 'queue')")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from ..backend import workflows
 from ..backend.connection import CONNECTION_ERRORS, CONNECTION_OR_REPLY_ERRORS
 from ..backend.index import WorkerIndex
 from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
@@ -204,8 +205,10 @@ class ProdconsWorker(Intake, Daemon):
 
     def _record_and_take(self, job: Reserved, outcome: Outcome,
                          taken: deque[Reserved]) -> Reserved | None:
-        if self.stopping.is_set() or self.consumer.resting(job.message.queue):
+        if (self.stopping.is_set() or self.consumer.resting(job.message.queue)
+                or job.env.workflow is not None):
             # Resting: its node is down; the recorder keeps the outcome and frees the slot.
+            # A workflow job: the recorder moves its workflow on before it settles it.
             self.record(job, outcome, holds_slot=True)
             return None
         call = self.records.settle_call(self.consumer.id, job.message, job.env, outcome, self.id,
@@ -334,6 +337,10 @@ class ProdconsWorker(Intake, Daemon):
                     continue
                 try:
                     Queue(self.client, q, self.records.scripts).promote_due()
+                    # Jobs waiting on this queue's jobs (depends_on) that ended: released or
+                    # cancelled here, by whichever worker comes first (idempotent).
+                    workflows.sweep_parents(self.client, self.records.scripts, q,
+                                            self.records.status)
                 except CONNECTION_ERRORS as exc:  # on a cluster: that queue's node; go on
                     log.debug("worker=%s could not promote queue %s: %s", self.id, q, exc)
 

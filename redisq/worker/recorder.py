@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from ..backend import workflows
 from ..backend.backoff import Backoff
 from ..backend.connection import CONNECTION_OR_REPLY_ERRORS
 
@@ -197,6 +198,13 @@ class Recorder:
         return failed
 
     def _record(self, batch: list[Item]) -> None:
+        # Workflow jobs move their workflow on BEFORE they are settled (acked): a worker lost
+        # in between runs the job again, and these idempotent steps count nothing twice; the
+        # other way round, a lost worker would leave a chord that never fires.
+        wf_calls = [c for job, outcome, _ in batch if job.env.workflow is not None
+                    for c in workflows.end_calls(job.env, outcome, self.dumps)]
+        if wf_calls:
+            workflows.run_end_calls(self.records.scripts, wf_calls)
         calls = [self.records.settle_call(self.consumer_id, job.message, job.env, outcome,
                                           self.worker_id, self.dumps)
                  for job, outcome, _ in batch]

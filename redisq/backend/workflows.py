@@ -1,0 +1,250 @@
+"""The Redis side of workflows (chains, groups, chords, ``depends_on``): the Lua calls that
+create them, the calls a worker makes when a workflow job ends, and reading their progress.
+
+Where the state lives, and why each step is one atomic Lua step in one Cluster slot:
+
+* A **group** keeps its state under the tag of the queue its callback goes to (a group without
+  a callback: its first member's queue). A member's end is one ``wf_member`` step there: it
+  records the member's outcome (first one stands) and, with the last one, sets the "fired" flag
+  *and* queues the callback in the same step, so the callback is queued exactly once. The
+  worker runs that step *before* it settles (acks) the member: a worker lost in between only
+  makes the member run again, and the re-run's step counts nothing.
+* A **chain** step carries the signatures of the steps after it (``Envelope.workflow``). When
+  it succeeds, the worker queues the next step with ``wf_next`` (a deterministic job id and a
+  "sent" marker, so at most once) under the next step's queue tag, again before the settle.
+* **depends_on**: the dependent's message is held aside (``wf_defer``); each parent lists it
+  (``wf_depend``, which sees a parent that is over already). Workers sweep their queues'
+  parents that are over (:func:`sweep_parents`) and resolve each dependent (``wf_resolve``,
+  idempotent), then forget the parent (``wf_release``).
+
+The workflow field of a message (:func:`redisq.model.check_workflow` validates it):
+
+* group member: ``{"kind": "member", "id": <group id>, "index": i, "queue": <state queue>,
+  "callback": <callback job id>}`` (``callback`` only with one);
+* chain step: ``{"kind": "chain", "id": <chain id>, "step": k, "next": [<signature>, ...]}``;
+  step ``k``'s job id is ``<chain id>-<k>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+
+from ..model import (
+    CANCELLED,
+    DEAD,
+    FAILED,
+    SUCCEEDED,
+    Envelope,
+    Outcome,
+    as_text,
+)
+from . import keys
+from .scripts import Scripts
+
+log = logging.getLogger("redisq.workflows")
+
+Call = tuple[str, list[str], list[Any]]
+POLICIES = ("fail", "skip", "run")
+#: Outcomes after which a job never runs again: a workflow moves on.
+FINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED, "expired", "aborted"})
+#: Where the results list goes in a chord callback's message template.
+RESULTS_TOKEN = "\x00redisq:results\x00"
+#: How long a group may take (and its results stay readable), a chain's later steps wait, and a
+#: "sent" marker lives: a week, like a failed job's record.
+STATE_TTL_S = 7 * 86_400.0
+
+
+def step_id(chain_id: str, step: int) -> str:
+    return f"{chain_id}-{step}"
+
+
+# -- what a worker runs when a workflow job ends (before its settle) ---------------------------
+def end_calls(env: Envelope, outcome: Outcome, dumps: Callable[[Any], bytes]) -> list[Call]:
+    """The Lua calls that move ``env``'s workflow on after ``outcome`` (none unless final).
+    Every one is idempotent: the worker runs them before the settle, and again if it was lost
+    in between."""
+    wf = env.workflow
+    if wf is None or outcome.status not in FINAL:
+        return []
+    now = f"{time.time():.3f}"
+    if wf.get("kind") == "member":
+        return [member_call(wf, outcome, now)]
+    if wf.get("kind") == "chain":
+        return chain_calls(env, wf, outcome, dumps, now)
+    return []
+
+
+def outcome_value(outcome: Outcome) -> str:
+    """A member's outcome as the group stores it: ``s<result JSON>`` or ``f<error JSON>``."""
+    if outcome.status == SUCCEEDED:
+        return "s" + outcome.result_json
+    return "f" + json.dumps({"status": outcome.status, "error_type": outcome.error_type,
+                             "error_message": outcome.error_message[:500]},
+                            separators=(",", ":"))
+
+
+def member_call(wf: dict[str, Any], outcome: Outcome, now: str) -> Call:
+    q, gid = wf["queue"], wf["id"]
+    ks = [keys.wf_state(q, gid), keys.wf_results(q, gid), keys.wf_active(q)]
+    if wf.get("callback"):
+        ks += [keys.pending(q), keys.job(q, wf["callback"]), keys.stats(q)]
+    return "wf_member", ks, [gid, wf["index"], outcome_value(outcome), now,
+                             int(STATE_TTL_S * 1000)]
+
+
+def chain_calls(env: Envelope, wf: dict[str, Any], outcome: Outcome,
+                dumps: Callable[[Any], bytes], now: str) -> list[Call]:
+    rest: list[dict[str, Any]] = wf["next"]
+    if not rest:
+        return []
+    cid, step = wf["id"], wf["step"]
+    if outcome.status != SUCCEEDED:  # the chain stops here: its later steps never run
+        why = (f"chain step {step} (job {env.id}) ended {outcome.status}: "
+               f"{outcome.error_type}: {outcome.error_message}")[:1000]
+        return [("wf_cancel", [keys.job(sig.get("queue", "default"), step_id(cid, step + i + 1))],
+                 [CANCELLED, "ChainStopped", why, now, int(STATE_TTL_S * 1000)])
+                for i, sig in enumerate(rest)]
+    sig, later = rest[0], rest[1:]
+    q = sig.get("queue", "default")
+    nxt = Envelope(id=step_id(cid, step + 1), task=sig["task"],
+                   args=[json.loads(outcome.result_json), *sig.get("args", [])],
+                   kwargs=dict(sig.get("kwargs", {})), queue=q,
+                   enqueued_at=round(time.time(), 3),
+                   workflow={"kind": "chain", "id": cid, "step": step + 1, "next": later})
+    ks = [keys.wf_sent(q, nxt.id), keys.pending(q), keys.job(q, nxt.id), keys.stats(q)]
+    return [("wf_next", ks, [dumps(nxt.to_dict()), nxt.task, repr(nxt.enqueued_at),
+                             int(STATE_TTL_S * 1000)])]
+
+
+def run_end_calls(scripts: Scripts, calls: list[Call]) -> None:
+    """Run workflow end steps (one round trip); raises what Redis raised, so the caller keeps
+    the outcomes and tries again (the steps are idempotent)."""
+    for (name, _, args), answer in zip(calls, scripts.run_many(calls), strict=True):
+        if name == "wf_member" and answer == -1:
+            log.warning("group=%s member=%s: the group's state is gone (expired?); its outcome "
+                        "is not counted", args[0], args[1])
+
+
+# -- creating ----------------------------------------------------------------------------------
+def group_call(queue: str, group_id: str, total: int, policy: str,
+               callback: Envelope | None, template: tuple[bytes, bytes] | None) -> Call:
+    ks = [keys.wf_state(queue, group_id), keys.wf_results(queue, group_id), keys.wf_active(queue)]
+    cb_id, cb_task, pre, post = "", "", b"", b""
+    if callback is not None and template is not None:
+        ks.append(keys.job(queue, callback.id))
+        cb_id, cb_task, (pre, post) = callback.id, callback.task, template
+    return "wf_group", ks, [group_id, total, policy, f"{time.time():.3f}",
+                            int(STATE_TTL_S * 1000), cb_id, cb_task, pre, post]
+
+
+def split_template(message: bytes, token: bytes) -> tuple[bytes, bytes]:
+    """A callback message around its results placeholder (``token``: how the serializer wrote
+    :data:`RESULTS_TOKEN`)."""
+    pre, sep, post = message.partition(token)
+    if not sep or token in post:
+        raise ValueError("the callback's message must hold its results placeholder once")
+    return pre, post
+
+
+def defer_records(client: redis.Redis, steps: Sequence[tuple[str, str, str]]) -> None:
+    """Create the records of a chain's later steps (queue, job id, task) as "deferred"."""
+    now = f"{time.time():.3f}"
+    pipe = client.pipeline(transaction=False)
+    for q, jid, task in steps:
+        pipe.hset(keys.job(q, jid), mapping={"status": "deferred", "task": task,
+                                             "enqueued_at": now})
+        pipe.pexpire(keys.job(q, jid), int(STATE_TTL_S * 1000))
+    pipe.execute()
+
+
+# -- reading -----------------------------------------------------------------------------------
+def group_state(client: redis.Redis, queue: str, group_id: str) -> dict[str, Any]:
+    """A group's progress: total, done, failed (once complete), fired (time or None),
+    callback id; an empty dict when it is unknown or expired."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(keys.wf_state(queue, group_id), "total", "policy", "callback", "fired", "failed",
+               "created_at")
+    pipe.hlen(keys.wf_results(queue, group_id))
+    (total, policy, callback, fired, failed, created), done = pipe.execute()
+    if total is None:
+        return {}
+    return {"id": group_id, "queue": queue, "total": int(total), "done": int(done),
+            "policy": as_text(policy or b""), "callback": as_text(callback or b"") or None,
+            "fired": float(fired) if fired else None,
+            "failed": int(failed) if failed is not None else None,
+            "created_at": float(created) if created else None}
+
+
+def group_outcomes(client: redis.Redis, queue: str, group_id: str) -> dict[int, tuple[bool, Any]]:
+    """Recorded member outcomes: index → (succeeded, result or error dict)."""
+    out: dict[int, tuple[bool, Any]] = {}
+    for k, v in client.hgetall(keys.wf_results(queue, group_id)).items():
+        text = as_text(v)
+        out[int(as_text(k))] = (text[:1] == "s", json.loads(text[1:]))
+    return out
+
+
+def active_groups(client: redis.Redis, queue: str, limit: int = 10) -> tuple[int, list[dict[str, Any]]]:
+    """How many groups of ``queue`` are not complete, and the progress of the oldest ones."""
+    count = client.zcard(keys.wf_active(queue))
+    if not count:
+        return 0, []
+    raw: list[bytes] = client.zrange(keys.wf_active(queue), 0, limit - 1)  # type: ignore[assignment]
+    ids = [as_text(g) for g in raw]
+    states = [group_state(client, queue, g) for g in ids]
+    return int(count), [s for s in states if s]
+
+
+# -- depends_on --------------------------------------------------------------------------------
+def defer_call(env: Envelope, message: bytes, parents: Sequence[tuple[str, str]]) -> Call:
+    q = env.queue
+    return "wf_defer", [keys.job(q, env.id), keys.wf_held(q, env.id), keys.wf_wait(q, env.id)], \
+        [message, env.task, repr(env.enqueued_at), *(f"{pq}|{pid}" for pq, pid in parents)]
+
+
+def depend(scripts: Scripts, queue: str, job_id: str,
+           parents: Sequence[tuple[str, str]]) -> None:
+    """Register ``job_id`` (already deferred) with each parent; resolve at once what is over."""
+    now = f"{time.time():.3f}"
+    calls = [("wf_depend", [keys.job(pq, pid), keys.wf_deps(pq, pid), keys.wf_parents(pq)],
+              [f"{queue}|{job_id}", pid, now]) for pq, pid in parents]
+    over = [((pq, pid), as_text(st)) for (pq, pid), st in
+            zip(parents, scripts.run_many(calls), strict=True) if as_text(st)]
+    if over:
+        scripts.run_many([resolve_call(queue, job_id, f"{pq}|{pid}", st, now)
+                          for (pq, pid), st in over])
+
+
+def resolve_call(queue: str, job_id: str, parent: str, status: str, now: str) -> Call:
+    ks = [keys.job(queue, job_id), keys.wf_held(queue, job_id), keys.wf_wait(queue, job_id),
+          keys.pending(queue), keys.stats(queue)]
+    return "wf_resolve", ks, [parent, status, now, int(STATE_TTL_S * 1000)]
+
+
+def sweep_parents(client: redis.Redis, scripts: Scripts, queue: str, status_of: Callable[
+        [str, str], str | None], limit: int = 100) -> int:
+    """Resolve the dependents of ``queue``'s parents that are over (a worker's tick); returns
+    how many parents were released. Safe to run anywhere, any number of times."""
+    raw: list[bytes] = client.zrange(keys.wf_parents(queue), 0, limit - 1)  # type: ignore[assignment]
+    parents = [as_text(p) for p in raw]
+    released = 0
+    now = f"{time.time():.3f}"
+    for pid in parents:
+        status = status_of(queue, pid) or "missing"
+        if status not in FINAL and status != "missing":
+            continue
+        children = [as_text(c) for c in client.smembers(keys.wf_deps(queue, pid))]
+        calls = []
+        for child in children:
+            cq, _, cid = child.partition("|")
+            calls.append(resolve_call(cq, cid, f"{queue}|{pid}", status, now))
+        scripts.run_many(calls)
+        scripts.run("wf_release", [keys.wf_deps(queue, pid), keys.wf_parents(queue)], [pid])
+        released += 1
+    return released

@@ -1,0 +1,386 @@
+"""Workflows: signatures (``task.s(...)``), :func:`chain`, :func:`group`, chords
+(``group(...).then(callback)``) and ``depends_on``. See docs/workflows.md.
+
+>>> chain(fetch.s(url), parse.s(), store.s(table="pages")).delay()  # doctest: +SKIP
+>>> group(resize.s(img, w) for w in (64, 128, 256)).then(notify.s(7)).delay()  # doctest: +SKIP
+
+A signature is JSON (task name, args, kwargs, queue), so a workflow can be built by name by a
+producer that does not import the tasks (``app.signature("name", ...)``, ``Signature.from_dict``)
+and sent over the web API. The Redis side, and why each step happens once, is in
+:mod:`redisq.backend.workflows`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import redis
+
+from . import serializers
+from .backend import workflows
+from .backend.records import Records
+from .errors import JobFailed, JobTimeout
+from .job import Job, final_result
+from .model import (
+    FAILED,
+    QUEUED,
+    STARTED,
+    SUCCEEDED,
+    BadMessage,
+    Envelope,
+    check_signature,
+    new_id,
+)
+
+log = logging.getLogger("redisq.app")
+POLL_S = 0.05
+ENQUEUE_CHUNK = 500  # member enqueues per pipelined round trip
+
+
+class WorkflowApp(Protocol):
+    """What a workflow is sent through (an :class:`redisq.App`)."""
+
+    serializer: serializers.Serializer
+    tasks: dict[str, Any]
+
+    @property
+    def client(self) -> redis.Redis: ...
+    @property
+    def records(self) -> Records: ...
+    def prepare(self, task_name: str, args: Sequence[Any], kwargs: dict[str, Any] | None,
+                queue: str | None, job_id: str | None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A task call not sent yet: task name, arguments and queue (``task.s(...)``). In a chain
+    each step's result is prepended to the next step's arguments; a chord's callback gets the
+    list of its group's results first."""
+
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    app: Any = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task": self.task}
+        if self.args:
+            out["args"] = list(self.args)
+        if self.kwargs:
+            out["kwargs"] = dict(self.kwargs)
+        if self.queue is not None:
+            out["queue"] = self.queue
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, app: Any = None) -> Signature:
+        """A signature from its JSON (raises ``ValueError`` on a malformed one)."""
+        try:
+            check_signature(data)
+        except BadMessage as exc:
+            raise ValueError(str(exc)) from None
+        return cls(data["task"], tuple(data.get("args", ())), dict(data.get("kwargs", {})),
+                   data.get("queue"), app)
+
+    def delay(self, app: Any = None) -> Job[Any]:
+        """Send this call as a plain job."""
+        a = _app_of([self], app)
+        return a.enqueue(self.task, self.args, self.kwargs, queue=self.queue)  # type: ignore[no-any-return]
+
+    def __or__(self, other: Signature | Chain) -> Chain:
+        return chain(self, other)
+
+
+def chain(*steps: Signature | Chain) -> Chain:
+    """Steps run one after the other; each result becomes the next step's first argument."""
+    flat: list[Signature] = []
+    for step in steps:
+        flat += step.steps if isinstance(step, Chain) else [_signature(step)]
+    return Chain(tuple(flat))
+
+
+def group(members: Iterable[Signature]) -> Group:
+    """Members run in parallel; ``.then(callback)`` makes a chord."""
+    return Group(tuple(_signature(m) for m in members))
+
+
+def _signature(value: Any) -> Signature:
+    if not isinstance(value, Signature):
+        raise TypeError(f"a workflow step is a signature (task.s(...)), not {type(value).__name__}")
+    return value
+
+
+def _app_of(sigs: Sequence[Signature], app: Any) -> Any:
+    found = app or next((s.app for s in sigs if s.app is not None), None)
+    if found is None:
+        raise ValueError("no App: build signatures with task.s(...) / app.signature(...), "
+                         "or pass app=")
+    return found
+
+
+def _queue_of(app: WorkflowApp, sig: Signature) -> str:
+    task = app.tasks.get(sig.task)
+    return sig.queue or (task.options.queue if task is not None else "default")
+
+
+def _check(app: WorkflowApp, sig: Signature, extra_first: bool) -> None:
+    """Refuse now a step that could not take its arguments (plus the result it will get)."""
+    task = app.tasks.get(sig.task)
+    if task is not None:
+        task.check_args([None, *sig.args] if extra_first else sig.args, sig.kwargs)
+
+
+def _send(app: WorkflowApp, sig: Signature, job_id: str, args: Sequence[Any],
+          workflow: dict[str, Any] | None) -> tuple[Envelope, bytes, Any]:
+    """The envelope and message of one workflow job (validated like any enqueue)."""
+    prepared = app.prepare(sig.task, args, sig.kwargs, _queue_of(app, sig), job_id)
+    env = replace(prepared.env, workflow=workflow)
+    message = app.messages.check_job(app.serializer.dumps(env.to_dict()), env)  # type: ignore[attr-defined]
+    return env, message, prepared
+
+
+def _enqueue_calls(app: WorkflowApp, items: Sequence[tuple[Envelope, bytes, Any]]) -> None:
+    records = app.records
+    calls = []
+    for env, message, prepared in items:
+        records.register_queue(env.queue)
+        calls.append(records.enqueue_call(env, message, None, prepared.unique_ttl_s, True))
+    for i in range(0, len(calls), ENQUEUE_CHUNK):
+        records.scripts.run_many(calls[i:i + ENQUEUE_CHUNK])
+
+
+@dataclass(frozen=True)
+class Chain:
+    steps: tuple[Signature, ...]
+
+    def __or__(self, other: Signature | Chain) -> Chain:
+        return chain(self, other)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chain": [s.to_dict() for s in self.steps]}
+
+    def delay(self, app: Any = None) -> ChainJob:
+        """Queue the first step; each later step is queued by the worker that finished the
+        one before (once, even if that worker is lost; see docs/workflows.md)."""
+        if not self.steps:
+            raise ValueError("a chain needs at least one step")
+        a: WorkflowApp = _app_of(self.steps, app)
+        for i, sig in enumerate(self.steps):
+            _check(a, sig, i > 0)
+        cid = new_id()
+        rest = [replace(s, queue=_queue_of(a, s)) for s in self.steps[1:]]
+        first = self.steps[0]
+        item = _send(a, first, workflows.step_id(cid, 0), first.args,
+                     {"kind": "chain", "id": cid, "step": 0, "next": [s.to_dict() for s in rest]})
+        ids = [(item[0].queue, item[0].id)] + [(s.queue or "default", workflows.step_id(cid, i + 1))
+                                                for i, s in enumerate(rest)]
+        for q, _ in ids[1:]:
+            a.records.register_queue(q)
+        workflows.defer_records(a.client, [(q, jid, s.task) for (q, jid), s
+                                           in zip(ids[1:], rest, strict=True)])
+        _enqueue_calls(a, [item])
+        log.info("chain=%s steps=%d enqueued", cid, len(self.steps))
+        return ChainJob(a.records, cid, [Job(a.records, jid, q) for q, jid in ids])
+
+
+@dataclass(frozen=True)
+class Group:
+    members: tuple[Signature, ...]
+
+    def then(self, callback: Signature, on_failure: str = "fail") -> Chord:
+        """A chord: ``callback`` runs once, with the list of results, when every member has
+        ended. ``on_failure``: "fail" (a failed member fails the callback, which does not
+        run), "skip" (it runs with the results of the members that succeeded) or "run" (it
+        runs with every member's place: a failed one's holds ``{"status", "error_type",
+        "error_message"}``)."""
+        if on_failure not in workflows.POLICIES:
+            raise ValueError(f"on_failure is one of {workflows.POLICIES}, not {on_failure!r}")
+        return Chord(self, _signature(callback), on_failure)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group": [s.to_dict() for s in self.members]}
+
+    def delay(self, app: Any = None) -> GroupJob:
+        return _start_group(_app_of(self.members, app), self.members, None, "fail")
+
+
+@dataclass(frozen=True)
+class Chord:
+    group: Group
+    callback: Signature
+    on_failure: str = "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.group.to_dict(), "then": self.callback.to_dict(),
+                "on_failure": self.on_failure}
+
+    def delay(self, app: Any = None) -> GroupJob:
+        a = _app_of([*self.group.members, self.callback], app)
+        return _start_group(a, self.group.members, self.callback, self.on_failure)
+
+
+def _start_group(app: WorkflowApp, members: Sequence[Signature], callback: Signature | None,
+                 policy: str) -> GroupJob:
+    """Create the group's state (and callback record), then queue the members."""
+    gid = new_id()
+    for m in members:
+        _check(app, m, False)
+    if callback is not None:
+        _check(app, callback, True)
+    if not members:
+        cb = None
+        if callback is not None:  # nothing to wait for: the callback gets no results
+            cb = app.enqueue(callback.task, [[], *callback.args], callback.kwargs,  # type: ignore[attr-defined]
+                             queue=_queue_of(app, callback), job_id=f"{gid}-callback")
+        return GroupJob(app.records, gid, "", [], cb)
+    state_q = _queue_of(app, callback if callback is not None else members[0])
+    cb_env, template = None, None
+    if callback is not None:
+        if app.serializer.name != "json":
+            raise ValueError("a chord needs the json serializer (its callback's message is "
+                             "completed in Redis)")
+        cb_env, message, _ = _send(app, callback, f"{gid}-callback",
+                                   [workflows.RESULTS_TOKEN, *callback.args], None)
+        template = workflows.split_template(message,
+                                            app.serializer.dumps(workflows.RESULTS_TOKEN))
+    wf: dict[str, Any] = {"kind": "member", "id": gid, "queue": state_q}
+    if cb_env is not None:
+        wf["callback"] = cb_env.id
+    items = [_send(app, m, f"{gid}-{i}", m.args, {**wf, "index": i})
+             for i, m in enumerate(members)]
+    app.records.register_queue(state_q)
+    name, ks, argv = workflows.group_call(state_q, gid, len(items), policy, cb_env, template)
+    app.records.scripts.run(name, ks, argv)  # before any member can end
+    _enqueue_calls(app, items)
+    log.info("group=%s members=%d callback=%s enqueued", gid, len(items),
+             cb_env.id if cb_env else "-")
+    cb_job: Job[Any] | None = Job(app.records, cb_env.id, state_q) if cb_env is not None else None
+    return GroupJob(app.records, gid, state_q,
+                    [Job(app.records, env.id, env.queue) for env, _, _ in items], cb_job)
+
+
+class GroupJob:
+    """A producer's handle on a group: its members, callback (a chord's), progress and
+    results."""
+
+    def __init__(self, records: Records, group_id: str, queue: str, members: list[Job[Any]],
+                 callback: Job[Any] | None) -> None:
+        self._records = records
+        self.id = group_id
+        self.queue = queue  #: where its state lives (the callback's queue)
+        self.members = members
+        self.callback = callback
+
+    def __repr__(self) -> str:
+        return f"<GroupJob {self.id} members={len(self.members)}>"
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def progress(self) -> dict[str, Any]:
+        """``{"total", "done", "failed", "fired", ...}`` (see :func:`workflows.group_state`)."""
+        if not self.members:
+            return {"id": self.id, "total": 0, "done": 0, "failed": 0, "fired": 0.0}
+        return workflows.group_state(self._records.client, self.queue, self.id)
+
+    @property
+    def status(self) -> str:
+        """queued (no member ended yet), started, succeeded (every member succeeded) or
+        failed (all ended, some did not succeed)."""
+        p = self.progress()
+        if not p:
+            return "unknown"
+        if p["fired"] is not None:
+            return FAILED if p["failed"] else SUCCEEDED
+        return STARTED if p["done"] else QUEUED
+
+    def results(self, timeout_s: float = 30.0) -> list[Any]:
+        """Wait for every member to end; their results in member order. Raises the first
+        failed member's :class:`~redisq.JobFailed`, or :class:`~redisq.JobTimeout`."""
+        deadline = time.monotonic() + timeout_s
+        while self.members:
+            p = self.progress()
+            if p and p["fired"] is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise JobTimeout(f"group {self.id}: {p.get('done', 0)} of {len(self)} members "
+                                 f"ended after {timeout_s} s")
+            time.sleep(POLL_S)
+        outcomes = workflows.group_outcomes(self._records.client, self.queue, self.id)
+        out = []
+        for i, member in enumerate(self.members):
+            ok, value = outcomes[i]
+            if not ok:
+                raise JobFailed(member.id, value.get("error_type") or value.get("status", FAILED),
+                                value.get("error_message", ""))
+            out.append(value)
+        return out
+
+
+class ChainJob:
+    """A producer's handle on a chain: its steps (:class:`Job`, each id ``<chain id>-<k>``)."""
+
+    def __init__(self, records: Records, chain_id: str, steps: list[Job[Any]]) -> None:
+        self.id = chain_id
+        self.steps = steps
+
+    def __repr__(self) -> str:
+        return f"<ChainJob {self.id} steps={len(self.steps)}>"
+
+    @property
+    def status(self) -> str | None:
+        """The status of the first step that has not succeeded (succeeded once all have)."""
+        for step in self.steps:
+            status = step.status
+            if status != SUCCEEDED:
+                return status
+        return SUCCEEDED
+
+    def result(self, timeout_s: float = 30.0) -> Any:
+        """Wait for the last step and return its result; raises the :class:`JobFailed` of the
+        step that stopped the chain."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for step in self.steps:
+                info = step.info()
+                done, value = final_result(step.id, info)  # raises for a failed step
+                if not done:
+                    break
+            else:
+                return value
+            if time.monotonic() >= deadline:
+                raise JobTimeout(f"chain {self.id} still at step {step.id} after {timeout_s} s")
+            time.sleep(POLL_S)
+
+
+def enqueue_deferred(app: WorkflowApp, prepared: Any, parents: Sequence[Any]) -> Job[Any]:
+    """Queue ``prepared`` once every job in ``parents`` has succeeded (``depends_on``): it
+    waits as "deferred", its message held aside; it is cancelled, with the reason recorded,
+    as soon as one parent ends otherwise (failed, dead, cancelled, or no record of it)."""
+    found = []
+    for p in parents:
+        q, jid = getattr(p, "queue", None), getattr(p, "id", None)
+        if not isinstance(jid, str) or not isinstance(q, str):
+            raise TypeError(f"depends_on takes Job handles, not {type(p).__name__}")
+        found.append((q, jid))
+    if not found:
+        raise ValueError("depends_on needs at least one job")
+    env = prepared.env
+    records = app.records
+    records.register_queue(env.queue)
+    name, ks, argv = workflows.defer_call(env, prepared.message, found)
+    if not records.scripts.run(name, ks, argv):
+        raise ValueError(f"a job with id {env.id!r} exists already")
+    workflows.depend(records.scripts, env.queue, env.id, found)
+    log.info("job=%s task=%s queue=%s deferred until %d job(s) succeed", env.id, env.task,
+             env.queue, len(found))
+    return Job(records, env.id, env.queue)
+
+
+__all__ = ["Chain", "ChainJob", "Chord", "Group", "GroupJob", "Signature", "chain", "enqueue_deferred",
+           "group"]

@@ -1,0 +1,195 @@
+"""Workflows against a real server with an in-process worker: chain, group, chord and its
+failure policies, depends_on, signatures built by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from redisq import App, JobFailed, Signature, chain, group
+from redisq.backend import keys, workflows
+from tests.support.inproc import running
+from tests.support.wait import wait_until
+
+
+@pytest.fixture
+def tasks(app: App) -> App:
+    @app.task(name="w.add")
+    def add(x: int, y: int = 0) -> int:
+        return x + y
+
+    @app.task(name="w.mul")
+    def mul(x: int, y: int) -> int:
+        return x * y
+
+    @app.task(name="w.total")
+    def total(values: list, extra: int = 0) -> int:
+        return sum(v for v in values if isinstance(v, int)) + extra
+
+    @app.task(name="w.echo")
+    def echo(values: list) -> list:
+        return values
+
+    @app.task(name="w.boom", retries=0)
+    def boom(x: int) -> int:
+        raise ValueError(f"boom {x}")
+
+    @app.task(name="w.other", queue="other")
+    def other(x: int) -> int:
+        return x + 100
+
+    return app
+
+
+def test_chain_passes_each_result_on(tasks: App) -> None:
+    add, mul, other = tasks.tasks["w.add"], tasks.tasks["w.mul"], tasks.tasks["w.other"]
+    c = chain(add.s(1, 2), mul.s(10), other.s()).delay()
+    assert [s.status for s in c.steps] == ["queued", "deferred", "deferred"]
+    with running(tasks, queues=["default", "other"]):
+        assert c.result(5) == 130
+    assert c.status == "succeeded"
+    assert [s.id for s in c.steps] == [f"{c.id}-{i}" for i in range(3)]
+    assert c.steps[2].queue == "other"
+
+
+def test_chain_stops_at_a_failed_step_and_cancels_the_rest(tasks: App) -> None:
+    add, boom, mul = tasks.tasks["w.add"], tasks.tasks["w.boom"], tasks.tasks["w.mul"]
+    c = (add.s(1) | boom.s() | mul.s(2)).delay()
+    with running(tasks):
+        with pytest.raises(JobFailed, match="boom 1"):
+            c.result(5)
+    last = c.steps[2].info()
+    assert last["status"] == "cancelled" and last["error_type"] == "ChainStopped"
+    assert "chain step 1" in last["error_message"]
+
+
+def test_chain_refuses_steps_that_cannot_take_the_result(tasks: App) -> None:
+    add, total = tasks.tasks["w.add"], tasks.tasks["w.total"]
+    with pytest.raises(TypeError):
+        chain(total.s([1]), add.s(1, 2)).delay()  # add(prev, 1, 2): too many arguments
+    assert tasks.client.llen(keys.pending("default")) == 0
+
+
+def test_group_results_in_member_order(tasks: App) -> None:
+    mul = tasks.tasks["w.mul"]
+    g = group(mul.s(i, 2) for i in range(20)).delay()
+    assert len(g) == 20 and g.status == "queued"
+    with running(tasks):
+        assert g.results(5) == [i * 2 for i in range(20)]
+    assert g.status == "succeeded"
+    assert g.progress()["done"] == 20
+
+
+def test_chord_callback_runs_once_with_every_result(tasks: App) -> None:
+    add, total = tasks.tasks["w.add"], tasks.tasks["w.total"]
+    g = group(add.s(i) for i in range(10)).then(total.s(extra=1000)).delay()
+    assert g.callback is not None and g.callback.status == "deferred"
+    with running(tasks):
+        assert g.callback.result(5) == 45 + 1000
+    assert tasks.client.hget(keys.stats("default"), "succeeded") == b"11"
+    assert tasks.client.zcard(keys.wf_active("default")) == 0
+
+
+def test_chord_callback_on_its_own_queue(tasks: App) -> None:
+    add = tasks.tasks["w.add"]
+    cb = tasks.signature("w.echo", queue="other")
+    g = group(add.s(i) for i in range(3)).then(cb).delay()
+    assert g.queue == "other"  # the group's state lives beside its callback
+    with running(tasks, queues=["default", "other"]):
+        assert g.callback is not None and g.callback.result(5) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("policy", "expected"), [
+    ("skip", [0, 2]),
+    ("run", [0, {"status": "dead", "error_type": "ValueError", "error_message": "boom 1"}, 2]),
+])
+def test_chord_failure_policies_that_run(tasks: App, policy: str, expected: list) -> None:
+    add, boom = tasks.tasks["w.add"], tasks.tasks["w.boom"]
+    g = group([add.s(0), boom.s(1), add.s(2)]).then(tasks.tasks["w.echo"].s(),
+                                                    on_failure=policy).delay()
+    with running(tasks):
+        assert g.callback is not None and g.callback.result(5) == expected
+        with pytest.raises(JobFailed, match="boom 1"):
+            g.results(5)
+    assert g.status == "failed"
+
+
+def test_chord_fail_policy_fails_the_callback_without_running_it(tasks: App) -> None:
+    add, boom = tasks.tasks["w.add"], tasks.tasks["w.boom"]
+    g = group([add.s(0), boom.s(1)]).then(tasks.tasks["w.echo"].s()).delay()
+    with running(tasks):
+        assert g.callback is not None
+        with pytest.raises(JobFailed, match="1 of 2 group members failed"):
+            g.callback.result(5)
+    assert g.callback.info()["error_type"] == "GroupFailed"
+    assert tasks.client.hget(keys.stats("default"), "succeeded") == b"1"
+
+
+def test_empty_group_callback_gets_no_results(tasks: App) -> None:
+    g = group([]).then(tasks.tasks["w.echo"].s()).delay(tasks)
+    with running(tasks):
+        assert g.callback is not None and g.callback.result(5) == []
+    assert g.results() == [] and g.status == "succeeded"
+
+
+def test_depends_on_runs_after_every_parent_succeeded(tasks: App) -> None:
+    add = tasks.tasks["w.add"]
+    a, b = add.delay(1), add.delay(2)
+    report = add.enqueue(args=(7,), depends_on=[a, b])
+    assert report.status == "deferred"
+    with running(tasks):
+        assert report.result(5) == 7
+        assert a.status == b.status == "succeeded"
+    wait_until(lambda: tasks.client.zcard(keys.wf_parents("default")) == 0, 3,
+               what="the parents released")
+
+
+def test_depends_on_a_failed_parent_cancels_with_the_reason(tasks: App) -> None:
+    add, boom = tasks.tasks["w.add"], tasks.tasks["w.boom"]
+    a, bad = add.delay(1), boom.delay(1)
+    with running(tasks):
+        assert a.result(5) == 1
+        wait_until(lambda: bad.status == "failed" or bad.status == "dead", 5, what="the failure")
+        later = add.enqueue(args=(3,), depends_on=[a, bad])  # a parent already over
+        child = add.enqueue(args=(7,), depends_on=[bad])
+        for job in (later, child):
+            wait_until(lambda job=job: job.status == "cancelled", 5, what="the cancel")
+            info = job.info()
+            assert info["error_type"] == "DependencyFailed" and bad.id in info["error_message"]
+    assert tasks.client.llen(keys.pending("default")) == 0
+
+
+def test_depends_on_parent_already_succeeded_queues_at_once(tasks: App) -> None:
+    add = tasks.tasks["w.add"]
+    a = add.delay(5)
+    with running(tasks):
+        a.result(5)
+        assert add.enqueue(args=(1,), depends_on=[a]).result(5) == 1
+
+
+def test_signatures_are_json_and_buildable_by_name(tasks: App) -> None:
+    sig = tasks.tasks["w.add"].s(1, y=2)
+    data = json.loads(json.dumps(sig.to_dict()))
+    assert data == {"task": "w.add", "args": [1], "kwargs": {"y": 2}, "queue": "default"}
+    again = Signature.from_dict(data, tasks)
+    assert again == sig
+    producer = App(tasks.url)  # knows no task at all
+    c = chain(producer.signature("w.add", [2]), producer.signature("w.mul", [3])).delay()
+    with running(tasks):
+        assert c.result(5) == 6
+    producer.close()
+    with pytest.raises(ValueError):
+        Signature.from_dict({"task": "", "args": []})
+    with pytest.raises(ValueError, match="on_failure"):
+        group([sig]).then(sig, on_failure="maybe")
+
+
+def test_group_state_lives_under_one_hash_tag(tasks: App) -> None:
+    g = group(tasks.tasks["w.add"].s(i) for i in range(3)).then(
+        tasks.signature("w.echo", queue="other")).delay()
+    state = workflows.group_state(tasks.client, "other", g.id)
+    assert state["total"] == 3 and state["done"] == 0 and state["fired"] is None
+    assert tasks.client.exists(keys.wf_state("other", g.id))
+    assert all(k.startswith(b"redisq:{other}") for k in tasks.client.keys(f"*{g.id}*")
+               if b":wf:" in k)
