@@ -56,9 +56,8 @@ def test_chain_passes_each_result_on(tasks: App) -> None:
 def test_chain_stops_at_a_failed_step_and_cancels_the_rest(tasks: App) -> None:
     add, boom, mul = tasks.tasks["w.add"], tasks.tasks["w.boom"], tasks.tasks["w.mul"]
     c = (add.s(1) | boom.s() | mul.s(2)).delay()
-    with running(tasks):
-        with pytest.raises(JobFailed, match="boom 1"):
-            c.result(5)
+    with running(tasks), pytest.raises(JobFailed, match="boom 1"):
+        c.result(5)
     last = c.steps[2].info()
     assert last["status"] == "cancelled" and last["error_type"] == "ChainStopped"
     assert "chain step 1" in last["error_message"]
