@@ -1,0 +1,101 @@
+"""Workflows across real worker processes, a SIGKILLed worker and a crashed Redis (AOF, fsync
+always): a chord's callback runs exactly once with every result, a chain completes in order.
+Runs are counted from a file the tasks append to (tests/support/wf_app.py), not from Redis."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from redisq import App, chain, group
+from redisq.backend import keys
+from redisq.backend.embedded import RedisServer
+from tests.support.procs import start_worker, stop
+from tests.support.wait import wait_until
+from tests.support.wf_app import read_log
+
+pytestmark = pytest.mark.slow
+MEMBERS = 200
+
+
+def workers(url: str, runs: Path, n: int) -> list[subprocess.Popen[bytes]]:
+    return [start_worker(url, "--app", "tests.support.wf_app:app", "--worker-id", f"w{i}",
+                         "--concurrency", "3", RUNS_FILE=str(runs)) for i in range(n)]
+
+
+def drained(server: RedisServer, ids: list[str]) -> bool:
+    """Nothing waiting, delayed or held by any worker of the default queue."""
+    admin = server.client()
+    try:
+        held = sum(admin.llen(keys.processing("default", w)) for w in ids)
+        return (admin.llen(keys.pending("default")) == 0 and held == 0
+                and admin.zcard(keys.delayed("default")) == 0)
+    finally:
+        admin.close()
+
+
+def test_chord_of_200_runs_its_callback_once_across_a_kill_and_a_redis_restart(
+        server: RedisServer, tmp_path: Path) -> None:
+    runs = tmp_path / "runs.log"
+    app = App(server.url)  # builds the workflow by name: it imports no task
+    g = group(app.signature("wf.member", [i], {"sleep_s": 0.03}) for i in range(MEMBERS)).then(
+        app.signature("wf.collect")).delay()
+    procs = workers(server.url, runs, 3)
+    members = lambda: {n for kind, n, _, _ in read_log(runs) if kind == "member"}  # noqa: E731
+    try:
+        admin = server.client()
+        wait_until(lambda: len(members()) >= 40 and admin.llen(keys.processing("default", "w0")),
+                   8, what="a fifth of the members to run, w0 holding some")
+        procs[0].send_signal(signal.SIGKILL)  # holding reserved members, mid-way
+        procs[0].wait(5)
+        assert admin.llen(keys.processing("default", "w0")) > 0  # its lease is still running
+        wait_until(lambda: len(members()) >= 100, 8, what="half of the members to run")
+        callbacks = lambda: [e for e in read_log(runs) if e[0] == "callback"]  # noqa: E731
+        assert not callbacks() and len(members()) < MEMBERS
+        server.restart(kill=True)  # a crash: what was acknowledged is in the AOF
+        wait_until(lambda: callbacks(), 8, what="the callback to run")
+        wait_until(lambda: drained(server, ["w0", "w1", "w2"]), 5, what="the queue to drain")
+        assert len(callbacks()) == 1, callbacks()
+        _, count, detail, _ = callbacks()[0]
+        assert count == MEMBERS and json.loads(detail) == list(range(MEMBERS))
+        assert members() == set(range(MEMBERS))  # each at least once (re-runs allowed)
+        assert g.callback is not None and g.callback.result(3) == MEMBERS
+        assert g.status == "succeeded"
+    finally:
+        for p in procs:
+            stop(p)
+        app.close()
+
+
+def test_chain_of_5_completes_in_order_when_a_worker_dies_in_step_3(
+        server: RedisServer, tmp_path: Path) -> None:
+    runs = tmp_path / "runs.log"
+    app = App(server.url)
+    steps = [app.signature("wf.step", [[], 0])] + [
+        app.signature("wf.step", [k], {"sleep_s": 1.0 if k == 3 else 0.0}) for k in range(1, 5)]
+    c = chain(*steps).delay()
+    procs = workers(server.url, runs, 2)
+    try:
+        wait_until(lambda: any(e[:2] == ("start", 3) for e in read_log(runs)), 8,
+                   what="step 3 to start")
+        pid = next(e[3] for e in read_log(runs) if e[:2] == ("start", 3))
+        victim = next(p for p in procs if p.pid == pid)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(5)
+        assert c.result(8) == [0, 1, 2, 3, 4]
+        log = read_log(runs)
+        finished = [(n, json.loads(detail)) for kind, n, detail, _ in log if kind == "step"]
+        # In order, each once it had every earlier result; step 3 started again elsewhere.
+        assert [n for n, _ in finished] == [0, 1, 2, 3, 4]
+        assert all(done == list(range(n)) for n, done in finished)
+        starts_3 = [e for e in log if e[:2] == ("start", 3)]
+        assert len(starts_3) >= 2 and starts_3[-1][3] != pid
+        assert c.status == "succeeded"
+    finally:
+        for p in procs:
+            stop(p)
+        app.close()
