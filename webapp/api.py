@@ -135,6 +135,8 @@ def enqueue() -> Response:
         return enqueue_workflow(body)
     if "task" not in body:
         raise BadRequest(400, "missing field 'task' (or 'chain' / 'group')")
+    if body["task"] is None:  # (optional only beside a workflow)
+        raise BadRequest(400, "field 'task' must be a string")
     queue_app = state().queue_app
     task = body["task"]
     if task not in queue_app.tasks:  # only registered tasks: a name must not pick arbitrary code
