@@ -201,6 +201,23 @@ def active_groups(client: redis.Redis, queue: str, limit: int = 10) -> tuple[int
     return int(count), [s for s in states if s]
 
 
+def progress(client: redis.Redis, queues: Sequence[str], limit: int = 10) -> dict[str, Any]:
+    """Workflow progress for ``redisq info`` and the dashboard: groups not complete yet (how
+    many, and the oldest ``limit`` with done/total) and jobs that others wait on."""
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        pipe.zcard(keys.wf_active(q))
+        pipe.zcard(keys.wf_parents(q))
+    counts = pipe.execute()
+    active = dict(zip(queues, counts[0::2], strict=True))
+    groups: list[dict[str, Any]] = []
+    for q, n in active.items():
+        if n and len(groups) < limit:
+            groups += active_groups(client, q, limit - len(groups))[1]
+    return {"groups_active": sum(int(n) for n in active.values()), "groups": groups,
+            "awaited_jobs": sum(int(n) for n in counts[1::2])}
+
+
 # -- depends_on --------------------------------------------------------------------------------
 def defer_call(env: Envelope, message: bytes, parents: Sequence[tuple[str, str]]) -> Call:
     q = env.queue

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from ..backend import index, keys
+from ..backend import index, keys, workflows
 from ..backend.registry import Registry
 from ..broker.queue import counts_many
 from ..periodic import index_row
@@ -32,7 +32,8 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
     for name, due in zip(names, pipe.execute(), strict=True):
         queues[name]["delayed_due"] = int(due)
     return {"time": time.time(), "queues": queues, "workers": Registry(client).workers(),
-            "periodic": periodic_index(client), "memory": memory(client)}
+            "periodic": periodic_index(client), "memory": memory(client),
+            "workflows": workflows.progress(client, names)}
 
 
 def memory(client: redis.Redis) -> dict[str, Any] | None:
@@ -172,6 +173,7 @@ def format_snapshot(snap: dict[str, Any], with_rate: bool) -> str:
         lines.append(f"redis memory: {mem['used_bytes'] / 2**20:.1f} MiB of maxmemory "
                      f"{mem['max_bytes'] / 2**20:.1f} MiB ({mem['policy']})"
                      + (" FULL: enqueues are refused" if mem["full"] else ""))
+    lines += format_workflows(snap.get("workflows"))
     lines.append("")
     lines.append(f"{len(snap['workers'])} worker(s)")
     for w in snap["workers"]:
@@ -181,3 +183,15 @@ def format_snapshot(snap: dict[str, Any], with_rate: bool) -> str:
                      f"running={len(w.get('current') or [])}"
                      + (" REDIS FULL (maxmemory)" if w.get("redis_full") is True else ""))
     return "\n".join(lines)
+
+
+def format_workflows(wf: dict[str, Any] | None) -> list[str]:
+    """``redisq info``'s workflow lines: groups in progress, jobs others wait on."""
+    if not wf or not (wf["groups_active"] or wf["awaited_jobs"]):
+        return []
+    lines = [f"workflows: {wf['groups_active']} group(s) in progress, {wf['awaited_jobs']} "
+             "job(s) awaited by deferred jobs (depends_on)"]
+    for g in wf["groups"]:
+        lines.append(f"  group {g['id']} on {g['queue']}: {g['done']}/{g['total']} ended"
+                     + (f", then {g['callback']}" if g["callback"] else ""))
+    return lines

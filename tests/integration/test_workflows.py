@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 
 from redisq import App, JobFailed, Signature, chain, group
 from redisq.backend import keys, workflows
+from redisq.model import Outcome
+from redisq.ops.cli import main
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 
@@ -192,3 +195,21 @@ def test_group_state_lives_under_one_hash_tag(tasks: App) -> None:
     assert tasks.client.exists(keys.wf_state("other", g.id))
     assert all(k.startswith(b"redisq:{other}") for k in tasks.client.keys(f"*{g.id}*")
                if b":wf:" in k)
+
+
+def test_info_and_snapshot_show_workflow_progress(tasks: App) -> None:
+    add = tasks.tasks["w.add"]
+    g = group(add.s(i) for i in range(4)).then(tasks.tasks["w.total"].s()).delay()
+    tasks.records.scripts.run(*workflows.member_call(
+        {"kind": "member", "id": g.id, "index": 0, "queue": "default",
+         "callback": f"{g.id}-callback"}, Outcome("succeeded", 0, result_json="0"),
+        "1.0"))
+    add.enqueue(args=(1,), depends_on=[add.delay(1)])
+    out = CliRunner().invoke(main, ["info"], env={"REDIS_URL": tasks.url})
+    assert out.exit_code == 0, out.output
+    assert "workflows: 1 group(s) in progress, 1 job(s) awaited" in out.stdout
+    assert f"group {g.id} on default: 1/4 ended, then {g.id}-callback" in out.stdout
+    snap = json.loads(CliRunner().invoke(main, ["info", "--json"],
+                                         env={"REDIS_URL": tasks.url}).stdout)
+    (shown,) = snap["workflows"]["groups"]
+    assert shown["done"] == 1 and shown["total"] == 4 and shown["callback"] == f"{g.id}-callback"

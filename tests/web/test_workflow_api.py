@@ -52,3 +52,12 @@ def test_bad_workflow_bodies_are_400_and_queue_nothing(client: FlaskClient, rq: 
     assert res.status_code == 400 and res.mimetype == "application/json"
     assert message in res.get_json()["error"], res.get_json()
     assert nothing_enqueued(rq)
+
+
+def test_dashboard_snapshot_shows_groups_in_progress(client: FlaskClient, rq: App) -> None:
+    body = client.post("/prodcons", json={"group": [{"task": "web.add", "args": [1, 2]}] * 3,
+                                          "then": {"task": "web.add", "args": [[0]]}}).get_json()
+    snap = client.get("/api/snapshot").get_json()
+    assert snap["workflows"]["groups_active"] == 1
+    (g,) = snap["workflows"]["groups"]
+    assert (g["id"], g["done"], g["total"]) == (body["group_id"], 0, 3)
