@@ -17,7 +17,7 @@ import redis
 from .. import limits
 from ..model import Envelope, Message, Outcome, as_text
 from ..serializers import JSONSerializer
-from . import index, keys
+from . import index, keys, workflows
 from .cluster import is_cluster
 from .dead import dead_entry, dead_message
 from .pressure import is_oom
@@ -169,6 +169,7 @@ class Records:
                                                int(self.result_ttl_s * 1000)])
         if done:
             self._publish({"type": "job", "id": job_id, "queue": queue, "status": "cancelled"})
+            workflows.after_cancel(self.scripts, message)  # a group member: count it as ended
         return bool(done)
 
     # -- working -----------------------------------------------------------------------------

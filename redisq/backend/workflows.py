@@ -122,6 +122,21 @@ def chain_calls(env: Envelope, wf: dict[str, Any], outcome: Outcome,
                              int(STATE_TTL_S * 1000)])]
 
 
+def after_cancel(scripts: Scripts, message: bytes | str) -> None:
+    """A job was cancelled before it ran: if it is a workflow's, move its workflow on as for
+    any other end (a group counts it; a chain's later steps are cancelled). Not in the same
+    step as the cancel (the workflow's state may be in another slot): a producer lost in
+    between leaves the group one member short (see docs/workflows.md)."""
+    try:
+        env = Envelope.from_dict(json.loads(message))
+    except Exception:  # not a JSON job message (another serializer): no workflow to move
+        return
+    if env.workflow is not None:
+        outcome = Outcome(CANCELLED, error_type="Cancelled",
+                          error_message="the job was cancelled before it ran")
+        run_end_calls(scripts, end_calls(env, outcome, lambda d: json.dumps(d).encode()))
+
+
 def run_end_calls(scripts: Scripts, calls: list[Call]) -> None:
     """Run workflow end steps (one round trip); raises what Redis raised, so the caller keeps
     the outcomes and tries again (the steps are idempotent)."""

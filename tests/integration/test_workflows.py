@@ -213,3 +213,14 @@ def test_info_and_snapshot_show_workflow_progress(tasks: App) -> None:
                                          env={"REDIS_URL": tasks.url}).stdout)
     (shown,) = snap["workflows"]["groups"]
     assert shown["done"] == 1 and shown["total"] == 4 and shown["callback"] == f"{g.id}-callback"
+
+
+def test_a_cancelled_member_counts_as_ended(tasks: App) -> None:
+    add, echo = tasks.tasks["w.add"], tasks.tasks["w.echo"]
+    g = group(add.s(i) for i in range(3)).then(echo.s(), on_failure="skip").delay()
+    assert g.members[1].cancel()
+    with running(tasks):
+        assert g.callback is not None and g.callback.result(5) == [0, 2]
+    c = chain(add.s(1), add.s(2)).delay()
+    assert c.steps[0].cancel()
+    assert c.steps[1].info()["error_type"] == "ChainStopped"
