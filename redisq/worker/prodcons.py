@@ -311,8 +311,11 @@ class ProdconsWorker(Intake, Daemon):
         self._idle_passes += 1
         if self._idle_passes < 2:
             return
-        # Jobs already due in the delayed set count as waiting; later ones stay queued.
+        # Jobs already due in the delayed set count as waiting; later ones stay queued. So do
+        # deferred jobs whose parents are over (depends_on): the sweep queues or cancels them.
         promoted = sum(Queue(self.client, q, self.records.scripts).promote_due()
+                       + workflows.sweep_parents(self.client, self.records.scripts, q,
+                                                 self.records.status)
                        for q in self.queues)
         if not promoted and not any(Queue(self.client, q).depth() for q in self.queues):
             log.info("worker=%s burst: queues drained", self.id)
