@@ -141,9 +141,10 @@ def run_end_calls(scripts: Scripts, calls: list[Call]) -> None:
     """Run workflow end steps (one round trip); raises what Redis raised, so the caller keeps
     the outcomes and tries again (the steps are idempotent)."""
     for (name, _, args), answer in zip(calls, scripts.run_many(calls), strict=True):
-        if name == "wf_member" and answer == -1:
-            log.warning("group=%s member=%s: the group's state is gone (expired?); its outcome "
-                        "is not counted", args[0], args[1])
+        if name == "wf_member" and answer in (-1, -2):
+            log.warning("group=%s member=%s: %s; its outcome is not counted", args[0], args[1],
+                        "the group's state is gone (expired?)" if answer == -1
+                        else "the group has no such member")
 
 
 # -- creating ----------------------------------------------------------------------------------

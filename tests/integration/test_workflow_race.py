@@ -53,7 +53,7 @@ def test_two_members_ending_at_once_fire_the_callback_once(app: App) -> None:
     assert all(g.progress()["done"] == 2 and g.progress()["fired"] for g in jobs)
 
 
-def test_a_re_run_keeps_the_first_outcome_and_an_expired_group_counts_nothing(app: App) -> None:
+def test_a_re_run_keeps_the_first_outcome_and_forged_or_expired_ones_count_nothing(app: App) -> None:
     app.task(name="r.add")(lambda x: x)
     add = app.tasks["r.add"]
     g = group([add.s(1), add.s(2)]).delay()
@@ -61,6 +61,8 @@ def test_a_re_run_keeps_the_first_outcome_and_an_expired_group_counts_nothing(ap
     workflows.run_end_calls(scripts, [end_call(app, g.id, 0, 10)])
     name, ks, argv = end_call(app, g.id, 0, 99)  # the member ran again, another result
     assert scripts.run(name, ks, argv) == 0
+    name, ks, argv = end_call(app, g.id, 2, 30)  # a forged member: no such index
+    assert scripts.run(name, ks, argv) == -2
     workflows.run_end_calls(scripts, [end_call(app, g.id, 1, 20)])
     assert g.results(1) == [10, 20]
     app.client.delete(keys.wf_state(g.queue, g.id))

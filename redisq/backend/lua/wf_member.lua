@@ -19,14 +19,17 @@
 -- ARGV[4]  now (unix seconds, as text)
 -- ARGV[5]  TTL in ms of a callback record that will not run (policy "fail")
 -- returns  -1 the group's state is gone (expired, or never created): nothing written;
+--          -2 the index is not one of the group's members (a forged message): nothing written;
 --          0 this member was recorded already (a re-run); 1 recorded;
 --          2 recorded, and it completed the group (the callback is queued, or failed)
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local state = redis.call('HMGET', KEYS[1], 'total', 'policy', 'callback', 'pre', 'post')
+local total = tonumber(state[1])
+local index = tonumber(ARGV[2])
+if not index or index < 0 or index >= total or index % 1 ~= 0 then return -2 end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 0 end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-local state = redis.call('HMGET', KEYS[1], 'total', 'policy', 'callback', 'pre', 'post')
-local total = tonumber(state[1])
 if redis.call('HLEN', KEYS[2]) < total then return 1 end
 if redis.call('HSETNX', KEYS[1], 'fired', ARGV[4]) == 0 then return 1 end
 redis.call('ZREM', KEYS[3], ARGV[1])
