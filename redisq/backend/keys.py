@@ -28,10 +28,10 @@ key                                    type      meaning
 ``redisq:{q}:periodic:<name>``         string    last fired tick of a periodic job (unix s); only
                                                  moves forward (its job: ``job:periodic:<name>:<tick>``)
 ``redisq:periodic``                    hash      periodic job name → JSON (schedule, next/last run)
-``redisq:{q}:wf:<id>``                 hash      a group's state (total, failure policy, callback
+``redisq:{q}:wf:group:<id>``           hash      a group's state (total, failure policy, callback
                                                  message template, fired flag); under the tag of
                                                  the queue its callback goes to
-``redisq:{q}:wf:<id>:results``         hash      a group's member outcomes: index → s<json> | f<json>
+``redisq:{q}:wf:group:<id>:results``   hash      a group's member outcomes: index → s<json> | f<json>
 ``redisq:{q}:wf:active``               zset      groups not complete yet → creation time (unix s)
 ``redisq:{q}:wf:sent:<job id>``        string    a workflow step's job was enqueued (once only)
 ``redisq:{q}:wf:held:<job id>``        string    a deferred job's message, held until its
@@ -137,11 +137,11 @@ def channel_dead(channel: str) -> str:
 # -- workflows (redisq/backend/workflows.py) -------------------------------------------------
 def wf_state(queue: str, wf_id: str) -> str:
     """A group's state, under the tag of the queue its callback goes to."""
-    return f"{_q(queue)}:wf:{wf_id}"
+    return f"{_q(queue)}:wf:group:{wf_id}"
 
 
 def wf_results(queue: str, wf_id: str) -> str:
-    return f"{_q(queue)}:wf:{wf_id}:results"
+    return f"{_q(queue)}:wf:group:{wf_id}:results"
 
 
 def wf_active(queue: str) -> str:

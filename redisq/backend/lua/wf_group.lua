@@ -3,8 +3,8 @@
 -- group without a callback, its first member's queue), so every later member step and the
 -- callback's enqueue touch one Cluster slot.
 --
--- KEYS[1]  group state       redisq:{q}:wf:<id>
--- KEYS[2]  member outcomes   redisq:{q}:wf:<id>:results
+-- KEYS[1]  group state       redisq:{q}:wf:group:<id>
+-- KEYS[2]  member outcomes   redisq:{q}:wf:group:<id>:results
 -- KEYS[3]  active groups     redisq:{q}:wf:active
 -- KEYS[4]  callback record   redisq:{q}:job:<callback id>   (only with a callback)
 -- ARGV[1]  group id

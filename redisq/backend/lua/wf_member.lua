@@ -7,8 +7,8 @@
 -- ending at the same instant on two workers, can count twice or fire twice. allow-oom: like
 -- settle, this step is part of finishing a job, which is what frees memory.
 --
--- KEYS[1]  group state       redisq:{q}:wf:<id>
--- KEYS[2]  member outcomes   redisq:{q}:wf:<id>:results
+-- KEYS[1]  group state       redisq:{q}:wf:group:<id>
+-- KEYS[2]  member outcomes   redisq:{q}:wf:group:<id>:results
 -- KEYS[3]  active groups     redisq:{q}:wf:active
 -- KEYS[4]  callback pending  redisq:{q}:pending       (KEYS[4..6] only with a callback)
 -- KEYS[5]  callback record   redisq:{q}:job:<callback id>
