@@ -154,6 +154,8 @@ class Records:
 
     def cancel(self, queue: str, job_id: str) -> bool:
         status, message = self.client.hmget(keys.job(queue, job_id), "status", "message")
+        if status == b"deferred":  # a workflow's job, not queued yet
+            return workflows.cancel_deferred(self.scripts, queue, job_id, self.result_ttl_s)
         if status not in (b"queued", b"retrying"):
             return False
         # The message lives in the queue only: find it there (a record written by an older

@@ -105,11 +105,8 @@ def chain_calls(env: Envelope, wf: dict[str, Any], outcome: Outcome,
         return []
     cid, step = wf["id"], wf["step"]
     if outcome.status != SUCCEEDED:  # the chain stops here: its later steps never run
-        why = (f"chain step {step} (job {env.id}) ended {outcome.status}: "
-               f"{outcome.error_type}: {outcome.error_message}")[:1000]
-        return [("wf_cancel", [keys.job(sig.get("queue", "default"), step_id(cid, step + i + 1))],
-                 [CANCELLED, "ChainStopped", why, now, int(STATE_TTL_S * 1000)])
-                for i, sig in enumerate(rest)]
+        return stop_calls(cid, step, rest, f"chain step {step} (job {env.id}) ended "
+                          f"{outcome.status}: {outcome.error_type}: {outcome.error_message}", now)
     sig, later = rest[0], rest[1:]
     q = sig.get("queue", "default")
     nxt = Envelope(id=step_id(cid, step + 1), task=sig["task"],
@@ -137,14 +134,38 @@ def after_cancel(scripts: Scripts, message: bytes | str) -> None:
         run_end_calls(scripts, end_calls(env, outcome, lambda d: json.dumps(d).encode()))
 
 
+def stop_calls(chain_id: str, step: int, rest: list[dict[str, Any]], why: str,
+               now: str) -> list[Call]:
+    """Cancel the steps after ``step`` of a chain (``rest``: their signatures), saying why."""
+    return [("wf_cancel", [keys.job(sig.get("queue", "default"), step_id(chain_id, step + i + 1))],
+             [CANCELLED, "ChainStopped", why[:1000], now, int(STATE_TTL_S * 1000)])
+            for i, sig in enumerate(rest)]
+
+
 def run_end_calls(scripts: Scripts, calls: list[Call]) -> None:
     """Run workflow end steps (one round trip); raises what Redis raised, so the caller keeps
     the outcomes and tries again (the steps are idempotent)."""
+    follow: list[Call] = []
     for (name, _, args), answer in zip(calls, scripts.run_many(calls), strict=True):
+        if name == "wf_next" and answer == -1:  # that step was cancelled: the chain stops there
+            nxt = Envelope.from_dict(json.loads(args[0]))
+            wf = nxt.workflow or {}
+            follow += stop_calls(wf["id"], wf["step"], wf["next"], f"chain step {wf['step']} "
+                                 f"(job {nxt.id}) was cancelled", f"{time.time():.3f}")
         if name == "wf_member" and answer in (-1, -2):
             log.warning("group=%s member=%s: %s; its outcome is not counted", args[0], args[1],
                         "the group's state is gone (expired?)" if answer == -1
                         else "the group has no such member")
+    if follow:
+        scripts.run_many(follow)
+
+
+def cancel_deferred(scripts: Scripts, queue: str, job_id: str, ttl_s: float) -> bool:
+    """``Job.cancel()`` of a deferred job (a chain step, a chord's callback, a depends_on job):
+    it will not be queued. A cancelled chain step stops its chain there."""
+    ks = [keys.job(queue, job_id), keys.wf_held(queue, job_id), keys.wf_wait(queue, job_id)]
+    return bool(scripts.run("wf_cancel", ks, [CANCELLED, "Cancelled", "cancelled while deferred",
+                                              f"{time.time():.3f}", int(ttl_s * 1000)]))
 
 
 # -- creating ----------------------------------------------------------------------------------

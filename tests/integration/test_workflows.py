@@ -224,3 +224,23 @@ def test_a_cancelled_member_counts_as_ended(tasks: App) -> None:
     c = chain(add.s(1), add.s(2)).delay()
     assert c.steps[0].cancel()
     assert c.steps[1].info()["error_type"] == "ChainStopped"
+
+
+def test_cancelling_deferred_jobs(tasks: App) -> None:
+    add, echo = tasks.tasks["w.add"], tasks.tasks["w.echo"]
+    g = group(add.s(i) for i in range(2)).then(echo.s()).delay()
+    c = chain(add.s(1), add.s(2), add.s(3)).delay()
+    a = add.delay(1)
+    child = add.enqueue(args=(2,), depends_on=[a])
+    assert g.callback is not None and g.callback.cancel()
+    assert c.steps[1].cancel() and child.cancel()
+    assert not child.cancel()  # once
+    with running(tasks):
+        assert g.results(5) == [0, 1] and a.result(5) == 1
+        wait_until(lambda: c.steps[2].status == "cancelled", 5, what="the chain to stop")
+    assert c.steps[0].status == "succeeded"
+    assert "was cancelled" in c.steps[2].info()["error_message"]
+    for job in (g.callback, c.steps[1], child):
+        assert job.status == "cancelled"
+    assert tasks.client.llen(keys.pending("default")) == 0
+    assert not tasks.client.exists(keys.wf_held("default", child.id))

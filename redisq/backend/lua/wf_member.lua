@@ -50,13 +50,15 @@ for i = 1, total do
 end
 redis.call('HSET', KEYS[1], 'failed', failed)
 if not KEYS[4] or state[3] == '' then return 2 end
-if failed > 0 and state[2] == 'fail' then
+if failed > 0 and state[2] == 'fail'
+    and redis.call('HGET', KEYS[5], 'status') == 'deferred' then
   redis.call('HSET', KEYS[5], 'status', 'failed', 'error_type', 'GroupFailed',
     'error_message', failed .. ' of ' .. total .. ' group members failed (the first: member '
       .. first_failed .. ')', 'finished_at', ARGV[4])
   redis.call('PEXPIRE', KEYS[5], ARGV[5])
   return 2
 end
+if redis.call('HGET', KEYS[5], 'status') ~= 'deferred' then return 2 end  -- cancelled meanwhile
 redis.call('LPUSH', KEYS[4], state[4] .. '[' .. table.concat(parts, ',') .. ']' .. state[5])
 redis.call('HSET', KEYS[5], 'status', 'queued')
 redis.call('PERSIST', KEYS[5])

@@ -12,8 +12,10 @@
 -- ARGV[2]  task name
 -- ARGV[3]  enqueue time (unix seconds, as text)
 -- ARGV[4]  marker TTL in ms (longer than any re-run of the previous step can come)
--- returns  1 when queued, 0 when it was queued before
+-- returns  1 when queued, 0 when it was queued before, -1 when it was cancelled meanwhile
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[4]) then return 0 end
+-- A step cancelled while it waited (Job.cancel of a deferred job) is not queued.
+if redis.call('HGET', KEYS[3], 'status') == 'cancelled' then return -1 end
 redis.call('HSET', KEYS[3], 'status', 'queued', 'task', ARGV[2], 'enqueued_at', ARGV[3])
 redis.call('PERSIST', KEYS[3])
 redis.call('LPUSH', KEYS[2], ARGV[1])
