@@ -99,3 +99,30 @@ def test_chain_of_5_completes_in_order_when_a_worker_dies_in_step_3(
         for p in procs:
             stop(p)
         app.close()
+
+
+def test_a_worker_dying_between_recording_a_member_and_acking_it(server: RedisServer,
+                                                                  tmp_path: Path) -> None:
+    """The worst instant: member 7's outcome is in the group, its message not acked, and its
+    worker exits. Another worker recovers the message and runs member 7 again; that second
+    outcome counts nothing, and the callback runs once with every result."""
+    runs, marker = tmp_path / "runs.log", tmp_path / "crashed"
+    app = App(server.url)
+    g = group(app.signature("wf.member", [i], {"sleep_s": 0.02}) for i in range(20)).then(
+        app.signature("wf.collect")).delay()
+    procs = [start_worker(server.url, "--app", "tests.support.wf_app:app", "--worker-id", f"w{i}",
+                          "--concurrency", "2", RUNS_FILE=str(runs), CRASH_AFTER_MEMBER="7",
+                          CRASH_MARKER=str(marker)) for i in range(3)]
+    try:
+        assert g.callback is not None and g.callback.result(8) == 20
+        wait_until(lambda: [n for kind, n, _, _ in read_log(runs) if kind == "member"].count(7)
+                   == 2, 5, what="member 7 to run again on another worker")
+        wait_until(lambda: drained(server, ["w0", "w1", "w2"]), 5, what="the queue to drain")
+        assert marker.exists() and sorted(p.poll() for p in procs if p.poll() is not None) == [9]
+        callbacks = [e for e in read_log(runs) if e[0] == "callback"]
+        assert len(callbacks) == 1 and json.loads(callbacks[0][2]) == list(range(20))
+        assert g.progress()["done"] == 20
+    finally:
+        for p in procs:
+            stop(p)
+        app.close()

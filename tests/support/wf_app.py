@@ -10,6 +10,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from redisq import App
 
@@ -55,3 +56,27 @@ def read_log(path: Path) -> list[tuple[str, int, str, int]]:
         kind, n, detail, pid = line.split(" ")
         out.append((kind, int(n), detail, int(pid)))
     return out
+
+
+def _crash_after_member_step(index: str, marker: str) -> None:
+    """Make this worker process die (``os._exit``) right after it recorded member ``index``'s
+    outcome in its group, before the settle that acks it: the window a chord must survive.
+    Only the first process to get there dies (``marker`` is created exclusively)."""
+    from redisq.backend import workflows
+
+    original = workflows.run_end_calls
+
+    def crashing(scripts: Any, calls: list[workflows.Call]) -> None:
+        original(scripts, calls)
+        if any(name == "wf_member" and str(args[1]) == index for name, _, args in calls):
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
+            os._exit(9)
+
+    workflows.run_end_calls = crashing  # the recorder looks it up on the module at each call
+
+
+if os.environ.get("CRASH_AFTER_MEMBER"):
+    _crash_after_member_step(os.environ["CRASH_AFTER_MEMBER"], os.environ["CRASH_MARKER"])
