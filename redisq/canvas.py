@@ -41,6 +41,10 @@ POLL_S = 0.05
 ENQUEUE_CHUNK = 500  # member enqueues per pipelined round trip
 
 
+class MessageChecker(Protocol):
+    def check_job(self, message: bytes, env: Envelope | None = None) -> bytes: ...
+
+
 class WorkflowApp(Protocol):
     """What a workflow is sent through (an :class:`redisq.App`)."""
 
@@ -48,11 +52,17 @@ class WorkflowApp(Protocol):
     tasks: dict[str, Any]
 
     @property
+    def messages(self) -> MessageChecker: ...
+
+    @property
     def client(self) -> redis.Redis: ...
     @property
     def records(self) -> Records: ...
     def prepare(self, task_name: str, args: Sequence[Any], kwargs: dict[str, Any] | None,
                 queue: str | None, job_id: str | None) -> Any: ...
+    def enqueue(self, task_name: str, args: Sequence[Any] = (),
+                kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
+                job_id: str | None = None) -> Job[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -89,8 +99,8 @@ class Signature:
 
     def delay(self, app: Any = None) -> Job[Any]:
         """Send this call as a plain job."""
-        a = _app_of([self], app)
-        return a.enqueue(self.task, self.args, self.kwargs, queue=self.queue)  # type: ignore[no-any-return]
+        a: WorkflowApp = _app_of([self], app)
+        return a.enqueue(self.task, self.args, self.kwargs, queue=self.queue)
 
     def __or__(self, other: Signature | Chain) -> Chain:
         return chain(self, other)
@@ -149,7 +159,7 @@ def _send(app: WorkflowApp, sig: Signature, job_id: str, args: Sequence[Any],
                    + app.serializer.dumps(workflow) + b"}")
     else:
         message = app.serializer.dumps(env.to_dict())
-    return env, app.messages.check_job(message, env), prepared  # type: ignore[attr-defined]
+    return env, app.messages.check_job(message, env), prepared
 
 
 def _enqueue_calls(app: WorkflowApp, items: Sequence[tuple[Envelope, bytes, Any]]) -> None:
@@ -264,7 +274,7 @@ def _start_group(app: WorkflowApp, members: Sequence[Signature], callback: Signa
     if not members:
         cb = None
         if callback is not None:  # nothing to wait for: the callback gets no results
-            cb = app.enqueue(callback.task, [[], *callback.args], callback.kwargs,  # type: ignore[attr-defined]
+            cb = app.enqueue(callback.task, [[], *callback.args], callback.kwargs,
                              queue=_queue_of(app, callback), job_id=f"{gid}-callback")
         return GroupJob(app.records, gid, "", [], cb)
     state_q = _queue_of(app, callback if callback is not None else members[0])
