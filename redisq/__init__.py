@@ -1,7 +1,7 @@
 """redisq: a small, correct Redis-backed job queue and pub/sub library with a worker daemon."""
 
 from .app import App
-from .canvas import ChainJob, GroupJob, Signature, chain, group
+from .canvas import Signature, chain, group
 from .errors import (
     ConfigError,
     DuplicateJob,
@@ -16,6 +16,7 @@ from .errors import (
 )
 from .job import Job, JobContext, current_job
 from .locks import Lock
+from .workflow_jobs import ChainJob, GroupJob
 
 __version__ = "0.1.0"
 
