@@ -244,3 +244,14 @@ def test_cancelling_deferred_jobs(tasks: App) -> None:
         assert job.status == "cancelled"
     assert tasks.client.llen(keys.pending("default")) == 0
     assert not tasks.client.exists(keys.wf_held("default", child.id))
+
+
+def test_depends_on_an_unknown_job_cancels(tasks: App) -> None:
+    from redisq import Job
+
+    ghost = Job(tasks.records, "0" * 32, "default")
+    child = tasks.tasks["w.add"].enqueue(args=(1,), depends_on=[ghost])
+    assert child.status == "deferred"
+    with running(tasks):
+        wait_until(lambda: child.status == "cancelled", 5, what="the cancel")
+    assert "has no record" in child.info()["error_message"]

@@ -10,9 +10,10 @@
 -- ARGV[2]  parent id
 -- ARGV[3]  now (unix seconds, as text)
 -- returns  '' when registered; else the parent's final status (succeeded, failed, dead,
---          cancelled), or 'missing' when it has no record
+--          cancelled). A parent without a record here is registered too: the sweep reads its
+--          status through Records (wherever finished records live) and resolves it, as
+--          'missing' if it has none at all.
 local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 'missing' end
 if st == 'succeeded' or st == 'failed' or st == 'dead' or st == 'cancelled' then return st end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[2])

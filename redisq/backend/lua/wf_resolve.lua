@@ -19,7 +19,8 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'deferred' then return 0 end
 if redis.call('SREM', KEYS[3], ARGV[1]) == 0 then return 0 end
 if ARGV[2] ~= 'succeeded' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error_type', 'DependencyFailed',
-    'error_message', 'dependency ' .. ARGV[1] .. ' ended ' .. ARGV[2], 'finished_at', ARGV[3])
+    'error_message', 'dependency ' .. ARGV[1] .. (ARGV[2] == 'missing' and ' has no record'
+      or (' ended ' .. ARGV[2])), 'finished_at', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
