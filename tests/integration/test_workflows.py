@@ -255,3 +255,15 @@ def test_depends_on_an_unknown_job_cancels(tasks: App) -> None:
     with running(tasks):
         wait_until(lambda: child.status == "cancelled", 5, what="the cancel")
     assert "has no record" in child.info()["error_message"]
+
+
+def test_unique_tasks_are_refused_in_workflows(tasks: App) -> None:
+    once = tasks.task(name="w.once", unique_by="x")(lambda x: x)
+    add = tasks.tasks["w.add"]
+    for wf in (group([add.s(1), once.s(2)]), chain(add.s(1), once.s()),
+               group([add.s(1)]).then(once.s())):
+        with pytest.raises(ValueError, match="unique task"):
+            wf.delay()
+    with pytest.raises(ValueError, match="unique task"):
+        once.enqueue(args=(1,), depends_on=[add.delay(1)])
+    assert tasks.client.llen(keys.pending("default")) == 1  # only the parent above
