@@ -282,23 +282,31 @@ def resolve_call(queue: str, job_id: str, parent: str, status: str, now: str) ->
 
 
 def sweep_parents(client: redis.Redis, scripts: Scripts, queue: str, status_of: Callable[
-        [str, str], str | None], limit: int = 100) -> int:
-    """Resolve the dependents of ``queue``'s parents that are over (a worker's tick); returns
-    how many parents were released. Safe to run anywhere, any number of times."""
+        [str, str], str | None], limit: int = 100) -> tuple[int, frozenset[str]]:
+    """Resolve the dependents of ``queue``'s parents that are over (a worker's tick). Returns
+    how many parents were released, and the ids of those still running (a worker releases
+    their dependents as soon as it settles one: :func:`release_parent`). Safe to run
+    anywhere, any number of times."""
     raw: list[bytes] = client.zrange(keys.wf_parents(queue), 0, limit - 1)  # type: ignore[assignment]
-    parents = [as_text(p) for p in raw]
-    released = 0
-    now = f"{time.time():.3f}"
-    for pid in parents:
+    released, running = 0, set()
+    for pid in (as_text(p) for p in raw):
         status = status_of(queue, pid) or "missing"
         if status not in FINAL and status != "missing":
+            running.add(pid)
             continue
-        children = [as_text(c) for c in client.smembers(keys.wf_deps(queue, pid))]
-        calls = []
-        for child in children:
-            cq, _, cid = child.partition("|")
-            calls.append(resolve_call(cq, cid, f"{queue}|{pid}", status, now))
-        scripts.run_many(calls)
-        scripts.run("wf_release", [keys.wf_deps(queue, pid), keys.wf_parents(queue)], [pid])
+        release_parent(client, scripts, queue, pid, status)
         released += 1
-    return released
+    return released, frozenset(running)
+
+
+def release_parent(client: redis.Redis, scripts: Scripts, queue: str, parent_id: str,
+                   status: str) -> None:
+    """``parent_id`` ended with ``status``: resolve each of its dependents (idempotent), then
+    forget it."""
+    now = f"{time.time():.3f}"
+    children = [as_text(c) for c in client.smembers(keys.wf_deps(queue, parent_id))]
+    calls = [resolve_call(cq, cid, f"{queue}|{parent_id}", status, now)
+             for cq, _, cid in (child.partition("|") for child in children)]
+    scripts.run_many(calls)
+    scripts.run("wf_release", [keys.wf_deps(queue, parent_id), keys.wf_parents(queue)],
+                [parent_id])

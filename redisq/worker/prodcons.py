@@ -92,6 +92,7 @@ class ProdconsWorker(Intake, Daemon):
         self._slots = threading.Condition()
         self._running = 0
         self._last_promote = float("-inf")
+        self._awaited: dict[str, frozenset[str]] = {}  # per queue: parents seen running
         self._idle_passes = 0
         self._backlog = False
         self._burying = threading.Semaphore(1)  # at most one big poison message buried aside
@@ -242,11 +243,29 @@ class ProdconsWorker(Intake, Daemon):
             self._log_refused(job, outcome, answer)
         else:
             self._count_and_log(job, outcome)
+            if (job.env.id in self._awaited.get(job.message.queue, ())
+                    and outcome.status in workflows.FINAL):
+                self._release_dependents(job, outcome)  # without waiting for the next sweep
         if holds_slot:
             with self._slots:
                 self._running -= 1
                 self.current.pop(job.env.id, None)
                 self._slots.notify()
+
+    def _sweep_parents(self, q: str) -> int:
+        """Jobs waiting on ``q``'s jobs (depends_on) whose parents ended: queued or cancelled
+        here, by whichever worker comes first (idempotent). Parents still running are noted:
+        settling one releases its dependents at once (see :meth:`_settled`)."""
+        released, self._awaited[q] = workflows.sweep_parents(
+            self.client, self.records.scripts, q, self.records.status)
+        return released
+
+    def _release_dependents(self, job: Reserved, outcome: Outcome) -> None:
+        try:
+            workflows.release_parent(self.client, self.records.scripts, job.message.queue,
+                                     job.env.id, outcome.status)
+        except CONNECTION_OR_REPLY_ERRORS as exc:  # the next sweep does it
+            log.debug("job=%s: releasing its dependents failed: %s", job.env.id, exc)
 
     def _parked(self, job: Reserved) -> None:
         """``job``'s outcome waits in the recorder for its node: its slot is free for another
@@ -314,9 +333,7 @@ class ProdconsWorker(Intake, Daemon):
         # Jobs already due in the delayed set count as waiting; later ones stay queued. So do
         # deferred jobs whose parents are over (depends_on): the sweep queues or cancels them.
         promoted = sum(Queue(self.client, q, self.records.scripts).promote_due()
-                       + workflows.sweep_parents(self.client, self.records.scripts, q,
-                                                 self.records.status)
-                       for q in self.queues)
+                       + self._sweep_parents(q) for q in self.queues)
         if not promoted and not any(Queue(self.client, q).depth() for q in self.queues):
             log.info("worker=%s burst: queues drained", self.id)
             self.stop()
@@ -340,10 +357,7 @@ class ProdconsWorker(Intake, Daemon):
                     continue
                 try:
                     Queue(self.client, q, self.records.scripts).promote_due()
-                    # Jobs waiting on this queue's jobs (depends_on) that ended: released or
-                    # cancelled here, by whichever worker comes first (idempotent).
-                    workflows.sweep_parents(self.client, self.records.scripts, q,
-                                            self.records.status)
+                    self._sweep_parents(q)
                 except CONNECTION_ERRORS as exc:  # on a cluster: that queue's node; go on
                     log.debug("worker=%s could not promote queue %s: %s", self.id, q, exc)
 

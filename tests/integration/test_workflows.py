@@ -4,6 +4,7 @@ failure policies, depends_on, signatures built by name."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from click.testing import CliRunner
@@ -267,3 +268,17 @@ def test_unique_tasks_are_refused_in_workflows(tasks: App) -> None:
     with pytest.raises(ValueError, match="unique task"):
         once.enqueue(args=(1,), depends_on=[add.delay(1)])
     assert tasks.client.llen(keys.pending("default")) == 1  # only the parent above
+
+
+def test_settling_a_running_parent_releases_its_dependents_at_once(tasks: App) -> None:
+    gate = threading.Event()
+    slow = tasks.task(name="w.slow")(lambda: gate.wait(5))
+    add = tasks.tasks["w.add"]
+    parent = slow.delay()
+    child = add.enqueue(args=(4,), depends_on=[parent])
+    with running(tasks) as worker:
+        wait_until(lambda: parent.id in worker._awaited.get("default", ()), 5,
+                   what="a sweep to note the running parent")
+        worker._sweep_parents = lambda q: 0  # from here on only the settle can release it
+        gate.set()
+        assert child.result(5) == 4
