@@ -126,3 +126,32 @@ def test_a_worker_dying_between_recording_a_member_and_acking_it(server: RedisSe
         for p in procs:
             stop(p)
         app.close()
+
+
+def test_a_dependent_survives_its_parents_worker_being_killed(server: RedisServer,
+                                                              tmp_path: Path) -> None:
+    """RQ's failure mode: the worker running a parent dies and the dependent is orphaned. Here
+    the parent is recovered and run again by another worker, and the dependent runs once."""
+    runs = tmp_path / "runs.log"
+    app = App(server.url)
+    parent = app.enqueue("wf.step", ([], 0), {"sleep_s": 1.0})
+    other = app.enqueue("wf.member", (1,))
+    child = app.enqueue("wf.member", (2,), depends_on=[parent, other])
+    procs = workers(server.url, runs, 2)
+    try:
+        wait_until(lambda: any(e[:2] == ("start", 0) for e in read_log(runs)), 8,
+                   what="the parent to start")
+        pid = next(e[3] for e in read_log(runs) if e[:2] == ("start", 0))
+        victim = next(p for p in procs if p.pid == pid)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(5)
+        assert child.result(8) == 2
+        log = read_log(runs)
+        assert [e[3] for e in log if e[:2] == ("start", 0)][-1] != pid  # run again elsewhere
+        assert [e[:2] for e in log].count(("member", 2)) == 1
+        assert log.index(next(e for e in log if e[:2] == ("step", 0))) < log.index(
+            next(e for e in log if e[:2] == ("member", 2)))
+    finally:
+        for p in procs:
+            stop(p)
+        app.close()
