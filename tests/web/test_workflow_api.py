@@ -61,3 +61,11 @@ def test_dashboard_snapshot_shows_groups_in_progress(client: FlaskClient, rq: Ap
     assert snap["workflows"]["groups_active"] == 1
     (g,) = snap["workflows"]["groups"]
     assert (g["id"], g["done"], g["total"]) == (body["group_id"], 0, 3)
+
+
+def test_metrics_count_groups_in_progress(client: FlaskClient, rq: App) -> None:
+    client.post("/prodcons", json={"group": [{"task": "web.add", "args": [1, 2]}] * 2,
+                                   "then": {"task": "web.add", "args": [[0]]}})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "redisq_workflow_groups_active 1.0" in text
+    assert "redisq_workflow_awaited_jobs 0.0" in text
