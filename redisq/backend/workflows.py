@@ -144,20 +144,30 @@ def stop_calls(chain_id: str, step: int, rest: list[dict[str, Any]], why: str,
 
 def run_end_calls(scripts: Scripts, calls: list[Call]) -> None:
     """Run workflow end steps (one round trip); raises what Redis raised, so the caller keeps
-    the outcomes and tries again (the steps are idempotent)."""
+    the outcomes and tries again (the steps are idempotent). Logs one line per transition."""
     follow: list[Call] = []
-    for (name, _, args), answer in zip(calls, scripts.run_many(calls), strict=True):
-        if name == "wf_next" and answer == -1:  # that step was cancelled: the chain stops there
+    for (name, ks, args), answer in zip(calls, scripts.run_many(calls), strict=True):
+        if name == "wf_next":
             nxt = Envelope.from_dict(json.loads(args[0]))
-            wf = nxt.workflow or {}
-            follow += stop_calls(wf["id"], wf["step"], wf["next"], f"chain step {wf['step']} "
-                                 f"(job {nxt.id}) was cancelled", f"{time.time():.3f}")
-        if name == "wf_member" and answer in (-1, -2):
+            if answer == 1:
+                log.info("job=%s task=%s queue=%s queued (chain step)", nxt.id, nxt.task,
+                         nxt.queue)
+            elif answer == -1:  # that step was cancelled: the chain stops there
+                wf = nxt.workflow or {}
+                follow += stop_calls(wf["id"], wf["step"], wf["next"], f"chain step "
+                                     f"{wf['step']} (job {nxt.id}) was cancelled",
+                                     f"{time.time():.3f}")
+        elif name == "wf_member" and answer == 2:
+            log.info("group=%s complete: its callback (if any) is queued, or failed by policy",
+                     args[0])
+        elif name == "wf_member" and answer in (-1, -2):
             log.warning("group=%s member=%s: %s; its outcome is not counted", args[0], args[1],
                         "the group's state is gone (expired?)" if answer == -1
                         else "the group has no such member")
+        elif name == "wf_cancel" and answer == 1:
+            log.info("%s cancelled: %s", ks[0], args[2])
     if follow:
-        scripts.run_many(follow)
+        run_end_calls(scripts, follow)
 
 
 def cancel_deferred(scripts: Scripts, queue: str, job_id: str, ttl_s: float) -> bool:
@@ -307,6 +317,9 @@ def release_parent(client: redis.Redis, scripts: Scripts, queue: str, parent_id:
     children = [as_text(c) for c in client.smembers(keys.wf_deps(queue, parent_id))]
     calls = [resolve_call(cq, cid, f"{queue}|{parent_id}", status, now)
              for cq, _, cid in (child.partition("|") for child in children)]
-    scripts.run_many(calls)
+    for child, answer in zip(children, scripts.run_many(calls), strict=True):
+        if answer in (2, 3):
+            log.info("job=%s %s: dependency %s ended %s", child.partition("|")[2],
+                     "cancelled" if answer == 2 else "queued", parent_id, status)
     scripts.run("wf_release", [keys.wf_deps(queue, parent_id), keys.wf_parents(queue)],
                 [parent_id])
