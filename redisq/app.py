@@ -35,6 +35,7 @@ from .producer import Messages, Prepared, delay_from, job_for
 from .tasks import (
     AnyTask,
     BoundTaskDecorator,
+    CommitHook,
     Task,
     TaskDecorator,
     TaskKwargs,
@@ -115,6 +116,7 @@ class App:
         self.periodic_jobs: dict[str, Periodic] = {}  # task name → its schedule
         self._client: redis.Redis | None = None
         self._records: Records | None = None
+        self._commit_hook: CommitHook | None = None
 
     # -- connection --------------------------------------------------------------------------
     @property
@@ -249,6 +251,18 @@ class App:
     def on_shutdown(self, fn: F) -> F:
         """``fn(worker)`` once when a worker stops."""
         return self._hook(self.hooks.shutdown, fn)
+
+    @property
+    def commit_hook(self) -> CommitHook | None:
+        """What ``task.delay_on_commit`` queues through (None: it raises ConfigError)."""
+        return self._commit_hook
+
+    def use_commit_hook(self, hook: CommitHook | None) -> None:
+        """``hook(callback)`` runs ``callback`` once the caller's database transaction commits
+        (at once outside a transaction) and never if it rolls back: Django's
+        ``transaction.on_commit``, which ``redisq.contrib.django`` installs, or an ORM's
+        after-commit event. ``task.delay_on_commit`` enqueues through it."""
+        self._commit_hook = hook
 
     # -- producing ---------------------------------------------------------------------------
     def enqueue(self, task_name: str, args: Sequence[Any] = (),
