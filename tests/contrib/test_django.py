@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from redisq import App, ConfigError
+from redisq import App
 from redisq.backend.embedded import RedisServer
 from tests.support import inproc
 from tests.support.wait import wait_until
@@ -164,14 +164,6 @@ def test_unknown_setting_is_an_error(dj_app: App) -> None:
         read_settings()
 
 
-def test_without_a_commit_hook_delay_on_commit_refuses() -> None:
-    """A plain App has no transaction to wait for: refusing beats queueing now."""
-    plain = App("redis://127.0.0.1:1/0")
-    task = plain.task(name="t")(lambda x: x)
-    with pytest.raises(ConfigError, match="commit hook"):
-        task.delay_on_commit(1)
-
-
 def test_manage_py_redisq_worker_runs_the_projects_tasks(app: App, redis_url: str) -> None:
     """The command, as a process: it finds the project's App and its autodiscovered tasks, and
     passes worker options through (--burst: drain, then exit 0)."""
@@ -188,6 +180,35 @@ def test_manage_py_redisq_worker_runs_the_projects_tasks(app: App, redis_url: st
     assert res.returncode == 0, res.stderr
     assert Order.objects.get(pk=order.pk).shipped
     assert app.queue("default").counts().get("succeeded") == 1
+
+
+def test_plain_redisq_worker_takes_the_django_app(app: App, redis_url: str) -> None:
+    """``redisq worker --app redisq.contrib.django:app`` with DJANGO_SETTINGS_MODULE set sets
+    Django up first: the autodiscovered task runs, with the ORM."""
+    from tests.django_project.shop.models import Order
+    from tests.django_project.shop.tasks import ship_order
+
+    order = Order.objects.create(item="desk")
+    ship_order.delay_on_commit(order.pk)
+    env = {**os.environ, "REDISQ_URL": redis_url, "REDISQ_BLOCK_TIMEOUT_S": "0.2",
+           "DJANGO_SETTINGS_MODULE": "tests.django_project.settings", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-m", "redisq", "worker", "--app",
+                          "redisq.contrib.django:app", "--burst"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=9)
+    assert res.returncode == 0, res.stderr
+    assert Order.objects.get(pk=order.pk).shipped
+
+
+def test_the_web_app_takes_the_django_app(app: App) -> None:
+    """REDISQ_APP=redisq.contrib.django:app: the dashboard offers the project's tasks."""
+    from webapp import create_app, state
+
+    web = create_app({"REDISQ_APP": "redisq.contrib.django:app", "TESTING": True})
+    try:
+        assert state(web).queue_app is app
+        assert TASK in web.test_client().get("/").get_data(as_text=True)
+    finally:
+        state(web).hub.close()
 
 
 def test_manage_py_redisq_worker_passes_bad_options_to_the_worker(redis_url: str) -> None:

@@ -130,8 +130,17 @@ def autodiscover(options: DjangoOptions | None = None) -> None:
 
 def __getattr__(name: str) -> Any:
     # ``from redisq.contrib.django import app`` and ``--app redisq.contrib.django:app``: the
-    # App is built on first access, once Django's settings can be read.
+    # App is built on first access. From outside Django (``redisq worker --app``, the web
+    # app's REDISQ_APP, with DJANGO_SETTINGS_MODULE set) Django is set up first, so every
+    # app's tasks are registered and their ORM calls work; while Django itself is loading
+    # (a tasks module imported by autodiscovery) it is not set up again.
     if name == "app":
+        from django.apps import apps
+
+        if not apps.ready and not apps.loading:
+            import django
+
+            django.setup()
         return get_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
