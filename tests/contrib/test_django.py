@@ -156,6 +156,22 @@ def test_close_old_connections_around_every_job(redis_url: str, dj_app: App,
     probe_app.close()
 
 
+@pytest.mark.parametrize("database", [None, "other"])
+def test_delay_on_commit_waits_for_the_configured_database(redis_url: str, dj_app: App,
+                                                           database: str | None) -> None:
+    """REDISQ["database"]: the alias whose commit the job waits for. A transaction on
+    another alias does not hold it back (the default database is in autocommit there)."""
+    from redisq.contrib.django import DjangoOptions, install
+
+    other_app = install(App(redis_url), DjangoOptions(database=database))
+    task = other_app.task(name="noop")(lambda: None)
+    with transaction.atomic(using="other"):
+        task.delay_on_commit()
+        assert queued(other_app) == (1 if database is None else 0)
+    assert queued(other_app) == 1
+    other_app.close()
+
+
 def test_unknown_setting_is_an_error(dj_app: App) -> None:
     from redisq.contrib.django import read_settings
 

@@ -19,6 +19,10 @@ DATABASES = {
         "NAME": os.environ["SHOP_DB_PATH"],
         "OPTIONS": {"timeout": 5},  # the worker writes while the test reads
     },
+    "other": {  # a second database: delay_on_commit waits for REDISQ["database"]'s commits
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ["SHOP_DB_PATH"] + ".other",
+    },
 }
 # url: None, so $REDISQ_URL (the management-command test sets it; in-process tests point the
 # App at their server with use_url).
