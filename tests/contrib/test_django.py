@@ -172,6 +172,21 @@ def test_delay_on_commit_waits_for_the_configured_database(redis_url: str, dj_ap
     other_app.close()
 
 
+def test_django_testcase_capture_runs_delay_on_commit(app: App) -> None:
+    """What docs/django.md tells Django TestCase users: inside the test's transaction (rolled
+    back at its end), captureOnCommitCallbacks(execute=True) queues the job."""
+    from django.test import TestCase
+
+    from tests.django_project.shop.tasks import ship_order
+
+    with pytest.raises(ZeroDivisionError), transaction.atomic():  # the TestCase's transaction
+        with TestCase.captureOnCommitCallbacks(execute=True) as callbacks:
+            ship_order.delay_on_commit(1)
+        assert len(callbacks) == 1 and queued(app) == 1
+        1 / 0  # noqa: B018  (the TestCase's rollback)
+    assert queued(app) == 1
+
+
 def test_unknown_setting_is_an_error(dj_app: App) -> None:
     from redisq.contrib.django import read_settings
 
