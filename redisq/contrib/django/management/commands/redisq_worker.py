@@ -53,7 +53,6 @@ def worker_argv(values: dict[str, Any]) -> list[str]:
 
 class Command(BaseCommand):  # type: ignore[misc]  # Django ships no type information
     help = "Run a redisq worker with this project's App (options: see `redisq worker --help`)."
-    requires_system_checks: list[str] = []  # a worker must start even with unrelated warnings
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         for option in worker_options():
