@@ -13,11 +13,8 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from . import security
-from .api import api
 from .http import WebState, error, http_error, page, state, unexpected_error
-from .mount import DEMO_APP, Redisq, split_config, web_state
-from .ops import ops
-from .stream import stream
+from .mount import BLUEPRINTS, DEMO_APP, Redisq, split_config, web_state
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -38,7 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     flask_app.json.sort_keys = False  # type: ignore[attr-defined]
     flask_app.extensions["redisq"] = state_
 
-    for blueprint in (api, stream, ops):
+    for blueprint in BLUEPRINTS:
         flask_app.register_blueprint(blueprint)
     security.install(flask_app, settings)
     flask_app.register_error_handler(HTTPException, http_error)

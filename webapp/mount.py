@@ -32,6 +32,10 @@ from .ops import ops
 from .stream import stream
 
 BLUEPRINT = "redisq"  # the mount's blueprint: its endpoints are "redisq.api.enqueue"...
+#: Every blueprint of the web app: create_app registers them at its root, Redisq under its
+#: prefix (a new blueprint goes here, and its pages and scripts build their links from
+#: ``rq_root``/``rq_static`` and ``at()`` in app.js, so they work in both).
+BLUEPRINTS = (api, stream, ops)
 DEMO_APP = "webapp.tasks:app"  # only when asked for: REDISQ_APP=webapp.tasks:app, redisq up --demo
 
 
@@ -133,7 +137,7 @@ def blueprint(state: WebState) -> Blueprint:
     """One blueprint with everything ``create_app`` serves, its checks and its JSON errors."""
     root = Blueprint(BLUEPRINT, __name__, url_prefix=state.url_prefix,
                      static_folder=STATIC, static_url_path="/static")
-    for child in (api, stream, ops):
+    for child in BLUEPRINTS:
         root.register_blueprint(child)
     security.install(root, state.settings, root.name + ".")
     max_body = state.settings.web_max_body_bytes
@@ -151,4 +155,4 @@ def blueprint(state: WebState) -> Blueprint:
     return root
 
 
-__all__ = ["BLUEPRINT", "DEMO_APP", "Redisq", "split_config", "web_state"]
+__all__ = ["BLUEPRINT", "BLUEPRINTS", "DEMO_APP", "Redisq", "split_config", "web_state"]
