@@ -109,6 +109,7 @@ class App:
             raise ValueError(f"max_message_bytes must be a positive int, not {max_message_bytes!r}")
         self.max_message_bytes = max_message_bytes
         self.tasks: dict[str, AnyTask] = {}
+        self._commit_hook: CommitHook | None = None  # what delay_on_commit queues through
         self.messages = Messages(self.serializer, self.tasks, lambda: self.max_message_bytes)
         self.subscribers: dict[str, SubscriberSpec] = {}
         self.durable_channels: set[str] = set()
@@ -116,7 +117,6 @@ class App:
         self.periodic_jobs: dict[str, Periodic] = {}  # task name → its schedule
         self._client: redis.Redis | None = None
         self._records: Records | None = None
-        self._commit_hook: CommitHook | None = None
 
     # -- connection --------------------------------------------------------------------------
     @property

@@ -128,8 +128,7 @@ def enqueue() -> Response:
     the task says ``on_duplicate="raise"``."""
     body = json_body({"task": str}, {"args": list, "kwargs": dict, "queue": str,
                                      "delay_s": (int, float)})
-    st = state()
-    queue_app = st.queue_app
+    queue_app = state().queue_app
     task = body["task"]
     if task not in queue_app.tasks:  # only registered tasks: a name must not pick arbitrary code
         raise BadRequest(400, f"unknown task {task!r}")
@@ -146,8 +145,8 @@ def enqueue() -> Response:
         return error(409, "duplicate job", job_id=exc.existing_id)
     except (TypeError, ValueError, SerializationError, RecursionError) as exc:
         raise BadRequest(400, f"bad arguments for {task}: {_short(exc)}") from None
-    status_url = f"{request.script_root}{st.url_prefix}/jobs/{job.id}"
-    return _json({"job_id": job.id, "status_url": status_url, "duplicate": not job.created}, 202)
+    return _json({"job_id": job.id, "status_url": f"{request.script_root}{state().url_prefix}"
+                  f"/jobs/{job.id}", "duplicate": not job.created}, 202)
 
 
 @api.post("/pubsub")
