@@ -154,8 +154,8 @@ def enqueue() -> Response:
         return error(409, "duplicate job", job_id=exc.existing_id)
     except (TypeError, ValueError, SerializationError, RecursionError) as exc:
         raise BadRequest(400, f"bad arguments for {task}: {_short(exc)}") from None
-    return _json({"job_id": job.id, "status_url": f"{request.script_root}/jobs/{job.id}",
-                  "duplicate": not job.created}, 202)
+    return _json({"job_id": job.id, "status_url": f"{request.script_root}{state().url_prefix}"
+                  f"/jobs/{job.id}", "duplicate": not job.created}, 202)
 
 
 WORKFLOW_FIELDS: dict[str, Kind] = {"chain": list, "group": list, "then": dict,
@@ -179,7 +179,8 @@ def enqueue_workflow(body: dict[str, Any]) -> Response:
         if kind == "chain":
             c = chain(*sigs).delay()
             return _json({"chain_id": c.id, "job_ids": [s.id for s in c.steps],
-                          "status_url": f"{request.script_root}/jobs/{c.steps[-1].id}"}, 202)
+                          "status_url": f"{request.script_root}{state().url_prefix}"
+                                        f"/jobs/{c.steps[-1].id}"}, 202)
         wf: Group | Chord = group(sigs)
         if body.get("then") is not None:
             wf = wf.then(_signature(body["then"], "then"), body.get("on_failure") or "fail")
