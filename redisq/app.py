@@ -270,7 +270,7 @@ class App:
                 kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
                 eta: datetime | float | None = None,
-                depends_on: Sequence[Job[Any]] | None = None) -> Job[Any]:
+                depends_on: Sequence[Any] | None = None) -> Job[Any]:
         """Queue a call of ``task_name`` (registered here or only in the worker).
         ``depends_on``: queue it only once all these jobs succeeded (docs/workflows.md)."""
         prepared = self.prepare(task_name, args, kwargs, queue, job_id)

@@ -324,16 +324,30 @@ def _start_group(app: WorkflowApp, members: Sequence[Signature], callback: Signa
                     [Job(app.records, env.id, env.queue) for env, _, _ in items], cb_job)
 
 
+def _parent_jobs(app: WorkflowApp, parent: Any) -> list[tuple[str, str]]:
+    """(queue, job id) of what ``depends_on`` names."""
+    if isinstance(parent, ChainJob):
+        parent = parent.steps[-1]
+    if isinstance(parent, GroupJob):
+        return [(m.queue, m.id) for m in parent.members]
+    if isinstance(parent, str):
+        queue = app.records.find_queue(parent)
+        if queue is None:
+            raise ValueError(f"depends_on: no job {parent!r} in any known queue")
+        return [(queue, parent)]
+    q, jid = getattr(parent, "queue", None), getattr(parent, "id", None)
+    if not isinstance(jid, str) or not isinstance(q, str):
+        raise TypeError(f"depends_on takes jobs (handles or ids), not {type(parent).__name__}")
+    return [(q, jid)]
+
+
 def enqueue_deferred(app: WorkflowApp, prepared: Any, parents: Sequence[Any]) -> Job[Any]:
     """Queue ``prepared`` once every job in ``parents`` has succeeded (``depends_on``): it
     waits as "deferred", its message held aside; it is cancelled, with the reason recorded,
-    as soon as one parent ends otherwise (failed, dead, cancelled, or no record of it)."""
-    found = []
-    for p in parents:
-        q, jid = getattr(p, "queue", None), getattr(p, "id", None)
-        if not isinstance(jid, str) or not isinstance(q, str):
-            raise TypeError(f"depends_on takes Job handles, not {type(p).__name__}")
-        found.append((q, jid))
+    as soon as one parent ends otherwise (failed, dead, cancelled, or no record of it).
+    ``parents``: :class:`Job` handles, job ids, a :class:`ChainJob` (its last step) or a
+    :class:`GroupJob` (every member; a chord's callback is ``group_job.callback``)."""
+    found = [pair for p in parents for pair in _parent_jobs(app, p)]
     if not found:
         raise ValueError("depends_on needs at least one job")
     if prepared.task is not None:

@@ -37,7 +37,7 @@ class Producer(Protocol):
                 kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
                 eta: datetime | float | None = None,
-                depends_on: Sequence[Job[Any]] | None = None) -> Job[Any]: ...
+                depends_on: Sequence[Any] | None = None) -> Job[Any]: ...
 
     def enqueue_many(self, task_name: str,
                      calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
@@ -101,7 +101,7 @@ class Task(Generic[P, R]):
     def enqueue(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
                 queue: str | None = None, eta: datetime | float | None = None,
-                depends_on: Sequence[Job[Any]] | None = None) -> Job[R]:
+                depends_on: Sequence[Any] | None = None) -> Job[R]:
         """Queue a call with job options kept apart from the task's arguments;
         ``depends_on``: only once all these jobs succeeded (docs/workflows.md)."""
         return self.app.enqueue(self.name, args=args, kwargs=kwargs, delay_s=delay_s,

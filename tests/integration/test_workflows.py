@@ -282,3 +282,19 @@ def test_settling_a_running_parent_releases_its_dependents_at_once(tasks: App) -
         worker._sweep_parents = lambda q: 0  # from here on only the settle can release it
         gate.set()
         assert child.result(5) == 4
+
+
+def test_depends_on_ids_chains_and_groups(tasks: App) -> None:
+    add, mul = tasks.tasks["w.add"], tasks.tasks["w.mul"]
+    a = add.delay(1)
+    c = chain(add.s(1), mul.s(3)).delay()
+    g = group(add.s(i) for i in range(3)).delay()
+    child = add.enqueue(args=(9,), depends_on=[a.id, c, g])
+    assert sorted(m.decode() for m in tasks.client.smembers(keys.wf_wait("default", child.id))) \
+        == sorted(f"default|{j}" for j in [a.id, c.steps[-1].id, *(m.id for m in g.members)])
+    with running(tasks):
+        assert child.result(5) == 9
+    with pytest.raises(ValueError, match="no job"):
+        add.enqueue(args=(1,), depends_on=["f" * 32])
+    with pytest.raises(TypeError, match="depends_on takes jobs"):
+        add.enqueue(args=(1,), depends_on=[3])
