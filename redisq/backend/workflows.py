@@ -245,7 +245,10 @@ def active_groups(client: redis.Redis, queue: str, limit: int = 10) -> tuple[int
     raw: list[bytes] = client.zrange(keys.wf_active(queue), 0, limit - 1)  # type: ignore[assignment]
     ids = [as_text(g) for g in raw]
     states = [group_state(client, queue, g) for g in ids]
-    return int(count), [s for s in states if s]
+    gone = [g for g, st in zip(ids, states, strict=True) if not st]
+    if gone:  # expired before completing (a week): no longer in progress
+        client.zrem(keys.wf_active(queue), *gone)
+    return int(count) - len(gone), [st for st in states if st]
 
 
 def progress(client: redis.Redis, queues: Sequence[str], limit: int = 10) -> dict[str, Any]:

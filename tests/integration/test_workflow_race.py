@@ -68,3 +68,12 @@ def test_a_re_run_keeps_the_first_outcome_and_forged_or_expired_ones_count_nothi
     app.client.delete(keys.wf_state(g.queue, g.id))
     name, ks, argv = end_call(app, g.id, 1, 20)
     assert scripts.run(name, ks, argv) == -1
+
+
+def test_an_expired_group_leaves_the_progress_list(app: App) -> None:
+    app.task(name="r.add")(lambda x: x)
+    g = group([app.tasks["r.add"].s(1)]).delay()
+    assert workflows.active_groups(app.client, "default")[0] == 1
+    app.client.delete(keys.wf_state("default", g.id))
+    assert workflows.active_groups(app.client, "default") == (0, [])
+    assert app.client.zcard(keys.wf_active("default")) == 0
