@@ -103,12 +103,24 @@ class Signature:
         return chain(self, other)
 
 
-def chain(*steps: Signature | Chain) -> Chain:
-    """Steps run one after the other; each result becomes the next step's first argument."""
+def chain(*steps: Signature | Chain | Group | Chord) -> Chain:
+    """Steps run one after the other; each result becomes the next step's first argument. A
+    group (or chord) may end the chain: each member gets the last step's result first."""
     flat: list[Signature] = []
+    ending: Group | Chord | None = None
     for step in steps:
-        flat += step.steps if isinstance(step, Chain) else [_signature(step)]
-    return Chain(tuple(flat))
+        if ending is not None:
+            raise ValueError("a group can only end a chain (use .then(...) for what follows)")
+        if isinstance(step, Chain):
+            flat += step.steps
+            ending = step.ending
+        elif isinstance(step, (Group, Chord)):
+            ending = step
+        else:
+            flat.append(_signature(step))
+    if not flat:
+        raise ValueError("a chain starts with a signature (a group alone: group(...).delay())")
+    return Chain(tuple(flat), ending)
 
 
 def group(members: Iterable[Signature]) -> Group:
@@ -218,12 +230,15 @@ def _enqueue_calls(app: WorkflowApp, items: Sequence[tuple[Envelope, bytes, Any]
 @dataclass(frozen=True)
 class Chain:
     steps: tuple[Signature, ...]
+    #: A group or chord that ends the chain (its members get the last step's result first).
+    ending: Group | Chord | None = None
 
-    def __or__(self, other: Signature | Chain) -> Chain:
+    def __or__(self, other: Signature | Chain | Group | Chord) -> Chain:
         return chain(self, other)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chain": [s.to_dict() for s in self.steps]}
+        tail = [] if self.ending is None else [_group_spec(self.ending)]
+        return {"chain": [s.to_dict() for s in self.steps] + tail}
 
     def delay(self, app: Any = None) -> ChainJob:
         """Queue the first step; each later step is queued by the worker that finished the
@@ -235,18 +250,65 @@ class Chain:
             _check(a, sig, i > 0)
         cid = new_id()
         rest = [replace(s, queue=_queue_of(a, s)) for s in self.steps[1:]]
+        nxt = [s.to_dict() for s in rest]
+        records = a.records
+        group_id, spec = workflows.step_id(cid, len(self.steps)), None
+        if self.ending is not None:
+            spec = _ending_spec(a, self.ending)
+            nxt.append(spec)
         first = self.steps[0]
         item = _send(a, first, workflows.step_id(cid, 0), first.args,
-                     {"kind": "chain", "id": cid, "step": 0, "next": [s.to_dict() for s in rest]})
+                     {"kind": "chain", "id": cid, "step": 0, "next": nxt})
         ids = [(item[0].queue, item[0].id)] + [(s.queue or "default", workflows.step_id(cid, i + 1))
                                                 for i, s in enumerate(rest)]
-        for q, _ in ids[1:]:
-            a.records.register_queue(q)
-        workflows.defer_records(a.client, [(q, jid, s.task) for (q, jid), s
-                                           in zip(ids[1:], rest, strict=True)])
+        later = [(q, jid, s.task) for (q, jid), s in zip(ids[1:], rest, strict=True)]
+        if spec is not None:
+            later += workflows.group_records(group_id, spec)
+        for q in {q for q, _, _ in later}:
+            records.register_queue(q)
+        workflows.defer_records(a.client, later)
         _enqueue_calls(a, [item])
         log.info("chain=%s steps=%d enqueued", cid, len(self.steps))
-        return ChainJob(a.records, cid, [Job(a.records, jid, q) for q, jid in ids])
+        return ChainJob(records, cid, [Job(records, jid, q) for q, jid in ids],
+                        _ending_job(records, group_id, spec))
+
+
+def _group_spec(ending: Group | Chord) -> dict[str, Any]:
+    """A chain's final group as its workflow field carries it."""
+    if isinstance(ending, Chord):
+        return {"group": [m.to_dict() for m in ending.group.members],
+                "then": ending.callback.to_dict(), "on_failure": ending.on_failure}
+    return {"group": [m.to_dict() for m in ending.members]}
+
+
+def _ending_spec(app: WorkflowApp, ending: Group | Chord) -> dict[str, Any]:
+    """Check a chain's final group (members take the last step's result first) and resolve
+    its queues."""
+    members = ending.group.members if isinstance(ending, Chord) else ending.members
+    if not members:
+        raise ValueError("a group that ends a chain needs at least one member")
+    if isinstance(ending, Chord) and app.serializer.name != "json":
+        raise ValueError("a chord needs the json serializer (its callback's message is "
+                         "completed in Redis)")
+    for m in members:
+        _check(app, m, True)
+    plain = Group(tuple(replace(m, queue=_queue_of(app, m)) for m in members))
+    if not isinstance(ending, Chord):
+        return _group_spec(plain)
+    _check(app, ending.callback, True)
+    return _group_spec(Chord(plain, replace(ending.callback,
+                                            queue=_queue_of(app, ending.callback)),
+                             ending.on_failure))
+
+
+def _ending_job(records: Records, group_id: str, spec: dict[str, Any] | None) -> GroupJob | None:
+    if spec is None:
+        return None
+    jobs: list[Job[Any]] = [Job(records, jid, q)
+                            for q, jid, _ in workflows.group_records(group_id, spec)]
+    cb = jobs.pop() if spec.get("then") else None
+    state_q = (spec.get("then") or spec["group"][0])["queue"]
+    return GroupJob(records, group_id, state_q, jobs, cb)
 
 
 @dataclass(frozen=True)

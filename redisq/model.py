@@ -182,8 +182,11 @@ def check_workflow(data: Any) -> None:
         if not isinstance(step, int) or isinstance(step, bool) or step < 0 \
                 or not isinstance(rest, list):
             raise BadMessage("a chain step's 'workflow' needs 'step' (int >= 0) and 'next'")
-        for sig in rest:
-            check_signature(sig)
+        for i, sig in enumerate(rest):
+            if isinstance(sig, dict) and "group" in sig and i == len(rest) - 1:
+                check_group_spec(sig)  # a group (or chord) may end a chain
+            else:
+                check_signature(sig)
     else:
         raise BadMessage(f"unknown workflow kind {kind!r}")
 
@@ -196,3 +199,18 @@ def check_signature(sig: Any) -> None:
             or not isinstance(sig.get("kwargs", {}), dict)
             or not valid_name(sig.get("queue", "default"))):
         raise BadMessage("a signature is an object with 'task' (and 'args', 'kwargs', 'queue')")
+
+
+def check_group_spec(spec: dict[str, Any]) -> None:
+    """Raise :class:`BadMessage` unless ``spec`` is a group ending a chain: ``{"group":
+    [signature, ...], "then"?: signature, "on_failure"?: "fail" | "skip" | "run"}``."""
+    members = spec.get("group")
+    if (not isinstance(members, list) or not members
+            or spec.get("on_failure", "fail") not in ("fail", "skip", "run")
+            or set(spec) - {"group", "then", "on_failure"}):
+        raise BadMessage("a chain's final group needs 'group' (signatures), optional 'then' "
+                         "and 'on_failure'")
+    for sig in members:
+        check_signature(sig)
+    if spec.get("then") is not None:
+        check_signature(spec["then"])

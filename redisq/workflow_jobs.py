@@ -74,38 +74,49 @@ class GroupJob:
 
 
 class ChainJob:
-    """A producer's handle on a chain: its steps (:class:`Job`, each id ``<chain id>-<k>``)."""
+    """A producer's handle on a chain: its steps (:class:`Job`, each id ``<chain id>-<k>``),
+    and the group that ends it, if any (``ending``, a :class:`GroupJob`)."""
 
-    def __init__(self, records: Records, chain_id: str, steps: list[Job[Any]]) -> None:
+    def __init__(self, records: Records, chain_id: str, steps: list[Job[Any]],
+                 ending: GroupJob | None = None) -> None:
         self.id = chain_id
         self.steps = steps
+        self.ending = ending
 
     def __repr__(self) -> str:
         return f"<ChainJob {self.id} steps={len(self.steps)}>"
 
     @property
     def status(self) -> str | None:
-        """The status of the first step that has not succeeded (succeeded once all have)."""
+        """The status of the first step that has not succeeded (succeeded once all have; with
+        a final group, then the group's, or its callback's)."""
         for step in self.steps:
             status = step.status
             if status != SUCCEEDED:
                 return status
-        return SUCCEEDED
+        if self.ending is None:
+            return SUCCEEDED
+        if self.ending.callback is not None:
+            return self.ending.callback.status
+        return self.ending.status
 
     def result(self, timeout_s: float = 30.0) -> Any:
-        """Wait for the last step and return its result; raises the :class:`JobFailed` of the
-        step that stopped the chain."""
+        """Wait for the last step (a final chord's callback; a final group's results) and
+        return its result; raises the :class:`JobFailed` of the step that stopped the chain."""
         deadline = time.monotonic() + timeout_s
+        jobs = self.steps + ([self.ending.callback] if self.ending and self.ending.callback
+                             else [])
         while True:
-            for step in self.steps:
-                info = step.info()
-                done, value = final_result(step.id, info)  # raises for a failed step
+            for step in jobs:
+                done, value = final_result(step.id, step.info())  # raises for a failed step
                 if not done:
                     break
             else:
+                if self.ending is not None and self.ending.callback is None:
+                    return self.ending.results(max(deadline - time.monotonic(), 0.0))
                 return value
             if time.monotonic() >= deadline:
-                raise JobTimeout(f"chain {self.id} still at step {step.id} after {timeout_s} s")
+                raise JobTimeout(f"chain {self.id} still at job {step.id} after {timeout_s} s")
             time.sleep(POLL_S)
 
 

@@ -108,6 +108,9 @@ def chain_calls(env: Envelope, wf: dict[str, Any], outcome: Outcome,
         return stop_calls(cid, step, rest, f"chain step {step} (job {env.id}) ended "
                           f"{outcome.status}: {outcome.error_type}: {outcome.error_message}", now)
     sig, later = rest[0], rest[1:]
+    if "group" in sig:  # the chain ends with a group (or chord) of the step's result
+        return chain_group_calls(step_id(cid, step + 1), json.loads(outcome.result_json), sig,
+                                 dumps)
     q = sig.get("queue", "default")
     nxt = Envelope(id=step_id(cid, step + 1), task=sig["task"],
                    args=[json.loads(outcome.result_json), *sig.get("args", [])],
@@ -117,6 +120,56 @@ def chain_calls(env: Envelope, wf: dict[str, Any], outcome: Outcome,
     ks = [keys.wf_sent(q, nxt.id), keys.pending(q), keys.job(q, nxt.id), keys.stats(q)]
     return [("wf_next", ks, [dumps(nxt.to_dict()), nxt.task, repr(nxt.enqueued_at),
                              int(STATE_TTL_S * 1000)])]
+
+
+def member_ids(group_id: str, count: int) -> list[str]:
+    return [f"{group_id}-{i}" for i in range(count)]
+
+
+def callback_id(group_id: str) -> str:
+    return f"{group_id}-callback"
+
+
+def chain_group_calls(group_id: str, value: Any, spec: dict[str, Any],
+                      dumps: Callable[[Any], bytes]) -> list[Call]:
+    """A chain's last step succeeded with ``value`` and what follows is a group (``spec``:
+    ``{"group": [signature, ...], "then"?: signature, "on_failure"?}``): create the group's
+    state (``wf_group``: once, by its deterministic id), then queue each member with ``value``
+    first (``wf_next``: once each). A worker lost half-way runs the step again and these
+    calls again, which completes what is missing and repeats nothing."""
+    members, cb = spec["group"], spec.get("then")
+    now = round(time.time(), 3)
+    state_q = (cb or members[0]).get("queue", "default")
+    cb_env, template = None, None
+    if cb is not None:
+        cb_env = Envelope(callback_id(group_id), cb["task"], [RESULTS_TOKEN, *cb.get("args", [])],
+                          dict(cb.get("kwargs", {})), state_q, enqueued_at=now)
+        template = split_template(dumps(cb_env.to_dict()), dumps(RESULTS_TOKEN))
+    calls = [group_call(state_q, group_id, len(members), spec.get("on_failure", "fail"), cb_env,
+                        template)]
+    wf: dict[str, Any] = {"kind": "member", "id": group_id, "queue": state_q}
+    if cb_env is not None:
+        wf["callback"] = cb_env.id
+    for i, (jid, sig) in enumerate(zip(member_ids(group_id, len(members)), members,
+                                       strict=True)):
+        q = sig.get("queue", "default")
+        env = Envelope(jid, sig["task"], [value, *sig.get("args", [])],
+                       dict(sig.get("kwargs", {})), q, enqueued_at=now,
+                       workflow={**wf, "index": i})
+        calls.append(("wf_next", [keys.wf_sent(q, jid), keys.pending(q), keys.job(q, jid),
+                                  keys.stats(q)],
+                      [dumps(env.to_dict()), env.task, repr(now), int(STATE_TTL_S * 1000)]))
+    return calls
+
+
+def group_records(group_id: str, spec: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(queue, job id, task) of a chain-ending group's members and callback."""
+    members, cb = spec["group"], spec.get("then")
+    out = [(sig.get("queue", "default"), jid, sig["task"])
+           for jid, sig in zip(member_ids(group_id, len(members)), members, strict=True)]
+    if cb is not None:
+        out.append((cb.get("queue", "default"), callback_id(group_id), cb["task"]))
+    return out
 
 
 def after_cancel(scripts: Scripts, message: bytes | str) -> None:
@@ -136,15 +189,29 @@ def after_cancel(scripts: Scripts, message: bytes | str) -> None:
 
 def stop_calls(chain_id: str, step: int, rest: list[dict[str, Any]], why: str,
                now: str) -> list[Call]:
-    """Cancel the steps after ``step`` of a chain (``rest``: their signatures), saying why."""
-    return [("wf_cancel", [keys.job(sig.get("queue", "default"), step_id(chain_id, step + i + 1))],
+    """Cancel the steps after ``step`` of a chain (``rest``: their signatures; a group that
+    ends it: its members and callback), saying why."""
+    targets: list[tuple[str, str]] = []
+    for i, sig in enumerate(rest):
+        jid = step_id(chain_id, step + i + 1)
+        if "group" in sig:
+            targets += [(q, member) for q, member, _ in group_records(jid, sig)]
+        else:
+            targets.append((sig.get("queue", "default"), jid))
+    return [("wf_cancel", [keys.job(q, jid)],
              [CANCELLED, "ChainStopped", why[:1000], now, int(STATE_TTL_S * 1000)])
-            for i, sig in enumerate(rest)]
+            for q, jid in targets]
 
 
 def run_end_calls(scripts: Scripts, calls: list[Call]) -> None:
     """Run workflow end steps (one round trip); raises what Redis raised, so the caller keeps
     the outcomes and tries again (the steps are idempotent). Logs one line per transition."""
+    # A group's state first, in a round trip of its own: its members may be on other nodes,
+    # and one must not end before the state that counts it exists.
+    first = [c for c in calls if c[0] == "wf_group"]
+    if first:
+        scripts.run_many(first)
+        calls = [c for c in calls if c[0] != "wf_group"]
     follow: list[Call] = []
     for (name, ks, args), answer in zip(calls, scripts.run_many(calls), strict=True):
         if name == "wf_next":
@@ -152,7 +219,13 @@ def run_end_calls(scripts: Scripts, calls: list[Call]) -> None:
             if answer == 1:
                 log.info("job=%s task=%s queue=%s queued (chain step)", nxt.id, nxt.task,
                          nxt.queue)
-            elif answer == -1:  # that step was cancelled: the chain stops there
+            elif answer == -1 and (nxt.workflow or {}).get("kind") == "member":
+                # A member cancelled while it waited: it counts as ended for its group.
+                follow.append(member_call(nxt.workflow or {}, Outcome(
+                    CANCELLED, error_type="Cancelled",
+                    error_message="cancelled while deferred"), f"{time.time():.3f}"))
+            elif answer == -1 and (nxt.workflow or {}).get("kind") == "chain":
+                # That step was cancelled while it waited: the chain stops there.
                 wf = nxt.workflow or {}
                 follow += stop_calls(wf["id"], wf["step"], wf["next"], f"chain step "
                                      f"{wf['step']} (job {nxt.id}) was cancelled",

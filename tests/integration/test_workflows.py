@@ -298,3 +298,55 @@ def test_depends_on_ids_chains_and_groups(tasks: App) -> None:
         add.enqueue(args=(1,), depends_on=["f" * 32])
     with pytest.raises(TypeError, match="depends_on takes jobs"):
         add.enqueue(args=(1,), depends_on=[3])
+
+
+def test_a_chain_ending_with_a_group_or_a_chord(tasks: App) -> None:
+    add, mul, total = tasks.tasks["w.add"], tasks.tasks["w.mul"], tasks.tasks["w.total"]
+    c = chain(add.s(1, 2), group([mul.s(2), mul.s(3)])).delay()  # mul(3, 2), mul(3, 3)
+    d = (add.s(1) | group(add.s(i) for i in range(3)).then(total.s(extra=100))).delay()
+    assert c.ending is not None and [m.status for m in c.ending.members] == ["deferred"] * 2
+    assert d.ending is not None and d.ending.callback is not None
+    assert d.ending.callback.status == "deferred"
+    with running(tasks):
+        assert c.result(5) == [6, 9]
+        assert d.result(5) == (1 + 0) + (1 + 1) + (1 + 2) + 100
+    assert c.status == d.status == "succeeded"
+    assert chain(add.s(1), group([mul.s(2)])).to_dict()["chain"][-1] == {
+        "group": [{"task": "w.mul", "args": [2], "queue": "default"}]}
+
+
+def test_a_chain_stopped_before_its_group_cancels_members_and_callback(tasks: App) -> None:
+    boom, add, echo = tasks.tasks["w.boom"], tasks.tasks["w.add"], tasks.tasks["w.echo"]
+    c = chain(boom.s(1), group([add.s(1), add.s(2)]).then(echo.s())).delay()
+    with running(tasks), pytest.raises(JobFailed, match="boom 1"):
+        c.result(5)
+    assert c.ending is not None and c.ending.callback is not None
+    for job in (*c.ending.members, c.ending.callback):
+        assert job.info()["error_type"] == "ChainStopped"
+
+
+def test_a_chain_ending_group_is_created_once_when_its_step_runs_again(tasks: App) -> None:
+    """The worker that finished the step before the group was lost after creating part of it:
+    the step runs again and its calls complete the group without doubling anything."""
+    spec = {"group": [{"task": "w.add", "args": [1], "queue": "default"}] * 3,
+            "then": {"task": "w.echo", "queue": "other"}}
+    calls = workflows.chain_group_calls("c9-1", 10, spec, tasks.serializer.dumps)
+    tasks.records.scripts.run_many(calls[:2])  # the state and one member, then the loss
+    workflows.run_end_calls(tasks.records.scripts, calls)  # the step's re-run
+    assert tasks.client.llen(keys.pending("default")) == 3
+    with running(tasks, queues=["default", "other"]):
+        assert tasks.job("c9-1-callback", "other").result(5) == [11, 11, 11]
+    with pytest.raises(ValueError, match="can only end a chain"):
+        chain(tasks.tasks["w.add"].s(1), group([tasks.tasks["w.add"].s()]), add_sig(tasks))
+
+
+def add_sig(tasks: App) -> Signature:
+    return tasks.tasks["w.add"].s(1)
+
+
+def test_a_deferred_member_cancelled_counts_for_its_group(tasks: App) -> None:
+    add, echo = tasks.tasks["w.add"], tasks.tasks["w.echo"]
+    c = chain(add.s(1), group([add.s(1), add.s(2)]).then(echo.s(), on_failure="skip")).delay()
+    assert c.ending is not None and c.ending.members[0].cancel()
+    with running(tasks):
+        assert c.result(5) == [3]

@@ -15,6 +15,12 @@ MEMBER = {"kind": "member", "id": "g1", "index": 0, "queue": "default"}
 STEP = {"kind": "chain", "id": "c1", "step": 0, "next": [{"task": "t.b", "args": [1]}]}
 
 
+def test_a_group_may_end_a_chain() -> None:
+    wf = {**STEP, "next": [{"task": "t.b"}, {"group": [{"task": "t.c"}], "then": {"task": "t.d"},
+                                             "on_failure": "skip"}]}
+    assert Envelope.from_dict({"id": "j1", "task": "t.a", "workflow": wf}).workflow == wf
+
+
 def test_workflow_round_trips_and_is_omitted_when_none() -> None:
     env = Envelope("j1", "t.a", [1], {}, "default", workflow=MEMBER)
     assert Envelope.from_dict(json.loads(json.dumps(env.to_dict()))) == env
@@ -26,6 +32,9 @@ def test_workflow_round_trips_and_is_omitted_when_none() -> None:
     {**MEMBER, "queue": "a b"}, {**MEMBER, "callback": 3}, {**STEP, "next": {}},
     {**STEP, "next": [{"task": ""}]}, {**STEP, "next": [{"task": "t", "args": {}}]},
     {**STEP, "step": "1"}, {**MEMBER, "kind": "dag"},
+    {**STEP, "next": [{"group": []}]}, {**STEP, "next": [{"group": [{"task": "t"}], "x": 1}]},
+    {**STEP, "next": [{"group": [{"task": "t"}], "on_failure": "maybe"}]},
+    {**STEP, "next": [{"group": [{"task": "t"}]}, {"task": "t"}]},  # a group only at the end
 ])
 def test_malformed_workflow_fields_are_bad_messages(bad: object) -> None:
     with pytest.raises(BadMessage):
