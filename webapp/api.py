@@ -174,11 +174,15 @@ def enqueue_workflow(body: dict[str, Any]) -> Response:
         raise BadRequest(400, "field 'chain' must not be empty")
     if len(items) > MAX_WORKFLOW_STEPS:
         raise BadRequest(400, f"field {kind!r} holds at most {MAX_WORKFLOW_STEPS} signatures")
+    ending = None
+    if kind == "chain" and isinstance(items[-1], dict) and "group" in items[-1]:
+        ending, items = _final_group(items[-1], f"chain[{len(items) - 1}]"), items[:-1]
     sigs = [_signature(item, f"{kind}[{i}]") for i, item in enumerate(items)]
     try:
         if kind == "chain":
-            c = chain(*sigs).delay()
+            c = chain(*sigs, *([ending] if ending is not None else [])).delay()
             return _json({"chain_id": c.id, "job_ids": [s.id for s in c.steps],
+                          "group_id": c.ending.id if c.ending else None,
                           "status_url": f"{request.script_root}{state().url_prefix}"
                                         f"/jobs/{c.steps[-1].id}"}, 202)
         wf: Group | Chord = group(sigs)
@@ -189,6 +193,21 @@ def enqueue_workflow(body: dict[str, Any]) -> Response:
         raise BadRequest(400, f"bad {kind}: {_short(exc)}") from None
     return _json({"group_id": g.id, "job_ids": [m.id for m in g.members],
                   "callback_id": g.callback.id if g.callback else None}, 202)
+
+
+def _final_group(item: dict[str, Any], where: str) -> Group | Chord:
+    """A group (with ``then``: a chord) ending a chain body."""
+    extra = set(item) - {"group", "then", "on_failure"}
+    if extra or not isinstance(item["group"], list) or not item["group"]:
+        raise BadRequest(400, f"{where}: a final group is {{group: [signature, ...], then?, "
+                              "on_failure?}")
+    members = group(_signature(m, f"{where}.group[{i}]") for i, m in enumerate(item["group"]))
+    if item.get("then") is None:
+        return members
+    policy = item.get("on_failure") or "fail"
+    if not isinstance(policy, str) or policy not in ("fail", "skip", "run"):
+        raise BadRequest(400, f"{where}: on_failure is fail, skip or run")
+    return members.then(_signature(item["then"], f"{where}.then"), policy)
 
 
 def _signature(item: Any, where: str) -> Signature:

@@ -32,6 +32,18 @@ def test_group_body_with_a_callback(client: FlaskClient, rq: App, worker: Worker
     assert cb is not None and cb.result(5) == [0, 2, 4, 6, 8, 100]
 
 
+def test_chain_body_ending_with_a_chord(client: FlaskClient, rq: App, worker: Worker) -> None:
+    res = client.post("/prodcons", json={"chain": [
+        {"task": "web.add", "args": [1, 2]},
+        {"group": [{"task": "web.add", "args": [10]}, {"task": "web.add", "args": [20]}],
+         "then": {"task": "web.add", "args": [[0]]}}]})
+    assert res.status_code == 202, res.get_json()
+    chain_id = res.get_json()["chain_id"]
+    assert res.get_json()["group_id"] == f"{chain_id}-1"
+    cb = rq.job(f"{chain_id}-1-callback", "default")
+    assert cb is not None and cb.result(5) == [13, 23, 0]
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ({"chain": []}, "must not be empty"),
     ({"chain": [{"task": "web.nope"}]}, "chain[0]: unknown task 'web.nope'"),
@@ -45,6 +57,12 @@ def test_group_body_with_a_callback(client: FlaskClient, rq: App, worker: Worker
     ({"group": [], "chain": []}, "do not go with"),
     ({"chain": [{"task": "web.add"}], "task": "web.add"}, "do not go with"),
     ({"group": {"task": "web.add"}}, "field 'group' must be a list"),
+    ({"chain": [{"task": "web.add", "args": [1, 2]}, {"group": []}]}, "chain[1]: a final group"),
+    ({"chain": [{"task": "web.add", "args": [1, 2]}, {"group": [{"task": "web.nope"}]}]},
+     "chain[1].group[0]: unknown task"),
+    ({"chain": [{"task": "web.add", "args": [1, 2]},
+                {"group": [{"task": "web.add"}], "then": {"task": "web.add"},
+                 "on_failure": "never"}]}, "on_failure is"),
 ])
 def test_bad_workflow_bodies_are_400_and_queue_nothing(client: FlaskClient, rq: App, body: dict,
                                                        message: str) -> None:
