@@ -94,6 +94,10 @@ class Signature:
         return cls(data["task"], tuple(data.get("args", ())), dict(data.get("kwargs", {})),
                    data.get("queue"), app)
 
+    def set(self, *, queue: str) -> Signature:
+        """The same call on another queue (Celery's ``sig.set(queue=...)``)."""
+        return replace(self, queue=keys.check_name(queue))
+
     def delay(self, app: Any = None) -> Job[Any]:
         """Send this call as a plain job."""
         a: WorkflowApp = _app_of([self], app)

@@ -70,6 +70,9 @@ def test_results_template_splits_once() -> None:
 
 def test_signatures_compose() -> None:
     a, b = Signature("t.a", (1,)), Signature("t.b")
+    assert a.set(queue="high") == Signature("t.a", (1,), queue="high")
+    with pytest.raises(ValueError):
+        a.set(queue="no spaces")
     assert (a | b | chain(a)).steps == (a, b, a)
     assert chain(a, b).to_dict() == {"chain": [{"task": "t.a", "args": [1]}, {"task": "t.b"}]}
     assert group([a]).then(b, on_failure="skip").to_dict() == {
