@@ -189,3 +189,13 @@ def test_the_read_call_names_the_bucket_index() -> None:
     ks, argv = finished.read_call("q", "abc")
     assert ks == [keys.job("q", "abc"), keys.done("q")] and argv == ["abc"]
     assert keys.done_bucket("q", 5) == keys.done("q") + ":5"  # what the scripts build
+
+
+def test_done_buckets_can_be_turned_off(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Records.done_buckets = False``: every finished record a key of its own, as before."""
+    monkeypatch.setattr(app.records, "done_buckets", False)
+    job = app.enqueue("t.x")
+    settle(app, "succeeded", result_json="3")
+    assert app.client.hget(keys.job("default", job.id), "status") == b"succeeded"
+    assert 0 < app.client.ttl(keys.job("default", job.id)) <= app.records.result_ttl_s
+    assert app.client.zcard(keys.done("default")) == 0 and job.result(1) == 3
