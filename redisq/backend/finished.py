@@ -79,10 +79,12 @@ def _ms(seconds: float | str) -> int:
     return round(float(seconds) * 1000)
 
 
-def pack(status: str, task: str, enqueued_at: float, started_at: float, finished_at: float,
-         attempts: int, worker: str, args: str | None, result_json: str) -> str:
+def pack(status: str, task: str, enqueued_at: float | str, started_at: float | str,
+         finished_at: float | str, attempts: int, worker: str, args: str | None,
+         result_json: str) -> str:
     """A finished record as a done bucket's value, without its progress message (settle.lua
-    puts that in front: the value starts with the separator). Times keep milliseconds."""
+    puts that in front: the value starts with the separator). Times (unix seconds, numbers or
+    their text) keep milliseconds."""
     enq, start, fin = _ms(enqueued_at), _ms(started_at), _ms(finished_at)
     return SEP.join(["", CODES[status], task, _b36(enq), _b36(start - enq), _b36(fin - start),
                      str(attempts), worker, args or "",

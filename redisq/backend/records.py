@@ -118,7 +118,9 @@ class Records:
         return finished.record_from_reply(reply, queue, job_id)
 
     def status(self, queue: str, job_id: str) -> str | None:
-        return self.get(queue, job_id).get("status")
+        """The job's status (None: no record), read as :meth:`get` reads it."""
+        status: str | None = self.get(queue, job_id).get("status")
+        return status
 
     def find_queue(self, job_id: str) -> str | None:
         """Which known queue holds a record for ``job_id``: one round trip for a job whose
@@ -214,22 +216,22 @@ class Records:
                 self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
                 duration_field(outcome.duration_s) if timed else "",
                 f"{outcome.duration_s:.6f}", consumer_id, msg.token or "", worker_id, env.attempt,
-                *self._record_args(fields, env, outcome, worker_id, now, ttl_s)]
+                *self._record_args(fields, env, outcome, worker_id, ttl_s)]
         return "settle", ks, args
 
     def _record_args(self, fields: list[Any], env: Envelope, outcome: Outcome, worker_id: str,
-                     now: float, ttl_s: float) -> list[Any]:
+                     ttl_s: float) -> list[Any]:
         """settle.lua's ARGV[16..]: a finished record that goes to a done bucket (succeeded or
         cancelled, kept for a time, not whole) as the bucket width and the packed record; any
         other as the key's field, value pairs (see :mod:`redisq.backend.finished`)."""
         if (not self.done_buckets or outcome.status not in finished.CODES or ttl_s <= 0
                 or "message" in fields[::2]):
             return [0, "", *fields]
-        ttl_ms = int(ttl_s * 1000)
-        packed = finished.pack(outcome.status, env.task, env.enqueued_at,
-                               now - outcome.duration_s, now, env.attempt, worker_id,
-                               self._summary(env), outcome.result_json)
-        return [finished.bucket_width_ms(ttl_ms), packed]
+        record = dict(zip(fields[0::2], fields[1::2], strict=True))
+        packed = finished.pack(outcome.status, env.task, env.enqueued_at, record["started_at"],
+                               record["finished_at"], env.attempt, worker_id,
+                               record.get("args"), record.get("result", "null"))
+        return [finished.bucket_width_ms(int(ttl_s * 1000)), packed]
 
     def _outcome_fields(self, fields: list[Any], msg: Message, env: Envelope, outcome: Outcome,
                         now: float, serializer_dumps: Any) -> tuple[bytes, float, int]:
@@ -267,11 +269,8 @@ class Records:
         """What a finished record keeps of the job's arguments (``args_summary_bytes``)."""
         if self.args_summary_bytes < 0:
             return ["message", msg.body]
-        summary = self._summary(env)
+        summary = args_summary(env, self.args_summary_bytes)
         return [] if summary is None else ["args", summary]
-
-    def _summary(self, env: Envelope) -> str | None:
-        return args_summary(env, max(self.args_summary_bytes, 0))
 
     def settle_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
         return self.scripts.run_many(calls)
