@@ -105,6 +105,26 @@ def test_a_reused_id_starts_afresh_and_its_newest_outcome_is_read(app: App) -> N
     assert first.result(1) == "new" and first.info()["worker"] == "w2"
 
 
+def test_redisq_job_shows_a_finished_record_from_its_bucket(redis_url: str, app: App) -> None:
+    from click.testing import CliRunner
+
+    from redisq.ops.cli import main
+
+    job = app.enqueue("t.x", args=(1,), queue="cli")
+    consumer = Consumer(app.client, ["cli"], consumer_id="w1", mark_jobs="w1")
+    (m,) = consumer.reserve(1, 0)
+    call = app.records.settle_call("w1", m, Envelope.from_dict(json.loads(m.body)),
+                                   Outcome("succeeded", result_json="[1]"), "w1",
+                                   app.serializer.dumps)
+    app.records.settle_many([call])
+    assert not app.client.exists(keys.job("cli", job.id))
+    shown = CliRunner().invoke(main, ["job", job.id], env={"REDIS_URL": redis_url},
+                               catch_exceptions=False)
+    record = json.loads(shown.stdout)
+    assert shown.exit_code == 0 and record["status"] == "succeeded"
+    assert (record["queue"], record["result"], record["args"]) == ("cli", "[1]", "[1]")
+
+
 def test_a_unique_key_held_by_a_job_whose_record_moved_is_free_again(app: App) -> None:
     @app.task(name="t.u", unique_by="key")
     def u(key: str) -> None:
