@@ -26,7 +26,11 @@ so the arguments' summary and the result never contain it):
     finished - started (ms), attempts, worker, arguments' summary, result JSON ('' = null)
 
 The settle script prepends the job's last progress message (the only field it reads from the
-old record), with any ``\\x1f`` in it replaced by a space.
+old record), with any ``\\x1f`` in it replaced by a space, and stores the task and the worker as
+short codes: each bucket keeps the names it uses once, in fields that start with ``\\x01``
+(``\\x01=<name>`` → code, ``\\x01#<code>`` → name, ``\\x01n`` the last code given; job ids are
+printable, so they never start with it). ``lua/record.lua`` puts the names back: this module
+only sees records with names.
 """
 
 from __future__ import annotations

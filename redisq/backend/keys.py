@@ -21,9 +21,10 @@ key                                    type      meaning
 ``redisq:{q}:done``                    zset      live done buckets: member and score = the
                                                  bucket's end (unix ms); TTL = the last end
 ``redisq:{q}:done:<end ms>``           hash      finished records (succeeded, cancelled by a
-                                                 worker): job id → packed record (see
-                                                 :mod:`redisq.backend.finished`); expires
-                                                 whole at its end
+                                                 worker): job id → packed record, and the
+                                                 task/worker names they use (fields starting
+                                                 with \\x01; see :mod:`redisq.backend.finished`);
+                                                 expires whole at its end
 ``redisq:{q}:unique:<key>``            string    id of the queued/running job holding a unique key
 ``redisq:queues``                      set       names of the known queues (see :mod:`redisq.index`)
 ``redisq:queues:seen``                 zset      queue → last producer or worker activity (unix s);

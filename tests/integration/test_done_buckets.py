@@ -17,7 +17,7 @@ from redisq.backend.embedded import RedisServer
 from redisq.backend.finished import bucket_end_ms, bucket_width_ms
 from redisq.broker.consumer import Consumer
 from redisq.model import Envelope, Outcome
-from tests.support.records import bucket_of, record_ttl_s
+from tests.support.records import bucket_of, job_ids_in, record_ttl_s
 from tests.support.wait import wait_until
 
 Q = "default"
@@ -123,6 +123,44 @@ def test_redisq_job_shows_a_finished_record_from_its_bucket(redis_url: str, app:
     record = json.loads(shown.stdout)
     assert shown.exit_code == 0 and record["status"] == "succeeded"
     assert (record["queue"], record["result"], record["args"]) == ("cli", "[1]", "[1]")
+
+
+def test_task_and_worker_names_are_kept_once_per_bucket(app: App) -> None:
+    """Each record holds short codes; the bucket maps them to the names (settle.lua), and a
+    read puts the names back (record.lua)."""
+    long_task = "myproject.tasks.emails.send_a_rather_long_welcome_email"
+    jobs = [app.enqueue(long_task if i % 2 else "t.x", args=(i,)) for i in range(6)]
+    workers = ["worker-7d9f8b6c5-x2k4z-1234-ab12", "w2"]
+    for i in range(6):
+        finish(app, worker=workers[i % 2], result_json=str(i))
+    (end,) = app.client.zrange(keys.done(Q), 0, -1)
+    bucket = keys.done_bucket(Q, int(end))
+    assert job_ids_in(app.client, bucket) == sorted(j.id for j in jobs)
+    names = {f: v for f, v in app.client.hgetall(bucket).items() if f.startswith(b"\x01#")}
+    assert sorted(names.values()) == sorted(n.encode() for n in [long_task, "t.x", *workers])
+    assert all(long_task.encode() not in app.client.hget(bucket, j.id) for j in jobs)
+    for i, job in enumerate(jobs):
+        info = job.info()
+        assert (info["task"], info["worker"], job.result(1)) == (
+            long_task if i % 2 else "t.x", workers[i % 2], i)
+
+
+def test_another_workers_outcome_in_a_bucket_is_kept_when_both_have_codes_there(
+        app: App) -> None:
+    from redisq.backend.records import SETTLE_DUPLICATE
+
+    app.enqueue("t.x")
+    finish(app, worker="wb", result_json="0")  # wb has a code in the bucket too
+    job = app.enqueue("t.x")
+    wb = Consumer(app.client, [Q], consumer_id="wb", mark_jobs="wb")
+    (mine,) = wb.reserve(1, 0)
+    app.client.rpush(keys.pending(Q), mine.body)  # delivered twice
+    finish(app, worker="wa", result_json='"wa"')
+    call = app.records.settle_call("wb", mine, Envelope.from_dict(json.loads(mine.body)),
+                                   Outcome("succeeded", result_json='"wb"'), "wb",
+                                   app.serializer.dumps)
+    assert app.records.settle_many([call]) == [SETTLE_DUPLICATE]
+    assert job.result(1) == "wa" and job.info()["worker"] == "wa"
 
 
 def test_a_unique_key_held_by_a_job_whose_record_moved_is_free_again(app: App) -> None:

@@ -20,6 +20,7 @@ from redisq.backend import keys
 from redisq.backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
 from redisq.broker.consumer import Consumer
 from redisq.model import Envelope, Message, Outcome
+from tests.support.records import job_ids_in
 
 Q = "default"
 
@@ -269,7 +270,7 @@ class FencingContract:
         assert settle(app, wa, m, "succeeded", result_json="1") == 0
         assert status_and_worker(app, job.id) == ("succeeded", "wa")
         (end,) = app.client.zrange(keys.done(Q), 0, -1)
-        assert app.client.hlen(keys.done_bucket(Q, int(end))) == 1
+        assert job_ids_in(app.client, keys.done_bucket(Q, int(end))) == [job.id]
         assert app.queue(Q).counts()["succeeded"] == 1
 
     # -- the consumer's own bookkeeping ------------------------------------------------------

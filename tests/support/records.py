@@ -17,6 +17,12 @@ def bucket_of(client: redis.Redis, queue: str, job_id: str) -> str | None:
     return None
 
 
+def job_ids_in(client: redis.Redis, bucket: str) -> list[str]:
+    """The job ids a done bucket holds records of (not its task and worker names, whose
+    fields start with \x01)."""
+    return sorted(f.decode() for f in client.hkeys(bucket) if not f.startswith(b"\x01"))
+
+
 def record_ttl_s(client: redis.Redis, queue: str, job_id: str) -> float:
     """Seconds the record has left: its key's TTL, or its done bucket's (-2: no record)."""
     if client.exists(keys.job(queue, job_id)):

@@ -51,12 +51,13 @@ if not st then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   for _, e in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], string.format('(%d', now), '+inf')) do
-    local done = redis.call('HGET', KEYS[7] .. ':' .. e, ARGV[6])
+    local bucket = KEYS[7] .. ':' .. e
+    local done = redis.call('HGET', bucket, ARGV[6])
     if done then
       local held = redis.call('LREM', KEYS[1], -1, ARGV[2])
-      -- the packed record's eighth field (finished.pack)
+      -- the packed record's eighth field (finished.pack): the code of its worker's name
       local worker = string.match(done, '^' .. string.rep('[^\31]*\31', 7) .. '([^\31]*)')
-      if worker ~= ARGV[14] then return -2 end
+      if worker ~= redis.call('HGET', bucket, '\1=' .. ARGV[14]) then return -2 end
       return held
     end
   end
@@ -93,7 +94,20 @@ if width > 0 and ttl > 0 then
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local e = string.format('%d', math.ceil((now + ttl) / width) * width)
   local bucket = KEYS[7] .. ':' .. e
-  redis.call('HSET', bucket, ARGV[6], (string.gsub(rec[4] or '', '\31', ' ')) .. ARGV[17])
+  -- The task's and the worker's names are kept once per bucket ('\1=' name -> code and
+  -- '\1#' code -> name; record.lua puts them back): the record holds their codes.
+  local function code(name)
+    local c = redis.call('HGET', bucket, '\1=' .. name)
+    if not c then
+      c = tostring(redis.call('HINCRBY', bucket, '\1n', 1))
+      redis.call('HSET', bucket, '\1=' .. name, c, '\1#' .. c, name)
+    end
+    return c
+  end
+  local head, task, middle, worker, tail = string.match(ARGV[17],
+    '^(\31[^\31]*\31)([^\31]*)(\31[^\31]*\31[^\31]*\31[^\31]*\31[^\31]*\31)([^\31]*)(.*)$')
+  redis.call('HSET', bucket, ARGV[6], (string.gsub(rec[4] or '', '\31', ' ')) .. head
+    .. code(task) .. middle .. code(worker) .. tail)
   redis.call('PEXPIREAT', bucket, e)
   if redis.call('ZADD', KEYS[7], e, e) == 1 then  -- a new bucket: prune, and keep the index
     redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)  -- as long as its last bucket
