@@ -3,7 +3,7 @@
 Why: in Redis 7.0 any key with a TTL costs at least ~180-210 bytes (its dictionary entry, its
 expiry entry, the key name, the object header), however little it holds. A succeeded job kept
 for ``result_ttl_s`` as a key of its own cost 365 bytes; as a field of a shared hash it costs
-its id, its value and a hash entry: 165 bytes (``bench/memory.py``, 50,000 no-op jobs).
+its id, its value and a hash entry: 133 bytes (``bench/memory.py``, 50,000 no-op jobs).
 
 How (``lua/settle.lua``, in the step that settles the job): a succeeded job's record, or that
 of a job a worker settled as cancelled, is packed into one string (:func:`pack`) and written as
