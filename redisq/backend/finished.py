@@ -90,6 +90,8 @@ def pack(status: str, task: str, enqueued_at: float | str, started_at: float | s
     puts that in front: the value starts with the separator). Times (unix seconds, numbers or
     their text) keep milliseconds."""
     enq, start, fin = _ms(enqueued_at), _ms(started_at), _ms(finished_at)
+    # (Names are validated elsewhere; a separator in one must still not shift the fields.)
+    task, worker = task.replace(SEP, " "), worker.replace(SEP, " ")
     return SEP.join(["", CODES[status], task, _b36(enq), _b36(start - enq), _b36(fin - start),
                      str(attempts), worker, args or "",
                      "" if result_json == "null" else result_json])

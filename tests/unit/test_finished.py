@@ -47,6 +47,12 @@ def test_a_null_result_and_no_arguments_cost_nothing() -> None:
     assert "progress_message" not in record
 
 
+def test_a_separator_in_a_name_cannot_shift_the_fields() -> None:
+    record = unpack(pack("succeeded", "t\x1fx", T0, T0, T0, 3, "w\x1f1", None, "7"))
+    assert (record["task"], record["worker"], record["attempts"], record["result"]) == (
+        "t x", "w 1", "3", "7")
+
+
 def test_a_cancelled_record_has_no_result() -> None:
     record = unpack(pack("cancelled", "t", T0, T0, T0 + 1, 1, "w", None, "null"))
     assert record["status"] == "cancelled" and "result" not in record
