@@ -424,7 +424,7 @@ def enqueue_deferred(app: WorkflowApp, prepared: Any, parents: Sequence[Any]) ->
     name, ks, argv = workflows.defer_call(env, prepared.message, found)
     if not records.scripts.run(name, ks, argv):
         raise ValueError(f"a job with id {env.id!r} exists already")
-    workflows.depend(records.scripts, env.queue, env.id, found)
+    workflows.depend(records.scripts, env.queue, env.id, found, records.status)
     log.info("job=%s task=%s queue=%s deferred until %d job(s) succeed", env.id, env.task,
              env.queue, len(found))
     return Job(records, env.id, env.queue)

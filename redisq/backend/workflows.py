@@ -348,17 +348,23 @@ def defer_call(env: Envelope, message: bytes, parents: Sequence[tuple[str, str]]
         [message, env.task, repr(env.enqueued_at), *(f"{pq}|{pid}" for pq, pid in parents)]
 
 
-def depend(scripts: Scripts, queue: str, job_id: str,
-           parents: Sequence[tuple[str, str]]) -> None:
-    """Register ``job_id`` (already deferred) with each parent; resolve at once what is over."""
+def depend(scripts: Scripts, queue: str, job_id: str, parents: Sequence[tuple[str, str]],
+           status_of: Callable[[str, str], str | None]) -> None:
+    """Register ``job_id`` (already deferred) with each parent; resolve at once what is over.
+    A registered parent whose record is not a key (finished records live in done buckets) is
+    read through ``status_of`` (:meth:`Records.status`): over already, it is resolved now, and
+    the sweep later only forgets it (resolving twice counts nothing)."""
     now = f"{time.time():.3f}"
     calls = [("wf_depend", [keys.job(pq, pid), keys.wf_deps(pq, pid), keys.wf_parents(pq)],
               [f"{queue}|{job_id}", pid, now]) for pq, pid in parents]
-    over = [((pq, pid), as_text(st)) for (pq, pid), st in
-            zip(parents, scripts.run_many(calls), strict=True) if as_text(st)]
+    over = []
+    for (pq, pid), st in zip(parents, scripts.run_many(calls), strict=True):
+        status = as_text(st) or status_of(pq, pid) or "missing"
+        if status in FINAL or status == "missing":
+            over.append((pq, pid, status))
     if over:
-        scripts.run_many([resolve_call(queue, job_id, f"{pq}|{pid}", st, now)
-                          for (pq, pid), st in over])
+        scripts.run_many([resolve_call(queue, job_id, f"{pq}|{pid}", status, now)
+                          for pq, pid, status in over])
 
 
 def resolve_call(queue: str, job_id: str, parent: str, status: str, now: str) -> Call:
