@@ -27,7 +27,8 @@ from .backend.scripts import Scripts
 from .backend.urls import is_embedded
 from .broker.channel import Channel
 from .broker.queue import Queue
-from .canvas import Signature, enqueue_deferred
+from .canvas import Signature
+from .dependencies import enqueue_deferred
 from .job import Job
 from .locks import Lock
 from .model import new_id

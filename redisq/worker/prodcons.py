@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ..backend import workflows
+from ..backend import dependencies, workflows
 from ..backend.connection import CONNECTION_ERRORS, CONNECTION_OR_REPLY_ERRORS
 from ..backend.index import WorkerIndex
 from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
@@ -256,13 +256,13 @@ class ProdconsWorker(Intake, Daemon):
         """Jobs waiting on ``q``'s jobs (depends_on) whose parents ended: queued or cancelled
         here, by whichever worker comes first (idempotent). Parents still running are noted:
         settling one releases its dependents at once (see :meth:`_settled`)."""
-        released, self._awaited[q] = workflows.sweep_parents(
+        released, self._awaited[q] = dependencies.sweep_parents(
             self.client, self.records.scripts, q, self.records.status)
         return released
 
     def _release_dependents(self, job: Reserved, outcome: Outcome) -> None:
         try:
-            workflows.release_parent(self.client, self.records.scripts, job.message.queue,
+            dependencies.release_parent(self.client, self.records.scripts, job.message.queue,
                                      job.env.id, outcome.status)
         except CONNECTION_OR_REPLY_ERRORS as exc:  # the next sweep does it
             log.debug("job=%s: releasing its dependents failed: %s", job.env.id, exc)
