@@ -1,7 +1,7 @@
 """The prodcons worker: ``redisq worker --mode prodcons``.
 
 Its main loop is three named steps: :meth:`ProdconsWorker.reserve` (take up to one message per free
-slot, in one round trip when they wait), :func:`redisq.worker.execute.execute` (run the task; pure, no
+slot, in one round trip when they wait), :func:`redisq.execution.execute` (run the task; pure, no
 Redis) in a pool thread, and :meth:`ProdconsWorker.record` (settle the attempt in one Lua step).
 """
 
@@ -21,11 +21,11 @@ from ..backend.index import WorkerIndex
 from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
 from ..broker.consumer import Consumer
 from ..broker.queue import Queue
+from ..execution import AsyncRunner, Reserved, TimeLimiter, execute
 from ..job import JobContext
 from ..limits import max_message_bytes
 from ..model import SUCCEEDED, Message, Outcome
 from .daemon import Daemon
-from .execute import AsyncRunner, Reserved, TimeLimiter, execute
 from .intake import Intake
 from .pool import Pool
 from .recorder import Recorder

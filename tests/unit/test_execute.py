@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from redisq import App, Retry, current_job
+from redisq.execution import AsyncRunner, JobTimeLimit, TimeLimiter, execute, failure_outcome
 from redisq.job import JobContext
 from redisq.model import Envelope, Outcome
-from redisq.worker.execute import AsyncRunner, JobTimeLimit, TimeLimiter, execute, failure_outcome
 
 
 @pytest.fixture
