@@ -30,6 +30,7 @@ from .backend.backoff import retry_delay_s
 from .errors import Retry
 from .job import JobContext, _current
 from .model import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
+from .serializers import encode_extra
 
 if TYPE_CHECKING:
     from .tasks import AnyTask
@@ -143,10 +144,16 @@ def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
     try:
         for hook in hooks.before_job:
             hook(ctx)
-        args = [ctx, *env.args] if task.options.bind else list(env.args)
-        result = _call(task, args, env.kwargs, limiter, runner)
-        # A result JSON cannot carry is the task's error, found here rather than in Redis.
-        encoded = json.dumps(result, allow_nan=False, separators=(",", ":"))
+        # Typed decoding (datetime, date, UUID, Decimal parameters) is part of the attempt:
+        # text that is no such value fails it like any error of the task.
+        args, kwargs = task.typed_args(env.args, env.kwargs)
+        if task.options.bind:
+            args.insert(0, ctx)
+        result = _call(task, args, kwargs, limiter, runner)
+        # A result JSON cannot carry is the task's error, found here rather than in Redis
+        # (datetime, date, UUID and Decimal travel as text, as arguments do).
+        encoded = json.dumps(result, allow_nan=False, separators=(",", ":"),
+                             default=encode_extra)
         outcome = Outcome(SUCCEEDED, result, result_json=encoded, duration_s=clock() - started)
     # Any task error is an outcome; SystemExit too (a task calling sys.exit() in a pool thread
     # would otherwise end that thread and leave its job reserved for ever).
