@@ -131,6 +131,7 @@ class App:
                                             EagerRecords())
         self._client: redis.Redis | None = None
         self._records: Records | None = None
+        self._client_factory: Callable[[str], redis.Redis] | None = None
 
     # -- connection --------------------------------------------------------------------------
     @property
@@ -146,9 +147,21 @@ class App:
         URL an application module gave it)."""
         self._url = url
 
-    def connect(self, role: str = "producer") -> redis.Redis:
-        """A new client for this app's Redis (workers make their own, named by role)."""
-        return connect(self.url, role=role, options=self.options)
+    def connect(self, role: str = "producer",
+                options: ConnectionOptions | None = None) -> redis.Redis:
+        """A new client for this app's Redis (workers make their own, named by role;
+        ``options``: instead of the App's)."""
+        if self._client_factory is not None:
+            return self._client_factory(role)
+        return connect(self.url, role=role, options=options or self.options)
+
+    def use_client_factory(self, factory: Callable[[str], redis.Redis] | None) -> None:
+        """Make every client of this App, its producer's and those of workers run in this
+        process, with ``factory(role)`` instead of from its URL (None: from the URL again).
+        For tests on fakeredis (:mod:`redisq.testing`); a worker in another process still
+        uses the URL."""
+        self.close()
+        self._client_factory = factory
 
     @property
     def client(self) -> redis.Redis:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ..backend.connection import CONNECTION_ERRORS, Outage, connect
+from ..backend.connection import CONNECTION_ERRORS, Outage
 from ..backend.pressure import MemoryPressure, check_eviction_policy, is_oom
 from ..backend.registry import Registry
 from ..errors import ConfigError
@@ -64,7 +64,7 @@ class Daemon:
         options = app.options
         if options.block_timeout_s < settings.block_timeout_s:
             options = replace(options, block_timeout_s=settings.block_timeout_s)
-        self.client = connect(app.url, role=f"worker-{self.mode}", options=options)
+        self.client = app.connect(f"worker-{self.mode}", options)
         self.registry = Registry(self.client)
         self.outage = Outage(f"worker {self.id}")
         self.pressure = MemoryPressure(f"worker {self.id}")
