@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 runtime error, 2 bad configuration or usage.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -165,11 +166,22 @@ def server(data_dir: str | None, port: int | None) -> None:
 @handles_errors
 def enqueue(task: str, args_json: str, kwargs_json: str, queue: str | None,
             delay_s: float | None, app_spec: str | None, url: str | None) -> None:
-    """Queue a job of TASK by name; prints its id."""
+    """Queue a job of TASK by name; prints its id. With --app (or REDISQ_APP), TASK must be
+    one of that App's tasks and the arguments must fit it (as the web API requires)."""
     args, kwargs = _json_arg("--args", args_json, list), _json_arg("--kwargs", kwargs_json, dict)
     settings = settings_from(app=app_spec, url=url)
     app = apply_settings(load_app(settings.app, settings.url), settings)
-    job = app.enqueue(task, args=args, kwargs=kwargs, queue=queue, delay_s=delay_s)
+    if settings.app and task not in app.tasks:
+        # A worker of that App would dead-letter it: refuse it here, where the typo is seen.
+        close = difflib.get_close_matches(task, list(app.tasks), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else (
+            f"; it has {len(app.tasks)} task(s): {', '.join(sorted(app.tasks)[:10])}"
+            if app.tasks else "; it has none")
+        raise click.UsageError(f"unknown task {task!r}: not registered in {settings.app}{hint}")
+    try:
+        job = app.enqueue(task, args=args, kwargs=kwargs, queue=queue, delay_s=delay_s)
+    except TypeError as exc:  # the call does not fit the task (SerializationError, MessageTooLarge too)
+        raise click.UsageError(f"bad arguments for task {task!r}: {exc}") from None
     click.echo(job.id)
 
 
