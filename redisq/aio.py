@@ -28,7 +28,7 @@ from .app import App
 from .backend import keys
 from .backend.backoff import doubling
 from .backend.cluster import sharded_pubsub
-from .backend.connection import client_name
+from .backend.connection import NO_SETINFO, client_name
 from .backend.index import ProducerIndex
 from .backend.records import complete_record
 from .backend.scripts import source
@@ -93,7 +93,7 @@ def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aio
     common: dict[str, Any] = {
         "socket_timeout": opts.socket_timeout_s, "socket_connect_timeout": opts.connect_timeout_s,
         "retry": RedisRetry(NoBackoff(), 0), "client_name": client_name("aio-producer"),
-        "max_connections": max_connections}
+        "max_connections": max_connections, **NO_SETINFO}
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
     # The same TLS options as connect() (hostname checking on unless the URL says otherwise).

@@ -4,6 +4,7 @@ CA; a server whose certificate the CA did not sign is refused (an error, not a h
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,9 @@ import redis
 
 from redisq import App, config
 from redisq.backend.connection import connect
-from redisq.backend.embedded import RedisServer, free_port
 from redisq.broker.channel import Subscriber
 from redisq.worker.prodcons import Worker
+from tests.support.tls import tls_redis
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -32,16 +33,13 @@ def make_ca_and_cert(d: Path, name: str) -> None:
 
 
 @pytest.fixture
-def tls_server(tmp_path: Path):
+def tls_server(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A server reached over TLS (natively, or through tests/support/tls.py's front when the
+    binary has no TLS) with a certificate the "good" CA signed."""
     make_ca_and_cert(tmp_path, "good")
     make_ca_and_cert(tmp_path, "other")
-    tls_port = free_port()
-    srv = RedisServer(tmp_path / "data", port=free_port(), extra_args=(
-        "--tls-port", str(tls_port), "--tls-cert-file", str(tmp_path / "good.pem"),
-        "--tls-key-file", str(tmp_path / "good.key"), "--tls-ca-cert-file",
-        str(tmp_path / "good-ca.pem"), "--tls-auth-clients", "no")).start()
-    yield tmp_path, tls_port
-    srv.kill()
+    with tls_redis(tmp_path / "data", tmp_path, "good") as tls_port:
+        yield tmp_path, tls_port
 
 
 def test_everything_over_tls(tls_server: tuple[Path, int]) -> None:
