@@ -132,6 +132,10 @@ class AsyncProducer:
     """Enqueue and publish from asyncio code through one ``redis.asyncio`` client."""
 
     def __init__(self, app: App, max_connections: int = 50) -> None:
+        if app.eager:  # it would send the jobs to Redis: not what a test of an eager App means
+            raise ConfigError("AsyncProducer has no eager mode (App(eager=True) or "
+                              "REDISQ_EAGER): call the tasks' delay() in the test, or test on "
+                              "fakeredis with redisq.testing (docs/testing.md)")
         self.app = app
         self._cluster = urlparse(app.url).scheme.endswith("+cluster")
         if self._cluster and app.wait_replicas:

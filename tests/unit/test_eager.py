@@ -200,3 +200,10 @@ def test_redisq_eager_environment_variable(monkeypatch: pytest.MonkeyPatch) -> N
 def test_a_worker_refuses_an_eager_app(eager: App) -> None:
     with pytest.raises(ConfigError, match="eager"):
         ProdconsWorker(eager, load({}, {}))
+
+
+def test_the_asyncio_producer_refuses_an_eager_app(eager: App) -> None:
+    from redisq.aio import AsyncProducer
+
+    with pytest.raises(ConfigError, match="no eager mode"):
+        AsyncProducer(eager)
