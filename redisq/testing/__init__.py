@@ -13,6 +13,7 @@ the ``redisq_app`` and ``redisq_worker`` fixtures.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import uuid
 from collections.abc import Sequence
@@ -72,13 +73,16 @@ def run_until_idle(app: App, queues: Sequence[str] | None = None, timeout_s: flo
     timer = threading.Timer(timeout_s, expire)
     timer.daemon = True
     handlers = _signal_handlers()
+    switch_interval = sys.getswitchinterval()
     timer.start()
     try:
         worker.run()
     finally:
         timer.cancel()
-        for sig, handler in handlers.items():  # the worker installs its own: give them back
+        # A worker process sets these for itself; the test's process gets its own back.
+        for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        sys.setswitchinterval(switch_interval)
     counts = _counts(worker)
     if expired.is_set():
         raise WorkerTimeout(f"queues {names} still had work after {timeout_s} s "

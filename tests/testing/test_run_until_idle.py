@@ -3,6 +3,8 @@ to be retried, or running; on a real server and on fakeredis."""
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 from collections.abc import Iterator
 
@@ -86,6 +88,14 @@ def test_timeout_raises_with_what_was_done(any_app: App) -> None:
     with pytest.raises(WorkerTimeout, match="still had work") as err:
         run_until_idle(any_app, timeout_s=0.3)
     assert err.value.counts["succeeded"] == 0
+
+
+def test_gives_the_process_its_signal_handlers_back(any_app: App) -> None:
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM),
+              sys.getswitchinterval())
+    run_until_idle(any_app)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM),
+            sys.getswitchinterval()) == before
 
 
 def test_refuses_an_eager_app() -> None:
