@@ -63,7 +63,7 @@ def run_until_idle(app: App, queues: Sequence[str] | None = None, timeout_s: flo
                      "block_timeout_s": 0.1, "lease_s": 5.0, "grace_s": 1.0,
                      "worker_id": f"run-until-idle-{uuid.uuid4().hex[:8]}"}, environ={})
     worker = ProdconsWorker(app, settings)
-    worker.fast_forward_retries = fast_forward
+    worker.burst.fast_forward = fast_forward
     expired = threading.Event()
 
     def expire() -> None:
@@ -101,7 +101,7 @@ def _counts(worker: ProdconsWorker) -> dict[str, int]:
     counts = {"succeeded": done.pop(SUCCEEDED, 0), "failed": done.pop(FAILED, 0),
               "retried": done.pop(RETRYING, 0), "dead": done.pop(DEAD, 0)}
     counts.update(sorted(done.items()))
-    counts["skipped_delays"] = worker.skipped_delays
+    counts["skipped_delays"] = worker.burst.skipped_delays
     return counts
 
 

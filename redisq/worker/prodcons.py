@@ -24,7 +24,8 @@ from ..broker.queue import Queue
 from ..execution import AsyncRunner, Reserved, TimeLimiter, execute
 from ..job import JobContext
 from ..limits import max_message_bytes
-from ..model import SUCCEEDED, Envelope, Message, Outcome
+from ..model import SUCCEEDED, Message, Outcome
+from .burst import Burst
 from .daemon import Daemon
 from .intake import Intake
 from .pool import Pool
@@ -91,12 +92,8 @@ class ProdconsWorker(Intake, Daemon):
         self._slots = threading.Condition()
         self._running = 0
         self._last_promote = float("-inf")
-        self._idle_passes = 0
-        self._burst_wait_until = float("-inf")
-        #: Burst: make retries due at once rather than wait out their delays
-        #: (:func:`redisq.testing.run_until_idle`); ``skipped_delays`` counts them.
-        self.fast_forward_retries = False
-        self.skipped_delays = 0
+        self.burst = Burst([Queue(self.client, q, self.records.scripts) for q in self.queues],
+                           app.serializer.loads, clock)
         #: Recorded attempts by outcome status (succeeded, retrying, dead, failed...).
         self.outcomes: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
@@ -312,50 +309,11 @@ class ProdconsWorker(Intake, Daemon):
             return max(self.concurrency - self._running, 0)  # taken short jobs may exceed it
 
     def _check_burst_end(self, got: bool) -> None:
-        """Burst: stop once nothing is queued, due, waiting to be retried, or running here.
-        Delayed first attempts (``delay_s``, ``eta``) are not waited for; retries are (a
-        drained queue with retries pending is not done): until they are due, or at once
-        with :attr:`fast_forward_retries`."""
         if got or self._running or self.recorder.parked():  # parked: their node is down
-            self._idle_passes = 0
-            return
-        self._idle_passes += 1
-        if self._idle_passes < 2 or self.clock() < self._burst_wait_until:
-            return
-        # Jobs already due in the delayed set count as waiting; later ones stay queued.
-        queues = [Queue(self.client, q, self.records.scripts) for q in self.queues]
-        if sum(q.promote_due() for q in queues) or any(q.depth() for q in queues):
-            return
-        retries = {q: found for q in queues if (found := self._waiting_retries(q))}
-        if not retries:
+            self.burst.busy()
+        elif self.burst.done():
             log.info("worker=%s burst: queues drained", self.id)
             self.stop()
-        elif self.fast_forward_retries:
-            for q, found in retries.items():
-                self.skipped_delays += q.make_due(m for m, _ in found)
-                q.promote_due()
-        else:  # look again when the first is due (the supervisor promotes it), within 1 s
-            first_s = min(due for found in retries.values() for _, due in found) / 1000
-            self._burst_wait_until = self.clock() + min(max(first_s - time.time(), 0.0), 1.0)
-            log.debug("worker=%s burst: %d retr(ies) pending", self.id,
-                      sum(map(len, retries.values())))
-
-    def _waiting_retries(self, queue: Queue) -> list[tuple[bytes, float]]:
-        """The delayed messages of ``queue`` that are retries (attempt > 1), with their due
-        time. Read in pages; a JSON first attempt is told apart without being parsed."""
-        found: list[tuple[bytes, float]] = []
-        start = 0
-        while page := queue.delayed(start, 1000):
-            start += len(page)
-            for message, due in page:
-                if message.count(b'"attempt":') == 1 and b'"attempt":1,' in message:
-                    continue
-                try:
-                    if Envelope.from_dict(self.app.serializer.loads(message)).attempt > 1:
-                        found.append((message, due))
-                except Exception:  # poison: the worker that takes it dead-letters it
-                    continue
-        return found
 
     # -- supervisor --------------------------------------------------------------------------
     def interrupt(self) -> None:
