@@ -14,7 +14,7 @@ from redisq import App, config
 from redisq.backend.connection import connect
 from redisq.broker.channel import Subscriber
 from redisq.worker.prodcons import Worker
-from tests.support.tls import tls_redis
+from tests.support.tls import TLSFront, tls_redis
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -68,3 +68,25 @@ def test_wrong_ca_is_refused(tls_server: tuple[Path, int]) -> None:
     client = connect(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs / 'other-ca.pem'}", "t")
     with pytest.raises(redis.ConnectionError):
         client.ping()
+
+
+def test_the_tls_front_for_binaries_without_tls(tmp_path: Path, redis_url: str) -> None:
+    """tests/support/tls.py's front, which the TLS tests use when the server binary has no TLS
+    (REDISQ_TEST_SERVER=embedded): exercised here on every run, so it cannot rot unseen on a
+    machine whose binary has TLS. Verified TLS passes; a wrong CA is refused; with plain_too a
+    plain client gets through on the same port (the sentinel test needs that)."""
+    make_ca_and_cert(tmp_path, "good")
+    make_ca_and_cert(tmp_path, "other")
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    front = TLSFront(port, tmp_path / "good.pem", tmp_path / "good.key", plain_too=True)
+    try:
+        ok = connect(f"rediss://127.0.0.1:{front.port}/0?ssl_ca_certs={tmp_path / 'good-ca.pem'}",
+                     "t")
+        assert ok.set("via", "front") and ok.get("via") == b"front"
+        bad = connect(f"rediss://127.0.0.1:{front.port}/0?ssl_ca_certs={tmp_path / 'other-ca.pem'}",
+                      "t")
+        with pytest.raises(redis.ConnectionError):
+            bad.ping()
+        assert redis.Redis(port=front.port, socket_timeout=2).get("via") == b"front"  # plain
+    finally:
+        front.close()
