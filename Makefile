@@ -30,7 +30,7 @@ test: venv system-deps
 
 # The suite on the `embedded` extra's server (Valkey 8.1, no TLS: tests/support/tls.py fronts it)
 # instead of the redis-server on PATH, as on a machine that has only that one.
-test-embedded: venv
+test-embedded: venv system-deps
 	REDISQ_TEST_SERVER=embedded $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-fast: venv
