@@ -20,7 +20,7 @@ import click
 from .. import config, loading
 from ..app import App
 from ..backend.urls import configured_url, is_embedded
-from ..errors import ConfigError, RedisqError
+from ..errors import ConfigError, RedisqError, SerializationError
 from . import logs
 
 APP_HELP = "The App, as package.module:attribute (env REDISQ_APP)."
@@ -180,7 +180,9 @@ def enqueue(task: str, args_json: str, kwargs_json: str, queue: str | None,
         raise click.UsageError(f"unknown task {task!r}: not registered in {settings.app}{hint}")
     try:
         job = app.enqueue(task, args=args, kwargs=kwargs, queue=queue, delay_s=delay_s)
-    except TypeError as exc:  # the call does not fit the task (SerializationError, MessageTooLarge too)
+    except SerializationError as exc:  # a message limit: exit 1 naming the error, as publish
+        raise type(exc)(f"task {task!r}: {exc}") from None
+    except TypeError as exc:  # the arguments do not fit the task's signature: bad usage
         raise click.UsageError(f"bad arguments for task {task!r}: {exc}") from None
     click.echo(job.id)
 

@@ -67,6 +67,9 @@ def test_enqueue_with_an_app_refuses_unknown_tasks(redis_url: str, app: App) -> 
     assert by_env.exit_code == 2 and "unknown task 'zzz'" in by_env.stderr
     assert app.client.llen(keys.pending("default")) == 0  # nothing was sent
     assert cli(redis_url, "enqueue", "zzz").exit_code == 0  # no App: by name, unchecked
+    big = cli(redis_url, "enqueue", "zzz", "--args", json.dumps(["x" * 2048]),
+              env={"REDISQ_MAX_MESSAGE_BYTES": "1024"})
+    assert big.exit_code == 1 and "MessageTooLarge: task 'zzz': " in big.stderr
 
 
 @pytest.mark.parametrize("args", [
