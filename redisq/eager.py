@@ -12,9 +12,10 @@ retry's message encoded and decoded again. Retry delays are skipped, not slept, 
 in the job's record (``skipped_delays``, ``skipped_delay_s``).
 
 What differs from a worker: ``delay_s``/``eta`` are ignored (the job runs now); ``unique_by``
-is not checked (a job is finished before the next call can see it); sync tasks get no
-``timeout_s`` (they run in the caller's thread, which nothing may interrupt); pub/sub, locks
-and the queue statistics still need Redis. With ``eager_raise=True`` (the default, Celery's
+is not checked (a job is finished before the next call can see it); pub/sub, locks and the
+queue statistics still need Redis. ``timeout_s`` holds as in a worker: a sync task past it is
+stopped by an exception raised in the caller's thread (at its next Python bytecode, so a call
+blocked in C, such as ``time.sleep``, ends first). With ``eager_raise=True`` (the default, Celery's
 ``task_eager_propagates``) a job that ends failed or dead raises the task's exception to the
 caller once its retries are spent; with ``eager_raise=False`` the failure is recorded and
 ``job.result()`` raises :class:`~redisq.errors.JobFailed`, as it would with a worker.
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import JobFailed, UnknownTask
-from .execution import Hooks, execute
+from .execution import Hooks, TimeLimiter, execute
 from .job import Job, JobContext
 from .limits import JOB_WRAPPING, MAX_DEPTH, decode, poison_reason
 from .model import DEAD, RETRYING, STARTED, SUCCEEDED, Envelope, Outcome
@@ -48,6 +49,8 @@ log = logging.getLogger("redisq.eager")
 #: Records an eager App keeps (the oldest are forgotten first): bounded, so a long test
 #: session or an eager development server does not grow without end.
 MAX_RECORDS = 100_000
+#: How long after a sync task's ``timeout_s`` its eager time limit is checked.
+TIMER_MARGIN_S = 0.01
 
 
 class EagerRecords:
@@ -151,7 +154,7 @@ class EagerRunner:
             self.records.update(env.queue, env.id, started_at=time.time(), attempts=env.attempt)
             log.info("job=%s task=%s queue=%s started attempt=%d (eager)", env.id, env.task,
                      env.queue, env.attempt)
-            outcome = execute(task, env, ctx, capture)
+            outcome = self._execute(task, env, ctx, capture)
             if outcome.status != RETRYING:
                 break
             skipped, skipped_s = skipped + 1, skipped_s + outcome.retry_in_s
@@ -164,6 +167,22 @@ class EagerRunner:
             # The next attempt's message, as settle writes it, read back as a worker would.
             env = self._decode(self.serializer.dumps(env.next_attempt().to_dict()), env.queue)
         return self._settle(env, outcome, capture.error)
+
+    @staticmethod
+    def _execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: _Capture) -> Outcome:
+        """The worker's execute step, with its time limit: a sync task over ``timeout_s`` is
+        stopped in this (the caller's) thread as a worker stops it in a pool thread."""
+        if task.is_async or not task.options.timeout_s:
+            return execute(task, env, ctx, hooks)  # (async: cancelled by asyncio.wait_for)
+        limiter = TimeLimiter()
+        # Fires once the deadline execute() sets has passed (it is set a little after this).
+        timer = threading.Timer(task.options.timeout_s + TIMER_MARGIN_S, limiter.enforce)
+        timer.daemon = True
+        timer.start()
+        try:
+            return execute(task, env, ctx, hooks, limiter)
+        finally:
+            timer.cancel()
 
     def _decode(self, message: bytes, queue: str) -> Envelope:
         env = Envelope.from_dict(decode(self.serializer, message, self.max_bytes(),

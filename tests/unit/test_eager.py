@@ -207,3 +207,27 @@ def test_the_asyncio_producer_refuses_an_eager_app(eager: App) -> None:
 
     with pytest.raises(ConfigError, match="no eager mode"):
         AsyncProducer(eager)
+
+
+def test_timeout_s_holds_in_eager_mode_too() -> None:
+    app = App(NOWHERE, eager=True, eager_raise=False)
+
+    @app.task(retries=1, timeout_s=0.2)
+    def spins() -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # pure Python: stopped at its next bytecode
+            pass
+
+    @app.task(timeout_s=0.2)
+    def quick() -> str:
+        return "in time"
+
+    started = time.monotonic()
+    job = spins.delay()
+    assert time.monotonic() - started < 2  # two attempts of 0.2 s, not two of 5 s
+    assert job.status == "dead" and job.info()["error_type"] == "JobTimeout"
+    assert job.info()["attempts"] == "2"
+    assert quick.delay().result() == "in time"
+    time.sleep(0.3)  # a finished job's time limit must not fire later in this thread
+    with pytest.raises(JobFailed, match="JobTimeout"):
+        job.result()
