@@ -49,8 +49,8 @@ log = logging.getLogger("redisq.eager")
 #: Records an eager App keeps (the oldest are forgotten first): bounded, so a long test
 #: session or an eager development server does not grow without end.
 MAX_RECORDS = 100_000
-#: How long after a sync task's ``timeout_s`` its eager time limit is checked.
-TIMER_MARGIN_S = 0.01
+#: How often the time limits of running eager sync jobs are checked (a worker: 0.25 s).
+WATCH_EVERY_S = 0.02
 
 
 class EagerRecords:
@@ -117,6 +117,40 @@ class _Capture:
         self.error = exc
 
 
+class _Watchdog:
+    """The time limits of an eager App's running sync jobs: one thread, started at the first
+    such job, enforces them (what a worker's supervisor thread does) while any runs; a
+    thread per job would cost more than the job."""
+
+    def __init__(self) -> None:
+        self.limiter = TimeLimiter()
+        self._lock = threading.Lock()
+        self._running = 0
+        self._active = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Watchdog:
+        with self._lock:
+            self._running += 1
+            self._active.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True,
+                                                name="redisq-eager-limits")
+                self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._running -= 1
+            if not self._running:
+                self._active.clear()
+
+    def _loop(self) -> None:
+        while self._active.wait():
+            self.limiter.enforce()
+            time.sleep(WATCH_EVERY_S)
+
+
 class EagerRunner:
     """Runs an eager App's jobs inline (see the module docstring)."""
 
@@ -129,6 +163,7 @@ class EagerRunner:
         self.max_bytes = max_bytes
         self.raise_failures = raise_failures
         self.records = records or EagerRecords()
+        self._watchdog = _Watchdog()
 
     def run(self, prepared: Prepared) -> Job[Any]:
         """Run the prepared call to its end; returns the finished :class:`Job`, or raises the
@@ -168,21 +203,14 @@ class EagerRunner:
             env = self._decode(self.serializer.dumps(env.next_attempt().to_dict()), env.queue)
         return self._settle(env, outcome, capture.error)
 
-    @staticmethod
-    def _execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: _Capture) -> Outcome:
+    def _execute(self, task: AnyTask, env: Envelope, ctx: JobContext,
+                 hooks: _Capture) -> Outcome:
         """The worker's execute step, with its time limit: a sync task over ``timeout_s`` is
         stopped in this (the caller's) thread as a worker stops it in a pool thread."""
         if task.is_async or not task.options.timeout_s:
             return execute(task, env, ctx, hooks)  # (async: cancelled by asyncio.wait_for)
-        limiter = TimeLimiter()
-        # Fires once the deadline execute() sets has passed (it is set a little after this).
-        timer = threading.Timer(task.options.timeout_s + TIMER_MARGIN_S, limiter.enforce)
-        timer.daemon = True
-        timer.start()
-        try:
-            return execute(task, env, ctx, hooks, limiter)
-        finally:
-            timer.cancel()
+        with self._watchdog:
+            return execute(task, env, ctx, hooks, self._watchdog.limiter)
 
     def _decode(self, message: bytes, queue: str) -> Envelope:
         env = Envelope.from_dict(decode(self.serializer, message, self.max_bytes(),
