@@ -12,7 +12,10 @@ Fixtures:
   the test registers.
 * ``redisq_worker``: :func:`redisq.testing.run_until_idle` bound to ``redisq_app``:
   ``counts = redisq_worker()`` runs what the test queued and returns what happened.
-* ``redisq_url``: the URL of the private server (real backend only).
+* ``redisq_url``: the URL of the private server, emptied for the test.
+
+``@pytest.mark.redisq_backend("real")`` (or ``"fake"``) picks the Redis of one test, module
+(``pytestmark``) or class.
 
 Fixture names all start with ``redisq_`` so they do not shadow a project's own ``app``.
 """
@@ -67,12 +70,21 @@ def redisq_backend(request: pytest.FixtureRequest) -> str:
     return _backend(request.config)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "redisq_backend(name): the Redis of this test's "
+                            "redisq_app: 'real' or 'fake' (default: --redisq-backend)")
+
+
 @pytest.fixture(scope="session")
-def _redisq_server(redisq_backend: str) -> Iterator[RedisServer | None]:
-    if redisq_backend != "real":
-        yield None
-        return
-    from redisq.backend.embedded import RedisServer, free_port
+def _redisq_server() -> Iterator[RedisServer]:
+    """The private server, started when a test first needs it."""
+    from redisq.backend.embedded import RedisServer, find_server_binary, free_port
+    from redisq.errors import ServerNotFound
+
+    try:
+        find_server_binary()
+    except ServerNotFound as exc:
+        pytest.fail(f"the real backend needs a server binary: {exc}", pytrace=False)
 
     data = Path(tempfile.mkdtemp(prefix="redisq-pytest-"))
     server = RedisServer(data, port=free_port(), appendfsync="no").start()
@@ -84,11 +96,8 @@ def _redisq_server(redisq_backend: str) -> Iterator[RedisServer | None]:
 
 
 @pytest.fixture
-def redisq_url(_redisq_server: RedisServer | None) -> str:
-    """The private server's URL, emptied for this test (real backend only)."""
-    if _redisq_server is None:
-        pytest.fail("redisq_url needs the real backend (--redisq-backend=real and a "
-                    "redis-server or valkey-server binary)")
+def redisq_url(_redisq_server: RedisServer) -> str:
+    """The private server's URL, emptied for this test."""
     admin = _redisq_server.client()
     try:
         admin.flushall()
@@ -112,7 +121,12 @@ def redisq_app(request: pytest.FixtureRequest, redisq_backend: str) -> Iterator[
     else:
         app = App("redis://127.0.0.1:1/0")  # replaced below: never the machine's own Redis
     saved = (app._url, app._client_factory)
-    if redisq_backend == "real":
+    marker = request.node.get_closest_marker("redisq_backend")
+    backend = marker.args[0] if marker and marker.args else redisq_backend
+    if backend not in ("real", "fake"):
+        raise pytest.UsageError(f"@pytest.mark.redisq_backend takes 'real' or 'fake', "
+                                f"not {backend!r}")
+    if backend == "real":
         app.use_url(request.getfixturevalue("redisq_url"))
         app.use_client_factory(None)
     else:

@@ -110,3 +110,29 @@ def test_a_bad_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*redisq_backend must be one of*"])
+
+
+def test_a_marker_picks_the_backend_of_one_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        def is_fake(app):
+            return type(app.client).__module__.startswith("fakeredis")
+
+        def test_session_default(redisq_app):
+            assert is_fake(redisq_app)
+
+        @pytest.mark.redisq_backend("real")
+        def test_real(redisq_app, redisq_worker):
+            assert not is_fake(redisq_app) and redisq_app.client.ping()
+            job = redisq_app.task(name="t.one")(lambda: 1).delay()
+            assert redisq_worker()["succeeded"] == 1 and job.result() == 1
+
+        @pytest.mark.redisq_backend("memory")
+        def test_bad(redisq_app):
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers",
+                                "--redisq-backend=fake")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*takes 'real' or 'fake', not 'memory'*"])
