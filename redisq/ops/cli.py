@@ -114,7 +114,8 @@ def main() -> None:
 @click.option("--queues", help="Comma-separated queues, highest priority first.")
 @click.option("--channels", help="Comma-separated channels (pubsub mode).")
 @click.option("--concurrency", type=int, help="Jobs run at once (threads).")
-@click.option("--burst/--no-burst", default=None, help="Drain the queues, then exit.")
+@click.option("--burst/--no-burst", default=None,
+              help="Drain the queues (nothing queued, waiting to be retried or running), then exit.")
 @click.option("--grace-s", type=float, help="On SIGTERM, seconds running jobs may finish.")
 @click.option("--block-timeout-s", type=float, help="Longest blocking wait on Redis.")
 @click.option("--lease-s", type=float, help="Consumer lease; dead workers' jobs return after it.")
