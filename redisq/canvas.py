@@ -23,6 +23,7 @@ import redis
 from . import serializers
 from .backend import keys, workflows
 from .backend.records import Records
+from .errors import ConfigError
 from .job import Job
 from .model import (
     BadMessage,
@@ -146,6 +147,8 @@ def _app_of(sigs: Sequence[Signature], app: Any) -> Any:
     if found is None:
         raise ValueError("no App: build signatures with task.s(...) / app.signature(...), "
                          "or pass app=")
+    if getattr(found, "eager_runner", None) is not None:
+        raise ConfigError("workflows need Redis: an eager App does not run chains or groups")
     return found
 
 

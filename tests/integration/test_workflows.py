@@ -354,3 +354,15 @@ def test_a_deferred_member_cancelled_counts_for_its_group(tasks: App) -> None:
     assert c.ending is not None and c.ending.members[0].cancel()
     with running(tasks):
         assert c.result(5) == [3]
+
+
+def test_an_eager_app_refuses_workflows_clearly() -> None:
+    from redisq import ConfigError
+
+    app = App("redis://127.0.0.1:1/0", eager=True)
+    add = app.task(name="w.add")(lambda x: x)
+    for wf in (chain(add.s(1), add.s()), group([add.s(1)])):
+        with pytest.raises(ConfigError, match="eager"):
+            wf.delay()
+    with pytest.raises(ConfigError, match="eager"):
+        add.enqueue(args=(1,), depends_on=[add.delay(1)])
