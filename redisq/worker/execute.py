@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ from ..backend.backoff import retry_delay_s
 from ..errors import Retry
 from ..job import JobContext, _current
 from ..model import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
+from ..serializers import compact_json
 
 if TYPE_CHECKING:
     from ..app import Hooks
@@ -132,7 +132,7 @@ def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
         args = [ctx, *env.args] if task.options.bind else list(env.args)
         result = _call(task, args, env.kwargs, limiter, runner)
         # A result JSON cannot carry is the task's error, found here rather than in Redis.
-        encoded = json.dumps(result, allow_nan=False, separators=(",", ":"))
+        encoded = compact_json(result)
         outcome = Outcome(SUCCEEDED, result, result_json=encoded, duration_s=clock() - started)
     # Any task error is an outcome; SystemExit too (a task calling sys.exit() in a pool thread
     # would otherwise end that thread and leave its job reserved for ever).
