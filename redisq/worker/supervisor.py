@@ -58,6 +58,8 @@ CHILD_REPORT_S = 0.5
 STABLE_S = 30.0
 #: After the grace period, how long children get to give their jobs back before SIGKILL.
 KILL_MARGIN_S = 10.0
+#: STATUS= (what `systemctl status` shows) is sent at most this often, when it changed.
+STATUS_EVERY_S = 1.0
 _FIELDS = 4  # per slot: ready, last progress (CLOCK_MONOTONIC), processed, failed
 _READY, _PROGRESS, _PROCESSED, _FAILED = range(_FIELDS)
 _STOPPING = 2.0  # the ready cell of a child that is finishing its running jobs
@@ -191,6 +193,7 @@ class Supervisor:
         self.exit_code = 0
         self._ready_sent = False
         self._status = ""
+        self._status_at = float("-inf")
         # A child whose loop made no progress for this long is hung (Daemon.progressing's
         # bound plus time for the report to arrive).
         self.hung_after_s = settings.block_timeout_s * 2 + 2.0 + 5.0 + 2 * CHILD_REPORT_S
@@ -376,7 +379,7 @@ class Supervisor:
     def status(self) -> str:
         """The STATUS= line: children alive (ready), counts, restarts and recycles."""
         alive = sum(1 for s in self.slots if s.pid)
-        ready = sum(1 for s in self.slots if s.pid and self.board.get(s.index, _READY))
+        ready = sum(1 for s in self.slots if s.pid and self.board.get(s.index, _READY) == 1.0)
         processed, failed = self._counts()
         return (f"{alive}/{len(self.slots)} worker processes ({ready} ready); "
                 f"{processed} processed, {failed} failed; {self.restarts} restarts, "
@@ -387,9 +390,11 @@ class Supervisor:
             self._ready_sent = True
             self.notifier.ready()
             log.info("supervisor: %d worker processes ready", len(self.slots))
+        if not self.notifier.enabled or now - self._status_at < STATUS_EVERY_S:
+            return
         text = self.status()
-        if text != self._status and self.notifier.enabled:
-            self._status = text
+        if text != self._status:
+            self._status, self._status_at = text, now
             self.notifier.status(text)
 
 

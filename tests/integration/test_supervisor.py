@@ -157,3 +157,15 @@ def test_processes_refused_in_pubsub_mode(redis_url: str) -> None:
     assert proc.wait(8) == 2
     assert proc.stderr is not None
     assert b"prodcons" in proc.stderr.read()
+
+
+def test_burst_ends_once_every_child_drained(redis_url: str) -> None:
+    r = use(redis_url)
+    supervisor_app.mark.map([((i,), {}) for i in range(50)])
+    sup = start(redis_url, "--processes", "2", "--burst")
+    try:
+        assert sup.wait(8) == 0
+        assert r.hlen("runs") == 50 and {int(v) for v in r.hvals("runs")} == {1}
+        assert sup.stderr is not None and b"restarting" not in sup.stderr.read()
+    finally:
+        stop(sup)
