@@ -3,13 +3,16 @@ per-line one it replaced) and the cost switches :func:`redisq.ops.logs.setup` tu
 
 from __future__ import annotations
 
+import io
 import logging
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from redisq.ops import logs
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -47,7 +50,67 @@ def test_text_lines_read_as_before() -> None:
 def test_setup_turns_off_what_no_line_shows(restore_logging: None) -> None:
     logs.setup("INFO", "text")
     assert logging._srcfile is None and not logging.logThreads
-    assert isinstance(logging.getLogger().handlers[0].formatter, logs.TextFormatter)
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logs.BatchingHandler)
+    assert isinstance(handler.formatter, logs.TextFormatter)
     logs.setup("debug", "json")
     assert isinstance(logging.getLogger().handlers[0].formatter, logs.JSONFormatter)
     assert logging.getLogger().level == logging.DEBUG
+
+
+class Stream(io.StringIO):
+    """Counts the writes (each one a system call on a real stream)."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def handler_on(stream: Stream) -> tuple[logging.Logger, logs.BatchingHandler]:
+    handler = logs.BatchingHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(f"test.batching.{id(stream)}")
+    logger.propagate, logger.handlers[:] = False, [handler]
+    logger.setLevel(logging.DEBUG)
+    return logger, handler
+
+
+def test_info_lines_are_batched_and_a_warning_writes_at_once() -> None:
+    stream = Stream()
+    logger, handler = handler_on(stream)
+    for i in range(50):
+        logger.info("job=%d succeeded", i)
+    logger.warning("job=50 failed")  # at once, after every line before it, in order
+    lines = stream.getvalue().splitlines()
+    assert lines == [f"INFO job={i} succeeded" for i in range(50)] + ["WARNING job=50 failed"]
+    assert stream.writes <= 2  # one batch (the flusher may have taken a first part)
+    logger.info("job=51 succeeded")  # written by the flusher within FLUSH_EVERY_S
+    wait_until(lambda: stream.getvalue().endswith("INFO job=51 succeeded\n"), 2,
+               what="the flusher")
+    logger.info("job=52 succeeded")
+    handler.flush()  # logging.shutdown at exit, the supervisor before a fork
+    assert stream.getvalue().endswith("INFO job=52 succeeded\n")
+
+
+def test_many_threads_lose_and_reorder_nothing() -> None:
+    stream = Stream()
+    logger, handler = handler_on(stream)
+
+    def work(t: int) -> None:
+        for i in range(500):
+            (logger.warning if i % 97 == 0 else logger.info)("t=%d i=%d", t, i)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    handler.flush()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4000
+    for t in range(8):
+        mine = [int(x.rsplit("=", 1)[1]) for x in lines if f" t={t} " in x]
+        assert mine == list(range(500))
+    assert stream.writes < 4000 / 4  # batched: far fewer writes than lines
