@@ -31,3 +31,9 @@ def hold(n: int) -> int:
         time.sleep(0.02)
     app.client.hincrby("runs", str(n), 1)
     return n
+
+
+if os.environ.get("SUPERVISOR_TEST_CRASH"):
+    @app.on_startup
+    def crash(worker: object) -> None:
+        raise RuntimeError("this worker process cannot start")

@@ -6,9 +6,11 @@ for all of them."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import redis
@@ -167,5 +169,26 @@ def test_burst_ends_once_every_child_drained(redis_url: str) -> None:
         assert sup.wait(8) == 0
         assert r.hlen("runs") == 50 and {int(v) for v in r.hvals("runs")} == {1}
         assert sup.stderr is not None and b"restarting" not in sup.stderr.read()
+    finally:
+        stop(sup)
+
+
+def test_crash_loop_is_restarted_with_backoff(redis_url: str) -> None:
+    use(redis_url)
+    sup = start(redis_url, "--processes", "2", SUPERVISOR_TEST_CRASH="1")
+    try:
+        assert sup.stderr is not None
+        log = b""
+        deadline = time.monotonic() + 6
+        while len(re.findall(rb"slot=0 pid=\d+ died", log)) < 2 and time.monotonic() < deadline:
+            log += os.read(sup.stderr.fileno(), 65536)  # (blocks until the supervisor logs)
+        text = log.decode()
+        delays = [float(m) for m in re.findall(r"slot=0 pid=\d+ died \(exit code 1\) after "
+                                               r"[\d.]+ s; restarting in ([\d.]+) s", text)]
+        assert len(delays) >= 2, text
+        assert all(0.25 <= d <= 30 for d in delays)  # jittered: [base/2, min(cap, base*2^n)]
+        assert sup.poll() is None  # a crash loop does not end the supervisor
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(8) == 0
     finally:
         stop(sup)
