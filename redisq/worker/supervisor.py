@@ -31,7 +31,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -169,7 +169,8 @@ class Slot:
     started: float = 0.0
     restart_at: float = 0.0  # when a dead child's successor is due (after its backoff)
     done: bool = False  # burst: this child drained the queues and exited 0
-    backoff: Backoff | None = None
+    # Restart delays after crashes: jittered, 0.25 s growing to 30 s (reset after STABLE_S).
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, cap_s=30.0))
     killed_hung: bool = False
 
 
@@ -181,8 +182,7 @@ class Supervisor:
         self.settings = settings
         self.notifier = notifier or Notifier()
         self.board = Board(settings.processes)
-        self.slots = [Slot(i, backoff=Backoff(base_s=0.5, cap_s=30.0))
-                      for i in range(settings.processes)]
+        self.slots = [Slot(i) for i in range(settings.processes)]
         self.stopping = False
         self.forced = False
         self.stop_at = 0.0
@@ -315,7 +315,6 @@ class Supervisor:
         self.board.clear(slot.index)
         pid, slot.pid = slot.pid, 0
         lived = time.monotonic() - slot.started
-        assert slot.backoff is not None
         if self.stopping:
             if code not in (0, EXIT_RECYCLE):
                 self.exit_code = self.exit_code or 1
