@@ -52,7 +52,8 @@ from redisq.backend.registry import Registry  # noqa: E402
 
 QUEUE = "default"
 #: INFO memory fields saved with the result (where a difference from the baseline sits).
-MEMORY_PARTS = ("used_memory_dataset", "used_memory_overhead", "mem_clients_normal",
+MEMORY_PARTS = ("used_memory_dataset", "used_memory_overhead", "mem_clients_normal", "used_memory_lua",
+                "used_memory_vm_eval", "used_memory_vm_total",
                 "mem_aof_buffer", "used_memory_scripts", "mem_fragmentation_ratio")
 BATCH = 10_000
 
@@ -71,15 +72,15 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def key_sizes(r: redis.Redis) -> dict[str, tuple[str, int, int]]:
-    """Every key: (type, size in elements or bytes, TTL in s or -1)."""
+def key_sizes(r: redis.Redis) -> dict[str, tuple[str, int, int, int]]:
+    """Every key: (type, size in elements or bytes, TTL in s or -1, MEMORY USAGE bytes)."""
     out = {}
     size_of = {"list": r.llen, "hash": r.hlen, "zset": r.zcard, "set": r.scard,
                "string": r.strlen, "stream": r.xlen}
     for k in r.scan_iter(count=1000):
         kind = r.type(k).decode()
         size = size_of[kind](k) if kind in size_of else 0
-        out[k.decode()] = (kind, int(size), int(r.ttl(k)))
+        out[k.decode()] = (kind, int(size), int(r.ttl(k)), int(r.memory_usage(k) or 0))
     return out
 
 
@@ -87,13 +88,27 @@ def used_memory(r: redis.Redis, samples: int = 10) -> int:
     """``used_memory``, the least of ``samples`` readings 0.2 s apart: an idle Redis with a
     worker's connections moves by ~10 % of a 2 MB baseline (client query and reply buffers
     come and go with the worker's blocking waits and heartbeats); what is retained shows in
-    the least reading, at the baseline and at the end alike."""
+    the least reading, at the baseline and at the end alike. The slow log is emptied first:
+    its 128 entries keep up to 32 arguments of each slow command (a 10,000-job ``map``),
+    ~0.5 MB that is Redis's diagnostics, bounded by ``slowlog-max-len``, not the queue's."""
+    r.slowlog_reset()
     readings = []
     for i in range(samples):
         if i:
             time.sleep(0.2)
         readings.append(int(r.info("memory")["used_memory"]))
     return min(readings)
+
+
+def memory_parts(r: redis.Redis) -> dict[str, Any]:
+    """INFO memory's main fields and MEMORY STATS (where a difference from the baseline sits)."""
+    info = r.info("memory")
+    out: dict[str, Any] = {k: info.get(k) for k in MEMORY_PARTS}
+    raw = r.execute_command("MEMORY", "STATS")
+    stats_ = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
+    out["memory_stats"] = {(k.decode() if isinstance(k, bytes) else str(k)): v
+                           for k, v in stats_.items() if isinstance(v, (int, float))}
+    return out
 
 
 def stats(r: redis.Redis) -> dict[str, int]:
@@ -169,7 +184,7 @@ def run(opts: argparse.Namespace, url: str) -> dict[str, Any]:
         base_mem = used_memory(r)
         base_keys = key_sizes(r)
         base_stats = stats(r)
-        base_parts = {k: r.info("memory").get(k) for k in MEMORY_PARTS}
+        base_parts = memory_parts(r)
         return drive(opts, r, worker, soak_tasks, base_mem, base_keys, base_stats, base_parts)
     finally:
         if worker.poll() is None:
@@ -181,7 +196,7 @@ def run(opts: argparse.Namespace, url: str) -> dict[str, Any]:
 
 
 def drive(opts: argparse.Namespace, r: redis.Redis, worker: subprocess.Popen[bytes],
-          soak_tasks: Any, base_mem: int, base_keys: dict[str, tuple[str, int, int]],
+          soak_tasks: Any, base_mem: int, base_keys: dict[str, tuple[str, int, int, int]],
           base_stats: dict[str, int], base_parts: dict[str, Any]) -> dict[str, Any]:
     n, want = opts.jobs, expected(opts.jobs)
     sent, t0 = 0, time.monotonic()
@@ -226,15 +241,17 @@ def drive(opts: argparse.Namespace, r: redis.Redis, worker: subprocess.Popen[byt
                  "the records to expire")
     except TimeoutError as exc:
         print(f"  {exc} ({r.dbsize()} keys, {len(base_keys)} at the baseline)")
+    slowlog_len = int(r.slowlog_len())  # (emptied by used_memory: see there)
+    peak_mem = int(r.info("memory")["used_memory_peak"])
     # Redis shrinks its key tables in the background (databasesCron) once they are nearly
     # empty: give it until the deadline to come back within 10 %.
     deadline = time.monotonic() + opts.expire_timeout_s
     while (end_mem := used_memory(r)) > base_mem * 1.10 and time.monotonic() < deadline:
         time.sleep(0.5)
-    breakdown = {k: r.info("memory").get(k) for k in MEMORY_PARTS}
+    breakdown = memory_parts(r)
     end_keys = key_sizes(r)
     unbounded = {k: v for k, v in end_keys.items()
-                 if v[2] < 0 and v[1] > base_keys.get(k, ("", 0, -1))[1] + 100}
+                 if v[2] < 0 and v[1] > base_keys.get(k, ("", 0, -1, 0))[1] + 100}
     no_ttl_new = sorted(k for k, v in end_keys.items() if v[2] < 0 and k not in base_keys)
     rss_ok = bool(growth) and max(growth.values()) <= 10.0
     mem_ok = end_mem <= base_mem * 1.10
@@ -249,9 +266,15 @@ def drive(opts: argparse.Namespace, r: redis.Redis, worker: subprocess.Popen[byt
         "rss_growth_mb": {str(k): round(v, 2) for k, v in growth.items()}, "rss_ok": rss_ok,
         "redis_used_memory_baseline": base_mem, "redis_used_memory_end": end_mem,
         "redis_memory_ratio": round(end_mem / base_mem, 3), "memory_ok": mem_ok,
+        "redis_used_memory_peak": peak_mem,
+        # Of what the soak made Redis take at its peak, the share still taken at the end.
+        "redis_retained_of_peak": round((end_mem - base_mem) / max(peak_mem - base_mem, 1), 4),
         "redis_memory_baseline_parts": base_parts, "redis_memory_end_parts": breakdown,
         "keys_baseline": len(base_keys), "keys_end": len(end_keys),
+        "slowlog_entries_emptied_at_end": slowlog_len,
         "unbounded_keys": {k: list(v) for k, v in unbounded.items()},
+        "keys_at_baseline": {k: list(v) for k, v in base_keys.items()},
+        "keys_at_end": {k: list(v) for k, v in end_keys.items()},
         "new_keys_without_ttl": no_ttl_new,
         "ok": counts_ok and not done_problems and rss_ok and mem_ok and not unbounded,
     }
