@@ -316,7 +316,8 @@ class Supervisor:
         pid, slot.pid = slot.pid, 0
         lived = time.monotonic() - slot.started
         if self.stopping:
-            if code not in (0, EXIT_RECYCLE):
+            # (Killed by the stop signal itself: it came before the child's handlers did.)
+            if code not in (0, EXIT_RECYCLE, -signal.SIGTERM, -signal.SIGINT):
                 self.exit_code = self.exit_code or 1
             log.info("supervisor: worker process slot=%d pid=%d exited (%d)", slot.index, pid,
                      code)
