@@ -9,6 +9,8 @@ A job record is a Redis hash whose fields are readable with ``redis-cli``:
 ``args`` (a finished job's arguments, cut to ``args_summary_bytes``) and, for a failed job,
 ``message`` (the whole message). A waiting job's message lives in its queue only; the queue
 is in the record's key (reading fills in ``queue``, and ``attempts`` before the first start).
+A succeeded job's record is then packed into one field of a done bucket
+(:mod:`redisq.backend.finished`); :meth:`Job.info` reads it as the same fields.
 """
 
 from __future__ import annotations
@@ -18,14 +20,21 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from .backend.backoff import doubling
 from .errors import JobFailed, JobTimeout
 from .model import CANCELLED, DEAD, FAILED, SUCCEEDED
 
-if TYPE_CHECKING:
-    from .backend.records import Records
+
+class JobRecords(Protocol):
+    """Where a :class:`Job` reads its record: :class:`~redisq.backend.records.Records` (Redis),
+    or an eager App's in-memory store (:class:`~redisq.eager.EagerRecords`)."""
+
+    def get(self, queue: str, job_id: str) -> dict[str, Any]: ...
+    def status(self, queue: str, job_id: str) -> str | None: ...
+    def cancel(self, queue: str, job_id: str) -> bool: ...
+
 
 @dataclass
 class JobContext:
@@ -64,7 +73,7 @@ class Job(Generic[R]):
     """A producer's handle on a job: its id, live status, progress and result (``R``: what
     the task returns, when the job came from a typed :class:`~redisq.tasks.Task`)."""
 
-    def __init__(self, records: Records, job_id: str, queue: str, created: bool = True) -> None:
+    def __init__(self, records: JobRecords, job_id: str, queue: str, created: bool = True) -> None:
         self._records = records
         self.id = job_id
         self.queue = queue

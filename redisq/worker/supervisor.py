@@ -36,7 +36,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from ..backend.backoff import Backoff
-from .execute import Reserved
+from ..execution import Reserved
 from .notify import Notifier
 from .prodcons import ProdconsWorker
 
