@@ -10,6 +10,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -61,6 +62,7 @@ EDGE_VALUES = [
     1e308, math.nan, math.inf, "", "é\n\t\"\\\x00\x1f\x7f\u2028", "\ud800", [1, (2, 3)],
     (1, 2), {"a": None}, {1: "int key"}, {"k": [0.00001]}, uuid.UUID(int=1), Colour.RED,
     Level.HIGH, Name("sub"), {Name("k"): 1}, datetime.date(2026, 1, 1), b"bytes", {1, 2},
+    Decimal("2.50"), [datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)],
     {"nested": {"deeper": [1.25, "x", None, False]}},
 ]
 
@@ -75,10 +77,15 @@ def test_edge_values_encode_alike(value: Any) -> None:
 
 def test_refusals_are_the_same(lib: str) -> None:
     ser = JSONSerializer()
-    for bad in (math.nan, uuid.UUID(int=1), Colour.RED, b"x", {1, 2}, datetime.date.today()):
+    for bad in (math.nan, Colour.RED, b"x", {1, 2}, object()):
         with pytest.raises(SerializationError):
             ser.dumps(bad)
     assert ser.dumps({"a": [1, 2.5, None]}) == b'{"a":[1,2.5,null]}'
+    # The four values that travel as text (encode_extra), through orjson too.
+    assert ser.dumps([uuid.UUID(int=1), datetime.date(2026, 1, 2), Decimal("1.10")]) == (
+        b'["00000000-0000-0000-0000-000000000001","2026-01-02","1.10"]')
+    assert compact_json({"at": datetime.datetime(2026, 1, 2, 3, 4, 5)}) == (
+        '{"at":"2026-01-02T03:04:05"}')
     assert ser.dumps(Level.HIGH) == b"2" and ser.dumps(2**64) == b"18446744073709551616"
 
 
