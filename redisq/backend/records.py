@@ -97,7 +97,8 @@ class Records:
         # The unique key's lease starts now, the job's life when it is due.
         lease_ms = max(int(unique_ttl_s * 1000), 1) + max(delay_ms, 0)
         args: list[Any] = [message, env.id, delay_ms, lease_ms, env.task, q, env.enqueued_at,
-                           1 if fresh_id else 0, keys.job_prefix(q)]
+                           1 if fresh_id else 0, keys.job_prefix(q),
+                           limits.headers_json(env.headers) if env.headers else ""]
         return "enqueue", ks, args
 
     def enqueue_fresh(self, env: Envelope, message: bytes, replicas: int = 0,
@@ -112,7 +113,8 @@ class Records:
         replies = self._wire.execute([
             ("MULTI",),
             ("HSET", keys.job(q, env.id), "status", "queued", "task", env.task,
-             "enqueued_at", repr(env.enqueued_at)),
+             "enqueued_at", repr(env.enqueued_at),
+             *(("headers", limits.headers_json(env.headers)) if env.headers else ())),
             ("LPUSH", keys.pending(q), message),
             ("HINCRBY", keys.stats(q), "enqueued", 1),
             ("EXEC",), *wait])
@@ -138,6 +140,15 @@ class Records:
     def status(self, queue: str, job_id: str) -> str | None:
         raw = self.client.hget(keys.job(queue, job_id), "status")
         return as_text(raw) if raw is not None else None
+
+    def headers(self, queue: str, job_id: str) -> dict[str, Any]:
+        """The job's headers (``{}``: none, no record, or not a JSON object)."""
+        raw = self.client.hget(keys.job(queue, job_id), "headers")
+        try:
+            value = json.loads(raw) if raw else {}
+        except Exception:  # written by something else: not ours to fail on
+            return {}
+        return value if isinstance(value, dict) else {}
 
     def find_queue(self, job_id: str) -> str | None:
         """Which known queue holds a record for ``job_id`` (one round trip)."""
@@ -216,6 +227,8 @@ class Records:
         fields: list[Any] = ["status", outcome.status, "worker", worker_id,
                              "attempts", env.attempt, "started_at",
                              f"{now - outcome.duration_s:.3f}"]
+        if env.headers:  # (also written at enqueue, except by enqueue_many)
+            fields += ["headers", limits.headers_json(env.headers)]
         extra, ttl_s, delay_ms = self._outcome_fields(fields, msg, env, outcome, now,
                                                       serializer_dumps)
         event = b""
@@ -224,7 +237,9 @@ class Records:
                                 "status": outcome.status, "duration_s": round(outcome.duration_s, 6),
                                 "error_type": outcome.error_type}).encode()
         timed = outcome.status in ("succeeded", "failed", "dead", "retrying") and env.task != ""
-        args = [outcome.status, msg.body, extra, delay_ms, int(ttl_s * 1000), env.id,
+        # (A TTL of 0 keeps the record for ever: a positive one is at least 1 ms.)
+        args = [outcome.status, msg.body, extra, delay_ms, ttl_s and max(int(ttl_s * 1000), 1),
+                env.id,
                 self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
                 duration_field(outcome.duration_s) if timed else "",
                 f"{outcome.duration_s:.6f}", consumer_id, msg.token or "", worker_id, env.attempt,
@@ -237,14 +252,20 @@ class Records:
         extra payload (the next attempt's message, or the dead letter), the record's TTL and
         the retry delay in milliseconds."""
         extra, ttl_s, delay_ms = b"", 0.0, 0
+        # A job's own result_ttl_s (task.options(result_ttl_s=...)) over the App's.
+        result_ttl_s = env.options.get("result_ttl_s", self.result_ttl_s) if env.options \
+            else self.result_ttl_s
         if outcome.status == "succeeded":
             # (progress: Records.get says 1 for a succeeded job; not stored, per job.)
             fields += ["result", outcome.result_json, "finished_at", f"{now:.3f}",
                        *self._arguments(msg, env)]
-            ttl_s = self.result_ttl_s
-        elif outcome.status == "cancelled":
+            ttl_s = result_ttl_s
+        elif outcome.status in ("cancelled", "expired"):
             fields += ["finished_at", f"{now:.3f}", *self._arguments(msg, env)]
-            ttl_s = self.result_ttl_s
+            if outcome.error_message:  # expired: when its deadline was
+                fields += ["error_type", outcome.error_type, "error_message",
+                           outcome.error_message]
+            ttl_s = result_ttl_s
         else:
             fields += ["error_type", outcome.error_type, "error_message", outcome.error_message,
                        "traceback", outcome.traceback]

@@ -23,7 +23,7 @@ from ..broker.consumer import Consumer
 from ..broker.queue import Queue
 from ..job import JobContext
 from ..limits import max_message_bytes
-from ..model import SUCCEEDED, Message, Outcome
+from ..model import EXPIRED, SUCCEEDED, Message, Outcome
 from .daemon import Daemon
 from .execute import AsyncRunner, Reserved, TimeLimiter, execute
 from .intake import Intake
@@ -154,7 +154,7 @@ class ProdconsWorker(Intake, Daemon):
                         self._track(job)
                 continue
             ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
-                             self._report_progress)
+                             self._report_progress, job.env.headers)
             outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
             if taken and not self.stopping.is_set():
                 self.record(job, outcome, holds_slot=True)  # batched by the recorder
@@ -276,6 +276,10 @@ class ProdconsWorker(Intake, Daemon):
             self.processed += 1
             log.info("job=%s task=%s queue=%s succeeded duration_s=%.6f", job.env.id,
                      job.env.task, job.env.queue, outcome.duration_s)
+            return
+        if outcome.status == EXPIRED:  # not run: neither processed nor failed here
+            log.warning("job=%s task=%s queue=%s expired, not run: %s", job.env.id,
+                        job.env.task, job.env.queue, outcome.error_message)
             return
         self.failed += 1
         extra = f" retry_in_s={outcome.retry_in_s:.3f}" if outcome.retry_in_s else ""

@@ -8,7 +8,7 @@
 -- KEYS[5]  dead list         redisq:{q}:dead      (where a dead job's entry goes)
 -- KEYS[6]  epochs hash       redisq:{q}:epochs
 -- KEYS[7]  unique key        redisq:{q}:unique:<key>   (only when the job holds one)
--- ARGV[1]  outcome: succeeded | failed | retrying | dead | cancelled
+-- ARGV[1]  outcome: succeeded | failed | retrying | dead | cancelled | expired
 -- ARGV[2]  the message as reserved (removed from the processing list)
 -- ARGV[3]  retrying: the next attempt's message; dead: the dead-letter entry; else ''
 -- ARGV[4]  retrying: delay in ms before the next attempt
@@ -40,7 +40,7 @@ if ARGV[13] ~= '' and redis.call('HGET', KEYS[6], ARGV[12]) ~= ARGV[13] then ret
 local rec = redis.call('HMGET', KEYS[2], 'status', 'worker', 'attempts')
 local st = rec[1]
 if rec[2] and rec[2] ~= ARGV[14] and (st == 'succeeded' or st == 'failed' or st == 'dead'
-    or st == 'cancelled' or (st == 'retrying' and outcome ~= 'succeeded'
+    or st == 'cancelled' or st == 'expired' or (st == 'retrying' and outcome ~= 'succeeded'
       and tonumber(ARGV[15]) <= (tonumber(rec[3]) or 0))) then
   redis.call('LREM', KEYS[1], -1, ARGV[2])
   return -2
