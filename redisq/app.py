@@ -211,7 +211,9 @@ class App:
         def decorate(func: Callable[..., Any]) -> Task[..., Any]:
             task: Task[..., Any] = self.task(name=name, queue=queue, **task_options)(func)
             # Build a tick's message now, so the first tick is not where a bad argument shows.
-            self.prepare(task.name, spec.args, spec.kwargs, queue, job_id(task.name, 0.0))
+            # (Not through the middleware: no job is sent here.)
+            self.messages.prepare(task.name, spec.args, spec.kwargs, queue,
+                                  job_id(task.name, 0.0))
             self.periodic_jobs[task.name] = replace(spec, task=task.name)
             return task
 

@@ -100,7 +100,8 @@ class Messages:
         dumps = self.serializer.dumps
 
         def generic(jid: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
-            env = replace(make_envelope(task_name, queue, args, kwargs, jid, None, headers, wire),
+            env = replace(make_envelope(task_name, queue, args, kwargs, jid, None, dict(headers),
+                                       dict(wire)),
                           enqueued_at=now)
             if edit is not None:
                 env = edit(env)

@@ -273,7 +273,9 @@ def make_envelope(task_name: str, queue: str, args: Sequence[Any], kwargs: dict[
                   options: dict[str, Any] | None = None) -> Envelope:
     return Envelope(id=job_id or new_id(), task=task_name, args=list(args), kwargs=dict(kwargs),
                     queue=queue, attempt=1, enqueued_at=round(time.time(), 3), unique=unique,
-                    headers=dict(headers or {}), options=dict(options or {}))
+                    # (The caller's own dicts, fresh per call: no copy on the hot path.)
+                    headers={} if headers is None else headers,
+                    options={} if options is None else options)
 
 
 def duplicate(task: AnyTask | None, job: Job[Any]) -> Job[Any]:

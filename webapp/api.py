@@ -7,6 +7,7 @@ JSON encode.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -224,6 +225,9 @@ def job_status(job_id: str) -> Response:
     for name in ("attempts", "progress", "enqueued_at", "started_at", "finished_at", "due_at"):
         if name in out:
             out[name] = _number(out[name])
+    if info.get("headers"):  # the job's headers (task.options(headers=...)); not JSON: left out
+        with contextlib.suppress(ValueError, RecursionError):
+            out["headers"] = json.loads(info["headers"])
     if info.get("result"):
         try:
             out["result"] = json.loads(info["result"])

@@ -6,6 +6,7 @@ so a record and its message never disagree.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -144,11 +145,10 @@ class Records:
     def headers(self, queue: str, job_id: str) -> dict[str, Any]:
         """The job's headers (``{}``: none, no record, or not a JSON object)."""
         raw = self.client.hget(keys.job(queue, job_id), "headers")
-        try:
+        with contextlib.suppress(Exception):  # written by something else: not ours to fail on
             value = json.loads(raw) if raw else {}
-        except Exception:  # written by something else: not ours to fail on
-            return {}
-        return value if isinstance(value, dict) else {}
+            return value if isinstance(value, dict) else {}
+        return {}
 
     def find_queue(self, job_id: str) -> str | None:
         """Which known queue holds a record for ``job_id`` (one round trip)."""
@@ -173,11 +173,11 @@ class Records:
         if message is None:
             return False
         ks = [keys.job(queue, job_id), keys.pending(queue), keys.delayed(queue)]
-        unique = _unique_of(message)
+        unique, ttl_s = _unique_and_ttl_of(message, self.result_ttl_s)
         if unique is not None:
             ks.append(keys.unique(queue, unique))
         done = self.scripts.run("cancel", ks, [job_id, f"{time.time():.3f}", message,
-                                               int(self.result_ttl_s * 1000)])
+                                               max(int(ttl_s * 1000), 1)])
         if done:
             self._publish({"type": "job", "id": job_id, "queue": queue, "status": "cancelled"})
         return bool(done)
@@ -406,14 +406,15 @@ def find_message(client: redis.Redis, queue: str, job_id: str) -> bytes | None:
     return None
 
 
-def _unique_of(raw: bytes | str | None) -> str | None:
-    if raw is None:
-        return None
+def _unique_and_ttl_of(raw: bytes | str | None, ttl_s: float) -> tuple[str | None, float]:
+    """A message's unique key, and its own ``result_ttl_s`` option (else ``ttl_s``)."""
     try:
-        value = json.loads(raw).get("unique")
+        data = json.loads(raw) if raw is not None else {}
+        unique, own = data.get("unique"), (data.get("options") or {}).get("result_ttl_s", ttl_s)
     except Exception:  # not JSON, not an object, or poison (RecursionError, MemoryError)
-        return None
-    return value if isinstance(value, str) else None
+        return None, ttl_s
+    ok = isinstance(own, (int, float)) and not isinstance(own, bool) and own > 0
+    return unique if isinstance(unique, str) else None, own if ok else ttl_s
 
 
 _JSON = JSONSerializer()

@@ -129,6 +129,9 @@ def test_result_ttl_s_sets_the_finished_records_ttl(app: App) -> None:
         assert kept.result(5) == 1 and brief.result(5) == 1
     assert 0 < app.client.pttl(keys.job("default", brief.id)) <= 30_000
     assert app.client.pttl(keys.job("default", kept.id)) > 30_000  # the App's 1 day
+    cancelled = short.options(result_ttl_s=20).enqueue(delay_s=60)
+    assert cancelled.cancel() and cancelled.status == "cancelled"
+    assert 0 < app.client.pttl(keys.job("default", cancelled.id)) <= 20_000
 
 
 def test_expired_job_is_recorded_counted_and_not_run(app: App) -> None:

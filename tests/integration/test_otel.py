@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from redisq import App, JobFailed, current_job
 from redisq.contrib.otel import OpenTelemetryMiddleware
+from redisq.worker.scheduler import Scheduler
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 
@@ -94,3 +95,27 @@ def test_failed_attempts_are_error_spans_with_the_exception(
         assert span.events[0].attributes["exception.type"] == "ValueError"  # type: ignore[index]
     send = by_name(exporter.get_finished_spans(), "send default")
     assert all(s.parent and s.parent.span_id == send.context.span_id for s in spans)
+
+
+def test_periodic_jobs_are_traced_and_their_producer_spans_end(
+        app: App, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    middleware = OpenTelemetryMiddleware(tracer_provider=provider)
+    app.add_middleware(middleware)
+
+    @app.periodic(every_s=1, name="p.tick")
+    def tick() -> str:
+        return current_job().headers["traceparent"]
+
+    assert exporter.get_finished_spans() == ()  # registering sent nothing: no span
+    clock = [10_000.0]
+    scheduler = Scheduler(app, lease_s=5, clock=lambda: clock[0])
+    scheduler.tick()
+    clock[0] += 1.5
+    assert scheduler.tick() == ["periodic:p.tick:10001"]
+    send = by_name(exporter.get_finished_spans(), "send default")
+    assert middleware._pending == {}  # every producer span ended
+    job = app.job("periodic:p.tick:10001")
+    assert job is not None
+    with running(app):
+        assert f"{send.context.span_id:016x}" in job.result(5)

@@ -18,6 +18,8 @@ def test_options_reach_the_job(client: FlaskClient, rq: App, worker: Worker) -> 
     assert res.get_json()["job_id"] == "web-order-1"
     job = rq.job("web-order-1")
     assert job is not None and job.result(5) == 5 and job.headers == {"request_id": "req-9"}
+    shown = client.get("/jobs/web-order-1").get_json()
+    assert shown["headers"] == {"request_id": "req-9"} and shown["status"] == "succeeded"
     again = client.post("/prodcons", json={"task": "web.boom", "options": {"retries": 0}})
     assert again.status_code == 202
 
