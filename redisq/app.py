@@ -306,7 +306,7 @@ class App:
         """Validate a call and build its message (pure: see :meth:`Messages.prepare`), as
         the middleware's ``before_enqueue`` leaves it."""
         mw = self.hooks.middleware
-        edit = mw.before_enqueue if mw and mw.has("before_enqueue") else None
+        edit = mw.before_enqueue if mw.items and mw.has("before_enqueue") else None
         return self.messages.prepare(task_name, args, kwargs, queue, job_id, options, delay_s,
                                      edit)
 
@@ -314,7 +314,7 @@ class App:
         """The Job handle for an enqueue's answer (or the duplicate rule's error); the
         middleware's ``after_enqueue`` sees it."""
         job = job_for(self.records, prepared, created, job_id)
-        if self.hooks.middleware:
+        if self.hooks.middleware.items:
             self.hooks.middleware.after_enqueue(job)
         return job
 

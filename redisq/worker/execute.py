@@ -136,11 +136,12 @@ def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
     serves the job hooks too) with its time limit; never raises (except a forced exit),
     whatever the task or a middleware does."""
     mw = hooks.middleware
+    installed = bool(mw.items)  # a list's truth: the whole per-job cost without middleware
     token = _current.set(ctx)
     try:
         started = clock()
         try:
-            if mw:  # (the only per-job cost of middleware when none is installed)
+            if installed:
                 mw.before_execute(ctx)  # an error here fails the attempt, as the task's
             args = [ctx, *env.args] if task.options.bind else list(env.args)
             result = _call(task, args, env.kwargs, limiter, runner, timeout_of(task, env))
@@ -152,7 +153,7 @@ def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
         # thread would otherwise end that thread and leave its job reserved for ever).
         except (Exception, JobTimeLimit, SystemExit) as exc:
             outcome = failure_outcome(task, env, exc, clock() - started)
-        if mw:  # in the job's context still: a tracing span opened before ends here
+        if installed:  # in the job's context still: a tracing span opened before ends here
             mw.after_attempt(ctx, outcome)
     finally:
         _current.reset(token)
