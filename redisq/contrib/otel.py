@@ -20,6 +20,7 @@ Install the same middleware in producers and workers (one App object usually ser
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import replace
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
     from ..job import Job, JobContext
     from ..model import Outcome
+
+log = logging.getLogger("redisq.contrib.otel")
 
 SYSTEM = "redisq"
 #: Producer spans waiting for their ``after_enqueue``; beyond this many (enqueues that
@@ -64,11 +67,8 @@ class OpenTelemetryMiddleware:
                                       attributes=_attributes(envelope.queue, envelope.id,
                                                              envelope.task, "send"))
         headers = dict(envelope.headers)
-        carrier_context = trace.set_span_in_context(span)
-        if self.propagator is not None:
-            self.propagator.inject(headers, context=carrier_context)
-        else:
-            propagate.inject(headers, context=carrier_context)
+        (self.propagator or propagate.get_global_textmap()).inject(
+            headers, context=trace.set_span_in_context(span))
         with self._lock:
             self._pending[envelope.id] = span
             while len(self._pending) > MAX_PENDING:
@@ -87,10 +87,11 @@ class OpenTelemetryMiddleware:
 
     # -- worker ------------------------------------------------------------------------------
     def before_execute(self, job: JobContext) -> None:
-        if self.propagator is not None:
-            parent = self.propagator.extract(job.headers)
-        else:
-            parent = propagate.extract(job.headers)
+        try:
+            parent = (self.propagator or propagate.get_global_textmap()).extract(job.headers)
+        except Exception:  # headers are the producer's: a bad one must not fail the job
+            log.warning("job=%s: no trace context from its headers", job.id, exc_info=True)
+            parent = None
         attributes = _attributes(job.queue, job.id, job.task, "process")
         attributes["redisq.attempt"] = job.attempt
         span = self.tracer.start_span(f"process {job.queue}", context=parent,

@@ -119,3 +119,25 @@ def test_periodic_jobs_are_traced_and_their_producer_spans_end(
     assert job is not None
     with running(app):
         assert f"{send.context.span_id:016x}" in job.result(5)
+
+
+def test_a_malformed_trace_header_starts_a_new_trace_and_fails_nothing(
+        app: App, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    app.add_middleware(OpenTelemetryMiddleware(tracer_provider=provider))
+
+    @app.task(name="t.ok")
+    def ok() -> int:
+        return 1
+
+    producer = App(app.url)  # no middleware: the header is the caller's own
+    try:
+        jobs = [producer.enqueue("t.ok", options={"headers": {"traceparent": bad}})
+                for bad in (5, "00-garbage", ["x"])]
+        with running(app):
+            assert [j.result(5) for j in jobs] == [1, 1, 1]
+    finally:
+        producer.close()
+    spans = wait_until(lambda: [s for s in exporter.get_finished_spans()
+                                if s.name == "process default"] or None, what="spans")
+    assert all(s.parent is None for s in spans)
