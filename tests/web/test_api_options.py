@@ -3,11 +3,16 @@ retries), and a clear 400 naming the problem for unknown or bad options (nothing
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from flask.testing import FlaskClient
 
 from redisq import App
 from redisq.worker.prodcons import Worker
+from tests.support.inproc import running
+from tests.support.wait import wait_until
+from tests.web.test_ops import samples
 
 
 def test_options_reach_the_job(client: FlaskClient, rq: App, worker: Worker) -> None:
@@ -44,3 +49,16 @@ def test_bad_options_are_400_and_queue_nothing(client: FlaskClient, rq: App, opt
 def test_options_must_be_an_object(client: FlaskClient) -> None:
     res = client.post("/prodcons", json={"task": "web.add", "args": [1, 2], "options": [1]})
     assert res.status_code == 400 and "'options' must be an object" in res.get_json()["error"]
+
+
+def test_an_expired_job_is_counted_in_metrics(client: FlaskClient, rq: App) -> None:
+    job = rq.job(client.post("/prodcons", json={"task": "web.add", "args": [1, 2], "options": {
+        "expires_s": 0.01}}).get_json()["job_id"])
+    assert job is not None
+    deadline = time.time() + 0.01
+    wait_until(lambda: time.time() > deadline + 0.05, what="the deadline to pass")
+    with running(rq):
+        wait_until(lambda: job.status == "expired", what="the expiry")
+    got = samples(client.get("/metrics").get_data(as_text=True))
+    assert got[("redisq_jobs_expired_total", (("queue", "default"),))] == 1
+    assert client.get(f"/jobs/{job.id}").get_json()["status"] == "expired"
