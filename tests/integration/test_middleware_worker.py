@@ -5,6 +5,7 @@ middleware adds reach the task and the record (delay, enqueue with a delay, map,
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import replace
 from typing import Any
 
@@ -90,3 +91,30 @@ def test_failing_middleware_loses_no_job(app: App) -> None:
     jobs = [add.delay(1, 2), *add.map([(3, 4)])]
     with running(app):
         assert [j.result(5) for j in jobs] == [3, 7]
+
+
+def test_context_set_in_before_execute_reaches_async_tasks(app: App) -> None:
+    tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
+
+    class Tenant:
+        def before_execute(self, job: JobContext) -> None:
+            tenant.set(job.headers.get("tenant", "none"))
+
+        def after_execute(self, job: JobContext, outcome: Outcome) -> None:
+            tenant.set("none")
+
+    app.add_middleware(Tenant())
+
+    @app.task(name="t.async_tenant")
+    async def async_tenant() -> str:
+        await asyncio.sleep(0)
+        return tenant.get()
+
+    @app.task(name="t.sync_tenant")
+    def sync_tenant() -> str:
+        return tenant.get()
+
+    jobs = [async_tenant.options(headers={"tenant": "acme"}).delay(),
+            sync_tenant.options(headers={"tenant": "globex"}).delay(), sync_tenant.delay()]
+    with running(app, concurrency=1):
+        assert [j.result(5) for j in jobs] == ["acme", "globex", "none"]
