@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from redisq import App, JobFailed, current_job
+from redisq import App, JobFailed, Retry, current_job
 from redisq.aio import AsyncProducer
 from redisq.backend import keys
 from redisq.limits import MAX_HEADERS_BYTES, HeadersTooLarge
@@ -159,6 +159,20 @@ def test_expired_job_is_recorded_counted_and_not_run(app: App) -> None:
     text = format_snapshot(snapshot(app.client), False)
     assert "expired" in text.splitlines()[0]
     assert text.splitlines()[1].split()[7] == "1"  # the default queue's expired column
+
+
+def test_a_retry_due_after_the_deadline_expires(app: App) -> None:
+    attempts: list[int] = []
+
+    @app.task(name="t.once", retries=3)
+    def once() -> None:
+        attempts.append(current_job().attempt)
+        raise Retry(delay_s=0.5)
+
+    job = once.options(expires_s=0.2).delay()
+    with running(app), pytest.raises(JobFailed, match="expired"):
+        job.result(5)
+    assert attempts == [1] and job.status == "expired"
 
 
 def test_expires_s_counts_from_when_a_delayed_job_is_due(app: App) -> None:
