@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
@@ -29,7 +29,7 @@ from .broker.channel import Channel
 from .broker.queue import Queue
 from .job import Job
 from .locks import Lock
-from .middleware import HookMiddleware, Middlewares
+from .middleware import HookMiddleware, Hooks
 from .model import new_id
 from .periodic import Periodic, job_id
 from .producer import Messages, Prepared, delay_from, job_for
@@ -55,20 +55,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 BULK_CHUNK = 500  # jobs per enqueue_many script call: big enough to amortise, short enough for Redis
-
-
-@dataclass
-class Hooks:
-    """Callables run by the worker around jobs and its own life, and the middleware (which
-    the job hooks are served by: see :class:`~redisq.middleware.HookMiddleware`)."""
-
-    before_job: list[Callable[..., Any]] = field(default_factory=list)
-    after_job: list[Callable[..., Any]] = field(default_factory=list)
-    on_failure: list[Callable[..., Any]] = field(default_factory=list)
-    startup: list[Callable[..., Any]] = field(default_factory=list)
-    shutdown: list[Callable[..., Any]] = field(default_factory=list)
-    middleware: Middlewares = field(default_factory=Middlewares)
-    _job_hooks: bool = False  # whether the job hooks' middleware is installed
 
 
 @dataclass(frozen=True)

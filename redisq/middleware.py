@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits
@@ -177,4 +178,18 @@ class HookMiddleware:
             _safe(hook, job.id, job, outcome)
 
 
-__all__ = ["METHODS", "HookMiddleware", "Middleware", "Middlewares"]
+@dataclass
+class Hooks:
+    """Callables run by the worker around jobs and its own life, and the middleware (which
+    the job hooks are served by: see :class:`~redisq.middleware.HookMiddleware`)."""
+
+    before_job: list[Callable[..., Any]] = field(default_factory=list)
+    after_job: list[Callable[..., Any]] = field(default_factory=list)
+    on_failure: list[Callable[..., Any]] = field(default_factory=list)
+    startup: list[Callable[..., Any]] = field(default_factory=list)
+    shutdown: list[Callable[..., Any]] = field(default_factory=list)
+    middleware: Middlewares = field(default_factory=Middlewares)
+    _job_hooks: bool = False  # whether the job hooks' middleware is installed
+
+
+__all__ = ["METHODS", "HookMiddleware", "Hooks", "Middleware", "Middlewares"]

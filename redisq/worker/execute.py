@@ -29,7 +29,7 @@ from ..job import JobContext, _current
 from ..model import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
 
 if TYPE_CHECKING:
-    from ..app import Hooks
+    from ..middleware import Hooks
     from ..tasks import AnyTask
 
 log = logging.getLogger("redisq.worker")
