@@ -88,7 +88,7 @@ class Job(Generic[R]):
     @property
     def headers(self) -> dict[str, Any]:
         """The headers the job was sent with (``{}`` without, or once its record expired)."""
-        return self._records.headers(self.queue, self.id)
+        return record_headers(self.info())
 
     def cancel(self) -> bool:
         """Cancel the job if it has not started; returns whether it was cancelled."""
@@ -108,6 +108,15 @@ class Job(Generic[R]):
             if remaining <= 0:
                 raise still_running(self.id, info, timeout_s)
             time.sleep(min(next(delays), remaining))
+
+
+def record_headers(info: dict[str, Any]) -> dict[str, Any]:
+    """A record's ``headers`` field as a dict (``{}``: none, or not a JSON object)."""
+    try:
+        value = json.loads(info.get("headers") or "{}")
+    except Exception:  # written by something else (RecursionError too): not ours to fail on
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def still_running(job_id: str, info: dict[str, Any], timeout_s: float) -> JobTimeout:

@@ -6,7 +6,6 @@ so a record and its message never disagree.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -141,14 +140,6 @@ class Records:
     def status(self, queue: str, job_id: str) -> str | None:
         raw = self.client.hget(keys.job(queue, job_id), "status")
         return as_text(raw) if raw is not None else None
-
-    def headers(self, queue: str, job_id: str) -> dict[str, Any]:
-        """The job's headers (``{}``: none, no record, or not a JSON object)."""
-        raw = self.client.hget(keys.job(queue, job_id), "headers")
-        with contextlib.suppress(Exception):  # written by something else: not ours to fail on
-            value = json.loads(raw) if raw else {}
-            return value if isinstance(value, dict) else {}
-        return {}
 
     def find_queue(self, job_id: str) -> str | None:
         """Which known queue holds a record for ``job_id`` (one round trip)."""
