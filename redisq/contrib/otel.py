@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -41,9 +42,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("redisq.contrib.otel")
 
 SYSTEM = "redisq"
-#: Producer spans waiting for their ``after_enqueue``; beyond this many (enqueues that
-#: failed, so never reached it) the oldest are ended as errors rather than kept for ever.
-MAX_PENDING = 1000
+#: Producer spans waiting for their ``after_enqueue`` longer than this (their enqueue failed,
+#: so never reached it) are ended as errors rather than kept for ever; and at most this many
+#: wait (a ``map`` of many jobs opens all its spans before it sends them).
+PENDING_TIMEOUT_S = 300.0
+MAX_PENDING = 1_000_000
 
 
 class OpenTelemetryMiddleware:
@@ -55,7 +58,7 @@ class OpenTelemetryMiddleware:
                  propagator: TextMapPropagator | None = None) -> None:
         self.tracer = trace.get_tracer("redisq", tracer_provider=tracer_provider)
         self.propagator = propagator
-        self._pending: OrderedDict[str, trace.Span] = OrderedDict()
+        self._pending: OrderedDict[str, tuple[trace.Span, float]] = OrderedDict()
         self._lock = threading.Lock()
         # The attempt running in this context: (job id, its span, the token to detach).
         self._active: contextvars.ContextVar[tuple[str, trace.Span, object] | None] = \
@@ -69,21 +72,26 @@ class OpenTelemetryMiddleware:
         headers = dict(envelope.headers)
         (self.propagator or propagate.get_global_textmap()).inject(
             headers, context=trace.set_span_in_context(span))
+        now = time.monotonic()
         with self._lock:
-            self._pending[envelope.id] = span
-            while len(self._pending) > MAX_PENDING:
-                _, stale = self._pending.popitem(last=False)
+            self._pending[envelope.id] = (span, now)
+            # Oldest first (insertion order): only the spans that are over are looked at.
+            while True:
+                job_id, (stale, since) = next(iter(self._pending.items()))
+                if now - since < PENDING_TIMEOUT_S and len(self._pending) <= MAX_PENDING:
+                    break
+                del self._pending[job_id]
                 stale.set_status(Status(StatusCode.ERROR, "the enqueue did not complete"))
                 stale.end()
         return replace(envelope, headers=headers)
 
     def after_enqueue(self, job: Job[Any]) -> None:
         with self._lock:
-            span = self._pending.pop(job.id, None)
-        if span is not None:
+            pending = self._pending.pop(job.id, None)
+        if pending is not None:
             if not job.created:
-                span.set_attribute("redisq.duplicate", True)
-            span.end()
+                pending[0].set_attribute("redisq.duplicate", True)
+            pending[0].end()
 
     # -- worker ------------------------------------------------------------------------------
     def before_execute(self, job: JobContext) -> None:

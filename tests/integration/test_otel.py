@@ -4,6 +4,7 @@ CONSUMER span and a span the task body opens (its child); messaging attributes; 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from redisq import App, JobFailed, current_job
+from redisq import App, DuplicateJob, JobFailed, current_job
+from redisq.contrib import otel
 from redisq.contrib.otel import OpenTelemetryMiddleware
 from redisq.worker.scheduler import Scheduler
 from tests.support.inproc import running
@@ -141,3 +143,41 @@ def test_a_malformed_trace_header_starts_a_new_trace_and_fails_nothing(
     spans = wait_until(lambda: [s for s in exporter.get_finished_spans()
                                 if s.name == "process default"] or None, what="spans")
     assert all(s.parent is None for s in spans)
+
+
+def test_map_ends_every_producer_span_once_queued(
+        app: App, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    middleware = OpenTelemetryMiddleware(tracer_provider=provider)
+    app.add_middleware(middleware)
+
+    @app.task(name="t.n")
+    def n(x: int) -> int:
+        return x
+
+    jobs = n.map(range(1500))  # more spans than any small cap on pending ones
+    sends = [s for s in exporter.get_finished_spans() if s.name == "send default"]
+    assert len(sends) == 1500 and middleware._pending == {}
+    assert all(s.status.status_code != StatusCode.ERROR for s in sends)
+    assert {s.attributes["messaging.message.id"] for s in sends} == {j.id for j in jobs}  # type: ignore[index]
+
+
+def test_a_producer_span_whose_enqueue_failed_is_ended_as_an_error(
+        app: App, traced: tuple[TracerProvider, InMemorySpanExporter],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    provider, exporter = traced
+    monkeypatch.setattr(otel, "PENDING_TIMEOUT_S", 0.05)
+    app.add_middleware(OpenTelemetryMiddleware(tracer_provider=provider))
+
+    @app.task(name="t.once", unique_by="key", on_duplicate="raise")
+    def once(key: str) -> None: ...
+
+    once.delay("k")
+    with pytest.raises(DuplicateJob):
+        once.delay("k")  # raised before after_enqueue: its span waits
+    started = time.monotonic()
+    wait_until(lambda: time.monotonic() - started > 0.1, what="the pending timeout")
+    once.delay("other")  # the next enqueue ends what waited too long
+    sends = [s for s in exporter.get_finished_spans() if s.name == "send default"]
+    assert [s.status.status_code for s in sends] == [StatusCode.UNSET, StatusCode.ERROR,
+                                                     StatusCode.UNSET]
