@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -308,7 +309,9 @@ class Records:
                 continue  # malformed messages cannot run; they stay for inspection/purge
             if job_ids is not None and env.id not in job_ids:
                 continue
-            fresh = json.dumps({**env.to_dict(), "attempt": 1, "queue": queue},
+            # Brought back by hand: its deadline (expires_s) is over, not its run.
+            options = {k: v for k, v in env.options.items() if k != "expires_at"}
+            fresh = json.dumps(replace(env, attempt=1, queue=queue, options=options).to_dict(),
                                separators=(",", ":")).encode()
             moved += int(self.scripts.run("requeue_dead", [keys.dead(queue), keys.pending(queue),
                                           keys.job(queue, env.id), keys.stats(queue)],

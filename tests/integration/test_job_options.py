@@ -254,3 +254,24 @@ def test_async_producer_sends_options_and_headers(app: App) -> None:
     assert job_id == "aio-1"
     with running(app):
         assert app.job("aio-1").result(5) == [{"via": "aio"}, 1]  # type: ignore[union-attr]
+
+
+def test_a_requeued_dead_job_runs_whatever_its_old_deadline(app: App) -> None:
+    runs: list[int] = []
+
+    @app.task(name="t.fragile", retries=0)
+    def fragile() -> str:
+        runs.append(1)
+        if len(runs) == 1:
+            raise ValueError("first time")
+        return "second time"
+
+    job = fragile.options(expires_s=0.3, headers={"k": "v"}).delay()
+    with running(app):
+        with pytest.raises(JobFailed, match="first time"):
+            job.result(5)
+        deadline = time.monotonic() + 0.3
+        wait_until(lambda: time.monotonic() > deadline, what="the old deadline to pass")
+        assert app.requeue_dead("default") == 1
+        assert job.result(5) == "second time"
+    assert job.headers == {"k": "v"}
