@@ -144,7 +144,8 @@ def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
             if installed:
                 mw.before_execute(ctx)  # an error here fails the attempt, as the task's
             args = [ctx, *env.args] if task.options.bind else list(env.args)
-            result = _call(task, args, env.kwargs, limiter, runner, timeout_of(task, env))
+            timeout_s = timeout_of(task, env) if env.options else task.options.timeout_s
+            result = _call(task, args, env.kwargs, limiter, runner, timeout_s)
             # A result JSON cannot carry is the task's error, found here rather than in Redis.
             encoded = json.dumps(result, allow_nan=False, separators=(",", ":"))
             outcome = Outcome(SUCCEEDED, result, result_json=encoded,
