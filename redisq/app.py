@@ -320,9 +320,10 @@ class App:
             return [self.enqueue(task_name, a, k, queue=q, options=options) for a, k in calls]
         now = round(time.time(), 3)
         mw = self.hooks.middleware
+        headers_of: dict[str, str] = {}  # job id -> its headers, for its record
         message = self.messages.bulk_builder(
             task_name, q, now, options,
-            mw.before_enqueue if mw and mw.has("before_enqueue") else None)
+            mw.before_enqueue if mw.items and mw.has("before_enqueue") else None, headers_of)
         jobs: list[Job[Any]] = []
         batch: list[tuple[str, bytes]] = []
         # Everything is validated and encoded before anything is sent: a bad call anywhere
@@ -341,11 +342,13 @@ class App:
         for i in range(0, len(batch), BULK_CHUNK):
             part = batch[i:i + BULK_CHUNK]
             ks = [keys.pending(q), keys.stats(q), *(keys.job(q, jid) for jid, _ in part)]
-            calls_out.append(("enqueue_many", ks, [task_name, repr(now), *(m for _, m in part)]))
+            heads = [headers_of.get(jid, "") for jid, _ in part] if headers_of else []
+            calls_out.append(("enqueue_many", ks, [task_name, repr(now), *(m for _, m in part),
+                                                   *heads]))
         for i in range(0, len(calls_out), 20):
             self.records.scripts.run_many(calls_out[i:i + 20], self.wait_replicas,
                                           self.wait_timeout_s)
-        if mw:
+        if mw.items:
             for job in jobs:
                 mw.after_enqueue(job)
         return jobs

@@ -86,9 +86,11 @@ class Messages:
 
     def bulk_builder(self, task_name: str, queue: str, now: float,
                      options: Mapping[str, Any] | None = None, edit: Edit | None = None,
+                     headers_of: dict[str, str] | None = None,
                      ) -> Callable[[str, Sequence[Any], dict[str, Any]], bytes]:
         """``message(job_id, args, kwargs)`` for many jobs of one task enqueued at ``now``,
-        each with ``options`` (no ``queue`` or ``job_id`` among them) and ``edit``ed."""
+        each with ``options`` (no ``queue`` or ``job_id`` among them) and ``edit``ed;
+        ``headers_of`` gets each job's headers as JSON (for its record), if it has any."""
         check = self.check_job
         headers: dict[str, Any] = {}
         wire: dict[str, Any] = {}
@@ -105,6 +107,8 @@ class Messages:
                           enqueued_at=now)
             if edit is not None:
                 env = edit(env)
+            if env.headers and headers_of is not None:
+                headers_of[jid] = limits.headers_json(env.headers)
             return check(dumps(env.to_dict()), env)
         return generic
 

@@ -219,7 +219,7 @@ class Records:
         fields: list[Any] = ["status", outcome.status, "worker", worker_id,
                              "attempts", env.attempt, "started_at",
                              f"{now - outcome.duration_s:.3f}"]
-        if env.headers:  # (also written at enqueue, except by enqueue_many)
+        if env.headers:  # (also written at enqueue; a finished record keeps them)
             fields += ["headers", limits.headers_json(env.headers)]
         extra, ttl_s, delay_ms = self._outcome_fields(fields, msg, env, outcome, now,
                                                       serializer_dumps)

@@ -99,6 +99,7 @@ def test_map_with_options_carries_them_on_every_job(app: App) -> None:
         return [n, current_job().headers]
 
     jobs = tagged.options(headers={"batch": "b1"}, result_ttl_s=60).map([1, 2, 3])
+    assert [j.headers for j in jobs] == [{"batch": "b1"}] * 3  # on the records while queued
     with running(app):
         assert [j.result(5) for j in jobs] == [[n, {"batch": "b1"}] for n in (1, 2, 3)]
     assert all(0 < app.client.pttl(keys.job("default", j.id)) <= 60_000 for j in jobs)

@@ -54,6 +54,7 @@ def test_producer_middleware_headers_reach_every_kind_of_job(app: App) -> None:
     now = who.delay(1)
     later = who.enqueue((2,), delay_s=0.05)
     mapped = who.map([3, 4])
+    assert [j.headers for j in mapped] == [{"request_id": "req-1"}] * 2
 
     async def via_aio() -> str:
         async with AsyncProducer(app) as producer:
