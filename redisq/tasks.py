@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
 from .backend import keys
-from .errors import DuplicateJob
+from .errors import ConfigError, DuplicateJob
 from .job import Job, JobContext
 from .model import Envelope, new_id
 
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 UniqueBy = str | Sequence[str] | Callable[..., str] | None
+#: ``hook(callback)``: run ``callback`` once the caller's current database transaction has
+#: committed (at once outside one), never if it rolls back (``App.use_commit_hook``).
+CommitHook = Callable[[Callable[[], Any]], Any]
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -65,6 +68,9 @@ class Producer(Protocol):
                      calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
                      queue: str | None = None,
                      options: Mapping[str, Any] | None = None) -> list[Job[Any]]: ...
+
+    @property
+    def commit_hook(self) -> CommitHook | None: ...
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,15 @@ class TaskCall(Generic[P, R]):
         """Queue a call, later with ``delay_s`` or at ``eta``."""
         return self.task.app.enqueue(self.task.name, args=args, kwargs=kwargs, delay_s=delay_s,
                                      eta=eta, options=self.call_options)
+
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """:meth:`Task.delay_on_commit` with these options."""
+        self.enqueue_on_commit(args=args, kwargs=kwargs)
+
+    def enqueue_on_commit(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+                          delay_s: float | None = None) -> None:
+        """:meth:`Task.enqueue_on_commit` with these options."""
+        self.task.on_commit(args, kwargs, lambda a, k: self.enqueue(a, k, delay_s=delay_s))
 
     def map(self, calls: Iterable[Any]) -> list[Job[R]]:
         """Queue many calls (as :meth:`Task.map`), each with these options (not ``job_id``:
@@ -218,6 +233,35 @@ class Task(Generic[P, R]):
         self._call_signature.bind(*args, **kwargs)
         if len(self._shapes_ok) < 64:  # bounded: callers with ever-new keyword sets
             self._shapes_ok.add(shape)
+
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Queue this call once the current database transaction commits, never if it rolls
+        back (so no worker looks for a row that does not exist). The arguments are checked
+        now; the job is queued by the app's commit hook (``redisq.contrib.django`` installs
+        ``transaction.on_commit``), so there is no :class:`Job` to return yet."""
+        self.enqueue_on_commit(args=args, kwargs=kwargs)
+
+    def enqueue_on_commit(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+                          delay_s: float | None = None, job_id: str | None = None,
+                          queue: str | None = None) -> None:
+        """:meth:`enqueue` once the current transaction commits (see :meth:`delay_on_commit`).
+        Without a commit hook this is a :class:`ConfigError`, not an enqueue now: a caller
+        that asked to wait for a commit must not get a job for a row that may roll back."""
+        self.on_commit(args, kwargs, lambda a, k: self.enqueue(a, k, delay_s=delay_s,
+                                                               job_id=job_id, queue=queue))
+
+    def on_commit(self, args: Sequence[Any], kwargs: dict[str, Any] | None,
+                  send: Callable[[tuple[Any, ...], dict[str, Any]], Any]) -> None:
+        """Check a call now and ``send(args, kwargs)`` it through the app's commit hook."""
+        hook = self.app.commit_hook
+        if hook is None:
+            raise ConfigError(f"{self.name}: enqueue_on_commit needs a commit hook: add "
+                              "'redisq.contrib.django' to INSTALLED_APPS, or call "
+                              "app.use_commit_hook(hook)")
+        kwargs = dict(kwargs or {})
+        self.check_args(args, kwargs)  # a bad call fails in the caller, not after the commit
+        args = tuple(args)
+        hook(lambda: send(args, kwargs))
 
 
 #: A task of any signature (the registry, the worker).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -276,3 +277,20 @@ def test_a_requeued_dead_job_runs_whatever_its_old_deadline(app: App) -> None:
         assert app.requeue_dead("default") == 1
         assert job.result(5) == "second time"
     assert job.headers == {"k": "v"}
+
+
+def test_options_with_delay_on_commit(app: App) -> None:
+    commits: list[Any] = []
+    app.use_commit_hook(commits.append)  # the callbacks run when the test "commits"
+
+    @app.task(name="t.after_commit")
+    def after_commit(n: int) -> list:
+        return [n, current_job().headers]
+
+    after_commit.options(headers={"tx": "1"}, job_id="tx-job").delay_on_commit(5)
+    assert app.job("tx-job") is None and len(commits) == 1  # nothing queued before the commit
+    commits[0]()
+    job = app.job("tx-job")
+    assert job is not None and job.headers == {"tx": "1"}
+    with running(app):
+        assert job.result(5) == [5, {"tx": "1"}]
