@@ -194,7 +194,7 @@ def publish(channel: str, message: str, durable: bool, url: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handles_errors
 def info(url: str | None, watch: bool, interval_s: float, as_json: bool) -> None:
-    """Queues (depth, in flight, delayed, dead, rate) and live workers."""
+    """Queues (depth, in flight, delayed, dead, succeeded, failed, expired, rate) and live workers."""
     from .stats import format_snapshot, snapshot, with_rates
 
     app = load_app(None, settings_from(url=url).url)
