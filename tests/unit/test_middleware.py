@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from redisq import App, current_job
+from redisq.execution import execute
 from redisq.job import JobContext
 from redisq.limits import MAX_HEADERS_BYTES
 from redisq.model import Envelope, Outcome
-from redisq.worker.execute import execute
 
 
 @pytest.fixture
@@ -187,3 +187,35 @@ def test_before_enqueue_adds_headers_in_order_and_a_failure_keeps_the_job(
     assert caplog.text.count("queued without its change") == 3
     message = app.prepare("t.add", (1, 2), None, None, None).message
     assert b'"headers":{"a":0,"b":1}' in message  # the template path steps aside for middleware
+
+
+def test_eager_jobs_carry_options_headers_and_middleware() -> None:
+    app = App("redis://127.0.0.1:1/0", eager=True)
+    seen: list[tuple[str, Any]] = []
+
+    class Stamp:
+        def before_enqueue(self, envelope: Envelope) -> Envelope:
+            return replace(envelope, headers={**envelope.headers, "stamp": 1})
+
+        def before_execute(self, job: JobContext) -> None:
+            seen.append(("before", job.headers))
+
+        def on_dead(self, job: JobContext, outcome: Outcome) -> None:
+            seen.append(("dead", type(outcome.exception).__name__))
+
+    app.add_middleware(Stamp())
+    attempts: list[int] = []
+
+    @app.task(name="t.eager", retries=3)
+    def eager_task(fail: bool) -> dict:
+        attempts.append(current_job().attempt)
+        if fail:
+            raise KeyError("no")
+        return current_job().headers
+
+    job = eager_task.options(headers={"r": "x"}).delay(False)
+    assert job.result() == {"r": "x", "stamp": 1} and job.headers == {"r": "x", "stamp": 1}
+    attempts.clear()
+    with pytest.raises(KeyError):  # eager_raise: the task's own exception, after 1 attempt
+        eager_task.options(retries=0).delay(True)
+    assert attempts == [1] and seen[-1] == ("dead", "KeyError")
