@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import logging
 import threading
 import time
@@ -31,7 +30,7 @@ from .errors import Retry
 from .job import JobContext, _current
 from .middleware import Hooks  # the App's hooks and middleware (below the App, as this is)
 from .model import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
-from .serializers import encode_extra
+from .serializers import compact_json
 
 if TYPE_CHECKING:
     from .tasks import AnyTask
@@ -156,8 +155,7 @@ def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
             result = _call(task, args, kwargs, limiter, runner, timeout_s)
             # A result JSON cannot carry is the task's error, found here rather than in Redis
             # (datetime, date, UUID and Decimal travel as text, as arguments do).
-            encoded = json.dumps(result, allow_nan=False, separators=(",", ":"),
-                                 default=encode_extra)
+            encoded = compact_json(result)
             outcome = Outcome(SUCCEEDED, result, result_json=encoded,
                               duration_s=clock() - started)
         # Any task error is an outcome; SystemExit too (a task calling sys.exit() in a pool

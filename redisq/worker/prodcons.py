@@ -161,6 +161,7 @@ class ProdconsWorker(Intake, Daemon):
             ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
                              self._report_progress, job.env.headers)
             outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
+            self._ran(job)
             if taken and not self.stopping.is_set():
                 self.record(job, outcome, holds_slot=True)  # batched by the recorder
                 job = taken.popleft()
@@ -180,6 +181,10 @@ class ProdconsWorker(Intake, Daemon):
                 self.record(current, outcome, holds_slot=True)
                 job = None
         self._leave(taken)
+
+    def _ran(self, job: Reserved) -> None:
+        """Called in the job's thread as soon as it has run, before its outcome is written
+        (which the recorder may batch): a supervisor's child counts its jobs here."""
 
     def _abandon(self, job: Reserved) -> None:
         """Give up a job that must not start here: its slot and our hold of it (if its epoch
