@@ -16,15 +16,20 @@ from .errors import (
 )
 from .job import Job, JobContext, current_job
 from .locks import Lock
+from .middleware import Middleware
+from .model import Envelope, Outcome
+from .tasks import CallOptions
 from .workflow_jobs import ChainJob, GroupJob
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "CallOptions",
     "ChainJob",
     "ConfigError",
     "DuplicateJob",
+    "Envelope",
     "GroupJob",
     "Job",
     "JobContext",
@@ -32,7 +37,9 @@ __all__ = [
     "JobTimeout",
     "Lock",
     "LockNotAcquired",
+    "Middleware",
     "NotReplicated",
+    "Outcome",
     "RedisqError",
     "Retry",
     "SerializationError",

@@ -26,7 +26,7 @@ _GAUGES = {"depth": "Messages waiting", "in_flight": "Messages reserved by a wor
            "delayed": "Messages scheduled for later", "dead_letters": "Dead-letter entries"}
 _COUNTERS = {"enqueued": "Jobs enqueued", "succeeded": "Job attempts that succeeded",
              "failed": "Job attempts that failed", "retrying": "Failed attempts retried",
-             "dead": "Jobs dead-lettered"}
+             "dead": "Jobs dead-lettered", "expired": "Jobs expired before they started"}
 
 
 @ops.get("/healthz")

@@ -25,7 +25,7 @@ from ..broker.queue import Queue
 from ..execution import AsyncRunner, Reserved, TimeLimiter, execute
 from ..job import JobContext
 from ..limits import max_message_bytes
-from ..model import SUCCEEDED, Message, Outcome
+from ..model import EXPIRED, SUCCEEDED, Message, Outcome
 from .burst import Burst
 from .daemon import Daemon
 from .intake import Intake
@@ -164,7 +164,7 @@ class ProdconsWorker(Intake, Daemon):
                         self._track(job)
                 continue
             ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
-                             self._report_progress)
+                             self._report_progress, job.env.headers)
             outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
             self._ran(job)
             if taken and not self.stopping.is_set():
@@ -313,6 +313,10 @@ class ProdconsWorker(Intake, Daemon):
             self.processed += 1
             log.info("job=%s task=%s queue=%s succeeded duration_s=%.6f", job.env.id,
                      job.env.task, job.env.queue, outcome.duration_s)
+            return
+        if outcome.status == EXPIRED:  # not run: neither processed nor failed here
+            log.warning("job=%s task=%s queue=%s expired, not run: %s", job.env.id,
+                        job.env.task, job.env.queue, outcome.error_message)
             return
         self.failed += 1
         extra = f" retry_in_s={outcome.retry_in_s:.3f}" if outcome.retry_in_s else ""
