@@ -366,3 +366,21 @@ def test_an_eager_app_refuses_workflows_clearly() -> None:
             wf.delay()
     with pytest.raises(ConfigError, match="eager"):
         add.enqueue(args=(1,), depends_on=[add.delay(1)])
+
+
+def test_producer_middleware_sees_group_members_and_chain_heads(tasks: App) -> None:
+    from dataclasses import replace as dc_replace
+
+    from redisq import Envelope
+
+    class Tag:
+        def before_enqueue(self, env: Envelope) -> Envelope:
+            return dc_replace(env, headers={**env.headers, "tenant": "t1"})
+
+    tasks.add_middleware(Tag())
+    add = tasks.tasks["w.add"]
+    g = group([add.s(1), add.s(2)]).delay()
+    c = chain(add.s(3), add.s(4)).delay()
+    raw = [json.loads(m) for m in tasks.client.lrange(keys.pending("default"), 0, -1)]
+    assert len(raw) == 3 and all(m["headers"] == {"tenant": "t1"} and m["workflow"] for m in raw)
+    assert {m["id"] for m in raw} == {g.members[0].id, g.members[1].id, c.steps[0].id}
