@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import contextvars
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from .backend import control
 from .backend.backoff import doubling
 from .errors import JobFailed, JobTimeout
-from .model import CANCELLED, DEAD, FAILED, SUCCEEDED
+from .model import ABORTED, CANCELLED, DEAD, FAILED, SUCCEEDED
 
 if TYPE_CHECKING:
     from .backend.records import Records
@@ -36,6 +38,16 @@ class JobContext:
     queue: str
     attempt: int
     report: Callable[[str, float, str], None] = field(repr=False, default=lambda *a: None)
+    #: ctl: set when ``job.abort()`` reached this job's worker (see :attr:`aborted`).
+    abort_requested: threading.Event = field(repr=False, default_factory=threading.Event)
+    #: ctl: how the worker forces an ``async def`` task to stop (cancels it); set while it runs.
+    on_force: Callable[[], None] | None = field(repr=False, default=None)
+
+    @property
+    def aborted(self) -> bool:
+        """Whether ``job.abort()`` asked this job to stop: a task that checks it can end
+        cleanly; after the worker's ``abort_grace_s`` it is stopped anyway."""
+        return self.abort_requested.is_set()
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Publish how far the task is (0..1) with an optional message; readable by the
@@ -86,6 +98,13 @@ class Job(Generic[R]):
         """Cancel the job if it has not started; returns whether it was cancelled."""
         return self._records.cancel(self.queue, self.id)
 
+    def abort(self) -> str:
+        """Stop the job: ``"cancelled"`` if it was still waiting; ``"aborting"`` if it runs
+        (its worker sees the request within one heartbeat, sets ``current_job().aborted``
+        and stops it after ``abort_grace_s``; it ends as ``"aborted"``, never retried);
+        ``""`` if it had already finished."""
+        return control.abort(self._records, self.queue, self.id)
+
     def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> R:
         """Wait for the job to end and return its result; raises :class:`JobFailed` with the
         task's error type and message, or :class:`JobTimeout` after ``timeout_s``."""
@@ -121,7 +140,7 @@ def final_result(job_id: str, info: dict[str, Any]) -> tuple[bool, Any]:
                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
     if status == CANCELLED:  # not the error of an attempt that ran before the cancel
         raise JobFailed(job_id, CANCELLED, "the job was cancelled before it ran")
-    if status in (FAILED, DEAD):
+    if status in (FAILED, DEAD, ABORTED):
         raise JobFailed(job_id, info.get("error_type", status or ""),
                         info.get("error_message", status or ""), info.get("traceback", ""))
     return False, None

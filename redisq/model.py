@@ -14,9 +14,13 @@ from typing import Any
 
 QUEUED, STARTED, SUCCEEDED, FAILED = "queued", "started", "succeeded", "failed"
 RETRYING, DEAD, CANCELLED = "retrying", "dead", "cancelled"
-STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED)
+#: ctl: stopped by ``job.abort()`` while it ran (terminal, never retried); waiting in the
+#: delayed set for a rate or concurrency limit slot (see docs/control.md).
+ABORTED, THROTTLED = "aborted", "throttled"
+STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED,
+            ABORTED, THROTTLED)
 #: Statuses after which a job never runs again (unless a dead job is requeued).
-TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED})
+TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED, ABORTED})
 
 
 def new_id() -> str:

@@ -212,6 +212,28 @@ def info(url: str | None, watch: bool, interval_s: float, as_json: bool) -> None
 
 
 @main.command()
+@click.argument("queue")
+@click.option("--url", help=URL_HELP)
+@handles_errors
+def pause(queue: str, url: str | None) -> None:
+    """Stop workers taking jobs from QUEUE (queued jobs stay; running ones finish)."""
+    app = load_app(None, settings_from(url=url).url)
+    done = app.pause(queue)
+    click.echo(f"paused {queue}" if done else f"{queue} was already paused")
+
+
+@main.command()
+@click.argument("queue")
+@click.option("--url", help=URL_HELP)
+@handles_errors
+def resume(queue: str, url: str | None) -> None:
+    """Let workers take jobs from QUEUE again."""
+    app = load_app(None, settings_from(url=url).url)
+    done = app.resume(queue)
+    click.echo(f"resumed {queue}" if done else f"{queue} was not paused")
+
+
+@main.command()
 @click.argument("job_id")
 @click.option("--url", help=URL_HELP)
 @handles_errors

@@ -66,16 +66,25 @@ class Intake:
         must not run again (a batch reservation marked them started and reported each job's
         status before; a blocking move's are marked here first: see :meth:`mark`)."""
         runnable = []
-        for r in self.mark([r for r in map(self._decode, messages) if r is not None]):
+        decoded = [r for r in map(self._decode, messages) if r is not None]
+        for r in self.mark(self.unpaused(decoded)):
             prev = r.message.before
             if prev in TERMINAL:
                 log.info("job=%s task=%s skipped (already %s)", r.env.id, r.env.task, prev)
                 self._ack_skipped(r)
                 continue
+            runnable.append(r)
+        admitted = self.admit(runnable)
+        for r in admitted:
             log.info("job=%s task=%s queue=%s started attempt=%d", r.env.id, r.env.task,
                      r.env.queue, r.env.attempt)
-            runnable.append(r)
-        return runnable
+        return admitted
+
+    def unpaused(self, jobs: list[Reserved]) -> list[Reserved]:
+        return jobs  # the worker's (see redisq.worker.control): paused queues' jobs go back
+
+    def admit(self, jobs: list[Reserved]) -> list[Reserved]:
+        return jobs  # the worker's (see redisq.worker.control): the limits step
 
     def mark(self, jobs: list[Reserved]) -> list[Reserved]:
         """Mark jobs from a blocking move (or found as orphans) started before they run, and

@@ -21,9 +21,11 @@ from ..backend.index import WorkerIndex
 from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
 from ..broker.consumer import Consumer
 from ..broker.queue import Queue
+from ..config import queue_weights
 from ..job import JobContext
 from ..limits import max_message_bytes
 from ..model import SUCCEEDED, Message, Outcome
+from .control import Control
 from .daemon import Daemon
 from .execute import AsyncRunner, Reserved, TimeLimiter, execute
 from .intake import Intake
@@ -53,7 +55,7 @@ TAKE_SHORT = 4
 PASSING_ERRORS = CONNECTION_OR_REPLY_ERRORS
 
 
-class ProdconsWorker(Intake, Daemon):
+class ProdconsWorker(Control, Intake, Daemon):
     """Consumes ``settings.queues`` (priority order) with ``settings.concurrency`` threads."""
 
     mode = "prodcons"
@@ -61,7 +63,9 @@ class ProdconsWorker(Intake, Daemon):
     def __init__(self, app: App, settings: Settings, notifier: Notifier | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(app, settings, notifier, clock)
-        self.queues = list(settings.queues)
+        names, weights = queue_weights(settings.queues)  # high:5,default:1: weighted
+        self.queues = list(names)
+        self._init_control()
         self.concurrency = settings.concurrency
         self.max_message_bytes = max_message_bytes(app.max_message_bytes,
                                                    settings.max_message_bytes)
@@ -70,7 +74,7 @@ class ProdconsWorker(Intake, Daemon):
         self.consumer = Consumer(self.client, self.queues, consumer_id=self.id,
                                  lease_s=settings.lease_s, block_timeout_s=settings.block_timeout_s,
                                  dead_max=settings.dead_max, outage=self.outage, clock=clock,
-                                 mark_jobs=self.id, pressure=self.pressure)
+                                 mark_jobs=self.id, pressure=self.pressure, weights=weights)
         self.limiter = TimeLimiter()
         self.runner = AsyncRunner() if any(t.is_async for t in app.tasks.values()) else None
         self.pool = Pool(self.concurrency, "redisq-job")
@@ -81,7 +85,7 @@ class ProdconsWorker(Intake, Daemon):
                                  app.serializer.dumps, self._settled, self.forced,
                                  resting=self.consumer.resting, on_parked=self._parked,
                                  cap=self.concurrency)
-        self.consumer.skip = self.recorder.full
+        self.consumer.skip = lambda q: q in self.paused or self.recorder.full(q)
         # The queue index: refreshed for our queues, pruned of idle ones (see redisq.index).
         self.index = WorkerIndex(self.client, self.queues, max(
             settings.queue_idle_ttl_s, app.result_ttl_s, app.failure_ttl_s), clock)
@@ -155,7 +159,12 @@ class ProdconsWorker(Intake, Daemon):
                 continue
             ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
                              self._report_progress)
-            outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
+            self.running_begins(job, ctx)
+            ran = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
+            outcome = self.running_ends(job, ctx, ran)  # job.abort(): "aborted"
+            if outcome is None:  # abandoned (see redisq.worker.control): recorded already
+                self._hand_off(taken)
+                return
             if taken and not self.stopping.is_set():
                 self.record(job, outcome, holds_slot=True)  # batched by the recorder
                 job = taken.popleft()
@@ -175,6 +184,13 @@ class ProdconsWorker(Intake, Daemon):
                 self.record(current, outcome, holds_slot=True)
                 job = None
         self._leave(taken)
+
+    def _hand_off(self, taken: deque[Reserved]) -> None:
+        """Jobs this thread took but cannot run (it was replaced) go to other threads."""
+        for nxt in taken:
+            with self._slots:
+                self._track(nxt)
+            self.pool.submit(lambda nxt=nxt: self._run(nxt))  # type: ignore[misc]
 
     def _abandon(self, job: Reserved) -> None:
         """Give up a job that must not start here: its slot and our hold of it (if its epoch
@@ -235,6 +251,7 @@ class ProdconsWorker(Intake, Daemon):
 
     def _settled(self, job: Reserved, outcome: Outcome, holds_slot: bool, answer: Any = 1) -> None:
         self.consumer.forget(job.message)
+        self.release_limits(job)  # concurrency_limit: the slot back, one waiter woken
         if answer in (SETTLE_FENCED, SETTLE_DUPLICATE):
             self._log_refused(job, outcome, answer)
         else:
@@ -323,6 +340,7 @@ class ProdconsWorker(Intake, Daemon):
 
     def tick(self) -> None:
         self.limiter.enforce()  # also while stopping: running jobs keep their time limits
+        self.control_tick()  # paused queues; aborted jobs past their grace
         self.consumer.probe_resting()  # also with every slot busy (see probe_resting)
         if self.scheduler is not None and not self.stopping.is_set():  # resigned at stop
             self.scheduler.tick()  # also promotes due delayed jobs of every queue
@@ -339,6 +357,7 @@ class ProdconsWorker(Intake, Daemon):
 
     def maintain(self) -> None:
         self.consumer.heartbeat()
+        self.control_beat()  # abort requests; concurrency leases
         self.consumer.requeue_stale()
         self.index.heartbeat()
 
@@ -348,6 +367,7 @@ class ProdconsWorker(Intake, Daemon):
         return {"queues": self.queues, "concurrency": self.concurrency,
                 "processed": self.processed, "failed": self.failed, "current": current,
                 "parked": self.recorder.parked(),  # outcomes waiting for a node that is down
+                "paused": sorted(self.paused),  # queues it takes nothing from (ctl)
                 **({"leading": self.scheduler.leading} if self.scheduler is not None else {})}
 
     # -- stopping ----------------------------------------------------------------------------
