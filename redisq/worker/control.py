@@ -81,13 +81,16 @@ class Control:
         raise NotImplementedError  # the worker's: settle through the recorder
 
     def unpaused(self, jobs: list[Reserved]) -> list[Reserved]:
-        """Jobs taken before this worker saw their queue paused go back to its front."""
+        """A blocking wait begun before its queue was paused may still bring a message back:
+        it goes back to the front of its queue, unrun and unmarked. (A batch reservation
+        never names a paused queue; one that ran just before the pause was seen has marked
+        its jobs started: they run.)"""
         if not self.paused:
             return jobs
-        for j in jobs:
-            if j.env.queue in self.paused:
-                self._give_back(j.message)
-        return [j for j in jobs if j.env.queue not in self.paused]
+        back = [j for j in jobs if j.env.queue in self.paused and j.message.before is None]
+        for j in back:
+            self._give_back(j.message)
+        return [j for j in jobs if j not in back] if back else jobs
 
     def admit(self, jobs: list[Reserved]) -> list[Reserved]:
         """Pass the jobs of limited tasks through the gate (one round trip for all)."""
@@ -141,8 +144,8 @@ class Control:
             self._holds.add(job.env.id)
 
     def release_limits(self, job: Reserved) -> None:
-        """After ``job``'s outcome is written: its concurrency slot back (a failure leaves
-        it to its lease)."""
+        """After ``job``'s outcome is written (or once it will not run here): its concurrency
+        slot back (a failure leaves it to its lease)."""
         with self._jobs_lock:
             if job.env.id not in self._holds:
                 return

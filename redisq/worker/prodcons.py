@@ -197,6 +197,7 @@ class ProdconsWorker(Control, Intake, Daemon):
         still holds after all, it is in our processing list: the orphan check delivers it)."""
         self.consumer.forget(job.message)
         self.consumer.recheck()
+        self.release_limits(job)
         with self._slots:
             self._running -= 1
             self.current.pop(job.env.id, None)
@@ -208,6 +209,8 @@ class ProdconsWorker(Control, Intake, Daemon):
         if taken:
             log.info("worker=%s %d taken job(s) not started; they go back to the queue",
                      self.id, len(taken))
+            for job in taken:
+                self.release_limits(job)
             with self._slots:
                 self._running -= len(taken)
                 self._slots.notify_all()
