@@ -110,7 +110,8 @@ def main() -> None:
 @click.option("--app", "app_spec", help=APP_HELP)
 @click.option("--url", help=URL_HELP)
 @click.option("--mode", type=click.Choice(["prodcons", "pubsub"]), help="Consume queues or channels.")
-@click.option("--queues", help="Comma-separated queues, highest priority first.")
+@click.option("--queues", help="Comma-separated queues, highest priority first; "
+              "high:5,default:1 weighs them instead (none starves).")
 @click.option("--channels", help="Comma-separated channels (pubsub mode).")
 @click.option("--concurrency", type=int, help="Jobs run at once (threads).")
 @click.option("--burst/--no-burst", default=None, help="Drain the queues, then exit.")

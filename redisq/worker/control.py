@@ -185,10 +185,15 @@ class Control:
             runs = list(self._jobs.values())
             holders = [(r.job.env.queue, r.job.env.task, r.job.env.id) for r in runs
                        if r.job.env.id in self._holds]
-        control.renew_holders(self.client, holders, int(self.settings.lease_s * 1000))
         fresh = [r for r in runs if not r.ctx.aborted]
-        flags = control.abort_flags(self.client, [(r.job.env.queue, r.job.env.id)
-                                                  for r in fresh])
+        try:
+            control.renew_holders(self.client, holders, int(self.settings.lease_s * 1000))
+            flags = control.abort_flags(self.client, [(r.job.env.queue, r.job.env.id)
+                                                      for r in fresh])
+        except CONNECTION_OR_REPLY_ERRORS as exc:  # the next heartbeat tries again
+            log.warning("worker=%s could not renew limits or read abort requests: %s",
+                        self.id, exc)
+            return
         for r, flagged in zip(fresh, flags, strict=True):
             if flagged:
                 self._abort(r)
@@ -203,14 +208,9 @@ class Control:
             self.limiter.abort(run.thread_id, grace)
 
     def control_tick(self) -> None:
-        """Supervisor tick: paused queues; forced stops of aborted jobs past their grace."""
+        """Supervisor tick: forced stops of aborted jobs past their grace (no Redis), then
+        the paused queues (kept as they were while Redis does not answer)."""
         now = self.clock()
-        if now - self._paused_at >= PAUSE_POLL_S:
-            self._paused_at = now
-            paused = control.paused(self.client) & set(self.consumer.queues)
-            if paused != self.paused:
-                log.info("worker=%s paused queues: %s", self.id, ",".join(sorted(paused)) or "-")
-                self.paused = paused
         with self._jobs_lock:
             due = [r for r in self._jobs.values()
                    if r.extra.get("force_at", float("inf")) <= now and not r.abandoned]
@@ -219,8 +219,20 @@ class Control:
                 r.forced_at = now
                 if r.ctx.on_force is not None:  # an async task: cancel it
                     r.ctx.on_force()
+                else:  # (again: the thread may have been between watched calls at the request)
+                    self.limiter.abort(r.thread_id, 0.0)
             elif now - r.forced_at >= ABANDON_AFTER_S:
                 self._abandon_stuck(r)
+        if now - self._paused_at >= PAUSE_POLL_S:
+            self._paused_at = now
+            try:
+                paused = control.paused(self.client) & set(self.consumer.queues)
+            except CONNECTION_OR_REPLY_ERRORS as exc:
+                log.debug("worker=%s could not read the paused queues: %s", self.id, exc)
+                return
+            if paused != self.paused:
+                log.info("worker=%s paused queues: %s", self.id, ",".join(sorted(paused)) or "-")
+                self.paused = paused
 
     def _abandon_stuck(self, run: _Running) -> None:
         with self._jobs_lock:

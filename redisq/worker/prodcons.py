@@ -343,7 +343,7 @@ class ProdconsWorker(Control, Intake, Daemon):
 
     def tick(self) -> None:
         self.limiter.enforce()  # also while stopping: running jobs keep their time limits
-        self.control_tick()  # paused queues; aborted jobs past their grace
+        self.control_tick()  # aborted jobs past their grace; paused queues
         self.consumer.probe_resting()  # also with every slot busy (see probe_resting)
         if self.scheduler is not None and not self.stopping.is_set():  # resigned at stop
             self.scheduler.tick()  # also promotes due delayed jobs of every queue
@@ -360,9 +360,9 @@ class ProdconsWorker(Control, Intake, Daemon):
 
     def maintain(self) -> None:
         self.consumer.heartbeat()
-        self.control_beat()  # abort requests; concurrency leases
         self.consumer.requeue_stale()
         self.index.heartbeat()
+        self.control_beat()  # abort requests; concurrency leases (never raises)
 
     def state(self) -> dict[str, Any]:
         with self._slots:
