@@ -180,7 +180,9 @@ class Control:
         return outcome
 
     def control_beat(self) -> None:
-        """Heartbeat: renew concurrency leases, read abort requests for running jobs."""
+        """Heartbeat: renew concurrency leases, read abort requests for running jobs (and the
+        paused queues: the first heartbeat runs before the first reservation)."""
+        self._refresh_paused()
         with self._jobs_lock:
             runs = list(self._jobs.values())
             holders = [(r.job.env.queue, r.job.env.task, r.job.env.id) for r in runs
@@ -224,15 +226,18 @@ class Control:
             elif now - r.forced_at >= ABANDON_AFTER_S:
                 self._abandon_stuck(r)
         if now - self._paused_at >= PAUSE_POLL_S:
-            self._paused_at = now
-            try:
-                paused = control.paused(self.client) & set(self.consumer.queues)
-            except CONNECTION_OR_REPLY_ERRORS as exc:
-                log.debug("worker=%s could not read the paused queues: %s", self.id, exc)
-                return
-            if paused != self.paused:
-                log.info("worker=%s paused queues: %s", self.id, ",".join(sorted(paused)) or "-")
-                self.paused = paused
+            self._refresh_paused()
+
+    def _refresh_paused(self) -> None:
+        self._paused_at = self.clock()
+        try:
+            paused = control.paused(self.client) & set(self.consumer.queues)
+        except CONNECTION_OR_REPLY_ERRORS as exc:
+            log.debug("worker=%s could not read the paused queues: %s", self.id, exc)
+            return
+        if paused != self.paused:
+            log.info("worker=%s paused queues: %s", self.id, ",".join(sorted(paused)) or "-")
+            self.paused = paused
 
     def _abandon_stuck(self, run: _Running) -> None:
         with self._jobs_lock:

@@ -25,8 +25,8 @@
 --          messages were recovered after its lease expired: it must register again);
 --          without a prefix: the moved messages, oldest first (may be empty);
 --          with a prefix: message, status-before pairs, flattened. A status before of
---          'succeeded', 'failed', 'dead' or 'cancelled' leaves the record untouched (the job
---          must not run again: a duplicate delivery, or a cancel); '' means no record,
+--          'succeeded', 'failed', 'dead', 'cancelled' or 'aborted' leaves the record untouched
+--          (the job must not run again: a duplicate delivery, or a cancel); '' means no record,
 --          '?' a message that is not a job (left for the worker to dead-letter).
 if ARGV[3] ~= '0' then
   redis.call('SADD', KEYS[4], ARGV[2])
@@ -59,7 +59,7 @@ for i = 1, tonumber(ARGV[1]) do
       local record = prefix .. id
       before = redis.call('HGET', record, 'status') or ''
       if before ~= 'succeeded' and before ~= 'failed' and before ~= 'dead'
-          and before ~= 'cancelled' then
+          and before ~= 'cancelled' and before ~= 'aborted' then  -- (ctl: aborted)
         -- Only finished records carry a TTL, and those are skipped: no PERSIST needed.
         redis.call('HSET', record, 'status', 'started', 'started_at', ARGV[6],
           'worker', ARGV[5], 'attempts', attempt or '1')

@@ -40,7 +40,7 @@ if ARGV[13] ~= '' and redis.call('HGET', KEYS[6], ARGV[12]) ~= ARGV[13] then ret
 local rec = redis.call('HMGET', KEYS[2], 'status', 'worker', 'attempts')
 local st = rec[1]
 if rec[2] and rec[2] ~= ARGV[14] and (st == 'succeeded' or st == 'failed' or st == 'dead'
-    or st == 'cancelled' or (st == 'retrying' and outcome ~= 'succeeded'
+    or st == 'cancelled' or st == 'aborted' or (st == 'retrying' and outcome ~= 'succeeded'
       and tonumber(ARGV[15]) <= (tonumber(rec[3]) or 0))) then
   redis.call('LREM', KEYS[1], -1, ARGV[2])
   return -2

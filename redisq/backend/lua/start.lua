@@ -18,14 +18,15 @@
 -- ARGV[4+i] attempt number of job i
 -- returns   -1 when the token is not the consumer's epoch any more (nothing marked); else for
 --           each job, its status before this call ('' if it had no record). A job already
---           'succeeded', 'failed', 'dead' or 'cancelled' is left untouched: the worker settles
---           its message without running it (a duplicate delivery, or a cancel).
+--           'succeeded', 'failed', 'dead', 'cancelled' or 'aborted' is left untouched: the
+--           worker settles its message without running it (a duplicate delivery, or a cancel).
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], ARGV[3]) ~= ARGV[4] then return -1 end
 local out = {}
 for i = 2, #KEYS do
   local before = redis.call('HGET', KEYS[i], 'status') or ''
   out[i - 1] = before
-  if before ~= 'succeeded' and before ~= 'failed' and before ~= 'dead' and before ~= 'cancelled' then
+  if before ~= 'succeeded' and before ~= 'failed' and before ~= 'dead' and before ~= 'cancelled'
+      and before ~= 'aborted' then  -- (ctl: aborted)
     redis.call('HSET', KEYS[i], 'status', 'started', 'started_at', ARGV[2], 'worker', ARGV[1],
       'attempts', ARGV[3 + i])
   end

@@ -1,0 +1,65 @@
+"""Job control with a worker in the test process (ctl): an aborted job never runs again, a
+throttled start shows in the snapshot and `redisq info`, and a paused queue's jobs stay."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from redisq import App
+from redisq.backend import keys
+from redisq.ops.stats import format_snapshot, snapshot
+from tests.support.inproc import running
+from tests.support.wait import wait_until
+
+
+@pytest.fixture
+def capp(redis_url: str) -> Iterator[App]:
+    application = App(redis_url)
+
+    @application.task(name="i.count")
+    def count() -> None:
+        application.client.incr("count")
+
+    @application.task(name="i.slow", rate_limit="2/s", retries=0)
+    def slow(i: int) -> None:
+        application.client.rpush("slow", i)
+
+    yield application
+    application.close()
+
+
+def test_a_duplicate_of_an_aborted_job_is_not_run(capp: App) -> None:
+    job = capp.enqueue("i.count")
+    # As if the job had been aborted while a second copy of its message stayed queued (a
+    # duplicate delivery after a lease loss): that copy must not run it again.
+    capp.client.hset(keys.job("default", job.id), "status", "aborted")
+    with running(capp):
+        wait_until(lambda: capp.queue("default").depth() == 0
+                   and capp.queue("default").counts()["in_flight"] == 0, 5)
+    assert capp.client.get("count") is None
+    assert job.status == "aborted"
+
+
+def test_throttled_starts_show_in_the_snapshot_and_info(capp: App) -> None:
+    jobs = capp.tasks["i.slow"].map(range(3))
+    with running(capp):
+        wait_until(lambda: capp.client.llen("slow") >= 1, 5)
+        wait_until(lambda: any(j.status == "throttled" for j in jobs), 5)
+        snap = snapshot(capp.client)
+        assert snap["queues"]["default"]["throttled"] >= 1
+        assert "throttled starts: default=" in format_snapshot(snap, False)
+        wait_until(lambda: capp.client.llen("slow") == 3, 5)  # 2/s: all within ~1 s
+    assert [j.status for j in jobs] == ["succeeded"] * 3
+
+
+def test_paused_queue_is_left_alone_and_resumes(capp: App) -> None:
+    capp.pause("default")
+    jobs = [capp.enqueue("i.count") for _ in range(3)]
+    with running(capp) as worker:
+        wait_until(lambda: worker.paused == {"default"}, 3)
+        assert capp.queue("default").depth() == 3
+        assert capp.resume("default") and not capp.resume("default")
+        wait_until(lambda: all(j.status == "succeeded" for j in jobs), 5)
+    assert capp.client.get("count") == b"3"
