@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextvars
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,8 +37,9 @@ class JobContext:
     queue: str
     attempt: int
     report: Callable[[str, float, str], None] = field(repr=False, default=lambda *a: None)
-    #: ctl: set when ``job.abort()`` reached this job's worker (see :attr:`aborted`).
-    abort_requested: threading.Event = field(repr=False, default_factory=threading.Event)
+    #: ctl: set (by the worker's supervisor thread) when ``job.abort()`` reached this job's
+    #: worker (see :attr:`aborted`); a plain flag: a job's context costs nothing more.
+    abort_requested: bool = field(repr=False, default=False)
     #: ctl: how the worker forces an ``async def`` task to stop (cancels it); set while it runs.
     on_force: Callable[[], None] | None = field(repr=False, default=None)
 
@@ -47,7 +47,7 @@ class JobContext:
     def aborted(self) -> bool:
         """Whether ``job.abort()`` asked this job to stop: a task that checks it can end
         cleanly; after the worker's ``abort_grace_s`` it is stopped anyway."""
-        return self.abort_requested.is_set()
+        return self.abort_requested
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Publish how far the task is (0..1) with an optional message; readable by the

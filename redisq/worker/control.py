@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..backend import control
@@ -51,9 +51,9 @@ class _Running:
     job: Reserved
     ctx: JobContext
     thread_id: int
+    force_at: float = float("inf")  # abort requested: when its grace ends
     forced_at: float | None = None
     abandoned: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Control:
@@ -204,8 +204,8 @@ class Control:
         grace = self.settings.abort_grace_s
         log.info("job=%s task=%s queue=%s abort requested; stopping within abort_grace_s=%.1f",
                  run.job.env.id, run.job.env.task, run.job.env.queue, grace)
-        run.ctx.abort_requested.set()
-        run.extra["force_at"] = self.clock() + grace
+        run.ctx.abort_requested = True
+        run.force_at = self.clock() + grace
         if not run.job.task.is_async:
             self.limiter.abort(run.thread_id, grace)
 
@@ -214,8 +214,7 @@ class Control:
         the paused queues (kept as they were while Redis does not answer)."""
         now = self.clock()
         with self._jobs_lock:
-            due = [r for r in self._jobs.values()
-                   if r.extra.get("force_at", float("inf")) <= now and not r.abandoned]
+            due = [r for r in self._jobs.values() if r.force_at <= now and not r.abandoned]
         for r in due:
             if r.forced_at is None:
                 r.forced_at = now
