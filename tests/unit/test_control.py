@@ -60,3 +60,63 @@ def test_task_options_are_checked_at_registration() -> None:
         app.task(concurrency_limit=0)(lambda: None)
     t = app.task(name="ok", rate_limit="4/s", concurrency_limit=2)(lambda: None)
     assert t.options.limited and t.options.rate_interval_ms == 250.0
+
+
+def test_pool_replaces_a_stuck_thread_which_ends_after_its_work() -> None:
+    import threading
+
+    from redisq.worker.pool import Pool
+
+    pool = Pool(1, "t")
+    stuck, release, ran = threading.Event(), threading.Event(), threading.Event()
+    ident: list[int] = []
+
+    def block() -> None:
+        ident.append(threading.get_ident())
+        stuck.set()
+        release.wait(5)
+
+    pool.submit(block)
+    assert stuck.wait(2)
+    pool.replace(ident[0])
+    pool.submit(ran.set)  # the new thread takes it while the old one is still stuck
+    assert ran.wait(2)
+    release.set()
+    old = next(t for t in threading.enumerate() if t.ident == ident[0])
+    old.join(2)
+    assert not old.is_alive()  # retired: it took no more work
+    pool.close()
+    assert pool.join(2)
+
+
+def test_time_limiter_abort_stops_a_watched_loop_within_the_grace() -> None:
+    import threading
+
+    from redisq.worker.execute import JobAborted, TimeLimiter
+
+    now = [100.0]
+    limiter = TimeLimiter(clock=lambda: now[0])
+    caught: list[BaseException] = []
+    inside = threading.Event()
+
+    def job() -> None:
+        limiter.watch(None)  # no time limit: abortable only
+        try:
+            inside.set()
+            while True:
+                pass
+        except BaseException as exc:
+            caught.append(exc)
+        finally:
+            limiter.unwatch()
+
+    t = threading.Thread(target=job, daemon=True)
+    t.start()
+    assert inside.wait(2)
+    assert limiter.abort(t.ident or 0, 0.05)
+    assert limiter.enforce() == 0  # the grace is not over yet
+    now[0] += 0.05
+    assert limiter.enforce() == 1
+    t.join(2)
+    assert len(caught) == 1 and isinstance(caught[0], JobAborted)
+    assert not limiter.abort(t.ident or 0, 0.0)  # nothing watched in that thread any more
