@@ -224,6 +224,22 @@ def pause(queue: str, url: str | None) -> None:
 
 
 @main.command()
+@click.argument("job_id")
+@click.option("--url", help=URL_HELP)
+@handles_errors
+def abort(job_id: str, url: str | None) -> None:
+    """Stop job JOB_ID: cancel it if waiting, else ask its worker to stop it (exit 1 if
+    unknown or finished)."""
+    app = load_app(None, settings_from(url=url).url)
+    handle = app.job(job_id)
+    done = handle.abort() if handle is not None else ""
+    if not done:
+        click.echo(f"error: no job {job_id} to abort (unknown or finished)", err=True)
+        sys.exit(1)
+    click.echo(f"{job_id} {done}")
+
+
+@main.command()
 @click.argument("queue")
 @click.option("--url", help=URL_HELP)
 @handles_errors

@@ -86,13 +86,17 @@ def test_a_task_that_checks_aborted_stops_by_itself_and_asyncio_is_cancelled(
 
 
 def test_abort_of_a_waiting_job_cancels_it_and_of_a_finished_one_does_nothing(
-        capp: App) -> None:
+        capp: App, redis_url: str) -> None:
     from tests.control_app import mark
 
     job = mark.delay("q")
     assert job.abort() == "cancelled"
     assert job.status == "cancelled"
     assert job.abort() == ""
+    other = mark.delay("q")
+    res = run_cli(redis_url, "abort", other.id)
+    assert res.returncode == 0 and res.stdout.strip() == f"{other.id} cancelled"
+    assert run_cli(redis_url, "abort", other.id).returncode == 1
 
 
 def _starts(r: redis.Redis) -> list[float]:
