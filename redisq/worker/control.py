@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING, Any
 from ..backend import control
 from ..backend.connection import CONNECTION_OR_REPLY_ERRORS
 from ..broker.consumer import Consumer
+from ..broker.queue import Queue
 from ..job import JobContext
 from ..model import ABORTED, Message, Outcome
 from .execute import Reserved, TimeLimiter
 from .pool import Pool
+from .waker import Waker
 
 if TYPE_CHECKING:
     from ..app import App
@@ -75,6 +77,8 @@ class Control:
         self._jobs: dict[str, _Running] = {}
         self._jobs_lock = threading.Lock()
         self._holds: set[str] = set()  # job ids holding a concurrency slot
+        # A throttled job's queue is promoted when its slot comes, not at the next 0.5 s pass.
+        self.waker = Waker(lambda q: Queue(self.client, q, self.records.scripts).promote_due())
 
     # -- hooks the worker calls -------------------------------------------------------------
     def record(self, job: Reserved, outcome: Outcome, holds_slot: bool = False) -> None:
@@ -135,6 +139,7 @@ class Control:
             if answer == -1:
                 self.consumer.lease_lost(j.message.queue, j.message.token or "")
             elif answer > 0:
+                self.waker.at(j.message.queue, answer / 1000)
                 log.info("job=%s task=%s queue=%s throttled retry_in_s=%.3f", j.env.id,
                          j.env.task, j.env.queue, answer / 1000)
         return out

@@ -105,7 +105,7 @@ def _starts(r: redis.Redis) -> list[float]:
 
 def test_rate_limit_holds_across_four_worker_processes(capp: App, redis_url: str,
                                                        workers: list) -> None:
-    """50/s over 4 processes: starts in a 3 s window within ±5 % of 150 (the 10 s figure
+    """50/s over 4 processes: starts in a 2.5 s window within ±5 % of 125 (the 10 s figure
     of the issue is bench/control_rate.py)."""
     from tests.control_app import rated
 
@@ -114,10 +114,10 @@ def test_rate_limit_holds_across_four_worker_processes(capp: App, redis_url: str
         workers.append(start(redis_url, "--concurrency", "4"))
     r = capp.client
     first = wait_until(lambda: _starts(r)[:1], 6, what="first start")[0]
-    window = (first + 1.0, first + 4.0)  # after a second of warm-up (workers still starting)
+    window = (first + 0.5, first + 3.0)  # after a warm-up (the workers are still starting)
     wait_until(lambda: _starts(r)[-1] >= window[1], 8, interval_s=0.1, what="window over")
     n = sum(window[0] <= t < window[1] for t in _starts(r))
-    assert 142 <= n <= 158, n
+    assert 119 <= n <= 131, n
     assert int(capp.queue("default").counts().get("throttled", 0)) > 0
 
 

@@ -120,3 +120,30 @@ def test_time_limiter_abort_stops_a_watched_loop_within_the_grace() -> None:
     t.join(2)
     assert len(caught) == 1 and isinstance(caught[0], JobAborted)
     assert not limiter.abort(t.ident or 0, 0.0)  # nothing watched in that thread any more
+
+
+def test_waker_promotes_each_queue_when_due_and_then_ends() -> None:
+    import threading
+    import time
+
+    from redisq.worker.waker import Waker
+
+    calls: list[tuple[str, float]] = []
+    done = threading.Event()
+
+    def promote(q: str) -> None:
+        calls.append((q, time.monotonic()))
+        if len(calls) == 2:
+            done.set()
+
+    waker = Waker(promote)
+    t0 = time.monotonic()
+    waker.at("b", 0.08)
+    waker.at("a", 0.02)
+    assert done.wait(2)
+    assert [q for q, _ in calls] == ["a", "b"]  # soonest first, whatever the order asked
+    assert calls[0][1] - t0 >= 0.02 and calls[1][1] - t0 >= 0.08
+    deadline = time.monotonic() + 2
+    while waker._thread is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waker._thread is None and waker.pending() == 0  # nothing left: the thread ended
