@@ -145,7 +145,8 @@ def test_a_killed_holders_slot_frees_within_its_lease(capp: App, redis_url: str,
     nxt = solo.delay("next")
     wait_until(lambda: nxt.status == "throttled", 3, what="next throttled")
     workers.append(start(redis_url, "--concurrency", "2", lease_s="1.5"))
-    time.sleep(0.5)  # the new worker is up and also refused the slot
+    wait_until(lambda: len(Registry(r).workers()) == 2, 6, what="the second worker is up")
+    assert [x.split(b":")[0] for x in r.lrange("solo:starts", 0, -1)] == [b"hog"]
     hog_worker.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     wait_until(lambda: nxt.status == "succeeded", 5, what="next runs after the kill")
