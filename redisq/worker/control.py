@@ -244,11 +244,10 @@ class Control:
             self.paused = paused
 
     def _abandon_stuck(self, run: _Running) -> None:
-        with self._jobs_lock:
+        with self._jobs_lock:  # (it stays listed: running_ends, when it returns, drops it)
             if self._jobs.get(run.job.env.id) is not run:
-                return  # it ended meanwhile
+                return  # it ended meanwhile: its own outcome is recorded
             run.abandoned = True
-            del self._jobs[run.job.env.id]
         log.warning("job=%s task=%s queue=%s did not stop (a blocking call in its thread): "
                     "recorded aborted, its thread is replaced", run.job.env.id,
                     run.job.env.task, run.job.env.queue)
@@ -256,3 +255,5 @@ class Control:
         self.record(run.job, Outcome(
             ABORTED, None, "Aborted", "aborted by request (its thread was blocked in a call "
             "that cannot be interrupted; abandoned)", "", 0.0, 0.0), holds_slot=True)
+        with contextlib.suppress(*CONNECTION_OR_REPLY_ERRORS):  # else it expires
+            control.clear_abort(self.client, run.job.env.queue, run.job.env.id)

@@ -3,6 +3,7 @@ throttled start shows in the snapshot and `redisq info`, and a paused queue's jo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +26,12 @@ def capp(redis_url: str) -> Iterator[App]:
     @application.task(name="i.slow", rate_limit="2/s", retries=0)
     def slow(i: int) -> None:
         application.client.rpush("slow", i)
+
+    @application.task(name="i.nap", timeout_s=None)
+    def nap(seconds: float) -> None:
+        application.client.set("nap:started", "1")
+        time.sleep(seconds)
+        application.client.set("nap:woke", "1")
 
     yield application
     application.close()
@@ -63,3 +70,21 @@ def test_paused_queue_is_left_alone_and_resumes(capp: App) -> None:
         assert capp.resume("default") and not capp.resume("default")
         wait_until(lambda: all(j.status == "succeeded" for j in jobs), 5)
     assert capp.client.get("count") == b"3"
+
+
+def test_an_abandoned_thread_that_wakes_later_records_nothing_more(capp: App) -> None:
+    """A job stuck in time.sleep is recorded aborted and its slot freed after the grace; when
+    the sleep returns, the async exception ends it before the task's next line, and nothing
+    is recorded or counted twice."""
+    job = capp.enqueue("i.nap", [1.5])
+    with running(capp, concurrency=1, lease_s=0.9, abort_grace_s=0.2) as worker:
+        wait_until(lambda: capp.client.exists("nap:started"), 5)
+        assert job.abort() == "aborting"
+        wait_until(lambda: job.status == "aborted", 2)
+        after = capp.enqueue("i.count")  # the one slot is free again: a new thread runs it
+        wait_until(lambda: after.status == "succeeded", 3)
+        wait_until(lambda: worker.pool._retired == set(), 3)  # the stuck thread woke, ended
+        assert worker._running == 0
+    assert not capp.client.exists("nap:woke")
+    assert job.status == "aborted"
+    assert capp.queue("default").counts().get("aborted") == 1
