@@ -6,6 +6,7 @@ A job record is a Redis hash whose fields are readable with ``redis-cli``:
 ``status`` (one of :data:`STATUSES`), ``task``, ``attempts``,
 ``enqueued_at``/``started_at``/``finished_at`` (unix seconds), ``worker``, ``result`` (JSON),
 ``error_type``/``error_message``/``traceback``, ``progress``/``progress_message``, ``due_at``,
+``throttled_at`` (when a rate or concurrency limit last sent it back to wait),
 ``args`` (a finished job's arguments, cut to ``args_summary_bytes``) and, for a failed job,
 ``message`` (the whole message). A waiting job's message lives in its queue only; the queue
 is in the record's key (reading fills in ``queue``, and ``attempts`` before the first start).
