@@ -6,10 +6,14 @@
 const $ = (sel) => document.querySelector(sel);
 const TOKEN_KEY = "redisq-token";
 const tokenChanged = [];  // what to restart once a new token is logged in (the streams)
+// Where the app is mounted ("" at the root, "/queue" inside a host app's Flask app under
+// that prefix): every path below is the app's own, written from its root.
+const ROOT = (document.body.dataset.root || "/").replace(/\/$/, "");
+const at = (path) => ROOT + path;
 
 function currentToken() { return ($("#token") && $("#token").value) || sessionStorage.getItem(TOKEN_KEY) || ""; }
 async function login(token) {
-  const res = await fetch(token ? "/login" : "/logout", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }) });
+  const res = await fetch(at(token ? "/login" : "/logout"), { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }) });
   return res.ok;
 }
 // Resolves once the stored token (if any) is logged in: the pages open their streams after it.
@@ -28,7 +32,7 @@ async function post(url, body) {
   const headers = { "Content-Type": "application/json" };
   const token = currentToken();
   if (token) headers.Authorization = "Bearer " + token;
-  const res = await fetch(url, { method: "POST", headers, body: JSON.stringify(body === undefined ? {} : body) });
+  const res = await fetch(at(url), { method: "POST", headers, body: JSON.stringify(body === undefined ? {} : body) });
   const data = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(data.error || res.statusText);
   return data;
@@ -40,13 +44,13 @@ function stream(url, setup, onState) {
   function open() {
     if (es) es.close();
     clearTimeout(timer);
-    const source = es = new EventSource(url);
+    const source = es = new EventSource(at(url));
     setup(source);
     source.addEventListener("open", () => onState("live"));
     source.addEventListener("error", async () => {
       if (source !== es) return;  // replaced meanwhile
       if (source.readyState !== EventSource.CLOSED) { onState("reconnecting"); return; }
-      const probe = await fetch("/api/snapshot", { method: "HEAD" }).catch(() => null);
+      const probe = await fetch(at("/api/snapshot"), { method: "HEAD" }).catch(() => null);
       onState(probe && probe.status === 401 ? "token" : "reconnecting");
       timer = setTimeout(open, 5000);
     });
@@ -91,7 +95,7 @@ function redisqDashboard() {
     "nothing enqueued from this page yet");
   }
   async function refreshJob(id) {
-    const res = await fetch("/jobs/" + encodeURIComponent(id)); if (!res.ok) return;
+    const res = await fetch(at("/jobs/" + encodeURIComponent(id))); if (!res.ok) return;
     const j = await res.json();
     const detail = j.status === "succeeded" ? JSON.stringify(j.result)
       : j.error_message ? `${j.error_type || "error"}: ${j.error_message}` : (j.progress_message || "");
