@@ -94,3 +94,13 @@ def test_a_throttled_job_can_be_cancelled_or_aborted(real_redis: redis.Redis,
     assert job.abort() == "cancelled"
     assert job.status == "cancelled" and real_redis.zcard(keys.delayed(Q)) == 0
     app.close()
+
+
+def test_a_new_rate_starts_afresh(real_redis: redis.Redis) -> None:
+    """Redeployed from 1/h to 10/s: the old arrival time (an hour ahead) does not hold."""
+    s = Scripts(real_redis)
+    assert _gate(s, real_redis, "a", interval_ms=3_600_000) == 0
+    assert _gate(s, real_redis, "b", interval_ms=3_600_000) > 3_000_000  # an hour's slot
+    assert _gate(s, real_redis, "c", interval_ms=100) == 0  # the new rate: no old debt
+    assert real_redis.hget(keys.rate_slots(Q, TASK), "b") is None  # old slots dropped
+    assert 0 < _gate(s, real_redis, "d", interval_ms=100) <= 100

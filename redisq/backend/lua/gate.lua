@@ -20,7 +20,7 @@
 -- KEYS[3]  job record        redisq:{q}:job:<id>
 -- KEYS[4]  stats hash        redisq:{q}:stats
 -- KEYS[5]  epochs hash       redisq:{q}:epochs
--- KEYS[6]  rate TAT          redisq:{q}:rate:<task>
+-- KEYS[6]  rate TAT          redisq:{q}:rate:<task>   ("<tat ms>|<ARGV[5]>")
 -- KEYS[7]  rate slots hash   redisq:{q}:rate:<task>:slots
 -- KEYS[8]  holders zset      redisq:{q}:running:<task>
 -- KEYS[9]  waiting zset      redisq:{q}:waiting:<task>
@@ -53,10 +53,20 @@ end
 local interval = tonumber(ARGV[5])
 local slot = nil
 if wait == 0 and interval > 0 then
+  -- The TAT is stored with the interval it was computed for: a task redeployed with another
+  -- rate starts afresh (an old 1/h limit must not hold a new 100/s one for an hour), and the
+  -- slots reserved under the old rate are dropped (their jobs are gated again when due).
+  local stored = redis.call('GET', KEYS[6])
+  local tat = nil
+  if stored then
+    local t, every = string.match(stored, '^([^|]+)|(.+)$')
+    if every == ARGV[5] then tat = tonumber(t) else redis.call('DEL', KEYS[7]) end
+  end
   slot = tonumber(redis.call('HGET', KEYS[7], id))
   if slot == nil then
-    local tat = math.max(tonumber(redis.call('GET', KEYS[6])) or now, now)
-    redis.call('SET', KEYS[6], tostring(tat + interval), 'PX', math.ceil(tat - now + interval) + 60000)
+    tat = math.max(tat or now, now)
+    redis.call('SET', KEYS[6], tostring(tat + interval) .. '|' .. ARGV[5], 'PX',
+      math.ceil(tat - now + interval) + 60000)
     if tat > now then  -- the next free start is later: reserve it for this job
       redis.call('HSET', KEYS[7], id, tostring(tat))
       redis.call('PEXPIRE', KEYS[7], math.ceil(tat - now) + 3600000)
