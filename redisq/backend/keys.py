@@ -20,7 +20,7 @@ key                                    type      meaning
 ``redisq:{q}:abort:<id>``              string    ``job.abort()`` asked a running job to stop; the
                                                  worker running it sees it at its heartbeat
 ``redisq:{q}:rate:<task>``             string    GCRA theoretical arrival time (ms) of a task's
-                                                 ``rate_limit`` on this queue, ``|`` its interval
+                                                 ``rate_limit`` on this queue, its last start, its interval
 ``redisq:{q}:rate:<task>:slots``       hash      throttled job id → its reserved start slot (ms)
 ``redisq:{q}:running:<task>``          zset      ``concurrency_limit`` holders: job id, score =
                                                  lease expiry (ms, Redis clock)

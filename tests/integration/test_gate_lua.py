@@ -104,3 +104,17 @@ def test_a_new_rate_starts_afresh(real_redis: redis.Redis) -> None:
     assert _gate(s, real_redis, "c", interval_ms=100) == 0  # the new rate: no old debt
     assert real_redis.hget(keys.rate_slots(Q, TASK), "b") is None  # old slots dropped
     assert 0 < _gate(s, real_redis, "d", interval_ms=100) <= 100
+
+
+def test_late_slots_do_not_catch_up_in_a_burst(real_redis: redis.Redis) -> None:
+    """Jobs that come back long after their slots (a stalled worker) start at most
+    tolerance / interval + 1 at once (50 ms / 20 ms: 3); the others get new, distinct slots."""
+    s = Scripts(real_redis)
+    assert _gate(s, real_redis, "a", interval_ms=20) == 0
+    late = ["b", "c", "d", "e", "f"]
+    assert all(_gate(s, real_redis, j, interval_ms=20) > 0 for j in late)
+    time.sleep(0.2)  # every reserved slot is now in the past
+    waits = [_gate(s, real_redis, j, interval_ms=20) for j in late]
+    assert waits[:3] == [0, 0, 0] and all(w > 0 for w in waits[3:])
+    slots = [float(real_redis.hget(keys.rate_slots(Q, TASK), j) or 0) for j in ("e", "f")]
+    assert slots[1] - slots[0] == 20.0
