@@ -9,8 +9,9 @@ job runs, and aborting running jobs. A base class of
   reservation: it starts, or its message goes to the delayed set (status ``throttled``). A
   concurrency slot is given back after the job's outcome is written (``lua/limit_release.lua``)
   and renewed at each heartbeat while the job runs.
-- Abort requests are read at each heartbeat for the running jobs (one EXISTS per job, one
-  round trip); the job's context says ``aborted`` at once, and after ``abort_grace_s`` it is
+- Abort requests are read for the running jobs (one EXISTS per job, one round trip) at each
+  heartbeat and at least every :data:`ABORT_POLL_S` while jobs run; the job's context says
+  ``aborted`` at once, and after ``abort_grace_s`` it is
   stopped like a time limit. A thread still inside a blocking C call (``time.sleep``, a socket
   read) :data:`ABANDON_AFTER_S` after that cannot be stopped by Python: its job is recorded
   ``aborted`` and its slot freed now, the pool replaces the thread, and whatever the call
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("redisq.worker")
 
 PAUSE_POLL_S = 0.5  #: how soon a worker sees a queue paused or resumed
+#: How soon a worker sees ``job.abort()`` for a job it runs (or at its heartbeat, if sooner).
+ABORT_POLL_S = 1.0
 ABANDON_AFTER_S = 0.1  #: after the forced stop, how long a job's thread may take to end
 
 
@@ -74,6 +77,7 @@ class Control:
     def _init_control(self) -> None:
         self.paused: set[str] = set()
         self._paused_at = float("-inf")
+        self._aborts_at = float("-inf")
         self._jobs: dict[str, _Running] = {}
         self._jobs_lock = threading.Lock()
         self._holds: set[str] = set()  # job ids holding a concurrency slot
@@ -189,17 +193,26 @@ class Control:
         paused queues: the first heartbeat runs before the first reservation)."""
         self._refresh_paused()
         with self._jobs_lock:
-            runs = list(self._jobs.values())
-            holders = [(r.job.env.queue, r.job.env.task, r.job.env.id) for r in runs
-                       if r.job.env.id in self._holds]
-        fresh = [r for r in runs if not r.ctx.aborted]
+            holders = [(r.job.env.queue, r.job.env.task, r.job.env.id)
+                       for r in self._jobs.values() if r.job.env.id in self._holds]
         try:
             control.renew_holders(self.client, holders, int(self.settings.lease_s * 1000))
+        except CONNECTION_OR_REPLY_ERRORS as exc:  # the next heartbeat tries again
+            log.warning("worker=%s could not renew concurrency leases: %s", self.id, exc)
+        self._read_aborts()
+
+    def _read_aborts(self) -> None:
+        """One round trip: which running jobs ``job.abort()`` asked to stop."""
+        self._aborts_at = self.clock()
+        with self._jobs_lock:
+            fresh = [r for r in self._jobs.values() if not r.ctx.aborted]
+        if not fresh:
+            return
+        try:
             flags = control.abort_flags(self.client, [(r.job.env.queue, r.job.env.id)
                                                       for r in fresh])
-        except CONNECTION_OR_REPLY_ERRORS as exc:  # the next heartbeat tries again
-            log.warning("worker=%s could not renew limits or read abort requests: %s",
-                        self.id, exc)
+        except CONNECTION_OR_REPLY_ERRORS as exc:  # the next tick tries again
+            log.debug("worker=%s could not read abort requests: %s", self.id, exc)
             return
         for r, flagged in zip(fresh, flags, strict=True):
             if flagged:
@@ -231,6 +244,9 @@ class Control:
                 self._abandon_stuck(r)
         if now - self._paused_at >= PAUSE_POLL_S:
             self._refresh_paused()
+        # Abort requests: at each heartbeat, and at least every ABORT_POLL_S while jobs run.
+        if self._jobs and now - self._aborts_at >= ABORT_POLL_S:
+            self._read_aborts()
 
     def _refresh_paused(self) -> None:
         self._paused_at = self.clock()

@@ -88,3 +88,14 @@ def test_an_abandoned_thread_that_wakes_later_records_nothing_more(capp: App) ->
     assert not capp.client.exists("nap:woke")
     assert job.status == "aborted"
     assert capp.queue("default").counts().get("aborted") == 1
+
+
+def test_abort_is_seen_within_a_second_whatever_the_heartbeat(capp: App) -> None:
+    """lease_s=30: heartbeats every 10 s; running jobs' abort flags are read every second."""
+    job = capp.enqueue("i.nap", [30])
+    with running(capp, concurrency=1, lease_s=30, abort_grace_s=0.2):
+        wait_until(lambda: capp.client.exists("nap:started"), 5)
+        t0 = time.monotonic()
+        assert job.abort() == "aborting"
+        wait_until(lambda: job.status == "aborted", 3)
+        assert time.monotonic() - t0 < 1.0 + 0.2 + 1.0  # poll + grace + force and abandon
