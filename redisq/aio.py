@@ -25,12 +25,11 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry as RedisRetry
 
 from .app import App
-from .backend import keys
+from .backend import finished, keys
 from .backend.backoff import doubling
 from .backend.cluster import sharded_pubsub
 from .backend.connection import client_name
 from .backend.index import ProducerIndex
-from .backend.records import complete_record
 from .backend.scripts import source
 from .backend.urls import (
     ConnectionOptions,
@@ -44,7 +43,6 @@ from .backend.urls import (
 from .broker.channel import CLASSIC_CHANNELS
 from .errors import ConfigError, NotReplicated
 from .job import RESULT_FIRST_POLL_S, final_result, still_running
-from .model import as_text
 from .producer import delay_from
 from .tasks import split_call
 
@@ -62,12 +60,15 @@ class AsyncJob:
         return f"<AsyncJob {self.id} queue={self.queue}>"
 
     async def info(self) -> dict[str, Any]:
-        raw = await self._producer.client.hgetall(keys.job(self.queue, self.id))
-        return complete_record(raw, self.queue, self.id)
+        """The whole record (empty once it expired or if it never existed), read as
+        :meth:`Job.info` reads it (``lua/record.lua``)."""
+        ks, argv = finished.read_call(self.queue, self.id)
+        reply = await self._producer._record(keys=ks, args=argv)
+        return finished.record_from_reply(reply, self.queue, self.id)
 
     async def status(self) -> str | None:
-        raw = await self._producer.client.hget(keys.job(self.queue, self.id), "status")
-        return as_text(raw) if raw is not None else None
+        status: str | None = (await self.info()).get("status")
+        return status
 
     async def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> Any:
         """Wait for the job to end; raises JobFailed / JobTimeout like :meth:`Job.result`."""
@@ -140,6 +141,7 @@ class AsyncProducer:
         self.client: aioredis.Redis = async_client(app.url, app.options, max_connections)
         self._sharded: bool | None = None  # decided at the first publish on a cluster
         self._enqueue = self.client.register_script(source("enqueue"))
+        self._record = self.client.register_script(source("record"))
         self._publish_durable = self.client.register_script(source("publish_durable"))
         self._index = ProducerIndex(None)  # when to register; the writes are async, below
 

@@ -10,6 +10,8 @@ A job record is a Redis hash whose fields are readable with ``redis-cli``:
 ``args`` (a finished job's arguments, cut to ``args_summary_bytes``) and, for a failed job,
 ``message`` (the whole message). A waiting job's message lives in its queue only; the queue
 is in the record's key (reading fills in ``queue``, and ``attempts`` before the first start).
+A succeeded job's record is then packed into one field of a done bucket
+(:mod:`redisq.backend.finished`); :meth:`Job.info` reads it as the same fields.
 """
 
 from __future__ import annotations

@@ -15,7 +15,16 @@ key                                    type      meaning
 ``redisq:{q}:delayed``                 zset      messages due later; score = due time (ms, Redis clock)
 ``redisq:{q}:dead``                    list      dead-lettered messages (JSON: reason + message)
 ``redisq:{q}:stats``                   hash      counters: enqueued, acked, requeued, dead, recovered
-``redisq:{q}:job:<id>``                hash      job record (status, times, result or error)
+``redisq:{q}:job:<id>``                hash      job record (status, times, result or error) while
+                                                 the job waits or runs, and once it failed, died
+                                                 or is kept whole (see ``done``)
+``redisq:{q}:done``                    zset      live done buckets: member and score = the
+                                                 bucket's end (unix ms); TTL = the last end
+``redisq:{q}:done:<end ms>``           hash      finished records (succeeded, cancelled by a
+                                                 worker): job id → packed record, and the
+                                                 task/worker names they use (fields starting
+                                                 with \\x01; see :mod:`redisq.backend.finished`);
+                                                 expires whole at its end
 ``redisq:{q}:unique:<key>``            string    id of the queued/running job holding a unique key
 ``redisq:{q}:abort:<id>``              string    ``job.abort()`` asked a running job to stop; the
                                                  worker running it sees it at its heartbeat
@@ -106,6 +115,18 @@ def job_prefix(queue: str) -> str:
     """What :func:`job` puts before the id (for the scripts that derive record keys from ids
     they find: reserve, enqueue and fire_periodic)."""
     return f"{_q(queue)}:job:"
+
+
+def done(queue: str) -> str:
+    """The index of a queue's done buckets (``lua/settle.lua`` writes them, ``lua/record.lua``
+    reads them); a bucket's key is this key, ``:`` and the bucket's end (:func:`done_bucket`),
+    which the scripts build from the index key (same hash tag, same Cluster slot)."""
+    return f"{_q(queue)}:done"
+
+
+def done_bucket(queue: str, end_ms: int) -> str:
+    """One done bucket: the finished records that expire at ``end_ms`` (unix ms)."""
+    return f"{done(queue)}:{end_ms}"
 
 
 def unique(queue: str, unique_key: str) -> str:

@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 
 from .. import limits
-from ..model import Envelope, Message, Outcome, as_text
+from ..model import Envelope, Message, Outcome
 from ..serializers import JSONSerializer
-from . import index, keys
+from . import finished, index, keys
 from .cluster import is_cluster
 from .dead import dead_entry, dead_message
+from .finished import complete_record
 from .pressure import is_oom
 from .scripts import Scripts
 from .wire import wire_for
@@ -33,35 +34,14 @@ SETTLE_FENCED = -1
 SETTLE_DUPLICATE = -2
 
 
-def complete_record(raw: Mapping[bytes | str, bytes | str], queue: str,
-                    job_id: str) -> dict[str, Any]:
-    """A record as text, with what records leave out filled in: the queue (in the key),
-    attempts (none yet), progress 1 once succeeded, and the enqueue time of a record written
-    by an older version (from the message it copied)."""
-    out: dict[str, Any] = {as_text(k): as_text(v, "replace") for k, v in raw.items()}
-    if not out:
-        return out
-    out["id"] = job_id
-    out.setdefault("queue", queue)
-    out.setdefault("attempts", "0")
-    if out.get("status") == "succeeded":
-        out.setdefault("progress", "1")
-    if "enqueued_at" not in out and "message" in out:
-        try:
-            at = json.loads(out["message"]).get("enqueued_at")
-        # Not JSON (msgpack), not an object, or poison (RecursionError, MemoryError).
-        except Exception:
-            at = None
-        if isinstance(at, (int, float)):
-            out["enqueued_at"] = repr(float(at))
-    return out
-
-
 class Records:
     """Job records of every queue on one client."""
 
     #: Dead letters whose message is larger are not requeued (set by ``App.make_records``).
     max_message_bytes = limits.DEFAULT_MAX_MESSAGE_BYTES
+    #: Whether succeeded (and worker-cancelled) records kept for a time go to done buckets
+    #: (:mod:`redisq.backend.finished`); False keeps each one a key of its own, as before.
+    done_buckets = True
 
     def __init__(self, client: redis.Redis, scripts: Scripts | None = None,
                  result_ttl_s: float = 86_400.0, failure_ttl_s: float = 7 * 86_400.0,
@@ -132,15 +112,19 @@ class Records:
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, queue: str, job_id: str) -> dict[str, Any]:
-        raw = self.client.hgetall(keys.job(queue, job_id))
-        return complete_record(raw, queue, job_id)
+        """The record of ``job_id`` (its key, or its finished record in a done bucket: see
+        :mod:`redisq.backend.finished`), completed by :func:`complete_record`; empty if none."""
+        reply = self.scripts.run("record", *finished.read_call(queue, job_id))
+        return finished.record_from_reply(reply, queue, job_id)
 
     def status(self, queue: str, job_id: str) -> str | None:
-        raw = self.client.hget(keys.job(queue, job_id), "status")
-        return as_text(raw) if raw is not None else None
+        """The job's status (None: no record), read as :meth:`get` reads it."""
+        status: str | None = self.get(queue, job_id).get("status")
+        return status
 
     def find_queue(self, job_id: str) -> str | None:
-        """Which known queue holds a record for ``job_id`` (one round trip)."""
+        """Which known queue holds a record for ``job_id``: one round trip for a job whose
+        record is a key (waiting, running, failed), a second for a finished one."""
         queues = index.known(self.client)
         if not queues:
             return None
@@ -150,7 +134,9 @@ class Records:
         for q, found in zip(queues, pipe.execute(), strict=True):
             if found:
                 return q
-        return None
+        replies = self.scripts.run_many([("record", *finished.read_call(q, job_id))
+                                         for q in queues])
+        return next((q for q, reply in zip(queues, replies, strict=True) if reply), None)
 
     def cancel(self, queue: str, job_id: str) -> bool:
         status, message = self.client.hmget(keys.job(queue, job_id), "status", "message")
@@ -188,8 +174,10 @@ class Records:
         now = f"{time.time():.3f}"
         calls = []
         for (q, token), idx in groups.items():
-            calls.append(("start", [keys.epochs(q), *(keys.job(q, jobs[i].id) for i in idx)],
-                          [worker_id, now, consumer_id, token, *(jobs[i].attempt for i in idx)]))
+            calls.append(("start", [keys.epochs(q), keys.done(q),
+                                    *(keys.job(q, jobs[i].id) for i in idx)],
+                          [worker_id, now, consumer_id, token, *(jobs[i].attempt for i in idx),
+                           *(jobs[i].id for i in idx)]))
         for idx, res in zip(groups.values(), self.scripts.run_many(calls), strict=True):
             if isinstance(res, int):  # -1: that epoch ended
                 for i in idx:
@@ -206,7 +194,7 @@ class Records:
         and never overwrites another worker's outcome (:data:`SETTLE_DUPLICATE`)."""
         q = msg.queue
         ks = [keys.processing(q, consumer_id), keys.job(q, env.id), keys.stats(q),
-              keys.delayed(q), keys.dead(q), keys.epochs(q)]
+              keys.delayed(q), keys.dead(q), keys.epochs(q), keys.done(q)]
         if env.unique is not None:
             ks.append(keys.unique(q, env.unique))
         now = time.time()
@@ -228,8 +216,22 @@ class Records:
                 self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
                 duration_field(outcome.duration_s) if timed else "",
                 f"{outcome.duration_s:.6f}", consumer_id, msg.token or "", worker_id, env.attempt,
-                *fields]
+                *self._record_args(fields, env, outcome, worker_id, ttl_s)]
         return "settle", ks, args
+
+    def _record_args(self, fields: list[Any], env: Envelope, outcome: Outcome, worker_id: str,
+                     ttl_s: float) -> list[Any]:
+        """settle.lua's ARGV[16..]: a finished record that goes to a done bucket (succeeded or
+        cancelled, kept for a time, not whole) as the bucket width and the packed record; any
+        other as the key's field, value pairs (see :mod:`redisq.backend.finished`)."""
+        if (not self.done_buckets or outcome.status not in finished.CODES or ttl_s <= 0
+                or "message" in fields[::2]):
+            return [0, "", *fields]
+        record = dict(zip(fields[0::2], fields[1::2], strict=True))
+        packed = finished.pack(outcome.status, env.task, env.enqueued_at, record["started_at"],
+                               record["finished_at"], env.attempt, worker_id,
+                               record.get("args"), record.get("result", "null"))
+        return [finished.bucket_width_ms(int(ttl_s * 1000)), packed]
 
     def _outcome_fields(self, fields: list[Any], msg: Message, env: Envelope, outcome: Outcome,
                         now: float, serializer_dumps: Any) -> tuple[bytes, float, int]:
@@ -274,14 +276,12 @@ class Records:
         return self.scripts.run_many(calls)
 
     def report_progress(self, queue: str, job_id: str, fraction: float, message: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(keys.job(queue, job_id), mapping={"progress": f"{fraction:.4f}",
-                                                      "progress_message": message})
-        if self.events:
-            pipe.publish(keys.EVENTS_CHANNEL, json.dumps(
-                {"type": "progress", "id": job_id, "queue": queue, "progress": fraction,
-                 "message": message}))
-        pipe.execute()
+        """Record a running job's progress (``lua/progress.lua``: a job that is not running
+        any more is left as it is) and publish it."""
+        event = json.dumps({"type": "progress", "id": job_id, "queue": queue,
+                            "progress": fraction, "message": message}) if self.events else ""
+        self.scripts.run("progress", [keys.job(queue, job_id)],
+                         [f"{fraction:.4f}", message, keys.EVENTS_CHANNEL if event else "", event])
 
     # -- dead letters ------------------------------------------------------------------------
     def requeue_dead(self, queue: str, limit: int | None = None,

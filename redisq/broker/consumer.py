@@ -105,7 +105,7 @@ class Consumer(Holder):
     # -- keys --------------------------------------------------------------------------------
     def _reserve_keys(self, q: str) -> list[str]:
         return [keys.pending(q), keys.processing(q, self.id), keys.lease(q, self.id),
-                keys.consumers(q), keys.epochs(q)]
+                keys.consumers(q), keys.epochs(q), keys.done(q)]
 
     # -- reserving ---------------------------------------------------------------------------
     def reserve(self, n: int = 1, timeout_s: float | None = None) -> list[Message]:

@@ -147,7 +147,7 @@ class Scheduler:
         q = spec.queue
         ks = [mark, keys.pending(q), keys.job(q, jid), keys.stats(q), *(unique or [])]
         argv = [f"{tick:.3f}", message, spec.task, q, f"{now:.6f}",
-                max(int(unique_ttl_s * 1000), 1), jid, keys.job_prefix(q)]
+                max(int(unique_ttl_s * 1000), 1), jid, keys.job_prefix(q), keys.done(q)]
         if self.app.wait_replicas:
             res = self.scripts.run_replicated("fire_periodic", ks, argv, self.app.wait_replicas,
                                               self.app.wait_timeout_s)
