@@ -28,7 +28,7 @@ from .app import App
 from .backend import finished, keys
 from .backend.backoff import doubling
 from .backend.cluster import sharded_pubsub
-from .backend.connection import client_name
+from .backend.connection import NO_SETINFO, client_name
 from .backend.index import ProducerIndex
 from .backend.scripts import source
 from .backend.urls import (
@@ -94,7 +94,7 @@ def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aio
     common: dict[str, Any] = {
         "socket_timeout": opts.socket_timeout_s, "socket_connect_timeout": opts.connect_timeout_s,
         "retry": RedisRetry(NoBackoff(), 0), "client_name": client_name("aio-producer"),
-        "max_connections": max_connections}
+        "max_connections": max_connections, **NO_SETINFO}
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
     # The same TLS options as connect() (hostname checking on unless the URL says otherwise).
@@ -133,6 +133,10 @@ class AsyncProducer:
     """Enqueue and publish from asyncio code through one ``redis.asyncio`` client."""
 
     def __init__(self, app: App, max_connections: int = 50) -> None:
+        if app.eager:  # it would send the jobs to Redis: not what a test of an eager App means
+            raise ConfigError("AsyncProducer has no eager mode (App(eager=True) or "
+                              "REDISQ_EAGER): call the tasks' delay() in the test, or test on "
+                              "fakeredis with redisq.testing (docs/testing.md)")
         self.app = app
         self._cluster = urlparse(app.url).scheme.endswith("+cluster")
         if self._cluster and app.wait_replicas:

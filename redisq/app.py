@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 import redis
 
-from . import limits, serializers
+from . import config, limits, serializers
 from .backend import control, index, keys
 from .backend.connection import ConnectionOptions, connect, resolve_url
 from .backend.records import Records
@@ -27,6 +27,7 @@ from .backend.scripts import Scripts
 from .backend.urls import is_embedded
 from .broker.channel import Channel
 from .broker.queue import Queue
+from .eager import EagerRecords, EagerRunner
 from .job import Job
 from .locks import Lock
 from .model import new_id
@@ -84,7 +85,8 @@ class App:
                  dead_max: int = 10_000, options: ConnectionOptions | None = None,
                  events: bool = True, wait_replicas: int = 0,
                  wait_timeout_s: float = 1.0, args_summary_bytes: int = 48,
-                 max_message_bytes: int = limits.DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = limits.DEFAULT_MAX_MESSAGE_BYTES,
+                 eager: bool | None = None, eager_raise: bool = True) -> None:
         """``wait_replicas``: durable enqueue. With N > 0, ``enqueue`` (and ``enqueue_many``,
         ``task.map``) returns only once N replicas have the job (``WAIT`` on the same
         connection, same round trip), else raises :class:`NotReplicated`; asynchronous
@@ -93,7 +95,14 @@ class App:
         record keeps (0 none, -1 the whole message; docs/deployment.md, sizing).
 
         ``max_message_bytes``: the largest encoded message (job or published) a producer
-        sends and a worker parses (``MessageTooLarge`` beyond it; workers dead-letter it)."""
+        sends and a worker parses (``MessageTooLarge`` beyond it; workers dead-letter it).
+
+        ``eager`` (default: ``$REDISQ_EAGER``, else off): tests only. ``delay``/``enqueue``/
+        ``map`` run the task inline in the caller's thread, through the worker's decode,
+        execute and retry steps (delays skipped), and return the finished job; no Redis is
+        used. ``eager_raise``: a job that fails for good raises its exception there (else it
+        is recorded, and ``job.result()`` raises :class:`JobFailed`). See :mod:`redisq.eager`
+        and docs/testing.md."""
         self._url = url
         self.serializer = serializers.get(serializer)
         self.options = options or ConnectionOptions()
@@ -115,8 +124,16 @@ class App:
         self.durable_channels: set[str] = set()
         self.hooks = Hooks()
         self.periodic_jobs: dict[str, Periodic] = {}  # task name → its schedule
+        self.eager = config.eager_from_env() if eager is None else bool(eager)
+        #: An eager App's runner and in-memory records (None: jobs go to Redis).
+        self.eager_runner: EagerRunner | None = None
+        if self.eager:
+            self.eager_runner = EagerRunner(self.tasks, self.hooks, self.serializer,
+                                            lambda: self.max_message_bytes, eager_raise,
+                                            EagerRecords())
         self._client: redis.Redis | None = None
         self._records: Records | None = None
+        self._client_factory: Callable[[str], redis.Redis] | None = None
 
     # -- connection --------------------------------------------------------------------------
     @property
@@ -132,9 +149,21 @@ class App:
         URL an application module gave it)."""
         self._url = url
 
-    def connect(self, role: str = "producer") -> redis.Redis:
-        """A new client for this app's Redis (workers make their own, named by role)."""
-        return connect(self.url, role=role, options=self.options)
+    def connect(self, role: str = "producer",
+                options: ConnectionOptions | None = None) -> redis.Redis:
+        """A new client for this app's Redis (workers make their own, named by role;
+        ``options``: instead of the App's)."""
+        if self._client_factory is not None:
+            return self._client_factory(role)
+        return connect(self.url, role=role, options=options or self.options)
+
+    def use_client_factory(self, factory: Callable[[str], redis.Redis] | None) -> None:
+        """Make every client of this App, its producer's and those of workers run in this
+        process, with ``factory(role)`` instead of from its URL (None: from the URL again).
+        For tests on fakeredis (:mod:`redisq.testing`); a worker in another process still
+        uses the URL."""
+        self.close()
+        self._client_factory = factory
 
     @property
     def client(self) -> redis.Redis:
@@ -272,8 +301,11 @@ class App:
                 kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
                 eta: datetime | float | None = None) -> Job[Any]:
-        """Queue a call of ``task_name`` (registered here or only in the worker)."""
+        """Queue a call of ``task_name`` (registered here or only in the worker); an eager
+        App runs it now and returns it finished (``delay_s``/``eta`` ignored)."""
         prepared = self.prepare(task_name, args, kwargs, queue, job_id)
+        if self.eager_runner is not None:
+            return self.eager_runner.run(prepared)
         delay_s = delay_from(delay_s, eta)
         self.records.register_queue(prepared.env.queue)
         if (prepared.fresh_id and prepared.env.unique is None and delay_s is None
@@ -303,6 +335,9 @@ class App:
                      calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
                      queue: str | None = None) -> list[Job[Any]]:
         """Queue many calls of one task in as few round trips as possible."""
+        if self.eager_runner is not None:  # every call validated before any runs, as below
+            prepared = [self.prepare(task_name, a, k, queue, None) for a, k in calls]
+            return [self.eager_runner.run(p) for p in prepared]
         task = self.tasks.get(task_name)
         q = keys.check_name(queue or (task.options.queue if task else "default"))
         if task is not None and task.options.unique_by is not None:
@@ -335,6 +370,10 @@ class App:
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any] | None:
         """The handle of an existing job, or None when no queue has a record for it."""
+        if self.eager_runner is not None:
+            store = self.eager_runner.records
+            q = queue or store.find_queue(job_id)
+            return Job(store, job_id, q) if q is not None and store.status(q, job_id) else None
         q = queue or self.records.find_queue(job_id)
         if q is None or not self.records.status(q, job_id):
             return None

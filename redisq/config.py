@@ -46,7 +46,7 @@ class Settings:
     concurrency: int = 8
     """Jobs run at once by one worker process (threads)."""
     burst: bool = False
-    """Drain the queues, then exit."""
+    """Drain the queues (nothing queued, due for retry or running), then exit."""
     grace_s: float = 30.0
     """On SIGTERM/SIGINT, how long running jobs may finish before they are requeued."""
     block_timeout_s: float = 5.0
@@ -78,6 +78,8 @@ class Settings:
     """``text`` (key=value) or ``json`` log lines."""
     data_dir: str = ".redisq"
     """Data directory of the embedded server."""
+    eager: bool = False
+    """Tests only: ``delay()`` runs the task inline in the caller's thread, no Redis (docs/testing.md)."""
     web_token: str | None = None
     """Write token (16+ chars): every POST needs ``Authorization: Bearer <token>``; reads too."""
     web_read_token: str | None = None
@@ -210,6 +212,13 @@ def queue_weights(queues: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, 
     if not all(weights):
         raise ConfigError("setting queues: give every queue a weight (high:5,default:1) or none")
     return tuple(names), tuple(weights)
+
+
+def eager_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """``REDISQ_EAGER`` as a bool (an App given no ``eager=`` reads it; a bad value is a
+    :class:`ConfigError`, as for every setting)."""
+    raw = (os.environ if environ is None else environ).get(ENV_PREFIX + "EAGER")
+    return bool(_convert("eager", raw)) if raw is not None else False
 
 
 MIN_TOKEN_CHARS = 16

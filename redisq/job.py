@@ -21,15 +21,22 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from .backend import control
 from .backend.backoff import doubling
 from .errors import JobFailed, JobTimeout
 from .model import ABORTED, CANCELLED, DEAD, FAILED, SUCCEEDED
 
-if TYPE_CHECKING:
-    from .backend.records import Records
+
+class JobRecords(Protocol):
+    """Where a :class:`Job` reads its record: :class:`~redisq.backend.records.Records` (Redis),
+    or an eager App's in-memory store (:class:`~redisq.eager.EagerRecords`)."""
+
+    def get(self, queue: str, job_id: str) -> dict[str, Any]: ...
+    def status(self, queue: str, job_id: str) -> str | None: ...
+    def cancel(self, queue: str, job_id: str) -> bool: ...
+
 
 @dataclass
 class JobContext:
@@ -79,7 +86,7 @@ class Job(Generic[R]):
     """A producer's handle on a job: its id, live status, progress and result (``R``: what
     the task returns, when the job came from a typed :class:`~redisq.tasks.Task`)."""
 
-    def __init__(self, records: Records, job_id: str, queue: str, created: bool = True) -> None:
+    def __init__(self, records: JobRecords, job_id: str, queue: str, created: bool = True) -> None:
         self._records = records
         self.id = job_id
         self.queue = queue
@@ -106,7 +113,8 @@ class Job(Generic[R]):
         (its worker sees the request within one heartbeat, sets ``current_job().aborted``
         and stops it after ``abort_grace_s``; it ends as ``"aborted"``, never retried);
         ``""`` if it had already finished."""
-        return control.abort(self._records, self.queue, self.id)
+        client = getattr(self._records, "client", None)  # (an eager App's store: no Redis)
+        return control.abort(self._records, self.queue, self.id, client)
 
     def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> R:
         """Wait for the job to end and return its result; raises :class:`JobFailed` with the

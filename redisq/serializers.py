@@ -1,10 +1,23 @@
 """Message encodings. JSON by default, msgpack when installed and asked for; never pickle, so
-whoever can write to Redis can send data, not code."""
+whoever can write to Redis can send data, not code.
+
+Beyond JSON's own types, four common values are encoded as text (:func:`encode_extra`):
+``datetime`` and ``date`` as ISO 8601 (``datetime.isoformat()``: an aware one keeps its offset),
+``UUID`` and ``Decimal`` as ``str()`` (exact: no float rounding). The encoding is byte-stable
+(the same value always gives the same bytes, so ``unique_by`` keys and job ids built from it
+are stable). A task receives them as those strings, or as the typed value again when it
+annotates the parameter with the type (:func:`decode_typed`, applied before the task runs).
+"""
 
 from __future__ import annotations
 
 import json
+import types
+import typing
+import uuid
 from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from .errors import SerializationError
@@ -18,9 +31,50 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
-def _refuse(value: Any) -> Any:
+def encode_extra(value: Any) -> Any:
+    """The text a ``datetime``, ``date``, ``UUID`` or ``Decimal`` travels as; anything else
+    JSON cannot carry is refused with :class:`SerializationError` (the JSON encoder's
+    ``default``)."""
+    if isinstance(value, (datetime, date)):  # (a datetime is a date)
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, Decimal)):
+        return str(value)
     raise SerializationError(
         f"{type(value).__name__} cannot be carried as JSON; pass ids or plain data")
+
+
+#: Types :func:`decode_typed` turns the text of :func:`encode_extra` back into, and how.
+TYPED: dict[type, Callable[[str], Any]] = {
+    datetime: datetime.fromisoformat,
+    date: date.fromisoformat,
+    uuid.UUID: uuid.UUID,
+    Decimal: Decimal,
+}
+
+
+def typed_kind(annotation: Any) -> type | None:
+    """The type of :data:`TYPED` a parameter annotated ``annotation`` asks for: ``datetime``,
+    ``date``, ``UUID``, ``Decimal``, or one of them ``| None`` (``Optional``); None for any
+    other annotation (its value is passed as it arrived)."""
+    if isinstance(annotation, type) and annotation in TYPED:
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(kinds) == 1 and kinds[0] in TYPED:
+            return kinds[0]  # type: ignore[no-any-return]
+    return None
+
+
+def decode_typed(value: Any, kind: type) -> Any:
+    """``value`` as a ``kind`` when it is text (None, and values of other types, pass through
+    as they are); a malformed text raises ``ValueError`` naming the type."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return TYPED[kind](value)
+    except (ValueError, ArithmeticError) as exc:  # decimal.InvalidOperation is ArithmeticError
+        raise ValueError(f"{value!r} is not a valid {kind.__name__}: "
+                         f"{type(exc).__name__}") from None
 
 
 class JSONSerializer:
@@ -30,10 +84,10 @@ class JSONSerializer:
         # One encoder for every call: json.dumps with options builds a new one each time,
         # which is a third of the cost of encoding a small message.
         self._encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
-                                        allow_nan=False, default=_refuse).encode
+                                        allow_nan=False, default=encode_extra).encode
 
     def dumps(self, value: Any) -> bytes:
-        # Refuse at enqueue time what JSON cannot carry (sets, bytes, dates, objects, NaN) so the
+        # Refuse at enqueue time what JSON cannot carry (sets, bytes, objects, NaN) so the
         # error reaches the producer, not a worker minutes later.
         try:
             return self._encode(value).encode()
@@ -59,7 +113,7 @@ class MsgpackSerializer:
 
     def dumps(self, value: Any) -> bytes:
         try:
-            return bytes(self._msgpack.packb(value, use_bin_type=True, default=_refuse))
+            return bytes(self._msgpack.packb(value, use_bin_type=True, default=encode_extra))
         except (TypeError, ValueError) as exc:
             raise SerializationError(str(exc)) from exc
 

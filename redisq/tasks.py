@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +16,7 @@ from .backend import keys
 from .errors import ConfigError, DuplicateJob
 from .job import Job, JobContext
 from .model import Envelope, new_id
+from .serializers import decode_typed, typed_kind
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -117,6 +119,7 @@ class Task(Generic[P, R]):
         # Call shapes (positional count, keyword names) already bound once: whether a call
         # binds depends only on its shape, so a hot producer binds each shape once.
         self._shapes_ok: set[tuple[int, tuple[str, ...]]] = set()
+        self._typed: _TypedPlan | bool | None = False  # False: not worked out yet
         keys.check_name(options.queue)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
@@ -163,6 +166,31 @@ class Task(Generic[P, R]):
             value = [bound.arguments[n] for n in names]
         return f"{self.name}:{json.dumps(value, sort_keys=True, default=str)}"
 
+    def typed_args(self, args: Sequence[Any],
+                   kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """The arguments as the function declares them: text that arrived for a parameter
+        annotated ``datetime``, ``date``, ``UUID`` or ``Decimal`` (or ``X | None``) becomes
+        that type again (see :mod:`redisq.serializers`); everything else passes as it came.
+        Raises ``ValueError`` for text that is no such value (the attempt fails)."""
+        plan = self._typed_plan()
+        if plan is None:  # no such annotation: nothing to do (most tasks)
+            return list(args), kwargs
+        out = list(args)
+        for i, value in enumerate(out):
+            kind = plan.positional[i] if i < len(plan.positional) else plan.var_positional
+            if kind is not None:
+                out[i] = decode_typed(value, kind)
+        named = {}
+        for name, value in kwargs.items():
+            kind = plan.named.get(name, plan.var_keyword) if name not in plan.untyped else None
+            named[name] = decode_typed(value, kind) if kind is not None else value
+        return out, named
+
+    def _typed_plan(self) -> _TypedPlan | None:
+        if self._typed is False:
+            self._typed = _TypedPlan.of(self.fn, self._call_signature)
+        return self._typed  # type: ignore[return-value]
+
     def check_args(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Refuse, at enqueue time, a call the function could not accept."""
         shape = (len(args), tuple(kwargs))
@@ -195,6 +223,45 @@ class Task(Generic[P, R]):
         args = tuple(args)
         hook(lambda: self.enqueue(args=args, kwargs=kwargs, delay_s=delay_s, job_id=job_id,
                                   queue=queue))
+
+
+@dataclass(frozen=True)
+class _TypedPlan:
+    """Which parameters of a task get typed decoding (:meth:`Task.typed_args`)."""
+
+    positional: list[type | None]  # by position, for parameters a call may pass positionally
+    named: dict[str, type]  # typed parameters a call may pass by name
+    untyped: frozenset[str]  # the other named parameters (not caught by **kwargs' type)
+    var_positional: type | None
+    var_keyword: type | None
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], signature: inspect.Signature) -> _TypedPlan | None:
+        """The plan for ``fn`` called with ``signature``; None when no parameter needs one."""
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # an annotation that does not resolve: values pass as they came
+            return None
+        positional: list[type | None] = []
+        named: dict[str, type] = {}
+        untyped: set[str] = set()
+        var_positional = var_keyword = None
+        for p in signature.parameters.values():
+            kind = typed_kind(hints.get(p.name))
+            if p.kind is p.VAR_POSITIONAL:
+                var_positional = kind
+            elif p.kind is p.VAR_KEYWORD:
+                var_keyword = kind
+            else:
+                if p.kind is not p.KEYWORD_ONLY:
+                    positional.append(kind)
+                if p.kind is not p.POSITIONAL_ONLY and kind is not None:
+                    named[p.name] = kind
+                elif p.kind is not p.POSITIONAL_ONLY:
+                    untyped.add(p.name)
+        if not (named or var_positional or var_keyword or any(positional)):
+            return None
+        return cls(positional, named, frozenset(untyped), var_positional, var_keyword)
 
 
 #: A task of any signature (the registry, the worker).

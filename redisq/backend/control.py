@@ -9,15 +9,12 @@ works across hosts: nothing needs to reach the worker but Redis).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis
 
 from ..model import QUEUED, RETRYING, STARTED, THROTTLED, as_text
 from . import keys
-
-if TYPE_CHECKING:
-    from .records import Records
 
 #: How long an abort flag stays when no worker picks it up (the job ended first, or its
 #: worker died and the job was recovered: the next worker to run it sees the flag too).
@@ -40,18 +37,26 @@ def paused(client: redis.Redis) -> set[str]:
     return {as_text(q, "replace") for q in client.smembers(keys.PAUSED)}
 
 
-def abort(records: Records, queue: str, job_id: str) -> str:
+class JobStore(Protocol):
+    """What :func:`abort` needs of a job store (Records, or an eager App's in-memory one)."""
+
+    def status(self, queue: str, job_id: str) -> str | None: ...
+    def cancel(self, queue: str, job_id: str) -> bool: ...
+
+
+def abort(records: JobStore, queue: str, job_id: str, client: redis.Redis | None) -> str:
     """Stop a job: one still waiting is cancelled (``"cancelled"``); a running one is flagged
-    for its worker (``"aborting"``: it stops at its next heartbeat, forced after the worker's
-    ``abort_grace_s``); a finished or unknown one is left alone (``""``)."""
+    in ``client``'s Redis for its worker (``"aborting"``: it is told within a second, and
+    forced after the worker's ``abort_grace_s``); a finished or unknown one is left alone
+    (``""``)."""
     for _ in range(3):  # the job may start between the status read and the cancel
         status = records.status(queue, job_id)
         if status in (QUEUED, RETRYING, THROTTLED):
             if records.cancel(queue, job_id):
                 return "cancelled"
             continue
-        if status == STARTED:
-            records.client.set(keys.abort(queue, job_id), "1", ex=ABORT_FLAG_TTL_S)
+        if status == STARTED and client is not None:
+            client.set(keys.abort(queue, job_id), "1", ex=ABORT_FLAG_TTL_S)
             return "aborting"
         return ""
     return ""

@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 runtime error, 2 bad configuration or usage.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import click
 from .. import config, loading
 from ..app import App
 from ..backend.urls import configured_url, is_embedded
-from ..errors import ConfigError, RedisqError
+from ..errors import ConfigError, RedisqError, SerializationError
 from . import logs
 
 APP_HELP = "The App, as package.module:attribute (env REDISQ_APP)."
@@ -114,7 +115,8 @@ def main() -> None:
               "high:5,default:1 weighs them instead (none starves).")
 @click.option("--channels", help="Comma-separated channels (pubsub mode).")
 @click.option("--concurrency", type=int, help="Jobs run at once (threads).")
-@click.option("--burst/--no-burst", default=None, help="Drain the queues, then exit.")
+@click.option("--burst/--no-burst", default=None,
+              help="Drain the queues (nothing queued, waiting to be retried or running), then exit.")
 @click.option("--grace-s", type=float, help="On SIGTERM, seconds running jobs may finish.")
 @click.option("--block-timeout-s", type=float, help="Longest blocking wait on Redis.")
 @click.option("--lease-s", type=float, help="Consumer lease; dead workers' jobs return after it.")
@@ -166,11 +168,24 @@ def server(data_dir: str | None, port: int | None) -> None:
 @handles_errors
 def enqueue(task: str, args_json: str, kwargs_json: str, queue: str | None,
             delay_s: float | None, app_spec: str | None, url: str | None) -> None:
-    """Queue a job of TASK by name; prints its id."""
+    """Queue a job of TASK by name; prints its id. With --app (or REDISQ_APP), TASK must be
+    one of that App's tasks and the arguments must fit it (as the web API requires)."""
     args, kwargs = _json_arg("--args", args_json, list), _json_arg("--kwargs", kwargs_json, dict)
     settings = settings_from(app=app_spec, url=url)
     app = apply_settings(load_app(settings.app, settings.url), settings)
-    job = app.enqueue(task, args=args, kwargs=kwargs, queue=queue, delay_s=delay_s)
+    if settings.app and task not in app.tasks:
+        # A worker of that App would dead-letter it: refuse it here, where the typo is seen.
+        close = difflib.get_close_matches(task, list(app.tasks), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else (
+            f"; it has {len(app.tasks)} task(s): {', '.join(sorted(app.tasks)[:10])}"
+            if app.tasks else "; it has none")
+        raise click.UsageError(f"unknown task {task!r}: not registered in {settings.app}{hint}")
+    try:
+        job = app.enqueue(task, args=args, kwargs=kwargs, queue=queue, delay_s=delay_s)
+    except SerializationError as exc:  # a message limit: exit 1 naming the error, as publish
+        raise type(exc)(f"task {task!r}: {exc}") from None
+    except TypeError as exc:  # the arguments do not fit the task's signature: bad usage
+        raise click.UsageError(f"bad arguments for task {task!r}: {exc}") from None
     click.echo(job.id)
 
 

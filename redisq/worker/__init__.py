@@ -1,5 +1,6 @@
 """The daemons: the prodcons worker, the pub/sub worker, the scheduler, and their parts
-(the pure execute step, the pool, the recorder, the systemd notifier)."""
+(the pool, the recorder, the systemd notifier; the pure execute step they share with an eager
+App is :mod:`redisq.execution`)."""
 
 from __future__ import annotations
 

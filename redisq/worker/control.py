@@ -32,9 +32,9 @@ from ..backend import control
 from ..backend.connection import CONNECTION_OR_REPLY_ERRORS
 from ..broker.consumer import Consumer
 from ..broker.queue import Queue
+from ..execution import Reserved, TimeLimiter
 from ..job import JobContext
 from ..model import ABORTED, Message, Outcome
-from .execute import Reserved, TimeLimiter
 from .pool import Pool
 from .waker import Waker
 

@@ -19,9 +19,9 @@ from ..backend.connection import CONNECTION_OR_REPLY_ERRORS
 from ..backend.dead import dead_entry
 from ..backend.records import Records
 from ..broker.consumer import Consumer
+from ..execution import Reserved
 from ..limits import JOB_WRAPPING, MAX_DEPTH, decode, poison_reason
 from ..model import DEAD, TERMINAL, Envelope, Message, Outcome
-from .execute import Reserved
 
 if TYPE_CHECKING:
     from ..app import App

@@ -1,7 +1,7 @@
 """The prodcons worker: ``redisq worker --mode prodcons``.
 
 Its main loop is three named steps: :meth:`ProdconsWorker.reserve` (take up to one message per free
-slot, in one round trip when they wait), :func:`redisq.worker.execute.execute` (run the task; pure, no
+slot, in one round trip when they wait), :func:`redisq.execution.execute` (run the task; pure, no
 Redis) in a pool thread, and :meth:`ProdconsWorker.record` (settle the attempt in one Lua step).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +22,13 @@ from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
 from ..broker.consumer import Consumer
 from ..broker.queue import Queue
 from ..config import queue_weights
+from ..execution import AsyncRunner, Reserved, TimeLimiter, execute
 from ..job import JobContext
 from ..limits import max_message_bytes
 from ..model import SUCCEEDED, Message, Outcome
+from .burst import Burst
 from .control import Control
 from .daemon import Daemon
-from .execute import AsyncRunner, Reserved, TimeLimiter, execute
 from .intake import Intake
 from .pool import Pool
 from .recorder import Recorder
@@ -95,7 +96,11 @@ class ProdconsWorker(Control, Intake, Daemon):
         self._slots = threading.Condition()
         self._running = 0
         self._last_promote = float("-inf")
-        self._idle_passes = 0
+        self.burst = Burst([Queue(self.client, q, self.records.scripts) for q in self.queues],
+                           app.serializer.loads, clock)
+        #: Recorded attempts by outcome status (succeeded, retrying, dead, failed...).
+        self.outcomes: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
         self._backlog = False
         self._burying = threading.Semaphore(1)  # at most one big poison message buried aside
         self.scheduler = None
@@ -292,6 +297,8 @@ class ProdconsWorker(Control, Intake, Daemon):
             self.consumer.forget(job.message)
 
     def _count_and_log(self, job: Reserved, outcome: Outcome) -> None:
+        with self._counts_lock:  # pool threads and the recorder count at once
+            self.outcomes[outcome.status] += 1
         if outcome.status == SUCCEEDED:
             self.processed += 1
             log.info("job=%s task=%s queue=%s succeeded duration_s=%.6f", job.env.id,
@@ -323,15 +330,8 @@ class ProdconsWorker(Control, Intake, Daemon):
 
     def _check_burst_end(self, got: bool) -> None:
         if got or self._running or self.recorder.parked():  # parked: their node is down
-            self._idle_passes = 0
-            return
-        self._idle_passes += 1
-        if self._idle_passes < 2:
-            return
-        # Jobs already due in the delayed set count as waiting; later ones stay queued.
-        promoted = sum(Queue(self.client, q, self.records.scripts).promote_due()
-                       for q in self.queues)
-        if not promoted and not any(Queue(self.client, q).depth() for q in self.queues):
+            self.burst.busy()
+        elif self.burst.done():
             log.info("worker=%s burst: queues drained", self.id)
             self.stop()
 

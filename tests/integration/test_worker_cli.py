@@ -192,3 +192,22 @@ def test_cli_round_trip_and_redis_down(redis_url: str, server: RedisServer) -> N
     server.stop()
     down = run_cli(server.url, "info")
     assert down.returncode == 1 and down.stderr.startswith("error:")
+
+
+def test_burst_waits_for_pending_retries(redis_url: str) -> None:
+    """`redisq worker --burst` exits only once no retry is pending: the first attempt asks for
+    a retry in 0.3 s (Retry(delay_s)), another is delayed by the backoff, and the worker must
+    stay for both (it used to exit with them in the delayed set). A job the producer delayed
+    is not waited for."""
+    r = use(redis_url)
+    later = worker_app.later.delay("later-count")
+    flaky = worker_app.flaky.delay("attempts")
+    scheduled = worker_app.record.enqueue(args=(1,), delay_s=3600)
+    worker = start_worker(redis_url, "--burst")
+    try:
+        assert worker.wait(8) == 0, worker.stderr.read() if worker.stderr else ""
+    finally:
+        stop(worker)
+    assert later.status == "succeeded" and later.info()["attempts"] == "2"
+    assert flaky.status == "succeeded" and r.llen("attempts") == 3
+    assert scheduled.status == "queued"

@@ -92,7 +92,7 @@ def test_pool_replaces_a_stuck_thread_which_ends_after_its_work() -> None:
 def test_time_limiter_abort_stops_a_watched_loop_within_the_grace() -> None:
     import threading
 
-    from redisq.worker.execute import JobAborted, TimeLimiter
+    from redisq.execution import JobAborted, TimeLimiter
 
     now = [100.0]
     limiter = TimeLimiter(clock=lambda: now[0])

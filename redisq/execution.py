@@ -1,7 +1,10 @@
-"""The pure step of the worker loop: run one job's function and say how it ended.
+"""The pure step of running a job: run one job's function and say how it ended.
 
 Nothing here talks to Redis, so it is unit-tested without a server; retry policy lives here too
-(:func:`failure_outcome`), out of the loop.
+(:func:`failure_outcome`), out of the loop. Two callers share it, which is why it sits below
+the App rather than in :mod:`redisq.worker`: the worker's pool threads, and an eager App
+(:mod:`redisq.eager`), which runs jobs inline in the producer's thread through this same step
+so that a test sees what a worker would do.
 
 Time limits: in a worker thread a job over ``timeout_s`` is stopped by raising
 :class:`JobTimeLimit` inside that thread (``PyThreadState_SetAsyncExc``). Python delivers it at
@@ -22,18 +25,30 @@ import time
 import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..backend.backoff import retry_delay_s
-from ..errors import Retry
-from ..job import JobContext, _current
-from ..model import ABORTED, DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
+from .backend.backoff import retry_delay_s
+from .errors import Retry
+from .job import JobContext, _current
+from .model import ABORTED, DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
+from .serializers import encode_extra
 
 if TYPE_CHECKING:
-    from ..app import Hooks
-    from ..tasks import AnyTask
+    from .tasks import AnyTask
 
 log = logging.getLogger("redisq.worker")
+
+
+class Hooks(Protocol):
+    """The job hooks :func:`execute` runs (the App's :class:`redisq.app.Hooks`; a protocol so
+    this module needs nothing from the App above it)."""
+
+    @property
+    def before_job(self) -> list[Callable[..., Any]]: ...
+    @property
+    def after_job(self) -> list[Callable[..., Any]]: ...
+    @property
+    def on_failure(self) -> list[Callable[..., Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -161,10 +176,16 @@ def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
     try:
         for hook in hooks.before_job:
             hook(ctx)
-        args = [ctx, *env.args] if task.options.bind else list(env.args)
-        result = _call(task, args, env.kwargs, limiter, runner)
-        # A result JSON cannot carry is the task's error, found here rather than in Redis.
-        encoded = json.dumps(result, allow_nan=False, separators=(",", ":"))
+        # Typed decoding (datetime, date, UUID, Decimal parameters) is part of the attempt:
+        # text that is no such value fails it like any error of the task.
+        args, kwargs = task.typed_args(env.args, env.kwargs)
+        if task.options.bind:
+            args.insert(0, ctx)
+        result = _call(task, args, kwargs, limiter, runner)
+        # A result JSON cannot carry is the task's error, found here rather than in Redis
+        # (datetime, date, UUID and Decimal travel as text, as arguments do).
+        encoded = json.dumps(result, allow_nan=False, separators=(",", ":"),
+                             default=encode_extra)
         outcome = Outcome(SUCCEEDED, result, result_json=encoded, duration_s=clock() - started)
     # Any task error is an outcome; SystemExit too (a task calling sys.exit() in a pool thread
     # would otherwise end that thread and leave its job reserved for ever).
