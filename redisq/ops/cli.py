@@ -21,7 +21,7 @@ from .. import config, loading
 from ..app import App
 from ..backend.urls import configured_url, is_embedded
 from ..errors import ConfigError, RedisqError, SerializationError
-from . import logs
+from . import control_cli, logs
 
 APP_HELP = "The App, as package.module:attribute (env REDISQ_APP)."
 #: The web app factory ``redisq web`` serves (``redisq up`` runs it under gunicorn).
@@ -106,6 +106,9 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def main() -> None:
     """redisq: Redis-backed job queue and pub/sub, with a worker daemon."""
 
+
+control_cli.add_commands(main, lambda url: load_app(None, settings_from(url=url).url),
+                         handles_errors, URL_HELP)  # pause, resume, abort
 
 @main.command()
 @click.option("--app", "app_spec", help=APP_HELP)
@@ -225,44 +228,6 @@ def info(url: str | None, watch: bool, interval_s: float, as_json: bool) -> None
             return
         prev = snap
         time.sleep(interval_s)
-
-
-@main.command()
-@click.argument("queue")
-@click.option("--url", help=URL_HELP)
-@handles_errors
-def pause(queue: str, url: str | None) -> None:
-    """Stop workers taking jobs from QUEUE (queued jobs stay; running ones finish)."""
-    app = load_app(None, settings_from(url=url).url)
-    done = app.pause(queue)
-    click.echo(f"paused {queue}" if done else f"{queue} was already paused")
-
-
-@main.command()
-@click.argument("job_id")
-@click.option("--url", help=URL_HELP)
-@handles_errors
-def abort(job_id: str, url: str | None) -> None:
-    """Stop job JOB_ID: cancel it if waiting, else ask its worker to stop it (exit 1 if
-    unknown or finished)."""
-    app = load_app(None, settings_from(url=url).url)
-    handle = app.job(job_id)
-    done = handle.abort() if handle is not None else ""
-    if not done:
-        click.echo(f"error: no job {job_id} to abort (unknown or finished)", err=True)
-        sys.exit(1)
-    click.echo(f"{job_id} {done}")
-
-
-@main.command()
-@click.argument("queue")
-@click.option("--url", help=URL_HELP)
-@handles_errors
-def resume(queue: str, url: str | None) -> None:
-    """Let workers take jobs from QUEUE again."""
-    app = load_app(None, settings_from(url=url).url)
-    done = app.resume(queue)
-    click.echo(f"resumed {queue}" if done else f"{queue} was not paused")
 
 
 @main.command()

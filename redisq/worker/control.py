@@ -24,7 +24,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,8 +85,24 @@ class Control:
         self.waker = Waker(lambda q: Queue(self.client, q, self.records.scripts).promote_due())
 
     # -- hooks the worker calls -------------------------------------------------------------
+    _slots: threading.Condition
+
     def record(self, job: Reserved, outcome: Outcome, holds_slot: bool = False) -> None:
         raise NotImplementedError  # the worker's: settle through the recorder
+
+    def _track(self, job: Reserved) -> None:
+        raise NotImplementedError  # the worker's: list it as running
+
+    def _run(self, job: Reserved | None) -> None:
+        raise NotImplementedError  # the worker's: a pool thread's work
+
+    def _hand_off(self, taken: Iterable[Reserved]) -> None:
+        """Jobs an abandoned thread took but cannot run (it was replaced) go to other
+        threads (each already holds its slot)."""
+        for nxt in taken:
+            with self._slots:
+                self._track(nxt)
+            self.pool.submit(lambda nxt=nxt: self._run(nxt))  # type: ignore[misc]
 
     def unpaused(self, jobs: list[Reserved]) -> list[Reserved]:
         """A blocking wait begun before its queue was paused may still bring a message back:

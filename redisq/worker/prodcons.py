@@ -190,13 +190,6 @@ class ProdconsWorker(Control, Intake, Daemon):
                 job = None
         self._leave(taken)
 
-    def _hand_off(self, taken: deque[Reserved]) -> None:
-        """Jobs this thread took but cannot run (it was replaced) go to other threads."""
-        for nxt in taken:
-            with self._slots:
-                self._track(nxt)
-            self.pool.submit(lambda nxt=nxt: self._run(nxt))  # type: ignore[misc]
-
     def _abandon(self, job: Reserved) -> None:
         """Give up a job that must not start here: its slot and our hold of it (if its epoch
         still holds after all, it is in our processing list: the orphan check delivers it)."""
