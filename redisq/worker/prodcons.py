@@ -322,7 +322,8 @@ class ProdconsWorker(Control, Intake, Daemon):
             return max(self.concurrency - self._running, 0)  # taken short jobs may exceed it
 
     def _check_burst_end(self, got: bool) -> None:
-        if got or self._running or self.recorder.parked():  # parked: their node is down
+        # parked: their node is down; waker: jobs a limit sent to wait for their slot
+        if got or self._running or self.recorder.parked() or self.waker.pending():
             self.burst.busy()
         elif self.burst.done():
             log.info("worker=%s burst: queues drained", self.id)

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from redisq import App
+from redisq import App, config
 from redisq.backend import keys
 from redisq.ops.stats import format_snapshot, snapshot
-from tests.support.inproc import running
+from tests.support.inproc import Worker, running
 from tests.support.wait import wait_until
 
 
@@ -99,3 +99,12 @@ def test_abort_is_seen_within_a_second_whatever_the_heartbeat(capp: App) -> None
         assert job.abort() == "aborting"
         wait_until(lambda: job.status == "aborted", 3)
         assert time.monotonic() - t0 < 1.0 + 0.2 + 1.0  # poll + grace + force and abandon
+
+
+def test_a_burst_worker_waits_for_the_jobs_it_throttled(capp: App) -> None:
+    """--burst: rate-limited jobs waiting in the delayed set for their slot are this burst's
+    work (first attempts delayed by a producer are not)."""
+    jobs = capp.tasks["i.slow"].map(range(3))  # 2/s: the last starts ~1 s after the first
+    settings = config.load({"burst": True, "block_timeout_s": 0.2, "lease_s": 2}, {})
+    assert Worker(capp, settings).run() == 0
+    assert [j.status for j in jobs] == ["succeeded"] * 3
