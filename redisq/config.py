@@ -45,6 +45,12 @@ class Settings:
     """Channels to subscribe to in pubsub mode (default: every ``@app.subscriber``)."""
     concurrency: int = 8
     """Jobs run at once by one worker process (threads)."""
+    processes: int = 1
+    """Worker processes (prodcons) a supervisor forks, each with ``concurrency`` threads."""
+    max_jobs_per_child: int = 0
+    """A worker process is replaced (gracefully) after this many jobs (0: never)."""
+    max_memory_per_child_mb: float = 0.0
+    """A worker process is replaced (gracefully) once its RSS exceeds this (0: never)."""
     burst: bool = False
     """Drain the queues (nothing queued, due for retry or running), then exit."""
     grace_s: float = 30.0
@@ -184,6 +190,8 @@ def load(overrides: Mapping[str, Any] | None = None,
         raise ConfigError("setting queues must name at least one queue")
     if settings.concurrency < 1:
         raise ConfigError("setting concurrency must be >= 1")
+    if settings.processes < 1:
+        raise ConfigError("setting processes must be >= 1")
     if settings.max_message_bytes < 1:
         raise ConfigError("setting max_message_bytes must be >= 1")
     if settings.block_timeout_s <= 0 or settings.lease_s <= settings.block_timeout_s:

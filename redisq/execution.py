@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ctypes
-import json
 import logging
 import threading
 import time
@@ -31,7 +30,7 @@ from .backend.backoff import retry_delay_s
 from .errors import Retry
 from .job import JobContext, _current
 from .model import ABORTED, DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
-from .serializers import encode_extra
+from .serializers import compact_json
 
 if TYPE_CHECKING:
     from .tasks import AnyTask
@@ -184,8 +183,7 @@ def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
         result = _call(task, args, kwargs, limiter, runner)
         # A result JSON cannot carry is the task's error, found here rather than in Redis
         # (datetime, date, UUID and Decimal travel as text, as arguments do).
-        encoded = json.dumps(result, allow_nan=False, separators=(",", ":"),
-                             default=encode_extra)
+        encoded = compact_json(result)
         outcome = Outcome(SUCCEEDED, result, result_json=encoded, duration_s=clock() - started)
     # Any task error is an outcome; SystemExit too (a task calling sys.exit() in a pool thread
     # would otherwise end that thread and leave its job reserved for ever).

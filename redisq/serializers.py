@@ -7,11 +7,19 @@ Beyond JSON's own types, four common values are encoded as text (:func:`encode_e
 (the same value always gives the same bytes, so ``unique_by`` keys and job ids built from it
 are stable). A task receives them as those strings, or as the typed value again when it
 annotates the parameter with the type (:func:`decode_typed`, applied before the task runs).
+
+JSON goes through orjson when it is installed (``pip install 'redisq[fast]'``), else the standard
+library, with byte-identical output and the same values accepted and refused either way:
+orjson's bytes are used only when they are exactly what the standard encoder writes
+(:func:`_orjson_dumps` says when), and its decoding only for input it decodes exactly as
+``json.loads`` does (:func:`json_loads`); anything else takes the standard path. Tests run both
+(``ORJSON = None`` forces the standard library).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 import uuid
@@ -22,6 +30,64 @@ from typing import Any, Protocol
 
 from .errors import SerializationError
 from .limits import MAX_DEPTH, MessageTooDeep
+
+_orjson: Any
+try:
+    import orjson as _orjson
+except ImportError:  # the optional "fast" extra
+    _orjson = None
+
+#: orjson when installed, else None (set it to None to force the standard library).
+ORJSON: Any = _orjson
+#: Every type orjson would encode its own way (datetimes, dataclasses, subclasses of str, int,
+#: dict, list) goes to ``default``, which hands the value to the standard encoder to judge.
+_ORJSON_OPTS = (_orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS
+                | _orjson.OPT_PASSTHROUGH_SUBCLASS) if _orjson is not None else 0
+#: A float orjson writes unlike ``repr(float)``: a one-digit negative exponent (1e-7, Python:
+#: 1e-07) or 0.00001 and smaller without one (Python: 1e-05). Checked on 10^6 floats.
+_SHORT_EXPONENT = re.compile(rb"e-[0-9](?![0-9])")
+#: An integer of 20+ digits, which orjson decodes as a float (json.loads: an exact int).
+_LONG_INT = re.compile(rb"[0-9]{20}")
+
+
+class _NotNative(TypeError):
+    pass
+
+
+def _not_native(value: Any) -> Any:
+    raise _NotNative
+
+
+def _orjson_dumps(value: Any) -> bytes | None:
+    """orjson's encoding of ``value`` when it is byte for byte the standard encoder's (compact,
+    ensure_ascii off, NaN refused); None when the standard encoder must decide."""
+    lib = ORJSON
+    if lib is None:
+        return None
+    try:
+        out: bytes = lib.dumps(value, default=_not_native, option=_ORJSON_OPTS)
+    except TypeError:  # a type for the standard encoder, an int over 64 bits, a non-str key
+        return None
+    if b"0.0000" in out or (b"e-" in out and _SHORT_EXPONENT.search(out)):
+        return None  # a float that orjson formats differently
+    # What orjson encodes natively but the standard encoder refuses or writes otherwise (a
+    # UUID, a plain Enum, NaN, which orjson writes as null) does not decode back to itself.
+    if lib.loads(out) != value:
+        return None
+    return out
+
+
+def json_loads(data: bytes | str) -> Any:
+    """``json.loads(data)``, through orjson when it decodes ``data`` to the same value."""
+    lib = ORJSON
+    if lib is not None:
+        raw = data.encode() if isinstance(data, str) else data
+        if not _LONG_INT.search(raw):
+            try:
+                return lib.loads(raw)
+            except ValueError:  # NaN, Infinity, lone surrogates, very deep: json.loads decides
+                pass
+    return json.loads(data)
 
 
 class Serializer(Protocol):
@@ -41,6 +107,19 @@ def encode_extra(value: Any) -> Any:
         return str(value)
     raise SerializationError(
         f"{type(value).__name__} cannot be carried as JSON; pass ids or plain data")
+
+
+_ASCII_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False,
+                                  default=encode_extra).encode
+
+
+def compact_json(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"), allow_nan=False, default=encode_extra)``
+    (ASCII), faster with orjson; raises as it does for what JSON cannot carry."""
+    out = _orjson_dumps(value)
+    if out is not None and out.isascii():
+        return out.decode()
+    return _ASCII_COMPACT(value)
 
 
 #: Types :func:`decode_typed` turns the text of :func:`encode_extra` back into, and how.
@@ -87,6 +166,9 @@ class JSONSerializer:
                                         allow_nan=False, default=encode_extra).encode
 
     def dumps(self, value: Any) -> bytes:
+        fast = _orjson_dumps(value)
+        if fast is not None:
+            return fast
         # Refuse at enqueue time what JSON cannot carry (sets, bytes, objects, NaN) so the
         # error reaches the producer, not a worker minutes later.
         try:
@@ -100,7 +182,7 @@ class JSONSerializer:
                                  f"(the limit, MAX_DEPTH={MAX_DEPTH})") from None
 
     def loads(self, data: bytes) -> Any:
-        return json.loads(data)
+        return json_loads(data)
 
 
 class MsgpackSerializer:

@@ -16,7 +16,7 @@ import redis
 
 from .. import limits
 from ..model import Envelope, Message, Outcome
-from ..serializers import JSONSerializer
+from ..serializers import JSONSerializer, compact_json
 from . import finished, index, keys
 from .cluster import is_cluster
 from .dead import dead_entry, dead_message
@@ -208,9 +208,10 @@ class Records:
                                                       serializer_dumps)
         event = b""
         if self.events:
-            event = json.dumps({"type": "job", "id": env.id, "queue": q, "task": env.task,
-                                "status": outcome.status, "duration_s": round(outcome.duration_s, 6),
-                                "error_type": outcome.error_type}).encode()
+            event = compact_json({"type": "job", "id": env.id, "queue": q, "task": env.task,
+                                  "status": outcome.status,
+                                  "duration_s": round(outcome.duration_s, 6),
+                                  "error_type": outcome.error_type}).encode()
         timed = outcome.status in ("succeeded", "failed", "dead", "retrying") and env.task != ""
         args = [outcome.status, msg.body, extra, delay_ms, int(ttl_s * 1000), env.id,
                 self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,

@@ -118,6 +118,13 @@ control_cli.add_commands(main, lambda url: load_app(None, settings_from(url=url)
               "high:5,default:1 weighs them instead (none starves).")
 @click.option("--channels", help="Comma-separated channels (pubsub mode).")
 @click.option("--concurrency", type=int, help="Jobs run at once (threads).")
+@click.option("--processes", type=int,
+              help="Worker processes (prodcons), each with --concurrency threads, under a "
+                   "supervisor.")
+@click.option("--max-jobs-per-child", type=int,
+              help="Replace a worker process after this many jobs (0: never).")
+@click.option("--max-memory-per-child-mb", type=float,
+              help="Replace a worker process once its RSS exceeds this (0: never).")
 @click.option("--burst/--no-burst", default=None,
               help="Drain the queues (nothing queued, waiting to be retried or running), then exit.")
 @click.option("--grace-s", type=float, help="On SIGTERM, seconds running jobs may finish.")
@@ -309,8 +316,9 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None,
     app.client.ping()
     registry = Registry(app.client)
     workers = registry.workers()
-    if worker_id:
-        workers = [w for w in workers if w["id"] == worker_id]
+    if worker_id:  # and, under a supervisor (--processes), its children: <id>.0, <id>.1...
+        workers = [w for w in workers
+                   if w["id"] == worker_id or _child_of(str(w["id"]), worker_id)]
         if not workers:
             click.echo(f"unhealthy: worker {worker_id} is not registered (dead or never started)")
             sys.exit(1)
@@ -322,6 +330,12 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None,
     if stale:
         sys.exit(1)
     click.echo(f"ok: redis reachable, {len(workers)} worker(s) progressing")
+
+
+def _child_of(worker_id: str, parent_id: str) -> bool:
+    """Whether ``worker_id`` names a child of the supervisor with ``parent_id``."""
+    head, dot, slot = worker_id.rpartition(".")
+    return bool(dot) and head == parent_id and slot.isdigit()
 
 
 @main.command()

@@ -76,8 +76,10 @@ class Intake:
             runnable.append(r)
         admitted = self.admit(runnable)
         for r in admitted:
-            log.info("job=%s task=%s queue=%s started attempt=%d", r.env.id, r.env.task,
-                     r.env.queue, r.env.attempt)
+            # DEBUG: at INFO every job gets one line, when it ends (with its duration): a
+            # second line per job cost ~9 µs of a ~90 µs job path (issue 17).
+            log.debug("job=%s task=%s queue=%s started attempt=%d", r.env.id, r.env.task,
+                      r.env.queue, r.env.attempt)
         return admitted
 
     def unpaused(self, jobs: list[Reserved]) -> list[Reserved]:

@@ -166,6 +166,7 @@ class ProdconsWorker(Control, Intake, Daemon):
                              self._report_progress)
             self.running_begins(job, ctx)
             ran = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
+            self._ran(job)
             outcome = self.running_ends(job, ctx, ran)  # job.abort(): "aborted"
             if outcome is None:  # abandoned (see redisq.worker.control): recorded already
                 self._hand_off(taken)
@@ -189,6 +190,10 @@ class ProdconsWorker(Control, Intake, Daemon):
                 self.record(current, outcome, holds_slot=True)
                 job = None
         self._leave(taken)
+
+    def _ran(self, job: Reserved) -> None:
+        """Called in the job's thread as soon as it has run, before its outcome is written
+        (which the recorder may batch): a supervisor's child counts its jobs here."""
 
     def _abandon(self, job: Reserved) -> None:
         """Give up a job that must not start here: its slot and our hold of it (if its epoch
