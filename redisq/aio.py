@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -152,17 +152,19 @@ class AsyncProducer:
     async def enqueue(self, task_name: str, args: Sequence[Any] = (),
                       kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                       delay_s: float | None = None, job_id: str | None = None,
-                      eta: datetime | float | None = None) -> AsyncJob:
-        """Queue a call (one round trip); same rules as :meth:`App.enqueue`."""
-        prepared = self.app.prepare(task_name, args, kwargs, queue, job_id)
+                      eta: datetime | float | None = None,
+                      options: Mapping[str, Any] | None = None) -> AsyncJob:
+        """Queue a call (one round trip); same rules, per-call ``options`` and middleware as
+        :meth:`App.enqueue` (its ``after_enqueue`` sees the synchronous :class:`Job`)."""
+        delay_s = delay_from(delay_s, eta)
+        prepared = self.app.prepare(task_name, args, kwargs, queue, job_id, options, delay_s)
         q = prepared.env.queue
         if self._index.due(q):  # see redisq.index: on a queue's first write, then now and then
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.sadd(keys.QUEUES, q)
                 pipe.zadd(keys.QUEUES_SEEN, {q: time.time()})
                 await pipe.execute()
-        _, ks, argv = self.app.records.enqueue_call(prepared.env, prepared.message,
-                                                    delay_from(delay_s, eta),
+        _, ks, argv = self.app.records.enqueue_call(prepared.env, prepared.message, delay_s,
                                                     prepared.unique_ttl_s, prepared.fresh_id)
         if self.app.wait_replicas:
             created, jid = await self._enqueue_replicated(ks, argv)
@@ -194,15 +196,18 @@ class AsyncProducer:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def enqueue_many(self, task_name: str, calls: Iterable[Any],
-                           concurrency: int = 50, queue: str | None = None) -> list[AsyncJob]:
+                           concurrency: int = 50, queue: str | None = None,
+                           options: Mapping[str, Any] | None = None) -> list[AsyncJob]:
         """Queue many calls with at most ``concurrency`` in flight at once (bounded, so a bulk
         send cannot open thousands of connections or starve the event loop)."""
+        if options and "job_id" in options:
+            raise TypeError("enqueue_many queues many jobs: a job_id option cannot apply to all")
         gate = asyncio.Semaphore(concurrency)
 
         async def one(call: Any) -> AsyncJob:
             args, kwargs = split_call(call)
             async with gate:
-                return await self.enqueue(task_name, args, kwargs, queue=queue)
+                return await self.enqueue(task_name, args, kwargs, queue=queue, options=options)
 
         return list(await asyncio.gather(*(one(c) for c in calls)))
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
@@ -30,6 +30,7 @@ from .broker.queue import Queue
 from .eager import EagerRecords, EagerRunner
 from .job import Job
 from .locks import Lock
+from .middleware import HookMiddleware, Hooks
 from .model import new_id
 from .periodic import Periodic, job_id
 from .producer import Messages, Prepared, delay_from, job_for
@@ -56,17 +57,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 BULK_CHUNK = 500  # jobs per enqueue_many script call: big enough to amortise, short enough for Redis
-
-
-@dataclass
-class Hooks:
-    """Callables run by the worker around jobs and its own life."""
-
-    before_job: list[Callable[..., Any]] = field(default_factory=list)
-    after_job: list[Callable[..., Any]] = field(default_factory=list)
-    on_failure: list[Callable[..., Any]] = field(default_factory=list)
-    startup: list[Callable[..., Any]] = field(default_factory=list)
-    shutdown: list[Callable[..., Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -241,7 +231,9 @@ class App:
         def decorate(func: Callable[..., Any]) -> Task[..., Any]:
             task: Task[..., Any] = self.task(name=name, queue=queue, **task_options)(func)
             # Build a tick's message now, so the first tick is not where a bad argument shows.
-            self.prepare(task.name, spec.args, spec.kwargs, queue, job_id(task.name, 0.0))
+            # (Not through the middleware: no job is sent here.)
+            self.messages.prepare(task.name, spec.args, spec.kwargs, queue,
+                                  job_id(task.name, 0.0))
             self.periodic_jobs[task.name] = replace(spec, task=task.name)
             return task
 
@@ -264,17 +256,34 @@ class App:
         bucket.append(fn)
         return fn
 
+    def add_middleware(self, middleware: Any) -> None:
+        """Install ``middleware``: an object with some of ``before_enqueue(envelope)``,
+        ``after_enqueue(job)``, ``before_execute(job)``, ``after_execute(job, outcome)``,
+        ``on_retry(job, outcome)``, ``on_dead(job, outcome)`` (see :mod:`redisq.middleware`
+        and docs/middleware.md). Producers and workers of this App both use it."""
+        self.hooks.middleware.add(middleware)
+
+    def _job_hook(self, bucket: list[Callable[..., Any]], fn: F) -> F:
+        """A job hook: sugar over one middleware, installed with the first hook (so an App
+        without hooks or middleware pays nothing per job)."""
+        if not self.hooks._job_hooks:
+            self.hooks._job_hooks = True
+            self.hooks.middleware.add(HookMiddleware(self.hooks.before_job, self.hooks.after_job,
+                                                     self.hooks.on_failure))
+        return self._hook(bucket, fn)
+
     def before_job(self, fn: F) -> F:
-        """``fn(job_context)`` before each job (close stale DB connections here)."""
-        return self._hook(self.hooks.before_job, fn)
+        """``fn(job_context)`` before each job (close stale DB connections here); an error
+        fails the attempt."""
+        return self._job_hook(self.hooks.before_job, fn)
 
     def after_job(self, fn: F) -> F:
         """``fn(job_context, outcome)`` after each attempt, whatever its outcome."""
-        return self._hook(self.hooks.after_job, fn)
+        return self._job_hook(self.hooks.after_job, fn)
 
     def on_failure(self, fn: F) -> F:
         """``fn(job_context, exception)`` when an attempt raises."""
-        return self._hook(self.hooks.on_failure, fn)
+        return self._job_hook(self.hooks.on_failure, fn)
 
     def on_startup(self, fn: F) -> F:
         """``fn(worker)`` once when a worker starts."""
@@ -300,13 +309,17 @@ class App:
     def enqueue(self, task_name: str, args: Sequence[Any] = (),
                 kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
-                eta: datetime | float | None = None) -> Job[Any]:
+                eta: datetime | float | None = None,
+                options: Mapping[str, Any] | None = None) -> Job[Any]:
         """Queue a call of ``task_name`` (registered here or only in the worker); an eager
-        App runs it now and returns it finished (``delay_s``/``eta`` ignored)."""
-        prepared = self.prepare(task_name, args, kwargs, queue, job_id)
+        App runs it now and returns it finished (``delay_s``/``eta`` ignored).
+        ``options``: per-call options (:class:`~redisq.tasks.CallOptions`: ``queue``,
+        ``timeout_s``, ``retries``, ``expires_s``, ``result_ttl_s``, ``job_id``, ``headers``),
+        carried in the message, so a producer that does not import the task can set them."""
+        delay_s = delay_from(delay_s, eta)
+        prepared = self.prepare(task_name, args, kwargs, queue, job_id, options, delay_s)
         if self.eager_runner is not None:
             return self.eager_runner.run(prepared)
-        delay_s = delay_from(delay_s, eta)
         self.records.register_queue(prepared.env.queue)
         if (prepared.fresh_id and prepared.env.unique is None and delay_s is None
                 and self.records.transactions):
@@ -323,27 +336,46 @@ class App:
         return self.finish_enqueue(prepared, bool(created), jid)
 
     def prepare(self, task_name: str, args: Sequence[Any], kwargs: dict[str, Any] | None,
-                queue: str | None, job_id: str | None) -> Prepared:
-        """Validate a call and build its message (pure: see :meth:`Messages.prepare`)."""
-        return self.messages.prepare(task_name, args, kwargs, queue, job_id)
+                queue: str | None, job_id: str | None, options: Mapping[str, Any] | None = None,
+                delay_s: float | None = None) -> Prepared:
+        """Validate a call and build its message (pure: see :meth:`Messages.prepare`), as
+        the middleware's ``before_enqueue`` leaves it."""
+        mw = self.hooks.middleware
+        edit = mw.before_enqueue if mw.items and mw.has("before_enqueue") else None
+        return self.messages.prepare(task_name, args, kwargs, queue, job_id, options, delay_s,
+                                     edit)
 
     def finish_enqueue(self, prepared: Prepared, created: bool, job_id: bytes | str) -> Job[Any]:
-        """The Job handle for an enqueue's answer (or the duplicate rule's error)."""
-        return job_for(self.records, prepared, created, job_id)
+        """The Job handle for an enqueue's answer (or the duplicate rule's error); the
+        middleware's ``after_enqueue`` sees it."""
+        job = job_for(self.records, prepared, created, job_id)
+        if self.hooks.middleware.items:
+            self.hooks.middleware.after_enqueue(job)
+        return job
 
     def enqueue_many(self, task_name: str,
                      calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
-                     queue: str | None = None) -> list[Job[Any]]:
-        """Queue many calls of one task in as few round trips as possible."""
+                     queue: str | None = None,
+                     options: Mapping[str, Any] | None = None) -> list[Job[Any]]:
+        """Queue many calls of one task in as few round trips as possible, each with
+        ``options`` (as :meth:`enqueue`'s, but no ``job_id``)."""
+        options = dict(options or {})
+        if "job_id" in options:
+            raise TypeError("enqueue_many queues many jobs: a job_id option cannot apply to all")
+        queue = queue or options.pop("queue", None)
         if self.eager_runner is not None:  # every call validated before any runs, as below
-            prepared = [self.prepare(task_name, a, k, queue, None) for a, k in calls]
+            prepared = [self.prepare(task_name, a, k, queue, None, options) for a, k in calls]
             return [self.eager_runner.run(p) for p in prepared]
         task = self.tasks.get(task_name)
         q = keys.check_name(queue or (task.options.queue if task else "default"))
         if task is not None and task.options.unique_by is not None:
-            return [self.enqueue(task_name, a, k, queue=q) for a, k in calls]
+            return [self.enqueue(task_name, a, k, queue=q, options=options) for a, k in calls]
         now = round(time.time(), 3)
-        message = self.messages.bulk_builder(task_name, q, now)
+        mw = self.hooks.middleware
+        headers_of: dict[str, str] = {}  # job id -> its headers, for its record
+        message = self.messages.bulk_builder(
+            task_name, q, now, options,
+            mw.before_enqueue if mw.items and mw.has("before_enqueue") else None, headers_of)
         jobs: list[Job[Any]] = []
         batch: list[tuple[str, bytes]] = []
         # Everything is validated and encoded before anything is sent: a bad call anywhere
@@ -362,10 +394,15 @@ class App:
         for i in range(0, len(batch), BULK_CHUNK):
             part = batch[i:i + BULK_CHUNK]
             ks = [keys.pending(q), keys.stats(q), *(keys.job(q, jid) for jid, _ in part)]
-            calls_out.append(("enqueue_many", ks, [task_name, repr(now), *(m for _, m in part)]))
+            heads = [headers_of.get(jid, "") for jid, _ in part] if headers_of else []
+            calls_out.append(("enqueue_many", ks, [task_name, repr(now), *(m for _, m in part),
+                                                   *heads]))
         for i in range(0, len(calls_out), 20):
             self.records.scripts.run_many(calls_out[i:i + 20], self.wait_replicas,
                                           self.wait_timeout_s)
+        if mw.items:
+            for job in jobs:
+                mw.after_enqueue(job)
         return jobs
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any] | None:

@@ -30,16 +30,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import JobFailed, UnknownTask
-from .execution import Hooks, TimeLimiter, execute
+from .execution import TimeLimiter, execute, timeout_of
 from .job import Job, JobContext
-from .limits import JOB_WRAPPING, MAX_DEPTH, decode, poison_reason
+from .limits import JOB_WRAPPING, MAX_DEPTH, decode, headers_json, poison_reason
 from .model import DEAD, RETRYING, STARTED, SUCCEEDED, Envelope, Outcome
 
 if TYPE_CHECKING:
+    from .middleware import Hooks
     from .producer import Prepared
     from .serializers import Serializer
     from .tasks import AnyTask
@@ -97,26 +98,6 @@ def _text(value: Any) -> str:
     return repr(round(value, 6)) if isinstance(value, float) else str(value)
 
 
-@dataclass
-class _Capture:
-    """The job hooks plus one that keeps the exception of the last failed attempt (the
-    outcome carries its text only; eager_raise re-raises the exception itself)."""
-
-    hooks: Hooks
-    error: BaseException | None = None
-    before_job: list[Callable[..., Any]] = field(default_factory=list)
-    after_job: list[Callable[..., Any]] = field(default_factory=list)
-    on_failure: list[Callable[..., Any]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.before_job = list(self.hooks.before_job)
-        self.after_job = list(self.hooks.after_job)
-        self.on_failure = [*self.hooks.on_failure, self._keep]
-
-    def _keep(self, ctx: JobContext, exc: BaseException) -> None:
-        self.error = exc
-
-
 class _Watchdog:
     """The time limits of an eager App's running sync jobs: one thread, started at the first
     such job, enforces them (what a worker's supervisor thread does) while any runs; a
@@ -170,7 +151,8 @@ class EagerRunner:
         task's exception (``raise_failures``) once its retries are spent."""
         env = prepared.env
         self.records.update(env.queue, env.id, task=env.task, status=STARTED, attempts="0",
-                            enqueued_at=env.enqueued_at)
+                            enqueued_at=env.enqueued_at,
+                            **({"headers": headers_json(env.headers)} if env.headers else {}))
         try:  # decoded as a worker decodes a reserved message
             env = self._decode(prepared.message, env.queue)
         except Exception as exc:
@@ -184,12 +166,12 @@ class EagerRunner:
                                 UnknownTask(reason))
         skipped, skipped_s = 0, 0.0
         while True:
-            capture = _Capture(self.hooks)
-            ctx = JobContext(env.id, env.task, env.queue, env.attempt, self._progress(env))
+            ctx = JobContext(env.id, env.task, env.queue, env.attempt, self._progress(env),
+                             env.headers)
             self.records.update(env.queue, env.id, started_at=time.time(), attempts=env.attempt)
             log.info("job=%s task=%s queue=%s started attempt=%d (eager)", env.id, env.task,
                      env.queue, env.attempt)
-            outcome = self._execute(task, env, ctx, capture)
+            outcome = self._execute(task, env, ctx)
             if outcome.status != RETRYING:
                 break
             skipped, skipped_s = skipped + 1, skipped_s + outcome.retry_in_s
@@ -201,16 +183,17 @@ class EagerRunner:
                                 skipped_delay_s=skipped_s)
             # The next attempt's message, as settle writes it, read back as a worker would.
             env = self._decode(self.serializer.dumps(env.next_attempt().to_dict()), env.queue)
-        return self._settle(env, outcome, capture.error)
+        return self._settle(env, outcome, outcome.exception)
 
-    def _execute(self, task: AnyTask, env: Envelope, ctx: JobContext,
-                 hooks: _Capture) -> Outcome:
-        """The worker's execute step, with its time limit: a sync task over ``timeout_s`` is
-        stopped in this (the caller's) thread as a worker stops it in a pool thread."""
-        if task.is_async or not task.options.timeout_s:
-            return execute(task, env, ctx, hooks)  # (async: cancelled by asyncio.wait_for)
+    def _execute(self, task: AnyTask, env: Envelope, ctx: JobContext) -> Outcome:
+        """The worker's execute step (middleware and hooks included), with its time limit: a
+        sync task over ``timeout_s`` is stopped in this (the caller's) thread as a worker
+        stops it in a pool thread. The outcome carries the attempt's exception itself
+        (``outcome.exception``), which ``eager_raise`` re-raises."""
+        if task.is_async or not timeout_of(task, env):
+            return execute(task, env, ctx, self.hooks)  # (async: by asyncio.wait_for)
         with self._watchdog:
-            return execute(task, env, ctx, hooks, self._watchdog.limiter)
+            return execute(task, env, ctx, self.hooks, self._watchdog.limiter)
 
     def _decode(self, message: bytes, queue: str) -> Envelope:
         env = Envelope.from_dict(decode(self.serializer, message, self.max_bytes(),

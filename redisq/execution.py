@@ -24,11 +24,12 @@ import time
 import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .backend.backoff import retry_delay_s
 from .errors import Retry
 from .job import JobContext, _current
+from .middleware import Hooks  # the App's hooks and middleware (below the App, as this is)
 from .model import ABORTED, DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
 from .serializers import compact_json
 
@@ -36,18 +37,6 @@ if TYPE_CHECKING:
     from .tasks import AnyTask
 
 log = logging.getLogger("redisq.worker")
-
-
-class Hooks(Protocol):
-    """The job hooks :func:`execute` runs (the App's :class:`redisq.app.Hooks`; a protocol so
-    this module needs nothing from the App above it)."""
-
-    @property
-    def before_job(self) -> list[Callable[..., Any]]: ...
-    @property
-    def after_job(self) -> list[Callable[..., Any]]: ...
-    @property
-    def on_failure(self) -> list[Callable[..., Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +56,7 @@ class JobTimeLimit(BaseException):
 
 class JobAborted(BaseException):
     """Raised inside a job's thread (or as the cancel of its asyncio task) when ``job.abort()``
-    asked it to stop and it had not ended ``abort_grace_s`` later (ctl)."""
+    asked it to stop and it had not ended ``abort_grace_s`` later."""
 
 
 class TimeLimiter:
@@ -153,71 +142,78 @@ def failure_outcome(task: AnyTask, env: Envelope, exc: BaseException, duration_s
         return Outcome(ABORTED, None, "Aborted", str(exc) or "aborted (forced after the grace)",
                        tb, 0.0, duration_s)
     err_type = "JobTimeout" if isinstance(exc, JobTimeLimit) else type(exc).__name__
-    message = str(exc) or (f"exceeded timeout_s={opts.timeout_s}"
+    message = str(exc) or (f"exceeded timeout_s={timeout_of(task, env)}"
                            if isinstance(exc, JobTimeLimit) else err_type)
-    if env.attempt <= opts.retries:
+    # The job's own retries (task.options(retries=...)) over the task's.
+    retries = env.options.get("retries", opts.retries) if env.options else opts.retries
+    if env.attempt <= retries:
         if isinstance(exc, Retry) and exc.delay_s is not None:
             delay = max(exc.delay_s, 0.0)
         else:
             delay = rng_delay(env.attempt, opts.retry_backoff_s, opts.retry_backoff_cap_s)
-        return Outcome(RETRYING, None, err_type, message, tb, delay, duration_s)
+        return Outcome(RETRYING, None, err_type, message, tb, delay, duration_s, exception=exc)
     final = DEAD if opts.dead_letter else FAILED
-    return Outcome(final, None, err_type, message, tb, 0.0, duration_s)
+    return Outcome(final, None, err_type, message, tb, 0.0, duration_s, exception=exc)
+
+
+def timeout_of(task: AnyTask, env: Envelope) -> float | None:
+    """The job's time limit: its own (``task.options(timeout_s=...)``), else the task's."""
+    if env.options and "timeout_s" in env.options:
+        value: float | None = env.options["timeout_s"]
+        return value
+    return task.options.timeout_s
 
 
 def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
             limiter: TimeLimiter | None = None, runner: AsyncRunner | None = None,
             clock: Callable[[], float] = time.perf_counter) -> Outcome:
-    """Run ``task`` for ``env`` with its hooks and time limit; never raises (except a forced
-    exit), whatever the task does."""
+    """Run ``task`` for ``env`` inside the app's middleware (``hooks.middleware``, which
+    serves the job hooks too) with its time limit; never raises (except a forced exit),
+    whatever the task or a middleware does."""
+    mw = hooks.middleware
+    installed = bool(mw.items)  # a list's truth: the whole per-job cost without middleware
     token = _current.set(ctx)
-    started = clock()
     try:
-        for hook in hooks.before_job:
-            hook(ctx)
-        # Typed decoding (datetime, date, UUID, Decimal parameters) is part of the attempt:
-        # text that is no such value fails it like any error of the task.
-        args, kwargs = task.typed_args(env.args, env.kwargs)
-        if task.options.bind:
-            args.insert(0, ctx)
-        result = _call(task, args, kwargs, limiter, runner)
-        # A result JSON cannot carry is the task's error, found here rather than in Redis
-        # (datetime, date, UUID and Decimal travel as text, as arguments do).
-        encoded = compact_json(result)
-        outcome = Outcome(SUCCEEDED, result, result_json=encoded, duration_s=clock() - started)
-    # Any task error is an outcome; SystemExit too (a task calling sys.exit() in a pool thread
-    # would otherwise end that thread and leave its job reserved for ever).
-    except (Exception, JobTimeLimit, JobAborted, SystemExit) as exc:
-        for hook in hooks.on_failure:
-            _safe(hook, ctx, exc)
-        outcome = failure_outcome(task, env, exc, clock() - started)
+        started = clock()
+        try:
+            if installed:
+                mw.before_execute(ctx)  # an error here fails the attempt, as the task's
+            # Typed decoding (datetime, date, UUID, Decimal parameters) is part of the
+            # attempt: text that is no such value fails it like any error of the task.
+            args, kwargs = task.typed_args(env.args, env.kwargs)
+            if task.options.bind:
+                args.insert(0, ctx)
+            timeout_s = timeout_of(task, env) if env.options else task.options.timeout_s
+            result = _call(task, args, kwargs, limiter, runner, timeout_s)
+            # A result JSON cannot carry is the task's error, found here rather than in Redis
+            # (datetime, date, UUID and Decimal travel as text, as arguments do).
+            encoded = compact_json(result)
+            outcome = Outcome(SUCCEEDED, result, result_json=encoded,
+                              duration_s=clock() - started)
+        # Any task error is an outcome; SystemExit too (a task calling sys.exit() in a pool
+        # thread would otherwise end that thread and leave its job reserved for ever).
+        except (Exception, JobTimeLimit, JobAborted, SystemExit) as exc:
+            outcome = failure_outcome(task, env, exc, clock() - started)
+        if installed:  # in the job's context still: a tracing span opened before ends here
+            mw.after_attempt(ctx, outcome)
     finally:
         _current.reset(token)
-    for hook in hooks.after_job:
-        _safe(hook, ctx, outcome)
     return outcome
 
 
 def _call(task: AnyTask, args: list[Any], kwargs: dict[str, Any], limiter: TimeLimiter | None,
-          runner: AsyncRunner | None) -> Any:
+          runner: AsyncRunner | None, timeout_s: float | None) -> Any:
     if task.is_async:
         if runner is not None:
-            return runner.run(task.fn(*args, **kwargs), task.options.timeout_s)
+            return runner.run(task.fn(*args, **kwargs), timeout_s)
         try:
-            return asyncio.run(asyncio.wait_for(task.fn(*args, **kwargs), task.options.timeout_s))
+            return asyncio.run(asyncio.wait_for(task.fn(*args, **kwargs), timeout_s))
         except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise JobTimeLimit(f"exceeded timeout_s={task.options.timeout_s}") from exc
+            raise JobTimeLimit(f"exceeded timeout_s={timeout_s}") from exc
     if limiter is not None:
-        limiter.watch(task.options.timeout_s)
+        limiter.watch(timeout_s)
     try:
         return task.fn(*args, **kwargs)
     finally:
         if limiter is not None:
             limiter.unwatch()
-
-
-def _safe(hook: Callable[..., Any], *args: Any) -> None:
-    try:
-        hook(*args)
-    except Exception:
-        log.exception("hook %r failed", hook)

@@ -7,11 +7,12 @@ A job record is a Redis hash whose fields are readable with ``redis-cli``:
 ``enqueued_at``/``started_at``/``finished_at`` (unix seconds), ``worker``, ``result`` (JSON),
 ``error_type``/``error_message``/``traceback``, ``progress``/``progress_message``, ``due_at``,
 ``throttled_at`` (when a rate or concurrency limit last sent it back to wait),
-``args`` (a finished job's arguments, cut to ``args_summary_bytes``) and, for a failed job,
-``message`` (the whole message). A waiting job's message lives in its queue only; the queue
-is in the record's key (reading fills in ``queue``, and ``attempts`` before the first start).
-A succeeded job's record is then packed into one field of a done bucket
-(:mod:`redisq.backend.finished`); :meth:`Job.info` reads it as the same fields.
+``args`` (a finished job's arguments, cut to ``args_summary_bytes``), ``headers`` (JSON, when
+the job was sent with some) and, for a failed job, ``message`` (the whole message). A waiting
+job's message lives in its queue only; the queue is in the record's key (reading fills in
+``queue``, and ``attempts`` before the first start). A succeeded job's record is then packed
+into one field of a done bucket (:mod:`redisq.backend.finished`); :meth:`Job.info` reads it as
+the same fields.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 from .backend import control
 from .backend.backoff import doubling
 from .errors import JobFailed, JobTimeout
-from .model import ABORTED, CANCELLED, DEAD, FAILED, SUCCEEDED
+from .model import ABORTED, CANCELLED, DEAD, EXPIRED, FAILED, SUCCEEDED
 
 
 class JobRecords(Protocol):
@@ -47,10 +48,12 @@ class JobContext:
     queue: str
     attempt: int
     report: Callable[[str, float, str], None] = field(repr=False, default=lambda *a: None)
-    #: ctl: set (by the worker's supervisor thread) when ``job.abort()`` reached this job's
+    #: The job's headers (``task.options(headers=...)``, or added by middleware).
+    headers: dict[str, Any] = field(default_factory=dict)
+    #: Set (by the worker's supervisor thread) when ``job.abort()`` reached this job's
     #: worker (see :attr:`aborted`); a plain flag: a job's context costs nothing more.
     abort_requested: bool = field(repr=False, default=False)
-    #: ctl: how the worker forces an ``async def`` task to stop (cancels it); set while it runs.
+    #: How the worker forces an ``async def`` task to stop (cancels it); set while it runs.
     on_force: Callable[[], None] | None = field(repr=False, default=None)
 
     @property
@@ -104,6 +107,11 @@ class Job(Generic[R]):
     def status(self) -> str | None:
         return self._records.status(self.queue, self.id)
 
+    @property
+    def headers(self) -> dict[str, Any]:
+        """The headers the job was sent with (``{}`` without, or once its record expired)."""
+        return record_headers(self.info())
+
     def cancel(self) -> bool:
         """Cancel the job if it has not started; returns whether it was cancelled."""
         return self._records.cancel(self.queue, self.id)
@@ -132,6 +140,15 @@ class Job(Generic[R]):
             time.sleep(min(next(delays), remaining))
 
 
+def record_headers(info: dict[str, Any]) -> dict[str, Any]:
+    """A record's ``headers`` field as a dict (``{}``: none, or not a JSON object)."""
+    try:
+        value = json.loads(info.get("headers") or "{}")
+    except Exception:  # written by something else (RecursionError too): not ours to fail on
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def still_running(job_id: str, info: dict[str, Any], timeout_s: float) -> JobTimeout:
     """The error of a result wait that ran out (sync and asyncio alike)."""
     return JobTimeout(f"job {job_id} still {info.get('status') or 'unknown'} after {timeout_s} s")
@@ -139,7 +156,7 @@ def still_running(job_id: str, info: dict[str, Any], timeout_s: float) -> JobTim
 
 def final_result(job_id: str, info: dict[str, Any]) -> tuple[bool, Any]:
     """``(True, result)`` once a record says succeeded; raises :class:`JobFailed` once it says
-    failed, dead or cancelled; ``(False, None)`` while the job is still on its way."""
+    failed, dead, cancelled or expired; ``(False, None)`` while the job is still on its way."""
     status = info.get("status")
     if status == SUCCEEDED:
         if not info.get("result"):
@@ -151,6 +168,9 @@ def final_result(job_id: str, info: dict[str, Any]) -> tuple[bool, Any]:
                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
     if status == CANCELLED:  # not the error of an attempt that ran before the cancel
         raise JobFailed(job_id, CANCELLED, "the job was cancelled before it ran")
+    if status == EXPIRED:
+        raise JobFailed(job_id, EXPIRED, info.get("error_message")
+                        or "the job was not started before it expired")
     if status in (FAILED, DEAD, ABORTED):
         raise JobFailed(job_id, info.get("error_type", status or ""),
                         info.get("error_message", status or ""), info.get("traceback", ""))

@@ -7,6 +7,7 @@ JSON encode.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -15,6 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from redisq import DuplicateJob, SerializationError
 from redisq.backend import keys
+from redisq.tasks import check_call_options
 
 from .http import error, page, state
 from .security import is_json
@@ -123,11 +125,12 @@ def _name(value: str, what: str) -> str:
 
 @api.post("/prodcons")
 def enqueue() -> Response:
-    """Queue a registered task: ``{task, args?, kwargs?, queue?, delay_s?}`` → 202
+    """Queue a registered task: ``{task, args?, kwargs?, queue?, delay_s?, options?}`` → 202
     ``{job_id, status_url}``; 409 when a unique task's job is already queued or running and
-    the task says ``on_duplicate="raise"``."""
+    the task says ``on_duplicate="raise"``. ``options``: per-call options (``timeout_s``,
+    ``retries``, ``expires_s``, ``result_ttl_s``, ``job_id``, ``headers``, ``queue``)."""
     body = json_body({"task": str}, {"args": list, "kwargs": dict, "queue": str,
-                                     "delay_s": (int, float)})
+                                     "delay_s": (int, float), "options": dict})
     queue_app = state().queue_app
     task = body["task"]
     if task not in queue_app.tasks:  # only registered tasks: a name must not pick arbitrary code
@@ -138,9 +141,10 @@ def enqueue() -> Response:
     queue = body.get("queue")
     if queue is not None:
         _check_queue(_name(queue, "queue"))
+    options = _options(body.get("options"))
     try:
         job = queue_app.enqueue(task, args=body.get("args") or (), kwargs=body.get("kwargs"),
-                         queue=queue, delay_s=delay_s)
+                                queue=queue, delay_s=delay_s, options=options)
     except DuplicateJob as exc:
         return error(409, "duplicate job", job_id=exc.existing_id)
     except (TypeError, ValueError, SerializationError, RecursionError) as exc:
@@ -180,6 +184,22 @@ def channel_refusal(channel: str) -> Response | None:
     return None
 
 
+def _options(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The request's per-call options, their names checked (400 naming the first unknown one;
+    their values are checked with the call's, as ``App.enqueue`` does)."""
+    if not options:
+        return None
+    try:
+        options = check_call_options(options)
+    except TypeError as exc:
+        raise BadRequest(400, f"field 'options': {exc}") from None
+    if options.get("queue") is not None:
+        if not isinstance(options["queue"], str):
+            raise BadRequest(400, "field 'options': queue must be a string")
+        _check_queue(_name(options["queue"], "queue"))
+    return options
+
+
 def _check_queue(queue: str) -> None:
     """Only the queues the App's tasks declare (or ``web_queues``): every accepted name would
     otherwise become a queue that every snapshot and scrape walks for good."""
@@ -205,6 +225,9 @@ def job_status(job_id: str) -> Response:
     for name in ("attempts", "progress", "enqueued_at", "started_at", "finished_at", "due_at"):
         if name in out:
             out[name] = _number(out[name])
+    if info.get("headers"):  # the job's headers (task.options(headers=...)); not JSON: left out
+        with contextlib.suppress(ValueError, RecursionError):
+            out["headers"] = json.loads(info["headers"])
     if info.get("result"):
         try:
             out["result"] = json.loads(info["result"])

@@ -27,7 +27,7 @@ _GAUGES = {"depth": "Messages waiting", "in_flight": "Messages reserved by a wor
            "paused": "1 while the queue is paused (workers take nothing from it)"}
 _COUNTERS = {"enqueued": "Jobs enqueued", "succeeded": "Job attempts that succeeded",
              "failed": "Job attempts that failed", "retrying": "Failed attempts retried",
-             "dead": "Jobs dead-lettered",
+             "dead": "Jobs dead-lettered", "expired": "Jobs expired before they started",
              "throttled": "Job starts a rate or concurrency limit sent back to wait",
              "aborted": "Running jobs stopped by job.abort()"}
 

@@ -1,4 +1,4 @@
-"""Job control in Redis (ctl): pausing queues, asking running jobs to abort, and the calls of
+"""Job control in Redis: pausing queues, asking running jobs to abort, and the calls of
 the limits steps (``lua/gate.lua``, ``lua/limit_release.lua``) a worker runs around a job.
 
 Pausing is a set of queue names that every worker reads at its tick; an abort is a flag key

@@ -24,6 +24,7 @@ so the arguments' summary and the result never contain it):
 
     progress message, status code, task, enqueued (ms, base 36), started - enqueued (ms),
     finished - started (ms), attempts, worker, arguments' summary, result JSON ('' = null)
+    [, headers JSON: only for a job sent with headers, so the others pay nothing]
 
 The settle script prepends the job's last progress message (the only field it reads from the
 old record), with any ``\\x1f`` in it replaced by a space, and stores the task and the worker as
@@ -85,7 +86,7 @@ def _ms(seconds: float | str) -> int:
 
 def pack(status: str, task: str, enqueued_at: float | str, started_at: float | str,
          finished_at: float | str, attempts: int, worker: str, args: str | None,
-         result_json: str) -> str:
+         result_json: str, headers_json: str = "") -> str:
     """A finished record as a done bucket's value, without its progress message (settle.lua
     puts that in front: the value starts with the separator). Times (unix seconds, numbers or
     their text) keep milliseconds."""
@@ -94,16 +95,17 @@ def pack(status: str, task: str, enqueued_at: float | str, started_at: float | s
     task, worker = task.replace(SEP, " "), worker.replace(SEP, " ")
     return SEP.join(["", CODES[status], task, _b36(enq), _b36(start - enq), _b36(fin - start),
                      str(attempts), worker, args or "",
-                     "" if result_json == "null" else result_json])
+                     "" if result_json == "null" else result_json,
+                     *((headers_json,) if headers_json else ())])
 
 
 def unpack(value: bytes | str) -> dict[str, str]:
     """A packed record as the text fields a record hash has (see :mod:`redisq.job`); empty
     for a value that is not one (written by someone else, or a later format)."""
-    parts = as_text(value, "replace").split(SEP, _FIELDS - 1)
-    if len(parts) != _FIELDS or parts[1] not in _STATUS_OF:
+    parts = as_text(value, "replace").split(SEP, _FIELDS)
+    if len(parts) not in (_FIELDS, _FIELDS + 1) or parts[1] not in _STATUS_OF:
         return {}
-    progress, code, task, enq, start, fin, attempts, worker, args, result = parts
+    progress, code, task, enq, start, fin, attempts, worker, args, result = parts[:_FIELDS]
     try:
         enq_ms = int(enq, 36)
         start_ms = enq_ms + int(start, 36)
@@ -118,6 +120,8 @@ def unpack(value: bytes | str) -> dict[str, str]:
         out["args"] = args
     if progress:
         out["progress_message"] = progress
+    if len(parts) > _FIELDS and parts[_FIELDS]:
+        out["headers"] = parts[_FIELDS]
     if status == SUCCEEDED:
         out["result"] = result or "null"
     return out

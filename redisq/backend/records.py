@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -77,7 +78,8 @@ class Records:
         # The unique key's lease starts now, the job's life when it is due.
         lease_ms = max(int(unique_ttl_s * 1000), 1) + max(delay_ms, 0)
         args: list[Any] = [message, env.id, delay_ms, lease_ms, env.task, q, env.enqueued_at,
-                           1 if fresh_id else 0, keys.job_prefix(q)]
+                           1 if fresh_id else 0, keys.job_prefix(q),
+                           limits.headers_json(env.headers) if env.headers else ""]
         return "enqueue", ks, args
 
     def enqueue_fresh(self, env: Envelope, message: bytes, replicas: int = 0,
@@ -92,7 +94,8 @@ class Records:
         replies = self._wire.execute([
             ("MULTI",),
             ("HSET", keys.job(q, env.id), "status", "queued", "task", env.task,
-             "enqueued_at", repr(env.enqueued_at)),
+             "enqueued_at", repr(env.enqueued_at),
+             *(("headers", limits.headers_json(env.headers)) if env.headers else ())),
             ("LPUSH", keys.pending(q), message),
             ("HINCRBY", keys.stats(q), "enqueued", 1),
             ("EXEC",), *wait])
@@ -148,11 +151,11 @@ class Records:
         if message is None:
             return False
         ks = [keys.job(queue, job_id), keys.pending(queue), keys.delayed(queue)]
-        unique = _unique_of(message)
+        unique, ttl_s = _unique_and_ttl_of(message, self.result_ttl_s)
         if unique is not None:
             ks.append(keys.unique(queue, unique))
         done = self.scripts.run("cancel", ks, [job_id, f"{time.time():.3f}", message,
-                                               int(self.result_ttl_s * 1000)])
+                                               max(int(ttl_s * 1000), 1)])
         if done:
             self._publish({"type": "job", "id": job_id, "queue": queue, "status": "cancelled"})
         return bool(done)
@@ -204,6 +207,8 @@ class Records:
         fields: list[Any] = ["status", outcome.status, "worker", worker_id,
                              "attempts", env.attempt, "started_at",
                              f"{now - outcome.duration_s:.3f}"]
+        if env.headers:  # (also written at enqueue; a finished record keeps them)
+            fields += ["headers", limits.headers_json(env.headers)]
         extra, ttl_s, delay_ms = self._outcome_fields(fields, msg, env, outcome, now,
                                                       serializer_dumps)
         event = b""
@@ -213,7 +218,9 @@ class Records:
                                   "duration_s": round(outcome.duration_s, 6),
                                   "error_type": outcome.error_type}).encode()
         timed = outcome.status in ("succeeded", "failed", "dead", "retrying") and env.task != ""
-        args = [outcome.status, msg.body, extra, delay_ms, int(ttl_s * 1000), env.id,
+        # (A TTL of 0 keeps the record for ever: a positive one is at least 1 ms.)
+        args = [outcome.status, msg.body, extra, delay_ms, ttl_s and max(int(ttl_s * 1000), 1),
+                env.id,
                 self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
                 duration_field(outcome.duration_s) if timed else "",
                 f"{outcome.duration_s:.6f}", consumer_id, msg.token or "", worker_id, env.attempt,
@@ -231,7 +238,8 @@ class Records:
         record = dict(zip(fields[0::2], fields[1::2], strict=True))
         packed = finished.pack(outcome.status, env.task, env.enqueued_at, record["started_at"],
                                record["finished_at"], env.attempt, worker_id,
-                               record.get("args"), record.get("result", "null"))
+                               record.get("args"), record.get("result", "null"),
+                               record.get("headers", ""))
         return [finished.bucket_width_ms(int(ttl_s * 1000)), packed]
 
     def _outcome_fields(self, fields: list[Any], msg: Message, env: Envelope, outcome: Outcome,
@@ -240,14 +248,20 @@ class Records:
         extra payload (the next attempt's message, or the dead letter), the record's TTL and
         the retry delay in milliseconds."""
         extra, ttl_s, delay_ms = b"", 0.0, 0
+        # A job's own result_ttl_s (task.options(result_ttl_s=...)) over the App's.
+        result_ttl_s = env.options.get("result_ttl_s", self.result_ttl_s) if env.options \
+            else self.result_ttl_s
         if outcome.status == "succeeded":
             # (progress: Records.get says 1 for a succeeded job; not stored, per job.)
             fields += ["result", outcome.result_json, "finished_at", f"{now:.3f}",
                        *self._arguments(msg, env)]
-            ttl_s = self.result_ttl_s
-        elif outcome.status == "cancelled":
+            ttl_s = result_ttl_s
+        elif outcome.status in ("cancelled", "expired"):
             fields += ["finished_at", f"{now:.3f}", *self._arguments(msg, env)]
-            ttl_s = self.result_ttl_s
+            if outcome.error_message:  # expired: when its deadline was
+                fields += ["error_type", outcome.error_type, "error_message",
+                           outcome.error_message]
+            ttl_s = result_ttl_s
         else:
             fields += ["error_type", outcome.error_type, "error_message", outcome.error_message,
                        "traceback", outcome.traceback]
@@ -297,7 +311,9 @@ class Records:
                 continue  # malformed messages cannot run; they stay for inspection/purge
             if job_ids is not None and env.id not in job_ids:
                 continue
-            fresh = json.dumps({**env.to_dict(), "attempt": 1, "queue": queue},
+            # Brought back by hand: its deadline (expires_s) is over, not its run.
+            options = {k: v for k, v in env.options.items() if k != "expires_at"}
+            fresh = json.dumps(replace(env, attempt=1, queue=queue, options=options).to_dict(),
                                separators=(",", ":")).encode()
             moved += int(self.scripts.run("requeue_dead", [keys.dead(queue), keys.pending(queue),
                                           keys.job(queue, env.id), keys.stats(queue)],
@@ -386,14 +402,15 @@ def find_message(client: redis.Redis, queue: str, job_id: str) -> bytes | None:
     return None
 
 
-def _unique_of(raw: bytes | str | None) -> str | None:
-    if raw is None:
-        return None
+def _unique_and_ttl_of(raw: bytes | str | None, ttl_s: float) -> tuple[str | None, float]:
+    """A message's unique key, and its own ``result_ttl_s`` option (else ``ttl_s``)."""
     try:
-        value = json.loads(raw).get("unique")
+        data = json.loads(raw) if raw is not None else {}
+        unique, own = data.get("unique"), (data.get("options") or {}).get("result_ttl_s", ttl_s)
     except Exception:  # not JSON, not an object, or poison (RecursionError, MemoryError)
-        return None
-    return value if isinstance(value, str) else None
+        return None, ttl_s
+    ok = isinstance(own, (int, float)) and not isinstance(own, bool) and own > 0
+    return unique if isinstance(unique, str) else None, own if ok else ttl_s
 
 
 _JSON = JSONSerializer()

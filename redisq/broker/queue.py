@@ -99,7 +99,7 @@ class Queue:
 
     def counts(self) -> dict[str, int]:
         """depth, in_flight, delayed, dead_letters, consumers, the counters (enqueued,
-        succeeded, retrying, dead, acked, requeued, recovered...) and, for job queues,
+        succeeded, retrying, dead, expired, acked, requeued, recovered...) and, for job queues,
         ``durations``: the duration histogram (bucket bound → count, and ``sum``)."""
         return counts_many(self.client, [self.name])[self.name]
 

@@ -1,4 +1,4 @@
-"""Weighted queue order for ``redisq worker --queues high:5,default:1`` (ctl).
+"""Weighted queue order for ``redisq worker --queues high:5,default:1``.
 
 Smooth weighted round-robin (the nginx upstream algorithm): each pick adds every queue's
 weight to its running credit, takes the queue with the most credit first and charges it the

@@ -173,14 +173,19 @@ def server(data_dir: str | None, port: int | None) -> None:
 @click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
 @click.option("--queue", help="Queue (default: the task's, else 'default').")
 @click.option("--delay-s", type=float, help="Run no earlier than this many seconds from now.")
+@click.option("--options", "options_json", default="{}",
+              help="JSON object of per-call options: timeout_s, retries, expires_s, "
+                   "result_ttl_s, job_id, headers (docs/middleware.md).")
 @click.option("--app", "app_spec", help=APP_HELP)
 @click.option("--url", help=URL_HELP)
 @handles_errors
 def enqueue(task: str, args_json: str, kwargs_json: str, queue: str | None,
-            delay_s: float | None, app_spec: str | None, url: str | None) -> None:
+            delay_s: float | None, options_json: str, app_spec: str | None,
+            url: str | None) -> None:
     """Queue a job of TASK by name; prints its id. With --app (or REDISQ_APP), TASK must be
     one of that App's tasks and the arguments must fit it (as the web API requires)."""
     args, kwargs = _json_arg("--args", args_json, list), _json_arg("--kwargs", kwargs_json, dict)
+    options = _json_arg("--options", options_json, dict) or None
     settings = settings_from(app=app_spec, url=url)
     app = apply_settings(load_app(settings.app, settings.url), settings)
     if settings.app and task not in app.tasks:
@@ -191,11 +196,14 @@ def enqueue(task: str, args_json: str, kwargs_json: str, queue: str | None,
             if app.tasks else "; it has none")
         raise click.UsageError(f"unknown task {task!r}: not registered in {settings.app}{hint}")
     try:
-        job = app.enqueue(task, args=args, kwargs=kwargs, queue=queue, delay_s=delay_s)
+        job = app.enqueue(task, args=args, kwargs=kwargs, queue=queue, delay_s=delay_s,
+                          options=options)
     except SerializationError as exc:  # a message limit: exit 1 naming the error, as publish
         raise type(exc)(f"task {task!r}: {exc}") from None
-    except TypeError as exc:  # the arguments do not fit the task's signature: bad usage
+    except TypeError as exc:  # the arguments (or options) do not fit: bad usage
         raise click.UsageError(f"bad arguments for task {task!r}: {exc}") from None
+    except ValueError as exc:  # an option's value (or a name) out of range
+        raise click.UsageError(f"bad options for task {task!r}: {exc}") from None
     click.echo(job.id)
 
 
@@ -220,7 +228,7 @@ def publish(channel: str, message: str, durable: bool, url: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handles_errors
 def info(url: str | None, watch: bool, interval_s: float, as_json: bool) -> None:
-    """Queues (depth, in flight, delayed, dead, rate) and live workers."""
+    """Queues (depth, in flight, delayed, dead, succeeded, failed, expired, rate) and live workers."""
     from .stats import format_snapshot, snapshot, with_rates
 
     app = load_app(None, settings_from(url=url).url)

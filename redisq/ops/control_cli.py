@@ -1,4 +1,4 @@
-"""``redisq pause QUEUE``, ``redisq resume QUEUE`` and ``redisq abort JOB_ID`` (ctl). Added to
+"""``redisq pause QUEUE``, ``redisq resume QUEUE`` and ``redisq abort JOB_ID``. Added to
 the CLI group by :func:`add_commands`, to which ``cli.py`` passes its helpers (no import
 cycle)."""
 

@@ -1,4 +1,4 @@
-"""The prodcons worker's share of job control (ctl): paused queues, the limits step before a
+"""The prodcons worker's share of job control: paused queues, the limits step before a
 job runs, and aborting running jobs. A base class of
 :class:`~redisq.worker.prodcons.ProdconsWorker`, whose state it uses.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,8 @@ from ..backend.dead import dead_entry
 from ..backend.records import Records
 from ..broker.consumer import Consumer
 from ..execution import Reserved
-from ..limits import JOB_WRAPPING, MAX_DEPTH, decode, poison_reason
-from ..model import DEAD, TERMINAL, Envelope, Message, Outcome
+from ..limits import JOB_WRAPPING, MAX_DEPTH, decode, headers_json, poison_reason
+from ..model import DEAD, EXPIRED, TERMINAL, Envelope, Message, Outcome
 
 if TYPE_CHECKING:
     from ..app import App
@@ -73,6 +74,8 @@ class Intake:
                 log.info("job=%s task=%s skipped (already %s)", r.env.id, r.env.task, prev)
                 self._ack_skipped(r)
                 continue
+            if r.env.options and self._expired(r):
+                continue
             runnable.append(r)
         admitted = self.admit(runnable)
         for r in admitted:
@@ -87,6 +90,17 @@ class Intake:
 
     def admit(self, jobs: list[Reserved]) -> list[Reserved]:
         return jobs  # the worker's (see redisq.worker.control): the limits step
+
+    def _expired(self, job: Reserved) -> bool:
+        """Whether ``job`` is past its deadline (``expires_s``); if so its attempt is settled
+        as expired (recorded, counted in the queue's ``expired``), not run."""
+        deadline = job.env.options.get("expires_at")
+        if deadline is None or time.time() <= deadline:
+            return False
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
+        self.record(job, Outcome(EXPIRED, error_type="Expired",
+                                 error_message=f"not started by its deadline ({when})"))
+        return True
 
     def mark(self, jobs: list[Reserved]) -> list[Reserved]:
         """Mark jobs from a blocking move (or found as orphans) started before they run, and
@@ -128,6 +142,8 @@ class Intake:
         try:
             env = Envelope.from_dict(decode(self.app.serializer, m.body, self.max_message_bytes,
                                             MAX_DEPTH + JOB_WRAPPING))
+            if env.headers:  # over MAX_HEADERS_BYTES, or not JSON: dead-lettered with why
+                headers_json(env.headers)
         # Whatever a message makes the decoder raise (RecursionError, MemoryError, bad UTF-8,
         # wrong shape) is that message's fault: it is buried, the worker goes on.
         except Exception as exc:

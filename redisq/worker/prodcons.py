@@ -25,7 +25,7 @@ from ..config import queue_weights
 from ..execution import AsyncRunner, Reserved, TimeLimiter, execute
 from ..job import JobContext
 from ..limits import max_message_bytes
-from ..model import SUCCEEDED, Message, Outcome
+from ..model import EXPIRED, SUCCEEDED, Message, Outcome
 from .burst import Burst
 from .control import Control
 from .daemon import Daemon
@@ -163,7 +163,7 @@ class ProdconsWorker(Control, Intake, Daemon):
                         self._track(job)
                 continue
             ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
-                             self._report_progress)
+                             self._report_progress, job.env.headers)
             self.running_begins(job, ctx)
             ran = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
             self._ran(job)
@@ -302,6 +302,10 @@ class ProdconsWorker(Control, Intake, Daemon):
             log.info("job=%s task=%s queue=%s succeeded duration_s=%.6f", job.env.id,
                      job.env.task, job.env.queue, outcome.duration_s)
             return
+        if outcome.status == EXPIRED:  # not run: neither processed nor failed here
+            log.warning("job=%s task=%s queue=%s expired, not run: %s", job.env.id,
+                        job.env.task, job.env.queue, outcome.error_message)
+            return
         self.failed += 1
         extra = f" retry_in_s={outcome.retry_in_s:.3f}" if outcome.retry_in_s else ""
         log.warning("job=%s task=%s queue=%s %s attempt=%d error=%s: %s%s", job.env.id,
@@ -369,7 +373,7 @@ class ProdconsWorker(Control, Intake, Daemon):
         return {"queues": self.queues, "concurrency": self.concurrency,
                 "processed": self.processed, "failed": self.failed, "current": current,
                 "parked": self.recorder.parked(),  # outcomes waiting for a node that is down
-                "paused": sorted(self.paused),  # queues it takes nothing from (ctl)
+                "paused": sorted(self.paused),  # queues it takes nothing from
                 **({"leading": self.scheduler.leading} if self.scheduler is not None else {})}
 
     # -- stopping ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Promote delayed jobs at the moment a throttled job's slot comes (ctl).
+"""Promote delayed jobs at the moment a throttled job's slot comes.
 
 Delayed jobs are promoted by every worker every 0.5 s; a job a rate limit sent back with its
 own start slot would start up to that much late, and starts would come in bunches. A worker

@@ -53,6 +53,20 @@ def test_a_separator_in_a_name_cannot_shift_the_fields() -> None:
         "t x", "w 1", "3", "7")
 
 
+def test_headers_are_an_eleventh_field_only_when_a_job_has_them() -> None:
+    with_headers = pack("succeeded", "t", T0, T0, T0, 1, "w", None, "1", '{"r":"\\u001f"}')
+    assert unpack(with_headers)["headers"] == '{"r":"\\u001f"}'
+    assert unpack(with_headers)["result"] == "1"
+    assert "headers" not in unpack(pack("succeeded", "t", T0, T0, T0, 1, "w", None, "1"))
+
+
+def test_a_succeeded_records_headers_survive_the_bucket(app: App) -> None:
+    job = app.enqueue("t.x", options={"headers": {"request_id": "r-1"}})
+    settle(app, "succeeded", result_json="7")
+    assert app.client.exists(keys.job("default", job.id)) == 0  # packed, headers and all
+    assert job.headers == {"request_id": "r-1"} and job.result(1) == 7
+
+
 def test_a_cancelled_record_has_no_result() -> None:
     record = unpack(pack("cancelled", "t", T0, T0, T0 + 1, 1, "w", None, "null"))
     assert record["status"] == "cancelled" and "result" not in record

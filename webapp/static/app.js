@@ -82,7 +82,7 @@ function bar(fraction) {
 function fillBars(root) {
   for (const el of root.querySelectorAll(".bar[aria-valuenow]")) el.firstElementChild.style.width = el.getAttribute("aria-valuenow") + "%";
 }
-const FINAL = ["succeeded", "dead", "failed", "cancelled"];
+const FINAL = ["succeeded", "dead", "failed", "cancelled", "expired"];
 
 function redisqDashboard() {
   const jobs = new Map();  // the jobs this page enqueued, newest last

@@ -1,5 +1,5 @@
 #!lua flags=allow-oom
--- gate: the start step of a job whose task has a rate_limit and/or a concurrency_limit (ctl).
+-- gate: the start step of a job whose task has a rate_limit and/or a concurrency_limit.
 -- Run after the job was reserved and before it runs: either the job may start now (its
 -- concurrency slot is taken and its start counted, in this step), or its message leaves this
 -- consumer's processing list for the delayed set, in this same step, until a slot frees: a

@@ -1,5 +1,5 @@
 #!lua flags=allow-oom
--- limit_release: a job of a concurrency-limited task ended (ctl): give its slot back and wake
+-- limit_release: a job of a concurrency-limited task ended: give its slot back and wake
 -- one job that waits for it (moved from the delayed set to the front of the queue, so it is
 -- the next taken). A waiter whose message already left the delayed set (promoted when its
 -- wait ran out, or cancelled) is skipped. Without this step (the worker died after settling)

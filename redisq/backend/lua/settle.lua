@@ -10,7 +10,7 @@
 -- KEYS[7]  done index        redisq:{q}:done   (its buckets: redisq:{q}:done:<end ms>)
 -- KEYS[8]  unique key        redisq:{q}:unique:<key>   (only when the job holds one; it was
 --          KEYS[7] before the done buckets: optional keys come last)
--- ARGV[1]  outcome: succeeded | failed | retrying | dead | cancelled
+-- ARGV[1]  outcome: succeeded | failed | retrying | dead | cancelled | expired
 -- ARGV[2]  the message as reserved (removed from the processing list)
 -- ARGV[3]  retrying: the next attempt's message; dead: the dead-letter entry; else ''
 -- ARGV[4]  retrying: delay in ms before the next attempt
@@ -63,7 +63,7 @@ if not st then
   end
 end
 if rec[2] and rec[2] ~= ARGV[14] and (st == 'succeeded' or st == 'failed' or st == 'dead'
-    or st == 'cancelled' or st == 'aborted' or (st == 'retrying' and outcome ~= 'succeeded'
+    or st == 'cancelled' or st == 'aborted' or st == 'expired' or (st == 'retrying' and outcome ~= 'succeeded'
       and tonumber(ARGV[15]) <= (tonumber(rec[3]) or 0))) then
   redis.call('LREM', KEYS[1], -1, ARGV[2])
   return -2
