@@ -143,7 +143,7 @@ class Records:
 
     def cancel(self, queue: str, job_id: str) -> bool:
         status, message = self.client.hmget(keys.job(queue, job_id), "status", "message")
-        if status not in (b"queued", b"retrying"):
+        if status not in (b"queued", b"retrying", b"throttled"):
             return False
         # The message lives in the queue only: find it there (a record written by an older
         # version still names it). Not found: a worker took it, too late.

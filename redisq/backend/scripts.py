@@ -32,6 +32,7 @@ NAMES = (
     "publish_durable", "enqueue", "start", "settle", "cancel", "requeue_dead",
     "lock_release", "lock_extend", "enqueue_many", "leader", "fire_periodic", "renew",
     "beat", "beat_index", "release", "record", "progress",
+    "gate", "limit_release",  # rate and concurrency limits
 )
 
 
