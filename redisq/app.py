@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 import redis
 
 from . import config, limits, serializers
-from .backend import index, keys
+from .backend import control, index, keys
 from .backend.connection import ConnectionOptions, connect, resolve_url
 from .backend.records import Records
 from .backend.scripts import Scripts
@@ -198,11 +198,14 @@ class App:
              queue: str = "default", retries: int = 3, timeout_s: float | None = 300.0,
              retry_backoff_s: float = 1.0, retry_backoff_cap_s: float = 600.0,
              unique_by: UniqueBy = None, on_duplicate: str = "return", bind: bool = False,
-             dead_letter: bool = True) -> Any:
+             dead_letter: bool = True, rate_limit: str | None = None,
+             concurrency_limit: int | None = None) -> Any:
         """Register a task (``@app.task`` or ``@app.task(...)``) under ``module.function``
-        or ``name``. Only registered tasks run in a worker."""
+        or ``name``. Only registered tasks run in a worker. ``rate_limit="100/m"`` and
+        ``concurrency_limit=2`` hold across every worker (see docs/control.md)."""
         opts = TaskOptions(queue, retries, timeout_s, retry_backoff_s, retry_backoff_cap_s,
-                           unique_by, on_duplicate, bind, dead_letter)
+                           unique_by, on_duplicate, bind, dead_letter, rate_limit,
+                           concurrency_limit)
 
         def register(func: Callable[..., Any]) -> Task[..., Any]:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
@@ -429,6 +432,19 @@ class App:
         if q is None or not self.records.status(q, job_id):
             return None
         return Job(self.records, job_id, q)
+
+    def pause(self, queue: str) -> bool:
+        """Stop workers taking jobs from ``queue`` (within 0.5 s; queued jobs stay as they
+        are); returns False if it was paused already."""
+        return control.pause(self.client, queue)
+
+    def resume(self, queue: str) -> bool:
+        """Let workers take from ``queue`` again; returns False if it was not paused."""
+        return control.resume(self.client, queue)
+
+    def paused(self) -> set[str]:
+        """The paused queues."""
+        return control.paused(self.client)
 
     def queue(self, name: str) -> Queue:
         return Queue(self.client, name, self.records.scripts)

@@ -38,7 +38,9 @@ class Settings:
     mode: str = "prodcons"
     """Worker mode: ``prodcons`` (queues) or ``pubsub`` (channels)."""
     queues: tuple[str, ...] = ("default",)
-    """Queues to consume, highest priority first."""
+    """Queues to consume, highest priority first; ``high:5,default:1``: weighted, none starves."""
+    abort_grace_s: float = 5.0
+    """How long an aborted running job may take to stop by itself before it is forced."""
     channels: tuple[str, ...] = ()
     """Channels to subscribe to in pubsub mode (default: every ``@app.subscriber``)."""
     concurrency: int = 8
@@ -183,6 +185,7 @@ def load(overrides: Mapping[str, Any] | None = None,
         if raw is not None:
             values[name] = _convert(name, raw)
     settings = Settings(**values)
+    queue_weights(settings.queues)  # raises ConfigError for a bad weight
     if not settings.queues:
         raise ConfigError("setting queues must name at least one queue")
     if settings.concurrency < 1:
@@ -194,6 +197,29 @@ def load(overrides: Mapping[str, Any] | None = None,
     if settings.block_timeout_s <= 0 or settings.lease_s <= settings.block_timeout_s:
         raise ConfigError("settings need 0 < block_timeout_s < lease_s")
     return settings
+
+
+def queue_weights(queues: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
+    """Split ``("high:5", "default:1")`` into names and weights; ``(names, None)`` when no
+    item carries a weight (strict priority order). A weight is the digits after the last
+    colon (a queue whose name ends in ``:<digits>`` is written with an explicit weight)."""
+    names: list[str] = []
+    weights: list[int] = []
+    for item in queues:
+        name, sep, weight = item.rpartition(":")
+        if sep and weight.isdigit() and name:
+            names.append(name)
+            weights.append(int(weight))
+        else:
+            names.append(item)
+            weights.append(0)
+    if not any(weights):
+        return tuple(names), None
+    if len(set(names)) != len(names):
+        raise ConfigError(f"setting queues names a queue twice: {','.join(queues)}")
+    if not all(weights):
+        raise ConfigError("setting queues: give every queue a weight (high:5,default:1) or none")
+    return tuple(names), tuple(weights)
 
 
 def eager_from_env(environ: Mapping[str, str] | None = None) -> bool:

@@ -16,6 +16,7 @@ socket read, ``time.sleep``) stops when that call returns; the job is then count
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
 import logging
 import threading
@@ -29,7 +30,7 @@ from .backend.backoff import retry_delay_s
 from .errors import Retry
 from .job import JobContext, _current
 from .middleware import Hooks  # the App's hooks and middleware (below the App, as this is)
-from .model import DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
+from .model import ABORTED, DEAD, FAILED, RETRYING, SUCCEEDED, Envelope, Message, Outcome
 from .serializers import compact_json
 
 if TYPE_CHECKING:
@@ -53,32 +54,49 @@ class JobTimeLimit(BaseException):
     task's ``except Exception`` cannot swallow it)."""
 
 
+class JobAborted(BaseException):
+    """Raised inside a job's thread (or as the cancel of its asyncio task) when ``job.abort()``
+    asked it to stop and it had not ended ``abort_grace_s`` later."""
+
+
 class TimeLimiter:
     """Watches running jobs' deadlines; :meth:`enforce` (called by the worker's supervisor
-    thread) raises :class:`JobTimeLimit` in the thread of each overdue job once."""
+    thread) raises :class:`JobTimeLimit` in the thread of each overdue job once (or
+    :class:`JobAborted`, for a deadline set by :meth:`abort`). The exception is only raised
+    while the thread is inside the watched call, so it always lands in :func:`execute`."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._lock = threading.Lock()
-        self._deadlines: dict[int, float] = {}
+        self._deadlines: dict[int, tuple[float, type[BaseException]]] = {}
 
     def watch(self, timeout_s: float | None) -> None:
-        if timeout_s:
-            with self._lock:
-                self._deadlines[threading.get_ident()] = self.clock() + timeout_s
+        at = self.clock() + timeout_s if timeout_s else float("inf")  # inf: abortable only
+        with self._lock:
+            self._deadlines[threading.get_ident()] = (at, JobTimeLimit)
 
     def unwatch(self) -> None:
         with self._lock:
             self._deadlines.pop(threading.get_ident(), None)
 
+    def abort(self, thread_id: int, grace_s: float) -> bool:
+        """Stop the call watched in ``thread_id`` within ``grace_s`` (unless its own time
+        limit comes first); False when that thread runs no watched call."""
+        with self._lock:
+            at, _ = self._deadlines.get(thread_id, (None, None))
+            if at is None:
+                return False
+            self._deadlines[thread_id] = (min(at, self.clock() + grace_s), JobAborted)
+            return True
+
     def enforce(self) -> int:
         now = self.clock()
         with self._lock:
-            overdue = [tid for tid, at in self._deadlines.items() if at <= now]
-            for tid in overdue:
+            overdue = [(tid, exc) for tid, (at, exc) in self._deadlines.items() if at <= now]
+            for tid, exc in overdue:
                 del self._deadlines[tid]
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid),
-                                                           ctypes.py_object(JobTimeLimit))
+                                                           ctypes.py_object(exc))
         return len(overdue)
 
 
@@ -93,10 +111,21 @@ class AsyncRunner:
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout_s: float | None) -> Any:
         fut = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout_s), self.loop)
+        ctx = _current.get()
+        if ctx is not None:  # job.abort(): the worker cancels the task after the grace
+            ctx.on_force = lambda: self._cancel(fut)
         try:
             return fut.result()
         except (asyncio.TimeoutError, TimeoutError) as exc:
             raise JobTimeLimit(f"exceeded timeout_s={timeout_s}") from exc
+        except concurrent.futures.CancelledError as exc:
+            raise JobAborted("aborted (cancelled after the grace)") from exc
+        finally:
+            if ctx is not None:
+                ctx.on_force = None
+
+    def _cancel(self, fut: concurrent.futures.Future[Any]) -> None:
+        self.loop.call_soon_threadsafe(fut.cancel)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -109,6 +138,9 @@ def failure_outcome(task: AnyTask, env: Envelope, exc: BaseException, duration_s
     for tasks with ``dead_letter=False``). ``raise Retry(delay_s=…)`` picks its own delay."""
     opts = task.options
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if isinstance(exc, JobAborted):  # never retried: someone asked for it to stop
+        return Outcome(ABORTED, None, "Aborted", str(exc) or "aborted (forced after the grace)",
+                       tb, 0.0, duration_s)
     err_type = "JobTimeout" if isinstance(exc, JobTimeLimit) else type(exc).__name__
     message = str(exc) or (f"exceeded timeout_s={timeout_of(task, env)}"
                            if isinstance(exc, JobTimeLimit) else err_type)
@@ -160,7 +192,7 @@ def execute(task: AnyTask, env: Envelope, ctx: JobContext, hooks: Hooks,
                               duration_s=clock() - started)
         # Any task error is an outcome; SystemExit too (a task calling sys.exit() in a pool
         # thread would otherwise end that thread and leave its job reserved for ever).
-        except (Exception, JobTimeLimit, SystemExit) as exc:
+        except (Exception, JobTimeLimit, JobAborted, SystemExit) as exc:
             outcome = failure_outcome(task, env, exc, clock() - started)
         if installed:  # in the job's context still: a tracing span opened before ends here
             mw.after_attempt(ctx, outcome)

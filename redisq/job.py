@@ -6,6 +6,7 @@ A job record is a Redis hash whose fields are readable with ``redis-cli``:
 ``status`` (one of :data:`STATUSES`), ``task``, ``attempts``,
 ``enqueued_at``/``started_at``/``finished_at`` (unix seconds), ``worker``, ``result`` (JSON),
 ``error_type``/``error_message``/``traceback``, ``progress``/``progress_message``, ``due_at``,
+``throttled_at`` (when a rate or concurrency limit last sent it back to wait),
 ``args`` (a finished job's arguments, cut to ``args_summary_bytes``), ``headers`` (JSON, when
 the job was sent with some) and, for a failed job, ``message`` (the whole message). A waiting
 job's message lives in its queue only; the queue is in the record's key (reading fills in
@@ -23,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from .backend import control
 from .backend.backoff import doubling
 from .errors import JobFailed, JobTimeout
-from .model import CANCELLED, DEAD, EXPIRED, FAILED, SUCCEEDED
+from .model import ABORTED, CANCELLED, DEAD, EXPIRED, FAILED, SUCCEEDED
 
 
 class JobRecords(Protocol):
@@ -48,6 +50,17 @@ class JobContext:
     report: Callable[[str, float, str], None] = field(repr=False, default=lambda *a: None)
     #: The job's headers (``task.options(headers=...)``, or added by middleware).
     headers: dict[str, Any] = field(default_factory=dict)
+    #: Set (by the worker's supervisor thread) when ``job.abort()`` reached this job's
+    #: worker (see :attr:`aborted`); a plain flag: a job's context costs nothing more.
+    abort_requested: bool = field(repr=False, default=False)
+    #: How the worker forces an ``async def`` task to stop (cancels it); set while it runs.
+    on_force: Callable[[], None] | None = field(repr=False, default=None)
+
+    @property
+    def aborted(self) -> bool:
+        """Whether ``job.abort()`` asked this job to stop: a task that checks it can end
+        cleanly; after the worker's ``abort_grace_s`` it is stopped anyway."""
+        return self.abort_requested
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Publish how far the task is (0..1) with an optional message; readable by the
@@ -103,6 +116,14 @@ class Job(Generic[R]):
         """Cancel the job if it has not started; returns whether it was cancelled."""
         return self._records.cancel(self.queue, self.id)
 
+    def abort(self) -> str:
+        """Stop the job: ``"cancelled"`` if it was still waiting; ``"aborting"`` if it runs
+        (its worker sees the request within one heartbeat, sets ``current_job().aborted``
+        and stops it after ``abort_grace_s``; it ends as ``"aborted"``, never retried);
+        ``""`` if it had already finished."""
+        client = getattr(self._records, "client", None)  # (an eager App's store: no Redis)
+        return control.abort(self._records, self.queue, self.id, client)
+
     def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> R:
         """Wait for the job to end and return its result; raises :class:`JobFailed` with the
         task's error type and message, or :class:`JobTimeout` after ``timeout_s``."""
@@ -150,7 +171,7 @@ def final_result(job_id: str, info: dict[str, Any]) -> tuple[bool, Any]:
     if status == EXPIRED:
         raise JobFailed(job_id, EXPIRED, info.get("error_message")
                         or "the job was not started before it expired")
-    if status in (FAILED, DEAD):
+    if status in (FAILED, DEAD, ABORTED):
         raise JobFailed(job_id, info.get("error_type", status or ""),
                         info.get("error_message", status or ""), info.get("traceback", ""))
     return False, None

@@ -17,9 +17,13 @@ QUEUED, STARTED, SUCCEEDED, FAILED = "queued", "started", "succeeded", "failed"
 RETRYING, DEAD, CANCELLED = "retrying", "dead", "cancelled"
 DEFERRED = "deferred"  # waiting on other jobs (depends_on, a chord's callback): not queued yet
 EXPIRED = "expired"  # not started by its deadline (``expires_s``): recorded, never run
-STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED, EXPIRED, DEFERRED)
+#: Stopped by ``job.abort()`` while it ran (terminal, never retried); waiting in the delayed
+#: set for a rate or concurrency limit slot (see docs/control.md).
+ABORTED, THROTTLED = "aborted", "throttled"
+STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED, EXPIRED,
+            ABORTED, THROTTLED, DEFERRED)
 #: Statuses after which a job never runs again (unless a dead job is requeued).
-TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED, EXPIRED})
+TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED, EXPIRED, ABORTED})
 
 #: The per-call options a message may carry (``task.options(...)``, ``app.enqueue(...,
 #: options=)``), each with the types it may have. They override the registered task's defaults

@@ -90,6 +90,38 @@ class TaskOptions:
     on_duplicate: str = "return"  # or "raise"
     bind: bool = False
     dead_letter: bool = True
+    #: ``"N/s"``, ``"N/m"`` or ``"N/h"``: most starts per period across the fleet.
+    rate_limit: str | None = None
+    #: Most jobs of this task running at once across the fleet.
+    concurrency_limit: int | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether starting a job of this task must pass the limits step (``lua/gate.lua``)."""
+        return self.rate_limit is not None or self.concurrency_limit is not None
+
+    @property
+    def rate_interval_ms(self) -> float:
+        """Milliseconds between two starts under ``rate_limit`` (0: no rate limit)."""
+        if self.rate_limit is None:
+            return 0.0
+        count, period_s = parse_rate(self.rate_limit)
+        return period_s * 1000.0 / count
+
+
+_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"100/m"`` → ``(100, 60.0)``; raises ``ValueError`` for anything else."""
+    count, sep, unit = str(text).partition("/")
+    try:
+        n = int(count)
+    except ValueError:
+        n = 0
+    if not sep or unit not in _PERIODS or n < 1:
+        raise ValueError(f"rate_limit {text!r}: expected 'N/s', 'N/m' or 'N/h' with N >= 1")
+    return n, _PERIODS[unit]
 
 
 @dataclass(frozen=True)
@@ -169,6 +201,11 @@ class Task(Generic[P, R]):
     def __init__(self, app: Producer, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
         if options.on_duplicate not in ("return", "raise"):
             raise ValueError("on_duplicate is 'return' or 'raise'")
+        if options.rate_limit is not None:
+            parse_rate(options.rate_limit)
+        if options.concurrency_limit is not None and (
+                type(options.concurrency_limit) is not int or options.concurrency_limit < 1):
+            raise ValueError("concurrency_limit is an int >= 1 (or None)")
         self.app = app
         self.fn = fn
         self.name = name
@@ -355,6 +392,8 @@ class TaskKwargs(TypedDict, total=False):
     unique_by: UniqueBy
     on_duplicate: str
     dead_letter: bool
+    rate_limit: str | None
+    concurrency_limit: int | None
 
 
 class TaskDecorator(Protocol):

@@ -345,6 +345,35 @@ def purge(queue: str) -> Response:
     return _json({"queue": queue, "purged": state().queue_app.queue(_name(queue, "queue")).purge()}, 200)
 
 
+@api.post("/jobs/<job_id>/abort")
+def abort(job_id: str) -> Response:
+    """Stop a job: cancelled if waiting, asked to stop if running (it ends ``aborted``); 409
+    when it already finished."""
+    job = state().queue_app.job(job_id)
+    if job is None:
+        return error(404, f"no job {job_id}")
+    done = job.abort()
+    if not done:
+        return error(409, f"job {job_id} is {job.status}; it cannot be aborted")
+    return _json({"id": job_id, "status": done}, 200)
+
+
+@api.post("/queues/<queue>/pause")
+def pause(queue: str) -> Response:
+    """Workers stop taking jobs from the queue (within half a second); nothing is removed."""
+    _check_queue(_name(queue, "queue"))
+    state().queue_app.pause(queue)
+    return _json({"queue": queue, "paused": True}, 200)
+
+
+@api.post("/queues/<queue>/resume")
+def resume(queue: str) -> Response:
+    """Workers take jobs from the queue again."""
+    _name(queue, "queue")  # (any paused queue may be resumed, declared or not)
+    state().queue_app.resume(queue)
+    return _json({"queue": queue, "paused": False}, 200)
+
+
 @api.get("/prodcons")
 def prodcons_page() -> Response:
     """The classic demo: a form that enqueues ``demo.add`` and polls its status URL."""

@@ -26,6 +26,16 @@ key                                    type      meaning
                                                  with \\x01; see :mod:`redisq.backend.finished`);
                                                  expires whole at its end
 ``redisq:{q}:unique:<key>``            string    id of the queued/running job holding a unique key
+``redisq:{q}:abort:<id>``              string    ``job.abort()`` asked a running job to stop; the
+                                                 worker running it sees it at its heartbeat
+``redisq:{q}:rate:<task>``             string    GCRA theoretical arrival time (ms) of a task's
+                                                 ``rate_limit`` on this queue, its last start, its interval
+``redisq:{q}:rate:<task>:slots``       hash      throttled job id → its reserved start slot (ms)
+``redisq:{q}:running:<task>``          zset      ``concurrency_limit`` holders: job id, score =
+                                                 lease expiry (ms, Redis clock)
+``redisq:{q}:waiting:<task>``          zset      messages throttled by ``concurrency_limit``
+                                                 (also in ``delayed``): woken one per release
+``redisq:paused``                      set       paused queues (workers take nothing from them)
 ``redisq:queues``                      set       names of the known queues (see :mod:`redisq.index`)
 ``redisq:queues:seen``                 zset      queue → last producer or worker activity (unix s);
                                                  idle, empty queues drop out of the index
@@ -66,6 +76,7 @@ QUEUES_SEEN = f"{PREFIX}:queues:seen"
 WORKERS = f"{PREFIX}:workers"
 SCHEDULER_LEADER = f"{PREFIX}:scheduler:leader"
 PERIODIC_INDEX = f"{PREFIX}:periodic"
+PAUSED = f"{PREFIX}:paused"
 
 
 
@@ -187,3 +198,26 @@ def wf_deps(queue: str, job_id: str) -> str:
 
 def wf_parents(queue: str) -> str:
     return f"{_q(queue)}:wf:parents"
+
+
+def abort(queue: str, job_id: str) -> str:
+    """The flag ``job.abort()`` sets for a running job (under the queue's tag)."""
+    return f"{_q(queue)}:abort:{job_id}"
+
+
+def rate(queue: str, task: str) -> str:
+    """A task's ``rate_limit`` state on ``queue`` (limits count per queue: one slot per step)."""
+    return f"{_q(queue)}:rate:{task}"
+
+
+def rate_slots(queue: str, task: str) -> str:
+    return f"{_q(queue)}:rate:{task}:slots"
+
+
+def running(queue: str, task: str) -> str:
+    """A task's ``concurrency_limit`` holders on ``queue``."""
+    return f"{_q(queue)}:running:{task}"
+
+
+def waiting(queue: str, task: str) -> str:
+    return f"{_q(queue)}:waiting:{task}"

@@ -145,7 +145,7 @@ class Records:
         status, message = self.client.hmget(keys.job(queue, job_id), "status", "message")
         if status == b"deferred":  # a workflow's job, not queued yet
             return workflows.cancel_deferred(self.scripts, queue, job_id, self.result_ttl_s)
-        if status not in (b"queued", b"retrying"):
+        if status not in (b"queued", b"retrying", b"throttled"):
             return False
         # The message lives in the queue only: find it there (a record written by an older
         # version still names it). Not found: a worker took it, too late.

@@ -35,6 +35,7 @@ NAMES = (
     # workflows (redisq/backend/workflows.py)
     "wf_group", "wf_member", "wf_next", "wf_cancel", "wf_defer", "wf_depend", "wf_resolve",
     "wf_release",
+    "gate", "limit_release",  # rate and concurrency limits
 )
 
 

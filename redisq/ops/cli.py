@@ -21,7 +21,7 @@ from .. import config, loading
 from ..app import App
 from ..backend.urls import configured_url, is_embedded
 from ..errors import ConfigError, RedisqError, SerializationError
-from . import logs
+from . import control_cli, logs
 
 APP_HELP = "The App, as package.module:attribute (env REDISQ_APP)."
 #: The web app factory ``redisq web`` serves (``redisq up`` runs it under gunicorn).
@@ -107,11 +107,15 @@ def main() -> None:
     """redisq: Redis-backed job queue and pub/sub, with a worker daemon."""
 
 
+control_cli.add_commands(main, lambda url: load_app(None, settings_from(url=url).url),
+                         handles_errors, URL_HELP)  # pause, resume, abort
+
 @main.command()
 @click.option("--app", "app_spec", help=APP_HELP)
 @click.option("--url", help=URL_HELP)
 @click.option("--mode", type=click.Choice(["prodcons", "pubsub"]), help="Consume queues or channels.")
-@click.option("--queues", help="Comma-separated queues, highest priority first.")
+@click.option("--queues", help="Comma-separated queues, highest priority first; "
+              "high:5,default:1 weighs them instead (none starves).")
 @click.option("--channels", help="Comma-separated channels (pubsub mode).")
 @click.option("--concurrency", type=int, help="Jobs run at once (threads).")
 @click.option("--processes", type=int,

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from ..backend import index, keys, workflows
+from ..backend import control, index, keys, workflows
 from ..backend.registry import Registry
 from ..broker.queue import counts_many
 from ..periodic import index_row
@@ -31,9 +31,12 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
         pipe.zcount(keys.delayed(name), "-inf", now_ms)
     for name, due in zip(names, pipe.execute(), strict=True):
         queues[name]["delayed_due"] = int(due)
+    paused = control.paused(client)  # workers take nothing from these
+    for name, counts in queues.items():
+        counts["paused"] = name in paused  # (and "throttled": starts refused by a limit)
     return {"time": time.time(), "queues": queues, "workers": Registry(client).workers(),
             "periodic": periodic_index(client), "memory": memory(client),
-            "workflows": workflows.progress(client, names)}
+            "paused": sorted(paused), "workflows": workflows.progress(client, names)}
 
 
 def memory(client: redis.Redis) -> dict[str, Any] | None:
@@ -163,6 +166,11 @@ def format_snapshot(snap: dict[str, Any], with_rate: bool) -> str:
         lines.append(f"{name:<20}{c['depth']:>9}{c['in_flight']:>11}{c['delayed']:>9}"
                      f"{c['dead_letters']:>7}{c.get('succeeded', 0):>11}{c.get('failed', 0):>8}"
                      f"{c.get('expired', 0):>9}" + (f"{c['rate']:>9}" if with_rate else ""))
+    if snap.get("paused"):
+        lines.append("paused (workers take nothing): " + ", ".join(snap["paused"]))
+    throttled = {n: c["throttled"] for n, c in snap["queues"].items() if c.get("throttled")}
+    if throttled:  # starts a rate or concurrency limit sent back to the delayed set
+        lines.append("throttled starts: " + ", ".join(f"{n}={k}" for n, k in throttled.items()))
     due = {n: c["delayed_due"] for n, c in snap["queues"].items() if c.get("delayed_due")}
     if due:
         lines.append("delayed jobs due: " + ", ".join(f"{n}={k}" for n, k in due.items()))

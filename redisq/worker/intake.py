@@ -67,7 +67,8 @@ class Intake:
         must not run again (a batch reservation marked them started and reported each job's
         status before; a blocking move's are marked here first: see :meth:`mark`)."""
         runnable = []
-        for r in self.mark([r for r in map(self._decode, messages) if r is not None]):
+        decoded = [r for r in map(self._decode, messages) if r is not None]
+        for r in self.mark(self.unpaused(decoded)):
             prev = r.message.before
             if prev in TERMINAL:
                 log.info("job=%s task=%s skipped (already %s)", r.env.id, r.env.task, prev)
@@ -75,12 +76,20 @@ class Intake:
                 continue
             if r.env.options and self._expired(r):
                 continue
+            runnable.append(r)
+        admitted = self.admit(runnable)
+        for r in admitted:
             # DEBUG: at INFO every job gets one line, when it ends (with its duration): a
             # second line per job cost ~9 µs of a ~90 µs job path (issue 17).
             log.debug("job=%s task=%s queue=%s started attempt=%d", r.env.id, r.env.task,
                       r.env.queue, r.env.attempt)
-            runnable.append(r)
-        return runnable
+        return admitted
+
+    def unpaused(self, jobs: list[Reserved]) -> list[Reserved]:
+        return jobs  # the worker's (see redisq.worker.control): paused queues' jobs go back
+
+    def admit(self, jobs: list[Reserved]) -> list[Reserved]:
+        return jobs  # the worker's (see redisq.worker.control): the limits step
 
     def _expired(self, job: Reserved) -> bool:
         """Whether ``job`` is past its deadline (``expires_s``); if so its attempt is settled

@@ -22,11 +22,13 @@ from ..backend.index import WorkerIndex
 from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
 from ..broker.consumer import Consumer
 from ..broker.queue import Queue
+from ..config import queue_weights
 from ..execution import AsyncRunner, Reserved, TimeLimiter, execute
 from ..job import JobContext
 from ..limits import max_message_bytes
 from ..model import EXPIRED, SUCCEEDED, Message, Outcome
 from .burst import Burst
+from .control import Control
 from .daemon import Daemon
 from .intake import Intake
 from .pool import Pool
@@ -55,7 +57,7 @@ TAKE_SHORT = 4
 PASSING_ERRORS = CONNECTION_OR_REPLY_ERRORS
 
 
-class ProdconsWorker(Intake, Daemon):
+class ProdconsWorker(Control, Intake, Daemon):
     """Consumes ``settings.queues`` (priority order) with ``settings.concurrency`` threads."""
 
     mode = "prodcons"
@@ -63,7 +65,9 @@ class ProdconsWorker(Intake, Daemon):
     def __init__(self, app: App, settings: Settings, notifier: Notifier | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(app, settings, notifier, clock)
-        self.queues = list(settings.queues)
+        names, weights = queue_weights(settings.queues)  # high:5,default:1: weighted
+        self.queues = list(names)
+        self._init_control()
         self.concurrency = settings.concurrency
         self.max_message_bytes = max_message_bytes(app.max_message_bytes,
                                                    settings.max_message_bytes)
@@ -72,7 +76,7 @@ class ProdconsWorker(Intake, Daemon):
         self.consumer = Consumer(self.client, self.queues, consumer_id=self.id,
                                  lease_s=settings.lease_s, block_timeout_s=settings.block_timeout_s,
                                  dead_max=settings.dead_max, outage=self.outage, clock=clock,
-                                 mark_jobs=self.id, pressure=self.pressure)
+                                 mark_jobs=self.id, pressure=self.pressure, weights=weights)
         self.limiter = TimeLimiter()
         self.runner = AsyncRunner() if any(t.is_async for t in app.tasks.values()) else None
         self.pool = Pool(self.concurrency, "redisq-job")
@@ -83,7 +87,7 @@ class ProdconsWorker(Intake, Daemon):
                                  app.serializer.dumps, self._settled, self.forced,
                                  resting=self.consumer.resting, on_parked=self._parked,
                                  cap=self.concurrency)
-        self.consumer.skip = self.recorder.full
+        self.consumer.skip = lambda q: q in self.paused or self.recorder.full(q)
         # The queue index: refreshed for our queues, pruned of idle ones (see redisq.index).
         self.index = WorkerIndex(self.client, self.queues, max(
             settings.queue_idle_ttl_s, app.result_ttl_s, app.failure_ttl_s), clock)
@@ -165,8 +169,13 @@ class ProdconsWorker(Intake, Daemon):
                 continue
             ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
                              self._report_progress, job.env.headers)
-            outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
+            self.running_begins(job, ctx)
+            ran = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
             self._ran(job)
+            outcome = self.running_ends(job, ctx, ran)  # job.abort(): "aborted"
+            if outcome is None:  # abandoned (see redisq.worker.control): recorded already
+                self._hand_off(taken)
+                return
             if taken and not self.stopping.is_set():
                 self.record(job, outcome, holds_slot=True)  # batched by the recorder
                 job = taken.popleft()
@@ -196,6 +205,7 @@ class ProdconsWorker(Intake, Daemon):
         still holds after all, it is in our processing list: the orphan check delivers it)."""
         self.consumer.forget(job.message)
         self.consumer.recheck()
+        self.release_limits(job)
         with self._slots:
             self._running -= 1
             self.current.pop(job.env.id, None)
@@ -207,6 +217,8 @@ class ProdconsWorker(Intake, Daemon):
         if taken:
             log.info("worker=%s %d taken job(s) not started; they go back to the queue",
                      self.id, len(taken))
+            for job in taken:
+                self.release_limits(job)
             with self._slots:
                 self._running -= len(taken)
                 self._slots.notify_all()
@@ -252,6 +264,7 @@ class ProdconsWorker(Intake, Daemon):
 
     def _settled(self, job: Reserved, outcome: Outcome, holds_slot: bool, answer: Any = 1) -> None:
         self.consumer.forget(job.message)
+        self.release_limits(job)  # concurrency_limit: the slot back, one waiter woken
         if answer in (SETTLE_FENCED, SETTLE_DUPLICATE):
             self._log_refused(job, outcome, answer)
         else:
@@ -343,7 +356,8 @@ class ProdconsWorker(Intake, Daemon):
             return max(self.concurrency - self._running, 0)  # taken short jobs may exceed it
 
     def _check_burst_end(self, got: bool) -> None:
-        if got or self._running or self.recorder.parked():  # parked: their node is down
+        # parked: their node is down; waker: jobs a limit sent to wait for their slot
+        if got or self._running or self.recorder.parked() or self.waker.pending():
             self.burst.busy()
         elif self.burst.done():
             log.info("worker=%s burst: queues drained", self.id)
@@ -357,6 +371,7 @@ class ProdconsWorker(Intake, Daemon):
 
     def tick(self) -> None:
         self.limiter.enforce()  # also while stopping: running jobs keep their time limits
+        self.control_tick()  # aborted jobs past their grace; paused queues
         self.consumer.probe_resting()  # also with every slot busy (see probe_resting)
         if self.scheduler is not None and not self.stopping.is_set():  # resigned at stop
             self.scheduler.tick()  # also promotes due delayed jobs of every queue
@@ -376,6 +391,7 @@ class ProdconsWorker(Intake, Daemon):
         self.consumer.heartbeat()
         self.consumer.requeue_stale()
         self.index.heartbeat()
+        self.control_beat()  # abort requests; concurrency leases (never raises)
 
     def state(self) -> dict[str, Any]:
         with self._slots:
@@ -383,6 +399,7 @@ class ProdconsWorker(Intake, Daemon):
         return {"queues": self.queues, "concurrency": self.concurrency,
                 "processed": self.processed, "failed": self.failed, "current": current,
                 "parked": self.recorder.parked(),  # outcomes waiting for a node that is down
+                "paused": sorted(self.paused),  # queues it takes nothing from
                 **({"leading": self.scheduler.leading} if self.scheduler is not None else {})}
 
     # -- stopping ----------------------------------------------------------------------------

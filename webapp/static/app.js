@@ -106,7 +106,8 @@ function redisqDashboard() {
     const list = (v) => (Array.isArray(v) ? v : []);
     const running = list(s.running);
     rows("#queues", Object.entries(s.queues || {}), ([q, c]) =>
-      `<tr><td>${esc(q)}</td><td>${num(c.depth)}</td><td>${num(c.in_flight)}</td><td>${num(c.delayed)}</td><td>${num(c.dead_letters)}</td>` +
+      `<tr><td>${esc(q)}${c.paused ? ' <span class="badge paused">paused</span>' : ""}` +
+      `${c.throttled ? ` <span class="badge" title="starts sent back by a rate or concurrency limit">throttled ${num(c.throttled)}</span>` : ""}</td><td>${num(c.depth)}</td><td>${num(c.in_flight)}</td><td>${num(c.delayed)}</td><td>${num(c.dead_letters)}</td>` +
       `<td>${num(c.succeeded)}</td><td>${num(c.rate)}</td><td class="actions"><button data-act="requeue" data-q="${esc(q)}">retry dead</button> ` +
       `<button data-act="purge" data-q="${esc(q)}">purge</button></td></tr>`, "no queues yet");
     rows("#workers", list(s.workers), (w) =>

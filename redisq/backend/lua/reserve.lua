@@ -26,7 +26,7 @@
 --          messages were recovered after its lease expired: it must register again);
 --          without a prefix: the moved messages, oldest first (may be empty);
 --          with a prefix: message, status-before pairs, flattened. A status before of
---          'succeeded', 'failed', 'dead', 'cancelled' or 'expired' leaves the record untouched
+--          'succeeded', 'failed', 'dead', 'cancelled', 'aborted' or 'expired' leaves the record untouched
 --          (the job must not run again: a duplicate delivery, or a cancel; a job without a
 --          record whose finished record is in a done bucket counts as finished too); '' means
 --          no record, '?' a message that is not a job (left for the worker to dead-letter).
@@ -77,7 +77,7 @@ for i = 1, tonumber(ARGV[1]) do
       before = redis.call('HGET', record, 'status') or ''
       if before == '' and KEYS[6] then before = done_status(KEYS[6], id) end
       if before ~= 'succeeded' and before ~= 'failed' and before ~= 'dead'
-          and before ~= 'cancelled'
+          and before ~= 'cancelled' and before ~= 'aborted'
           and before ~= 'expired' then
         -- Only finished records carry a TTL, and those are skipped: no PERSIST needed.
         redis.call('HSET', record, 'status', 'started', 'started_at', ARGV[6],

@@ -63,7 +63,7 @@ if not st then
   end
 end
 if rec[2] and rec[2] ~= ARGV[14] and (st == 'succeeded' or st == 'failed' or st == 'dead'
-    or st == 'cancelled' or st == 'expired' or (st == 'retrying' and outcome ~= 'succeeded'
+    or st == 'cancelled' or st == 'aborted' or st == 'expired' or (st == 'retrying' and outcome ~= 'succeeded'
       and tonumber(ARGV[15]) <= (tonumber(rec[3]) or 0))) then
   redis.call('LREM', KEYS[1], -1, ARGV[2])
   return -2

@@ -21,7 +21,7 @@
 -- ARGV[4+n+i] job id of job i (n jobs; to look for it in the done buckets)
 -- returns   -1 when the token is not the consumer's epoch any more (nothing marked); else for
 --           each job, its status before this call ('' if it had no record). A job already
---           'succeeded', 'failed', 'dead', 'cancelled' or 'expired' is left untouched: the
+--           'succeeded', 'failed', 'dead', 'cancelled', 'aborted' or 'expired' is left untouched: the
 --           worker settles its message without running it (a duplicate delivery, or a cancel).
 --           A job without a record whose finished record is in a done bucket counts as
 --           finished too.
@@ -50,7 +50,7 @@ for i = 3, #KEYS do
   end
   out[i - 2] = before
   if before ~= 'succeeded' and before ~= 'failed' and before ~= 'dead' and before ~= 'cancelled'
-      and before ~= 'expired' then
+      and before ~= 'aborted' and before ~= 'expired' then
     redis.call('HSET', KEYS[i], 'status', 'started', 'started_at', ARGV[2], 'worker', ARGV[1],
       'attempts', ARGV[2 + i])
   end
