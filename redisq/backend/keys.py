@@ -17,6 +17,13 @@ key                                    type      meaning
 ``redisq:{q}:stats``                   hash      counters: enqueued, acked, requeued, dead, recovered
 ``redisq:{q}:job:<id>``                hash      job record (status, times, result or error)
 ``redisq:{q}:unique:<key>``            string    id of the queued/running job holding a unique key
+``redisq:{q}:idx:<status>``            zset      job ids that reached ``status`` (succeeded, failed,
+                                                 dead, retrying, cancelled...), score = when (unix
+                                                 ms); capped at ``index_max`` (see ``jobindex``)
+``redisq:{q}:series:<minute>``         hash      per-second counters of one minute (unix s / 60):
+                                                 ``p:<s>`` processed, ``f:<s>`` failed, ``l:<b>``
+                                                 enqueue→start latency histogram, ``d`` depth;
+                                                 expires after ``SERIES_TTL_S``
 ``redisq:queues``                      set       names of the known queues (see :mod:`redisq.index`)
 ``redisq:queues:seen``                 zset      queue → last producer or worker activity (unix s);
                                                  idle, empty queues drop out of the index
@@ -99,6 +106,20 @@ def job_prefix(queue: str) -> str:
 
 def unique(queue: str, unique_key: str) -> str:
     return f"{_q(queue)}:unique:{unique_key}"
+
+
+def status_index(queue: str, status: str) -> str:
+    """Job ids of ``queue`` that reached ``status``, newest highest (see ``backend/jobindex``)."""
+    return f"{_q(queue)}:idx:{status}"
+
+
+#: How long a minute of per-second counters is kept: the graphs show the last hour.
+SERIES_TTL_S = 3_900
+
+
+def series(queue: str, minute: int) -> str:
+    """The per-second counters of ``queue`` during ``minute`` (unix seconds // 60)."""
+    return f"{_q(queue)}:series:{minute}"
 
 
 def worker(worker_id: str) -> str:

@@ -20,6 +20,7 @@ from ..serializers import JSONSerializer
 from . import index, keys
 from .cluster import is_cluster
 from .dead import dead_entry, dead_message
+from .jobindex import index_args, index_keys
 from .pressure import is_oom
 from .scripts import Scripts
 from .wire import wire_for
@@ -62,6 +63,8 @@ class Records:
 
     #: Dead letters whose message is larger are not requeued (set by ``App.make_records``).
     max_message_bytes = limits.DEFAULT_MAX_MESSAGE_BYTES
+    #: Most ids each per-queue status index keeps; 0: no indexes, no series (``index_max``).
+    index_max = 10_000
 
     def __init__(self, client: redis.Redis, scripts: Scripts | None = None,
                  result_ttl_s: float = 86_400.0, failure_ttl_s: float = 7 * 86_400.0,
@@ -135,6 +138,14 @@ class Records:
         raw = self.client.hgetall(keys.job(queue, job_id))
         return complete_record(raw, queue, job_id)
 
+    def get_many(self, jobs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """:meth:`get` of each (queue, job id) in one round trip ({} for one that is gone)."""
+        pipe = self.client.pipeline(transaction=False)
+        for q, jid in jobs:
+            pipe.hgetall(keys.job(q, jid))
+        return [complete_record(raw, q, jid)
+                for (q, jid), raw in zip(jobs, pipe.execute() if jobs else [], strict=True)]
+
     def status(self, queue: str, job_id: str) -> str | None:
         raw = self.client.hget(keys.job(queue, job_id), "status")
         return as_text(raw) if raw is not None else None
@@ -204,12 +215,10 @@ class Records:
         """The script call that records ``outcome`` and moves ``msg`` accordingly; it is
         refused (:data:`SETTLE_FENCED`) when the epoch ``msg`` was reserved under has ended,
         and never overwrites another worker's outcome (:data:`SETTLE_DUPLICATE`)."""
-        q = msg.queue
+        q, now = msg.queue, time.time()
         ks = [keys.processing(q, consumer_id), keys.job(q, env.id), keys.stats(q),
-              keys.delayed(q), keys.dead(q), keys.epochs(q)]
-        if env.unique is not None:
-            ks.append(keys.unique(q, env.unique))
-        now = time.time()
+              keys.delayed(q), keys.dead(q), keys.epochs(q),
+              keys.unique(q, env.unique or ""), *index_keys(q, outcome.status, now)]
         # Attempts and start time again: a job taken by a blocking move is marked started
         # after it was handed to a thread, and a fast one may settle first (start.lua then
         # leaves the finished record alone), so the settle writes them too.
@@ -228,7 +237,7 @@ class Records:
                 self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
                 duration_field(outcome.duration_s) if timed else "",
                 f"{outcome.duration_s:.6f}", consumer_id, msg.token or "", worker_id, env.attempt,
-                *fields]
+                *fields, *index_args(now, self.index_max, env, outcome.duration_s)]
         return "settle", ks, args
 
     def _outcome_fields(self, fields: list[Any], msg: Message, env: Envelope, outcome: Outcome,

@@ -7,7 +7,12 @@
 -- KEYS[4]  delayed zset      redisq:{q}:delayed   (where a retry waits)
 -- KEYS[5]  dead list         redisq:{q}:dead      (where a dead job's entry goes)
 -- KEYS[6]  epochs hash       redisq:{q}:epochs
--- KEYS[7]  unique key        redisq:{q}:unique:<key>   (only when the job holds one)
+-- KEYS[7]  unique key        redisq:{q}:unique:<key>   (a job without one: the key of the
+--                             unique key '', which no job holds)
+-- KEYS[8]  status index      redisq:{q}:idx:<outcome>     (job index block, below)
+-- KEYS[9]  retrying index    redisq:{q}:idx:retrying
+-- KEYS[10] series hash       redisq:{q}:series:<minute>
+-- KEYS[11] pending list      redisq:{q}:pending
 -- ARGV[1]  outcome: succeeded | failed | retrying | dead | cancelled
 -- ARGV[2]  the message as reserved (removed from the processing list)
 -- ARGV[3]  retrying: the next attempt's message; dead: the dead-letter entry; else ''
@@ -23,7 +28,12 @@
 -- ARGV[13] the consumer's epoch token when the message was reserved ('' = not checked)
 -- ARGV[14] worker id
 -- ARGV[15] the attempt's number
--- ARGV[16..] record field, value pairs
+-- ARGV[16..n-5] record field, value pairs
+-- ARGV[n-4] settle time (unix ms)                          (job index block, below)
+-- ARGV[n-3] most ids a status index keeps (0 = keep no index and no series)
+-- ARGV[n-2] the second within the minute (0..59) of the settle time
+-- ARGV[n-1] latency histogram field ('' = none), e.g. 'l:0.05' (enqueue -> start, 1st attempt)
+-- ARGV[n]   series TTL in seconds
 -- returns  1 if the message was still held by this consumer, 0 if not (a settle repeated
 --          after a lost reply: the record is written again, the message is not moved);
 --          -1 when the token is not the consumer's epoch any more: the message was recovered
@@ -62,11 +72,33 @@ if held == 1 then
     redis.call('HINCRBYFLOAT', KEYS[3], 'dur:sum', ARGV[11])
   end
 end
-if #ARGV >= 16 then redis.call('HSET', KEYS[2], unpack(ARGV, 16)) end
+local n = #ARGV
+if n - 5 >= 16 then redis.call('HSET', KEYS[2], unpack(ARGV, 16, n - 5)) end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 if KEYS[7] and outcome ~= 'retrying' and redis.call('GET', KEYS[7]) == ARGV[6] then
   redis.call('DEL', KEYS[7])
+end
+-- Job index block (issue 16): the job joins its outcome's index (leaving the retrying one
+-- once a later attempt settles), trimmed to its cap in this same step so no index outgrows
+-- it; each attempt counts in this minute's per-second series (the dashboard's graphs).
+local cap = tonumber(ARGV[n - 3])
+if cap > 0 then
+  redis.call('ZADD', KEYS[8], ARGV[n - 4], ARGV[6])
+  if redis.call('ZCARD', KEYS[8]) > cap then
+    redis.call('ZREMRANGEBYRANK', KEYS[8], 0, -cap - 1)
+  end
+  if outcome ~= 'retrying' and tonumber(ARGV[15]) > 1 then redis.call('ZREM', KEYS[9], ARGV[6]) end
+  if held == 1 then
+    local sec = ARGV[n - 2]
+    redis.call('HINCRBY', KEYS[10], 'p:' .. sec, 1)
+    if outcome ~= 'succeeded' and outcome ~= 'cancelled' then
+      redis.call('HINCRBY', KEYS[10], 'f:' .. sec, 1)
+    end
+    if ARGV[n - 1] ~= '' then redis.call('HINCRBY', KEYS[10], ARGV[n - 1], 1) end
+    redis.call('HSET', KEYS[10], 'd', redis.call('LLEN', KEYS[11]))
+    redis.call('EXPIRE', KEYS[10], ARGV[n])
+  end
 end
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return held

@@ -1,0 +1,138 @@
+"""Bounded job indexes and per-second series: what the dashboard's lists, search and graphs read.
+
+Each queue keeps, per status a job can end an attempt in (``succeeded``, ``failed``, ``dead``,
+``retrying``, ``cancelled``, and whatever :data:`redisq.model.STATUSES` gains), a sorted set of
+job ids scored by the time they got there (``keys.status_index``). ``settle.lua`` adds the id
+and trims the set to ``index_max`` in the step that records the outcome: no extra round trip,
+and no index outgrows its cap however many jobs run. Queued and scheduled jobs need no index of
+their own: the pending list and the delayed set are already ordered by time and bounded by the
+queue itself.
+
+The same step counts each attempt in a per-minute hash of per-second fields
+(``keys.series``): processed (``p:<s>``), failed (``f:<s>``), an enqueue → start latency
+histogram (``l:<bound>``, first attempts) and the pending depth (``d``). A minute expires after
+``keys.SERIES_TTL_S``, so a queue holds at most ~65 of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from ..model import STATUSES, Envelope, as_text
+from . import keys
+
+#: The statuses a job can be found under in an index (every status but queued and started,
+#: which the queue itself lists).
+INDEXED = tuple(s for s in STATUSES if s not in ("queued", "started"))
+#: Upper bounds (seconds) of the enqueue → start latency histogram.
+LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 3600.0,
+                     math.inf)
+SERIES_MINUTES = 60  #: the graphs' window
+
+
+def index_keys(queue: str, status: str, now: float) -> list[str]:
+    """``settle.lua``'s KEYS[8..11] for an attempt of ``queue`` that ended in ``status``."""
+    return [keys.status_index(queue, status), keys.status_index(queue, "retrying"),
+            keys.series(queue, int(now) // 60), keys.pending(queue)]
+
+
+def latency_field(seconds: float) -> str:
+    """The series field counting first attempts that waited at most the bucket's bound."""
+    for bound in LATENCY_BUCKETS_S:
+        if seconds <= bound:
+            return f"l:{bound:g}"
+    return "l:inf"
+
+
+def index_args(now: float, cap: int, env: Envelope, duration_s: float) -> list[Any]:
+    """``settle.lua``'s last five ARGV (see its header)."""
+    latency = ""
+    if env.attempt == 1 and env.enqueued_at > 0:
+        latency = latency_field(max(now - duration_s - env.enqueued_at, 0.0))
+    return [int(now * 1000), cap, int(now) % 60, latency, keys.SERIES_TTL_S]
+
+
+def note_outcome(pipe: Any, queue: str, job_id: str, status: str, now: float, cap: int,
+                 leaving: Sequence[str] = ()) -> None:
+    """Queue on ``pipe`` what a rare write (cancel, a manual retry, delete) does to the
+    indexes that ``settle.lua`` does for attempts: join ``status``'s index (trimmed to ``cap``)
+    and leave those in ``leaving``."""
+    for old in leaving:
+        pipe.zrem(keys.status_index(queue, old), job_id)
+    if status and cap > 0:
+        pipe.zadd(keys.status_index(queue, status), {job_id: int(now * 1000)})
+        pipe.zremrangebyrank(keys.status_index(queue, status), 0, -cap - 1)
+
+
+def read_index(client: redis.Redis, queues: Sequence[str], status: str, since: float | None,
+               until: float | None, limit: int) -> list[tuple[float, str, str]]:
+    """The newest ``limit`` (time, queue, job id) of ``status`` across ``queues`` within
+    [since, until] (unix s), newest first: one pipelined round trip, ``limit`` per queue."""
+    hi = "+inf" if until is None else int(until * 1000)
+    lo = "-inf" if since is None else int(since * 1000)
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        pipe.zrevrangebyscore(keys.status_index(q, status), hi, lo, start=0, num=limit,
+                              withscores=True)
+    out: list[tuple[float, str, str]] = []
+    for q, rows in zip(queues, pipe.execute() if queues else [], strict=True):
+        out += [(score / 1000.0, q, as_text(member)) for member, score in rows]
+    out.sort(key=lambda row: row[0], reverse=True)
+    return out[:limit]
+
+
+def index_sizes(client: redis.Redis, queues: Sequence[str]) -> dict[str, dict[str, int]]:
+    """How many ids each status index of each queue holds (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        for st in INDEXED:
+            pipe.zcard(keys.status_index(q, st))
+    sizes = iter(pipe.execute() if queues else [])
+    return {q: {st: int(next(sizes)) for st in INDEXED} for q in queues}
+
+
+def read_series(client: redis.Redis, queues: Sequence[str], now: float,
+                minutes: int = SERIES_MINUTES) -> dict[str, Any]:
+    """The last ``minutes`` of series summed over ``queues``: per second ``processed`` and
+    ``failed`` (lists, oldest first, from ``start``), and per minute the depth and the
+    enqueue → start latency p50/p95 (seconds; None for a minute without first attempts)."""
+    first = int(now) // 60 - minutes + 1
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        for m in range(first, first + minutes):
+            pipe.hgetall(keys.series(q, m))
+    replies = iter(pipe.execute() if queues else [])
+    processed, failed = [0] * (minutes * 60), [0] * (minutes * 60)
+    depth: list[int | None] = [None] * minutes
+    hists: list[dict[str, int]] = [{} for _ in range(minutes)]
+    for _ in queues:
+        for i in range(minutes):
+            for k, v in next(replies).items():
+                name, value = as_text(k), int(v)
+                kind, _, rest = name.partition(":")
+                if kind in ("p", "f") and rest.isdigit() and int(rest) < 60:
+                    (processed if kind == "p" else failed)[i * 60 + int(rest)] += value
+                elif kind == "l":
+                    hists[i][rest] = hists[i].get(rest, 0) + value
+                elif kind == "d":
+                    depth[i] = (depth[i] or 0) + value
+    return {"start": first * 60, "processed": processed, "failed": failed, "depth": depth,
+            "latency_p50": [percentile(h, 0.5) for h in hists],
+            "latency_p95": [percentile(h, 0.95) for h in hists]}
+
+
+def percentile(hist: dict[str, int], q: float) -> float | None:
+    """The bucket bound under which a fraction ``q`` of a latency histogram lies."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    seen = 0
+    for bound in LATENCY_BUCKETS_S:
+        seen += hist.get(f"{bound:g}", 0)
+        if seen >= q * total:
+            return bound if math.isfinite(bound) else None
+    return None
