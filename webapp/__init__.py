@@ -19,6 +19,7 @@ from . import security
 from .api import api
 from .http import WebState, error, http_error, page, state, unexpected_error
 from .hub import Hub
+from .jobs import jobs_bp
 from .ops import ops
 from .stream import stream
 
@@ -74,7 +75,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     web_state.hub = Hub(lambda: queue_app.client, settings.web_max_streams)
     flask_app.extensions["redisq"] = web_state
 
-    for blueprint in (api, stream, ops):
+    for blueprint in (api, stream, ops, jobs_bp):
         flask_app.register_blueprint(blueprint)
     security.install(flask_app, settings)
     flask_app.register_error_handler(HTTPException, http_error)
