@@ -11,27 +11,32 @@ function svgEl(name, attrs, parent) {
   return el;
 }
 function fmtNum(v) { return v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v >= 0.01 ? v.toFixed(2) : v ? v.toPrecision(1) : "0"; }
-// A line chart: series = [{values: [number|null], cls, label}], one value per `step` seconds from `start`.
-function lineChart(box, series, start, step, unit) {
-  const W = 600, H = 140, L = 36, B = 16, T = 6;
-  const max = Math.max(1e-9, ...series.flatMap((s) => s.values.filter((v) => v !== null)));
+// A line chart: series = [{values: [number|null], cls, label}], one value per `step` seconds from
+// `start`. Drawn at the box's own pixel width (no stretching: the labels stay readable); a
+// value with no neighbour is a dot.
+function lineChart(box, series, start, step, unit, floor) {
+  const W = Math.max(200, Math.round(box.clientWidth || 600)), H = 140, L = 40, B = 16, T = 8;
+  const seen = series.flatMap((s) => s.values.filter((v) => v !== null));
+  const max = Math.max(floor, ...seen);
   const n = Math.max(...series.map((s) => s.values.length), 2);
-  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
-    "aria-label": series.map((s) => `${s.label}: latest ${fmtNum(num(s.values.filter((v) => v !== null).slice(-1)[0]))}${unit}, max ${fmtNum(Math.max(0, ...s.values.filter((v) => v !== null)))}${unit}`).join("; ") });
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": series.map((s) => { const v = s.values.filter((x) => x !== null); return `${s.label}: latest ${v.length ? fmtNum(v[v.length - 1]) + unit : "none"}, max ${fmtNum(Math.max(0, ...v))}${unit}`; }).join("; ") });
   const x = (i) => L + (i / (n - 1)) * (W - L - 4), y = (v) => T + (1 - v / max) * (H - T - B);
   svgEl("line", { x1: L, y1: H - B, x2: W, y2: H - B, class: "axis" }, svg);
   svgEl("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }, svg);
-  svgEl("text", { x: 2, y: T + 8 }, svg).textContent = fmtNum(max) + unit;
+  svgEl("text", { x: 2, y: T + 4 }, svg).textContent = fmtNum(max) + unit;
   svgEl("text", { x: 2, y: H - B }, svg).textContent = "0";
   for (const frac of [0, 0.5, 1]) {
     const at = new Date((start + frac * (n - 1) * step) * 1000);
-    svgEl("text", { x: Math.min(x(frac * (n - 1)), W - 34), y: H - 3 }, svg).textContent = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    svgEl("text", { x: Math.min(x(frac * (n - 1)) - (frac ? 16 : 0), W - 34), y: H - 3 }, svg).textContent = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   }
   for (const s of series) {
-    let d = "", pen = false;
+    let d = "";
     s.values.forEach((v, i) => {
-      if (v === null) { pen = false; return; }
-      d += `${pen ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`; pen = true;
+      if (v === null) return;
+      const prev = i > 0 && s.values[i - 1] !== null, next = i + 1 < s.values.length && s.values[i + 1] !== null;
+      if (!prev && !next) svgEl("circle", { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.5, class: "dot dot-" + s.cls }, svg);
+      d += `${prev ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
     });
     if (d) svgEl("path", { d, class: "line line-" + s.cls }, svg);
   }
@@ -46,10 +51,10 @@ function binned(values, bin) {
 function drawGraphs(data) {
   const bin = 10;
   lineChart($("#g-rate"), [{ values: binned(data.processed, bin), cls: "processed", label: "processed per second" },
-    { values: binned(data.failed, bin), cls: "failed", label: "failed per second" }], data.start, bin, "/s");
-  lineChart($("#g-depth"), [{ values: data.depth, cls: "depth", label: "depth" }], data.start, 60, "");
+    { values: binned(data.failed, bin), cls: "failed", label: "failed per second" }], data.start, bin, "/s", 1);
+  lineChart($("#g-depth"), [{ values: data.depth, cls: "depth", label: "depth" }], data.start, 60, "", 1);
   lineChart($("#g-latency"), [{ values: data.latency_p50, cls: "p50", label: "p50" },
-    { values: data.latency_p95, cls: "p95", label: "p95" }], data.start, 60, " s");
+    { values: data.latency_p95, cls: "p95", label: "p95" }], data.start, 60, " s", 0.01);
 }
 // The dashboard asks for the graphs' data every few snapshots (the snapshot stream drives it).
 function graphsOnDashboard() {
@@ -151,6 +156,7 @@ function redisqJobs() {
 // Long values fold: the first line shows, the rest opens on demand.
 function folded(value) {
   const text = JSON.stringify(value, null, 2) ?? "null";
+  if (text.length <= 120 && !text.includes("\n")) return `<code>${esc(text)}</code>`;
   if (text.length <= 120) return `<pre>${esc(text)}</pre>`;
   return `<details><summary><code>${esc(text.slice(0, 80).replace(/\s+/g, " "))}…</code> (${text.length} chars)</summary><pre>${esc(text)}</pre></details>`;
 }
@@ -175,8 +181,8 @@ function redisqJob() {
     $("#summary").innerHTML = items.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join(""); fillBars($("#summary"));
     if (j.arguments_complete) {
       const kw = Object.entries(j.kwargs || {});
-      $("#arguments").innerHTML = `<div><strong>args</strong></div>${(j.args || []).map((a, i) => `<div>${i}: ${folded(a)}</div>`).join("") || '<div class="muted">none</div>'}` +
-        `<div><strong>kwargs</strong></div>${kw.map(([k, v]) => `<div>${esc(k)} = ${folded(v)}</div>`).join("") || '<div class="muted">none</div>'}`;
+      $("#arguments").innerHTML = `<dl class="summary"><dt>args</dt><dd>${(j.args || []).map((a, i) => `<div><span class="muted">${i}</span> ${folded(a)}</div>`).join("") || '<span class="muted">none</span>'}</dd>` +
+        `<dt>kwargs</dt><dd>${kw.map(([k, v]) => `<div><span class="muted">${esc(k)} =</span> ${folded(v)}</div>`).join("") || '<span class="muted">none</span>'}</dd></dl>`;
     } else $("#arguments").innerHTML = `<pre>${esc(j.args || "(none kept)")}</pre><div class="muted">a summary: the whole message is kept for failed jobs only (args_summary_bytes)</div>`;
     $("#headers-card").hidden = !j.headers; $("#headers").textContent = j.headers ? JSON.stringify(j.headers, null, 2) : "";
     $("#workflow-card").hidden = !j.workflow; $("#workflow").textContent = j.workflow ? JSON.stringify(j.workflow, null, 2) : "";
