@@ -49,11 +49,12 @@ def latency_field(seconds: float) -> str:
 
 
 def index_args(now: float, cap: int, env: Envelope, duration_s: float) -> list[Any]:
-    """``settle.lua``'s last five ARGV (see its header)."""
+    """``settle.lua``'s last six ARGV (see its header)."""
     latency = ""
     if env.attempt == 1 and env.enqueued_at > 0:
         latency = latency_field(max(now - duration_s - env.enqueued_at, 0.0))
-    return [int(now * 1000), cap, int(now) % 60, latency, keys.SERIES_TTL_S]
+    return [0 if env.unique is None else 1, int(now * 1000), cap, int(now) % 60, latency,
+            keys.SERIES_TTL_S]
 
 
 def note_outcome(pipe: Any, queue: str, job_id: str, status: str, now: float, cap: int,

@@ -219,6 +219,8 @@ class Records:
         ks = [keys.processing(q, consumer_id), keys.job(q, env.id), keys.stats(q),
               keys.delayed(q), keys.dead(q), keys.epochs(q),
               keys.unique(q, env.unique or ""), *index_keys(q, outcome.status, now)]
+        # (KEYS[7] is a placeholder for a job without a unique key: settle.lua's KEYS are
+        # numbered, and the job index block's come after it.)
         # Attempts and start time again: a job taken by a blocking move is marked started
         # after it was handed to a thread, and a fast one may settle first (start.lua then
         # leaves the finished record alone), so the settle writes them too.

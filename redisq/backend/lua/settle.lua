@@ -7,8 +7,8 @@
 -- KEYS[4]  delayed zset      redisq:{q}:delayed   (where a retry waits)
 -- KEYS[5]  dead list         redisq:{q}:dead      (where a dead job's entry goes)
 -- KEYS[6]  epochs hash       redisq:{q}:epochs
--- KEYS[7]  unique key        redisq:{q}:unique:<key>   (a job without one: the key of the
---                             unique key '', which no job holds)
+-- KEYS[7]  unique key        redisq:{q}:unique:<key>   (a job without one: a placeholder,
+--                             redisq:{q}:unique: , never read: see ARGV[n-5])
 -- KEYS[8]  status index      redisq:{q}:idx:<outcome>     (job index block, below)
 -- KEYS[9]  retrying index    redisq:{q}:idx:retrying
 -- KEYS[10] series hash       redisq:{q}:series:<minute>
@@ -28,9 +28,11 @@
 -- ARGV[13] the consumer's epoch token when the message was reserved ('' = not checked)
 -- ARGV[14] worker id
 -- ARGV[15] the attempt's number
--- ARGV[16..n-5] record field, value pairs
+-- ARGV[16..n-6] record field, value pairs
+-- ARGV[n-5] '1' when the job holds a unique key (KEYS[7] is real), else '0'
 -- ARGV[n-4] settle time (unix ms)                          (job index block, below)
--- ARGV[n-3] most ids a status index keeps (0 = keep no index and no series)
+-- ARGV[n-3] most ids a status index keeps (0 = keep no index and no series); once over it,
+--           an index is trimmed a hundredth below it, so most settles trim nothing
 -- ARGV[n-2] the second within the minute (0..59) of the settle time
 -- ARGV[n-1] latency histogram field ('' = none), e.g. 'l:0.05' (enqueue -> start, 1st attempt)
 -- ARGV[n]   series TTL in seconds
@@ -73,10 +75,10 @@ if held == 1 then
   end
 end
 local n = #ARGV
-if n - 5 >= 16 then redis.call('HSET', KEYS[2], unpack(ARGV, 16, n - 5)) end
+if n - 6 >= 16 then redis.call('HSET', KEYS[2], unpack(ARGV, 16, n - 6)) end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-if KEYS[7] and outcome ~= 'retrying' and redis.call('GET', KEYS[7]) == ARGV[6] then
+if ARGV[n - 5] == '1' and outcome ~= 'retrying' and redis.call('GET', KEYS[7]) == ARGV[6] then
   redis.call('DEL', KEYS[7])
 end
 -- Job index block (issue 16): the job joins its outcome's index (leaving the retrying one
@@ -86,18 +88,21 @@ local cap = tonumber(ARGV[n - 3])
 if cap > 0 then
   redis.call('ZADD', KEYS[8], ARGV[n - 4], ARGV[6])
   if redis.call('ZCARD', KEYS[8]) > cap then
-    redis.call('ZREMRANGEBYRANK', KEYS[8], 0, -cap - 1)
+    redis.call('ZREMRANGEBYRANK', KEYS[8], 0, -(cap - math.floor(cap / 100)) - 1)
   end
   if outcome ~= 'retrying' and tonumber(ARGV[15]) > 1 then redis.call('ZREM', KEYS[9], ARGV[6]) end
   if held == 1 then
     local sec = ARGV[n - 2]
-    redis.call('HINCRBY', KEYS[10], 'p:' .. sec, 1)
+    -- The first attempt of each second also samples the depth and sets the minute's TTL
+    -- (once a second is enough for both, and it keeps the common settle at 2 more writes).
+    if redis.call('HINCRBY', KEYS[10], 'p:' .. sec, 1) == 1 then
+      redis.call('HSET', KEYS[10], 'd', redis.call('LLEN', KEYS[11]))
+      redis.call('EXPIRE', KEYS[10], ARGV[n])
+    end
     if outcome ~= 'succeeded' and outcome ~= 'cancelled' then
       redis.call('HINCRBY', KEYS[10], 'f:' .. sec, 1)
     end
     if ARGV[n - 1] ~= '' then redis.call('HINCRBY', KEYS[10], ARGV[n - 1], 1) end
-    redis.call('HSET', KEYS[10], 'd', redis.call('LLEN', KEYS[11]))
-    redis.call('EXPIRE', KEYS[10], ARGV[n])
   end
 end
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
