@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from .. import model
-from ..model import Envelope, as_bytes, as_text
+from ..model import Envelope, as_bytes
 from . import jobindex, keys
 from .records import Records, find_message
 
@@ -34,10 +34,8 @@ def history_line(action: str, before: str, **extra: Any) -> str:
 
 
 def append_history(records: Records, queue: str, job_id: str, line: str) -> None:
-    """Append one line to a job's history (a rare write: a read and a write are fine here)."""
-    key = keys.job(queue, job_id)
-    old = records.client.hget(key, "history")
-    records.client.hset(key, "history", (as_text(old) if old else "") + line + "\n")
+    """Append one line to a job's history (:meth:`Records.note`)."""
+    records.note(queue, job_id, line)
 
 
 def find_dead_entry(records: Records, queue: str, job_id: str) -> bytes | None:

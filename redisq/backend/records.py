@@ -163,6 +163,12 @@ class Records:
                 return q
         return None
 
+    def note(self, queue: str, job_id: str, line: str) -> None:
+        """Append one line to a job's ``history`` (operator actions; a rare write)."""
+        key = keys.job(queue, job_id)
+        old = self.client.hget(key, "history")
+        self.client.hset(key, "history", (as_text(old) if old else "") + line + "\n")
+
     def cancel(self, queue: str, job_id: str) -> bool:
         status, message = self.client.hmget(keys.job(queue, job_id), "status", "message")
         if status not in (b"queued", b"retrying"):
