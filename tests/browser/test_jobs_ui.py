@@ -99,7 +99,7 @@ def test_find_a_failure_see_its_traceback_retry_it(live: tuple[str, App], browse
     assert rq.job(job_id).status == "succeeded"
 
 
-def test_readable_at_phone_width(live: tuple[str, App], browser: Any) -> None:
+def test_readable_at_phone_width_and_dark(live: tuple[str, App], browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -116,3 +116,9 @@ def test_readable_at_phone_width(live: tuple[str, App], browser: Any) -> None:
         # Nothing but the tables' own scroll boxes is wider than the screen.
         assert browser.execute_script(
             "return document.documentElement.scrollWidth <= window.innerWidth + 1"), path
+    # Dark mode follows the system's setting.
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    background = browser.execute_script(
+        "return getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(15, 23, 42)", background
