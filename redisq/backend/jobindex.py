@@ -8,15 +8,18 @@ and no index outgrows its cap however many jobs run. Queued and scheduled jobs n
 their own: the pending list and the delayed set are already ordered by time and bounded by the
 queue itself.
 
-The same step counts each attempt in a per-minute hash of per-second fields
-(``keys.series``): processed (``p:<s>``), failed (``f:<s>``), an enqueue → start latency
-histogram (``l:<bound>``, first attempts) and the pending depth (``d``). A minute expires after
-``keys.SERIES_TTL_S``, so a queue holds at most ~65 of them.
+The same step counts the attempt in a per-minute string of u32 counters (``keys.series``, one
+``BITFIELD``): processed at slot ``s`` (the second), failed at ``60 + s``, the pending depth at
+120 (sampled by a worker's first settle of the queue in each second, which also sets the TTL),
+and an enqueue → start latency histogram from 121 (a few first attempts a second: see
+:class:`Sampler`). A minute expires after ``keys.SERIES_TTL_S``, so a queue holds at most ~65
+of them, 536 bytes each.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,21 +43,46 @@ def index_keys(queue: str, status: str, now: float) -> list[str]:
             keys.series(queue, int(now) // 60), keys.pending(queue)]
 
 
-def latency_field(seconds: float) -> str:
-    """The series field counting first attempts that waited at most the bucket's bound."""
-    for bound in LATENCY_BUCKETS_S:
+def latency_bucket(seconds: float) -> int:
+    """The index of the latency histogram bucket that counts ``seconds``."""
+    for i, bound in enumerate(LATENCY_BUCKETS_S):
         if seconds <= bound:
-            return f"l:{bound:g}"
-    return "l:inf"
+            return i
+    return len(LATENCY_BUCKETS_S) - 1
 
 
-def index_args(now: float, cap: int, env: Envelope, duration_s: float) -> list[Any]:
-    """``settle.lua``'s last six ARGV (see its header)."""
-    latency = ""
-    if env.attempt == 1 and env.enqueued_at > 0:
-        latency = latency_field(max(now - duration_s - env.enqueued_at, 0.0))
-    return [0 if env.unique is None else 1, int(now * 1000), cap, int(now) % 60, latency,
-            keys.SERIES_TTL_S]
+#: A worker samples one first attempt's enqueue → start latency per queue this often, at most.
+LATENCY_SAMPLE_S = 0.05
+#: The series string of one minute: u32 counters, big-endian (Redis BITFIELD ``u32 #i``).
+SERIES_SLOTS = 121 + len(LATENCY_BUCKETS_S)
+_SLOTS = struct.Struct(f">{SERIES_SLOTS}I")
+
+
+class Sampler:
+    """What a settle adds to the series besides its count: a worker's first settle of a queue
+    in each second sets the minute's TTL and samples the depth; first attempts add to the
+    latency histogram at most every :data:`LATENCY_SAMPLE_S` per queue. Shared by a worker's
+    threads (a race samples twice, harmlessly)."""
+
+    def __init__(self) -> None:
+        self._second: dict[str, int] = {}
+        self._latency: dict[str, float] = {}
+
+    def args(self, now: float, cap: int, env: Envelope, duration_s: float) -> list[Any]:
+        """``settle.lua``'s last six ARGV (see its header)."""
+        q, sec = env.queue, int(now)
+        ttl: int | str = ""
+        if self._second.get(q) != sec:
+            if len(self._second) > 4096:  # bounded: queue names come from code
+                self._second.clear()
+            self._second[q] = sec
+            ttl = keys.SERIES_TTL_S
+        latency: int | str = ""
+        if env.attempt == 1 and env.enqueued_at > 0 and \
+                now - self._latency.get(q, 0.0) >= LATENCY_SAMPLE_S:
+            self._latency[q] = now
+            latency = latency_bucket(max(now - duration_s - env.enqueued_at, 0.0))
+        return [0 if env.unique is None else 1, int(now * 1000), cap, sec % 60, latency, ttl]
 
 
 def note_outcome(pipe: Any, queue: str, job_id: str, status: str, now: float, cap: int,
@@ -99,41 +127,43 @@ def index_sizes(client: redis.Redis, queues: Sequence[str]) -> dict[str, dict[st
 def read_series(client: redis.Redis, queues: Sequence[str], now: float,
                 minutes: int = SERIES_MINUTES) -> dict[str, Any]:
     """The last ``minutes`` of series summed over ``queues``: per second ``processed`` and
-    ``failed`` (lists, oldest first, from ``start``), and per minute the depth and the
-    enqueue → start latency p50/p95 (seconds; None for a minute without first attempts)."""
+    ``failed`` (lists, oldest first, from ``start``), and per minute the depth (None: no
+    attempt settled that minute) and the enqueue → start latency p50/p95 (seconds; None for a
+    minute without samples). One round trip: a GET per queue and minute."""
     first = int(now) // 60 - minutes + 1
     pipe = client.pipeline(transaction=False)
     for q in queues:
         for m in range(first, first + minutes):
-            pipe.hgetall(keys.series(q, m))
+            pipe.get(keys.series(q, m))
     replies = iter(pipe.execute() if queues else [])
     processed, failed = [0] * (minutes * 60), [0] * (minutes * 60)
     depth: list[int | None] = [None] * minutes
-    hists: list[dict[str, int]] = [{} for _ in range(minutes)]
+    hists: list[list[int]] = [[0] * len(LATENCY_BUCKETS_S) for _ in range(minutes)]
     for _ in queues:
         for i in range(minutes):
-            for k, v in next(replies).items():
-                name, value = as_text(k), int(v)
-                kind, _, rest = name.partition(":")
-                if kind in ("p", "f") and rest.isdigit() and int(rest) < 60:
-                    (processed if kind == "p" else failed)[i * 60 + int(rest)] += value
-                elif kind == "l":
-                    hists[i][rest] = hists[i].get(rest, 0) + value
-                elif kind == "d":
-                    depth[i] = (depth[i] or 0) + value
+            raw = next(replies)
+            if not raw:
+                continue
+            slots = _SLOTS.unpack(bytes(raw[:_SLOTS.size]).ljust(_SLOTS.size, b"\0"))
+            for s in range(60):
+                processed[i * 60 + s] += slots[s]
+                failed[i * 60 + s] += slots[60 + s]
+            depth[i] = (depth[i] or 0) + slots[120]
+            hists[i] = [a + b for a, b in zip(hists[i], slots[121:], strict=True)]
     return {"start": first * 60, "processed": processed, "failed": failed, "depth": depth,
             "latency_p50": [percentile(h, 0.5) for h in hists],
             "latency_p95": [percentile(h, 0.95) for h in hists]}
 
 
-def percentile(hist: dict[str, int], q: float) -> float | None:
-    """The bucket bound under which a fraction ``q`` of a latency histogram lies."""
-    total = sum(hist.values())
+def percentile(hist: Sequence[int], q: float) -> float | None:
+    """The bucket bound under which a fraction ``q`` of a latency histogram (counts per
+    :data:`LATENCY_BUCKETS_S` bucket) lies; None when empty or beyond the last finite bound."""
+    total = sum(hist)
     if not total:
         return None
     seen = 0
-    for bound in LATENCY_BUCKETS_S:
-        seen += hist.get(f"{bound:g}", 0)
+    for bound, count in zip(LATENCY_BUCKETS_S, hist, strict=True):
+        seen += count
         if seen >= q * total:
             return bound if math.isfinite(bound) else None
     return None

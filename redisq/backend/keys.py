@@ -20,9 +20,9 @@ key                                    type      meaning
 ``redisq:{q}:idx:<status>``            zset      job ids that reached ``status`` (succeeded, failed,
                                                  dead, retrying, cancelled...), score = when (unix
                                                  ms); capped at ``index_max`` (see ``jobindex``)
-``redisq:{q}:series:<minute>``         hash      per-second counters of one minute (unix s / 60):
-                                                 ``p:<s>`` processed, ``f:<s>`` failed, ``l:<b>``
-                                                 enqueue→start latency histogram, ``d`` depth;
+``redisq:{q}:series:<minute>``         string    per-second counters of one minute (unix s / 60),
+                                                 u32 slots (BITFIELD): processed, failed, depth,
+                                                 enqueue→start latency histogram (``jobindex``);
                                                  expires after ``SERIES_TTL_S``
 ``redisq:queues``                      set       names of the known queues (see :mod:`redisq.index`)
 ``redisq:queues:seen``                 zset      queue → last producer or worker activity (unix s);

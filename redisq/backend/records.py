@@ -20,7 +20,7 @@ from ..serializers import JSONSerializer
 from . import index, keys
 from .cluster import is_cluster
 from .dead import dead_entry, dead_message
-from .jobindex import index_args, index_keys
+from .jobindex import Sampler, index_keys
 from .pressure import is_oom
 from .scripts import Scripts
 from .wire import wire_for
@@ -79,6 +79,7 @@ class Records:
         self.args_summary_bytes = args_summary_bytes
         self._index = index.ProducerIndex(client)
         self._wire = wire_for(client)
+        self._sampler = Sampler()  # which settles sample the graphs' series
         #: Whether :meth:`enqueue_fresh` may be used (a cluster routes scripts, not MULTI).
         self.transactions = not is_cluster(client)
 
@@ -245,7 +246,7 @@ class Records:
                 self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
                 duration_field(outcome.duration_s) if timed else "",
                 f"{outcome.duration_s:.6f}", consumer_id, msg.token or "", worker_id, env.attempt,
-                *fields, *index_args(now, self.index_max, env, outcome.duration_s)]
+                *fields, *self._sampler.args(now, self.index_max, env, outcome.duration_s)]
         return "settle", ks, args
 
     def _outcome_fields(self, fields: list[Any], msg: Message, env: Envelope, outcome: Outcome,

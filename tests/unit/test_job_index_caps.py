@@ -58,12 +58,15 @@ def test_index_max_zero_writes_no_index_and_no_series(app: App) -> None:
 
 
 def test_percentiles_from_the_latency_histogram() -> None:
-    hist = {"0.01": 90, "1": 9, "60": 1}
+    hist = [0] * len(jobindex.LATENCY_BUCKETS_S)
+    hist[jobindex.latency_bucket(0.008)] = 90  # the 0.01 bucket
+    hist[jobindex.latency_bucket(0.7)] = 9  # 1.0
+    hist[jobindex.latency_bucket(50)] = 1  # 60
     assert jobindex.percentile(hist, 0.5) == 0.01
     assert jobindex.percentile(hist, 0.95) == 1.0
-    assert jobindex.percentile({}, 0.5) is None
-    assert jobindex.percentile({"inf": 3}, 0.5) is None
-    assert jobindex.latency_field(0.002) == "l:0.005" and jobindex.latency_field(math.inf) == "l:inf"
+    assert jobindex.percentile([0] * len(hist), 0.5) is None
+    assert jobindex.latency_bucket(math.inf) == len(jobindex.LATENCY_BUCKETS_S) - 1
+    assert jobindex.percentile([0] * (len(hist) - 1) + [3], 0.5) is None
 
 
 def test_every_model_status_but_queued_and_started_is_indexed() -> None:

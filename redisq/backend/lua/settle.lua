@@ -11,7 +11,7 @@
 --                             redisq:{q}:unique: , never read: see ARGV[n-5])
 -- KEYS[8]  status index      redisq:{q}:idx:<outcome>     (job index block, below)
 -- KEYS[9]  retrying index    redisq:{q}:idx:retrying
--- KEYS[10] series hash       redisq:{q}:series:<minute>
+-- KEYS[10] series string     redisq:{q}:series:<minute>   (u32 counters: see jobindex.py)
 -- KEYS[11] pending list      redisq:{q}:pending
 -- ARGV[1]  outcome: succeeded | failed | retrying | dead | cancelled
 -- ARGV[2]  the message as reserved (removed from the processing list)
@@ -34,8 +34,9 @@
 -- ARGV[n-3] most ids a status index keeps (0 = keep no index and no series); once over it,
 --           an index is trimmed a hundredth below it, so most settles trim nothing
 -- ARGV[n-2] the second within the minute (0..59) of the settle time
--- ARGV[n-1] latency histogram field ('' = none), e.g. 'l:0.05' (enqueue -> start, 1st attempt)
--- ARGV[n]   series TTL in seconds
+-- ARGV[n-1] the latency bucket (0..12) of a sampled first attempt's enqueue -> start, or ''
+-- ARGV[n]   series TTL in seconds on the worker's first settle of the queue in a second (it
+--           also samples the depth then), else ''
 -- returns  1 if the message was still held by this consumer, 0 if not (a settle repeated
 --          after a lost reply: the record is written again, the message is not moved);
 --          -1 when the token is not the consumer's epoch any more: the message was recovered
@@ -82,8 +83,9 @@ if ARGV[n - 5] == '1' and outcome ~= 'retrying' and redis.call('GET', KEYS[7]) =
   redis.call('DEL', KEYS[7])
 end
 -- Job index block (issue 16): the job joins its outcome's index (leaving the retrying one
--- once a later attempt settles), trimmed to its cap in this same step so no index outgrows
--- it; each attempt counts in this minute's per-second series (the dashboard's graphs).
+-- once a later attempt settles), trimmed in this same step so no index outgrows its cap; the
+-- attempt counts in the minute's per-second counters (one BITFIELD: u32 #s processed,
+-- #60+s failed, #120 depth, #121+b latency histogram; see jobindex.py).
 local cap = tonumber(ARGV[n - 3])
 if cap > 0 then
   redis.call('ZADD', KEYS[8], ARGV[n - 4], ARGV[6])
@@ -92,17 +94,19 @@ if cap > 0 then
   end
   if outcome ~= 'retrying' and tonumber(ARGV[15]) > 1 then redis.call('ZREM', KEYS[9], ARGV[6]) end
   if held == 1 then
-    local sec = ARGV[n - 2]
-    -- The first attempt of each second also samples the depth and sets the minute's TTL
-    -- (once a second is enough for both, and it keeps the common settle at 2 more writes).
-    if redis.call('HINCRBY', KEYS[10], 'p:' .. sec, 1) == 1 then
-      redis.call('HSET', KEYS[10], 'd', redis.call('LLEN', KEYS[11]))
+    local sec = tonumber(ARGV[n - 2])
+    if outcome == 'succeeded' or outcome == 'cancelled' then
+      redis.call('BITFIELD', KEYS[10], 'INCRBY', 'u32', '#' .. sec, 1)
+    else
+      redis.call('BITFIELD', KEYS[10], 'INCRBY', 'u32', '#' .. sec, 1, 'INCRBY', 'u32', '#' .. (60 + sec), 1)
+    end
+    if ARGV[n - 1] ~= '' then
+      redis.call('BITFIELD', KEYS[10], 'INCRBY', 'u32', '#' .. (121 + tonumber(ARGV[n - 1])), 1)
+    end
+    if ARGV[n] ~= '' then
+      redis.call('BITFIELD', KEYS[10], 'SET', 'u32', '#120', redis.call('LLEN', KEYS[11]))
       redis.call('EXPIRE', KEYS[10], ARGV[n])
     end
-    if outcome ~= 'succeeded' and outcome ~= 'cancelled' then
-      redis.call('HINCRBY', KEYS[10], 'f:' .. sec, 1)
-    end
-    if ARGV[n - 1] ~= '' then redis.call('HINCRBY', KEYS[10], ARGV[n - 1], 1) end
   end
 end
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
