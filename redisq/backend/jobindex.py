@@ -27,6 +27,7 @@ import redis
 
 from ..model import STATUSES, Envelope, as_text
 from . import keys
+from .bulkread import read_many
 
 #: The statuses a job can be found under in an index (every status but queued and started,
 #: which the queue itself lists).
@@ -103,13 +104,14 @@ def read_index(client: redis.Redis, queues: Sequence[str], status: str, since: f
     [since, until] (unix s), newest first: one pipelined round trip, ``limit`` per queue."""
     hi = "+inf" if until is None else int(until * 1000)
     lo = "-inf" if since is None else int(since * 1000)
-    pipe = client.pipeline(transaction=False)
-    for q in queues:
-        pipe.zrevrangebyscore(keys.status_index(q, status), hi, lo, start=0, num=limit,
-                              withscores=True)
+    replies = read_many(client, [("ZRANGE", keys.status_index(q, status), hi, lo, "BYSCORE",
+                                  "REV", "LIMIT", 0, limit, "WITHSCORES") for q in queues])
     out: list[tuple[float, str, str]] = []
-    for q, rows in zip(queues, pipe.execute() if queues else [], strict=True):
-        out += [(score / 1000.0, q, as_text(member)) for member, score in rows]
+    for q, rows in zip(queues, replies, strict=True):
+        # A raw reply is flat (member, score, ...); a cluster pipeline's is typed pairs.
+        pairs = zip(rows[::2], rows[1::2], strict=True) if rows and not isinstance(
+            rows[0], (list, tuple)) else rows
+        out += [(float(score) / 1000.0, q, as_text(member)) for member, score in pairs]
     out.sort(key=lambda row: row[0], reverse=True)
     return out[:limit]
 

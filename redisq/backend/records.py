@@ -18,6 +18,7 @@ from .. import limits
 from ..model import Envelope, Message, Outcome, as_text
 from ..serializers import JSONSerializer
 from . import index, keys
+from .bulkread import as_dict, read_many
 from .cluster import is_cluster
 from .dead import dead_entry, dead_message
 from .jobindex import Sampler, index_keys
@@ -141,11 +142,9 @@ class Records:
 
     def get_many(self, jobs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         """:meth:`get` of each (queue, job id) in one round trip ({} for one that is gone)."""
-        pipe = self.client.pipeline(transaction=False)
-        for q, jid in jobs:
-            pipe.hgetall(keys.job(q, jid))
-        return [complete_record(raw, q, jid)
-                for (q, jid), raw in zip(jobs, pipe.execute() if jobs else [], strict=True)]
+        replies = read_many(self.client, [("HGETALL", keys.job(q, jid)) for q, jid in jobs])
+        return [complete_record(as_dict(raw), q, jid)
+                for (q, jid), raw in zip(jobs, replies, strict=True)]
 
     def status(self, queue: str, job_id: str) -> str | None:
         raw = self.client.hget(keys.job(queue, job_id), "status")
