@@ -35,6 +35,7 @@ from .producer import Messages, Prepared, delay_from, job_for
 from .tasks import (
     AnyTask,
     BoundTaskDecorator,
+    CommitHook,
     Task,
     TaskDecorator,
     TaskKwargs,
@@ -110,6 +111,7 @@ class App:
         #: Most job ids each per-queue status index keeps (0: none; ``index_max`` setting).
         self.index_max = 10_000
         self.tasks: dict[str, AnyTask] = {}
+        self._commit_hook: CommitHook | None = None  # what delay_on_commit queues through
         self.messages = Messages(self.serializer, self.tasks, lambda: self.max_message_bytes)
         self.subscribers: dict[str, SubscriberSpec] = {}
         self.durable_channels: set[str] = set()
@@ -252,6 +254,18 @@ class App:
     def on_shutdown(self, fn: F) -> F:
         """``fn(worker)`` once when a worker stops."""
         return self._hook(self.hooks.shutdown, fn)
+
+    @property
+    def commit_hook(self) -> CommitHook | None:
+        """What ``task.delay_on_commit`` queues through (None: it raises ConfigError)."""
+        return self._commit_hook
+
+    def use_commit_hook(self, hook: CommitHook | None) -> None:
+        """``hook(callback)`` runs ``callback`` once the caller's database transaction commits
+        (at once outside a transaction) and never if it rolls back: Django's
+        ``transaction.on_commit``, which ``redisq.contrib.django`` installs, or an ORM's
+        after-commit event. ``task.delay_on_commit`` enqueues through it."""
+        self._commit_hook = hook
 
     # -- producing ---------------------------------------------------------------------------
     def enqueue(self, task_name: str, args: Sequence[Any] = (),

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
 from .backend import keys
-from .errors import DuplicateJob
+from .errors import ConfigError, DuplicateJob
 from .job import Job, JobContext
 from .model import Envelope, new_id
 
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from typing import Concatenate
 
 UniqueBy = str | Sequence[str] | Callable[..., str] | None
+#: ``hook(callback)``: run ``callback`` once the caller's current database transaction has
+#: committed (at once outside one), never if it rolls back (``App.use_commit_hook``).
+CommitHook = Callable[[Callable[[], Any]], Any]
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -37,6 +40,9 @@ class Producer(Protocol):
     def enqueue_many(self, task_name: str,
                      calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
                      queue: str | None = None) -> list[Job[Any]]: ...
+
+    @property
+    def commit_hook(self) -> CommitHook | None: ...
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,30 @@ class Task(Generic[P, R]):
         self._call_signature.bind(*args, **kwargs)
         if len(self._shapes_ok) < 64:  # bounded: callers with ever-new keyword sets
             self._shapes_ok.add(shape)
+
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Queue this call once the current database transaction commits, never if it rolls
+        back (so no worker looks for a row that does not exist). The arguments are checked
+        now; the job is queued by the app's commit hook (``redisq.contrib.django`` installs
+        ``transaction.on_commit``), so there is no :class:`Job` to return yet."""
+        self.enqueue_on_commit(args=args, kwargs=kwargs)
+
+    def enqueue_on_commit(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+                          delay_s: float | None = None, job_id: str | None = None,
+                          queue: str | None = None) -> None:
+        """:meth:`enqueue` once the current transaction commits (see :meth:`delay_on_commit`).
+        Without a commit hook this is a :class:`ConfigError`, not an enqueue now: a caller
+        that asked to wait for a commit must not get a job for a row that may roll back."""
+        hook = self.app.commit_hook
+        if hook is None:
+            raise ConfigError(f"{self.name}: enqueue_on_commit needs a commit hook: add "
+                              "'redisq.contrib.django' to INSTALLED_APPS, or call "
+                              "app.use_commit_hook(hook)")
+        kwargs = dict(kwargs or {})
+        self.check_args(args, kwargs)  # a bad call fails in the caller, not after the commit
+        args = tuple(args)
+        hook(lambda: self.enqueue(args=args, kwargs=kwargs, delay_s=delay_s, job_id=job_id,
+                                  queue=queue))
 
 
 #: A task of any signature (the registry, the worker).

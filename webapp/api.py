@@ -147,8 +147,8 @@ def enqueue() -> Response:
         return error(409, "duplicate job", job_id=exc.existing_id)
     except (TypeError, ValueError, SerializationError, RecursionError) as exc:
         raise BadRequest(400, f"bad arguments for {task}: {_short(exc)}") from None
-    return _json({"job_id": job.id, "status_url": f"{request.script_root}/jobs/{job.id}",
-                  "duplicate": not job.created}, 202)
+    return _json({"job_id": job.id, "status_url": f"{request.script_root}{state().url_prefix}"
+                  f"/jobs/{job.id}", "duplicate": not job.created}, 202)
 
 
 @api.post("/pubsub")

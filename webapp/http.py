@@ -10,9 +10,11 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, current_app, render_template, request
+from flask import Flask, Response, current_app, request, url_for
+from jinja2 import Environment, FileSystemLoader
 from werkzeug.exceptions import HTTPException
 
 from redisq import App
@@ -22,6 +24,9 @@ from redisq.backend.connection import CONNECTION_ERRORS
 from .hub import Hub
 
 log = logging.getLogger("redisq.web")
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 @dataclass
@@ -41,6 +46,15 @@ class WebState:
     # dashboard shares it instead of each reading Redis every second.
     snapshot_cache: tuple[float, str] | None = None
     snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Where the routes are: "" and "" for create_app's own app; the URL prefix and "redisq."
+    # (the endpoints' blueprint) when the Redisq extension mounts them in a host app.
+    url_prefix: str = ""
+    endpoint_prefix: str = ""
+    templates: Environment | None = None  # the pages' own Jinja environment, made on first use
+
+    def endpoint(self, name: str) -> str:
+        """The full endpoint name of one of the app's own endpoints (``"stream.dashboard"``)."""
+        return self.endpoint_prefix + name
 
 
 def state(app: Flask | None = None) -> WebState:
@@ -59,8 +73,19 @@ PAGE_HEADERS = {
 
 
 def page(template: str, **context: Any) -> Response:
-    """An HTML page, with :data:`PAGE_HEADERS`."""
-    response = current_app.make_response(render_template(template, **context))
+    """An HTML page, with :data:`PAGE_HEADERS`. Rendered from webapp's own templates only (a
+    host app's ``base.html`` must not replace ours), with ``rq_root`` (the dashboard's URL,
+    ending in "/") and ``rq_static`` (the static files' endpoint) for links that work wherever
+    the app is mounted."""
+    st = state()
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    if st.templates is None:
+        # An overlay shares Flask's globals (url_for, request...) but not its loader.
+        st.templates = app.jinja_env.overlay(loader=FileSystemLoader(TEMPLATES))
+    ctx = {"rq_root": url_for(st.endpoint("stream.dashboard")),
+           "rq_static": st.endpoint("static"), **context}
+    app.update_template_context(ctx)
+    response = app.make_response(st.templates.get_template(template).render(ctx))
     response.headers.update(PAGE_HEADERS)
     return response
 

@@ -168,7 +168,8 @@ def copy(ident: str) -> Response:
         "copied", shown.get("status", ""), to=new.id))
     actions.append_history(records, queue, new.id, actions.history_line(
         "copy of", "", of=job_id))
-    return jsonify(job_id=new.id, status_url=f"{request.script_root}/jobs/{new.id}")
+    return jsonify(job_id=new.id,
+                   status_url=f"{request.script_root}{state().url_prefix}/jobs/{new.id}")
 
 
 @jobs_bp.post("/jobs/bulk")

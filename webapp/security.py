@@ -16,6 +16,9 @@ In order (docs/security.md has the threat model):
    cannot send headers, so the dashboard logs in once and its streams carry the cookie.
 
 ``/healthz`` skips 1 and 2: load balancers probe it by address, and it tells nothing.
+
+Mounted in a host app (``webapp.Redisq``), the checks guard redisq's own routes only: they run
+as its blueprint's ``before_request``, and the host's routes never see them.
 """
 
 from __future__ import annotations
@@ -80,15 +83,18 @@ class HostRule:
                                or ("." + name) in self.suffixes)
 
 
-def install(app: Flask, settings: rq_config.Settings) -> None:
-    """Register the checks (and ``/login``, ``/logout``) on ``app`` (``settings`` passed
-    :func:`redisq.config.check_web`)."""
-    app.register_blueprint(auth)
-    app.before_request(_Guard(settings))
+def install(target: Flask | Blueprint, settings: rq_config.Settings,
+            endpoint_prefix: str = "") -> None:
+    """Register the checks (and ``/login``, ``/logout``) on ``target``: the whole app
+    (``create_app``), or the blueprint that mounts redisq in a host app, whose endpoints are
+    named ``endpoint_prefix`` + ours (``settings`` passed :func:`redisq.config.check_web`)."""
+    target.register_blueprint(auth)
+    target.before_request(_Guard(settings, endpoint_prefix))
 
 
 class _Guard:
-    def __init__(self, settings: rq_config.Settings) -> None:
+    def __init__(self, settings: rq_config.Settings, endpoint_prefix: str = "") -> None:
+        self.prefix = endpoint_prefix
         self.hosts = HostRule(settings.web_trusted_hosts)
         self.loopback_only = not settings.web_token and not settings.web_allow_insecure
         self.write = f"Bearer {settings.web_token}".encode() if settings.web_token else None
@@ -98,6 +104,8 @@ class _Guard:
     def __call__(self) -> Response | None:
         req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
         environ, endpoint = req.environ, req.endpoint
+        if self.prefix and endpoint:
+            endpoint = endpoint.removeprefix(self.prefix)
         if endpoint in OPEN_ENDPOINTS:
             return None
         if not self.hosts.allows(environ.get("HTTP_HOST", "")):
@@ -187,7 +195,8 @@ def login() -> Response:
     expires = int(time.time() + SESSION_S)
     response = current_app.json.response({"read": True, "write": write})
     response.set_cookie(COOKIE, f"{expires}.{_mac(token, expires)}", max_age=int(SESSION_S),
-                        httponly=True, samesite="Strict", secure=request.is_secure, path="/")
+                        httponly=True, samesite="Strict", secure=request.is_secure,
+                        path=_cookie_path())
     return response
 
 
@@ -195,5 +204,10 @@ def login() -> Response:
 def logout() -> Response:
     """Drop the session cookie."""
     response = current_app.json.response({"read": False})
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Strict")
+    response.delete_cookie(COOKIE, path=_cookie_path(), httponly=True, samesite="Strict")
     return response
+
+
+def _cookie_path() -> str:
+    """The session cookie goes to redisq's own routes only (a host app's never see it)."""
+    return f"{request.script_root}{state().url_prefix}/"

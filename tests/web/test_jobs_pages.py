@@ -111,3 +111,24 @@ def test_actions_are_guarded_and_reads_need_the_token(rq: App) -> None:
         assert rq.job(job.id) is None
     finally:
         state(app).hub.close()
+
+
+def test_job_pages_and_actions_under_a_mount_prefix(rq: App, tmp_path: Any,
+                                                     worker: Worker) -> None:
+    from tests.web.test_flask_extension import make_host
+
+    site = make_host(rq, tmp_path)
+    try:
+        host = site.test_client()
+        job = rq.enqueue("web.boom")
+        wait_until(lambda: job.status == "dead")
+        page = host.get(f"/queue/jobs/{job.id}", headers=BROWSER).get_data(as_text=True)
+        assert 'data-root="/queue/"' in page and "/queue/static/jobs.js" in page
+        assert 'href="/queue/jobs"' in page  # the nav's link to the lists
+        assert host.get("/queue/jobs", headers=BROWSER).status_code == 200
+        assert host.get("/queue/api/jobs?status=failed").json["jobs"][0]["id"] == job.id
+        copy = host.post(f"/queue/jobs/{job.id}/copy", json={}).json
+        assert copy["status_url"] == f"/queue/jobs/{copy['job_id']}"
+        assert host.get("/jobs").status_code == 404  # the host's own 404: not ours at its root
+    finally:
+        state(site).hub.close()

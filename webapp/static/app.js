@@ -6,10 +6,14 @@
 const $ = (sel) => document.querySelector(sel);
 const TOKEN_KEY = "redisq-token";
 const tokenChanged = [];  // what to restart once a new token is logged in (the streams)
+// Where the app is mounted ("" at the root, "/queue" inside a host app's Flask app under
+// that prefix): every path below is the app's own, written from its root.
+const ROOT = (document.body.dataset.root || "/").replace(/\/$/, "");
+const at = (path) => ROOT + path;
 
 function currentToken() { return ($("#token") && $("#token").value) || sessionStorage.getItem(TOKEN_KEY) || ""; }
 async function login(token) {
-  const res = await fetch(token ? "/login" : "/logout", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }) });
+  const res = await fetch(at(token ? "/login" : "/logout"), { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }) });
   return res.ok;
 }
 // Resolves once the stored token (if any) is logged in: the pages open their streams after it.
@@ -28,7 +32,7 @@ async function post(url, body) {
   const headers = { "Content-Type": "application/json" };
   const token = currentToken();
   if (token) headers.Authorization = "Bearer " + token;
-  const res = await fetch(url, { method: "POST", headers, body: JSON.stringify(body === undefined ? {} : body) });
+  const res = await fetch(at(url), { method: "POST", headers, body: JSON.stringify(body === undefined ? {} : body) });
   const data = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(data.error || res.statusText);
   return data;
@@ -40,13 +44,13 @@ function stream(url, setup, onState) {
   function open() {
     if (es) es.close();
     clearTimeout(timer);
-    const source = es = new EventSource(url);
+    const source = es = new EventSource(at(url));
     setup(source);
     source.addEventListener("open", () => onState("live"));
     source.addEventListener("error", async () => {
       if (source !== es) return;  // replaced meanwhile
       if (source.readyState !== EventSource.CLOSED) { onState("reconnecting"); return; }
-      const probe = await fetch("/api/snapshot", { method: "HEAD" }).catch(() => null);
+      const probe = await fetch(at("/api/snapshot"), { method: "HEAD" }).catch(() => null);
       onState(probe && probe.status === 401 ? "token" : "reconnecting");
       timer = setTimeout(open, 5000);
     });
@@ -84,14 +88,14 @@ function redisqDashboard() {
   const jobs = new Map();  // the jobs this page enqueued, newest last
   function renderJobs() {
     rows("#jobs", [...jobs.values()].reverse(), (j) =>
-      `<tr data-job="${esc(j.id)}"><td><a href="/jobs/${encodeURIComponent(j.id)}"><code title="${esc(j.id)}">${esc(String(j.id).slice(0, 8))}</code></a></td><td>${esc(j.task)}</td>` +
+      `<tr data-job="${esc(j.id)}"><td><a href="${at("/jobs")}/${encodeURIComponent(j.id)}"><code title="${esc(j.id)}">${esc(String(j.id).slice(0, 8))}</code></a></td><td>${esc(j.task)}</td>` +
       `<td class="status status-${esc(j.status)}">${esc(j.status)}</td>` +
       `<td>${j.status === "started" && j.progress !== undefined ? bar(j.progress) + " " : ""}${esc(j.detail || "")}</td>` +
       `<td>${j.status === "queued" ? `<button data-cancel="${esc(j.id)}">cancel</button>` : ""}</td></tr>`,
     "nothing enqueued from this page yet");
   }
   async function refreshJob(id) {
-    const res = await fetch("/jobs/" + encodeURIComponent(id)); if (!res.ok) return;
+    const res = await fetch(at("/jobs/" + encodeURIComponent(id))); if (!res.ok) return;
     const j = await res.json();
     const detail = j.status === "succeeded" ? JSON.stringify(j.result)
       : j.error_message ? `${j.error_type || "error"}: ${j.error_message}` : (j.progress_message || "");
@@ -102,9 +106,9 @@ function redisqDashboard() {
     const list = (v) => (Array.isArray(v) ? v : []);
     const running = list(s.running);
     rows("#queues", Object.entries(s.queues || {}), ([q, c]) =>
-      `<tr><td><a href="/jobs?queue=${encodeURIComponent(q)}">${esc(q)}</a></td><td><a href="/jobs?status=queued&queue=${encodeURIComponent(q)}">${num(c.depth)}</a></td><td>${num(c.in_flight)}</td>` +
-      `<td><a href="/jobs?status=scheduled&queue=${encodeURIComponent(q)}">${num(c.delayed)}</a></td><td><a href="/jobs?status=failed&queue=${encodeURIComponent(q)}">${num(c.dead_letters)}</a></td>` +
-      `<td><a href="/jobs?status=succeeded&queue=${encodeURIComponent(q)}">${num(c.succeeded)}</a></td><td>${num(c.rate)}</td><td class="actions"><button data-act="requeue" data-q="${esc(q)}">retry dead</button> ` +
+      `<tr><td><a href="${at("/jobs")}?queue=${encodeURIComponent(q)}">${esc(q)}</a></td><td><a href="${at("/jobs")}?status=queued&queue=${encodeURIComponent(q)}">${num(c.depth)}</a></td><td>${num(c.in_flight)}</td>` +
+      `<td><a href="${at("/jobs")}?status=scheduled&queue=${encodeURIComponent(q)}">${num(c.delayed)}</a></td><td><a href="${at("/jobs")}?status=failed&queue=${encodeURIComponent(q)}">${num(c.dead_letters)}</a></td>` +
+      `<td><a href="${at("/jobs")}?status=succeeded&queue=${encodeURIComponent(q)}">${num(c.succeeded)}</a></td><td>${num(c.rate)}</td><td class="actions"><button data-act="requeue" data-q="${esc(q)}">retry dead</button> ` +
       `<button data-act="purge" data-q="${esc(q)}">purge</button></td></tr>`, "no queues yet");
     rows("#workers", list(s.workers), (w) =>
       `<tr><td>${esc(w.id)}</td><td>${esc(w.mode)}</td><td>${esc(list(w.queues || w.channels).join(", "))}</td>` +
@@ -112,10 +116,10 @@ function redisqDashboard() {
     "no live worker: start one with  redisq worker --app webapp.tasks:app");
     rows("#failures", list(s.failures), (f) =>
       `<tr><td>${esc(ago(f.failed_at))}</td><td>${esc(f.queue)}</td><td>${esc(f.task)}</td>` +
-      `<td class="error">${esc(f.error_type)}: ${esc(f.reason)}</td><td>${f.job_id ? `<a href="/jobs/${encodeURIComponent(f.job_id)}"><code>${esc(String(f.job_id).slice(0, 8))}</code></a>` : ""}</td></tr>`,
+      `<td class="error">${esc(f.error_type)}: ${esc(f.reason)}</td><td>${f.job_id ? `<a href="${at("/jobs")}/${encodeURIComponent(f.job_id)}"><code>${esc(String(f.job_id).slice(0, 8))}</code></a>` : ""}</td></tr>`,
     "no failures");
     rows("#running", running, (j) =>
-      `<tr data-running="${esc(j.id)}"><td>${esc(j.task)}</td><td><a href="/jobs/${encodeURIComponent(j.id)}"><code>${esc(String(j.id).slice(0, 8))}</code></a></td>` +
+      `<tr data-running="${esc(j.id)}"><td>${esc(j.task)}</td><td><a href="${at("/jobs")}/${encodeURIComponent(j.id)}"><code>${esc(String(j.id).slice(0, 8))}</code></a></td>` +
       `<td class="progress">${bar(j.progress)}</td><td class="progress-msg">${esc(j.progress_message)}</td><td>${esc(j.worker)}</td></tr>`,
     "nothing running");
     const scheduled = list(s.scheduled);

@@ -65,7 +65,7 @@ function graphsOnDashboard() {
     if (busy) return; busy = true;
     try {
       const q = select.value;
-      const res = await fetch("/api/series" + (q ? "?queue=" + encodeURIComponent(q) : ""));
+      const res = await fetch(at("/api/series") + (q ? "?queue=" + encodeURIComponent(q) : ""));
       if (res.ok) drawGraphs(await res.json());
     } finally { busy = false; }
   }
@@ -99,14 +99,14 @@ function redisqJobs() {
   async function load() {
     const p = query(); markTab();
     p.set("offset", offset); p.set("limit", 50);
-    const res = await fetch("/api/jobs?" + p);
+    const res = await fetch(at("/api/jobs?") + p);
     const data = await res.json().catch(() => ({}));
     if (!res.ok) { $("#list-note").textContent = "error: " + (data.error || res.statusText); return; }
     nextOffset = data.next_offset;
     rows("#list", data.jobs || [], (j) => {
       const detail = j.error_type ? `${esc(j.error_type)}: ${esc(j.error_message)}` : esc(j.args || "");
       return `<tr><td><input type="checkbox" class="pick" value="${esc(j.id)}" aria-label="select ${esc(shortId(j.id))}"></td>` +
-        `<td><a href="/jobs/${encodeURIComponent(j.id)}"><code>${esc(shortId(j.id))}</code></a></td><td>${esc(j.queue)}</td><td>${esc(j.task)}</td>` +
+        `<td><a href="${at("/jobs")}/${encodeURIComponent(j.id)}"><code>${esc(shortId(j.id))}</code></a></td><td>${esc(j.queue)}</td><td>${esc(j.task)}</td>` +
         `<td class="status status-${esc(j.status)}">${esc(j.expired ? j.status + " (record expired)" : j.status)}</td><td>${num(j.attempts)}</td>` +
         `<td>${esc(when(j))}</td><td class="${j.error_type ? "error" : ""}">${detail}</td></tr>`;
     }, "no jobs match");
@@ -119,7 +119,7 @@ function redisqJobs() {
     $("#bulk-retry").disabled = $("#bulk-delete").disabled = ids.length === 0;
     return ids;
   }
-  function search() { offset = 0; window.history.replaceState(null, "", "/jobs?" + query()); load(); }
+  function search() { offset = 0; window.history.replaceState(null, "", at("/jobs?") + query()); load(); }
   form.addEventListener("submit", (e) => { e.preventDefault(); search(); });
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => { $("#f-status").value = LIST_STATUS[b.dataset.list]; search(); });
   $("#prev").addEventListener("click", () => { offset = Math.max(0, offset - 50); load(); });
@@ -166,14 +166,14 @@ function redisqJob() {
   const id = $("#job").dataset.job;
   let job = null;
   async function load() {
-    const res = await fetch("/api/jobs/" + encodeURIComponent(id));
+    const res = await fetch(at("/api/jobs/") + encodeURIComponent(id));
     const data = await res.json().catch(() => ({}));
     if (!res.ok) { $("#job-status").textContent = data.error || res.statusText; return; }
     job = data; render();
   }
   function render() {
     const j = job;
-    if (j.id !== id) { window.history.replaceState(null, "", "/jobs/" + encodeURIComponent(j.id)); $("#job-id").textContent = j.id; }
+    if (j.id !== id) { window.history.replaceState(null, "", at("/jobs/") + encodeURIComponent(j.id)); $("#job-id").textContent = j.id; }
     $("#job-status").textContent = j.status; $("#job-status").className = "status status-" + j.status;
     const items = [["task", esc(j.task)], ["queue", esc(j.queue)], ["attempts", num(j.attempts)], ["worker", esc(j.worker || "")]];
     if (j.status === "started") items.push(["progress", bar(j.progress) + " " + esc(j.progress_message || "")]);
@@ -204,7 +204,7 @@ function redisqJob() {
     if (CONFIRM[action] && !confirm(CONFIRM[action])) return;
     try {
       const r = await post(`/jobs/${encodeURIComponent(job.id)}/${action}`);
-      if (action === "copy") { $("#action-msg").innerHTML = `queued a copy: <a href="/jobs/${encodeURIComponent(r.job_id)}">${esc(shortId(r.job_id))}</a>`; }
+      if (action === "copy") { $("#action-msg").innerHTML = `queued a copy: <a href="${at("/jobs")}/${encodeURIComponent(r.job_id)}">${esc(shortId(r.job_id))}</a>`; }
       else $("#action-msg").textContent = action === "delete" ? "deleted" : `${action}: done`;
       if (action === "delete") { $("#job-status").textContent = "deleted"; return; }
     } catch (err) { $("#action-msg").textContent = "error: " + err.message; }

@@ -1,0 +1,1 @@
+"""Optional integrations; each module needs its extra (see setup.cfg)."""
