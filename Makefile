@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS := dev,hiredis,web,cron,embedded
 
-.PHONY: run test test-fast lint system-deps bench clean
+.PHONY: run test test-embedded test-fast lint system-deps bench clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: venv system-deps
 	$(BIN)/lint-imports
 	$(BIN)/mypy --strict redisq
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# The suite on the `embedded` extra's server (Valkey 8.1, no TLS: tests/support/tls.py fronts it)
+# instead of the redis-server on PATH, as on a machine that has only that one.
+test-embedded: venv system-deps
+	REDISQ_TEST_SERVER=embedded $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-fast: venv
 	$(BIN)/python -m pytest -q tests/unit

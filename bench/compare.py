@@ -1,23 +1,28 @@
-"""redisq against Huey, Dramatiq, SAQ, arq, Celery and RQ: one table, with ratios.
+"""redisq against Huey, Dramatiq, SAQ, arq, Celery and RQ, all in ONE run: one table, ratios.
 
-    bash bench/setup_peers.sh                 # once: the peers' own virtual environment
-    .venv/bin/python bench/compare.py         # ~6 minutes (peers ~5, redisq ~1)
+    bash bench/setup_peers.sh                 # once: the peers' venv, with redisq's redis-py
+    .venv/bin/python bench/compare.py         # ~8 minutes (peers ~5, redisq ~3)
     .venv/bin/python bench/compare.py --peers-json bench/results/peers.json   # reuse peers
 
 Runs ``bench/peers.py`` with ``bench/.venv-peers/bin/python`` as a subprocess (the peers are
-never installed in the project's venv), then measures redisq itself in this (project) venv with
-the very same harness (``peers.measure``): each library on its own fresh redis-server on a free
-loopback port; N no-op jobs enqueued one by one (enqueue/s), drained by ONE worker process
-(drain/s), then enqueue → start latency on the idle worker (p50/p99). redisq's worker is
+never installed in the project's venv; ``setup_peers.sh`` gives that venv the redis-py and
+hiredis versions of this one, and this script says so, or warns, at the top of its output),
+then measures redisq itself in this venv with the very same harness (``peers.measure``): each
+library on its own fresh redis-server on a free loopback port; N jobs enqueued one by one
+(enqueue/s), drained by ONE worker process (drain/s) with the INCR task and with the light task
+(no Redis call in the job: ``peer_tasks/lightcount.py``), then enqueue → start latency on the
+idle worker, jobs spaced 5-15 ms apart and back to back (p50/p99). redisq's worker is
 
     python -m redisq worker --app bench.redisq_tasks:app --mode prodcons --queues default \\
         --concurrency 8 --url URL --log-level WARNING      # --concurrency N to change
 
-(WARNING like the peers, which all run with their quiet flags). Also measured for redisq, beside
-its floor in the same run: ``delay()`` vs un-pipelined LPUSH, and ``task.map`` bulk enqueue.
+(WARNING like the peers, which all run with their quiet flags). Then, for redisq alone, in
+alternating rounds on one server (medians): the light and INCR drains at the default log level
+(INFO, output to a file) and quiet, the light drain with ``--processes 2``; the INCR task's own
+floor (``task_floor.py``: the INCR from as many threads as --concurrency, no queue); ``delay()``
+vs un-pipelined LPUSH, and ``task.map`` bulk enqueue. The closing table gives each ratio against
+its target (issue 17).
 
-Targets (from the issue): drain >= 5x the fastest peer; delay() >= 90 % of un-pipelined LPUSH;
-task.map >= 100,000 jobs/s; enqueue → start p50 no worse than the best peer's, p99 <= 2 ms.
 Results: bench/results/compare.json (and peers.json).
 """
 
@@ -43,6 +48,7 @@ RESULTS = HERE / "results"
 
 sys.path.insert(0, str(HERE))
 import peers  # noqa: E402  (the shared harness; imports no peer library)
+import task_floor  # noqa: E402
 
 from redisq.backend.embedded import RedisServer, free_port  # noqa: E402
 
@@ -51,21 +57,28 @@ class Redisq(peers.Adapter):
     name, drain_n, cwd = "redisq", 10_000, ROOT
     concurrency = 8  # --concurrency
 
+    def __init__(self, log_level: str = "WARNING", processes: int = 1) -> None:
+        self.log_level, self.processes = log_level, processes
+
     @property
     def worker_label(self) -> str:  # type: ignore[override]
-        return f"redisq worker --concurrency {self.concurrency}"
+        extra = f" --processes {self.processes}" if self.processes > 1 else ""
+        return f"redisq worker --concurrency {self.concurrency}{extra}"
 
     def setup(self, url: str) -> None:
         import os
 
         os.environ["REDIS_URL"] = url
         sys.path.insert(0, str(ROOT))
-        from bench import redisq_tasks  # the planned API: App, @app.task, .delay, .map
+        from bench import redisq_tasks  # the App API: App, @app.task, .delay, .map
 
         self.m = redisq_tasks
 
     def enqueue_noop(self) -> None:
         self.m.noop.delay()
+
+    def enqueue_light(self) -> None:
+        self.m.light.delay()
 
     def enqueue_stamp(self, sent: float) -> None:
         self.m.stamp.delay(sent)
@@ -76,7 +89,7 @@ class Redisq(peers.Adapter):
     def worker_cmd(self, url: str) -> list[str]:
         return [sys.executable, "-m", "redisq", "worker", "--app", "bench.redisq_tasks:app",
                 "--mode", "prodcons", "--queues", "default", "--concurrency", str(self.concurrency),
-                "--url", url, "--log-level", "WARNING"]
+                "--processes", str(self.processes), "--url", url, "--log-level", self.log_level]
 
     def close(self) -> None:
         self.m.app.close()
@@ -114,6 +127,35 @@ def producer_extras(adapter: Redisq, url: str, runs: int = 7) -> dict[str, float
     return {k: statistics.median(v) for k, v in got.items()}
 
 
+#: redisq's drain variants, each (task kind, log level, processes), run in alternating rounds.
+VARIANTS = {
+    "light_quiet": ("light", "WARNING", 1),
+    "light_info": ("light", "INFO", 1),
+    "incr_quiet": ("incr", "WARNING", 1),
+    "incr_info": ("incr", "INFO", 1),
+    "light_quiet_p2": ("light", "WARNING", 2),
+}
+
+
+def drain_variants(url: str, reps: int, n: int) -> dict[str, float]:
+    """Median drain/s of each of :data:`VARIANTS`: a fresh queue and worker per run, the order
+    rotating each round so that machine noise hits every variant alike."""
+    r = redis.Redis.from_url(url)
+    got: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    names = list(VARIANTS)
+    for i in range(reps):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            kind, level, processes = VARIANTS[name]
+            adapter = Redisq(level, processes)
+            adapter.setup(url)
+            try:
+                got[name].append(peers.drain_once(adapter, r, url, kind, n))
+            finally:
+                adapter.close()
+    r.flushall()
+    return {k: round(statistics.median(v)) for k, v in got.items()}
+
+
 def run_redisq(reps: int, scale: float) -> dict[str, Any]:
     server = RedisServer(tempfile.mkdtemp(prefix="redisq-bench-compare-"), port=free_port(),
                          appendfsync="everysec").start()
@@ -130,6 +172,9 @@ def run_redisq(reps: int, scale: float) -> dict[str, Any]:
         row = peers.measure(adapter, server.url, reps, scale)
         row.update(lpush_floor_per_s=round(extras["lpush"]), delay_per_s=round(extras["delay"]),
                    map_per_s=round(extras["map"]))
+        row["variants"] = drain_variants(server.url, reps, row["jobs"])
+        row["task_floor_per_s"] = round(statistics.median(
+            task_floor.incr_rate(server.url, row["jobs"], Redisq.concurrency) for _ in range(3)))
         return row
     except Exception as exc:  # report, do not hide the peers' figures
         return {"library": "redisq", "error": f"{type(exc).__name__}: {exc}"}
@@ -147,8 +192,53 @@ def run_peers(reps: int, scale: float) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
+def best(rows: list[dict[str, Any]], key: str, low: bool = False) -> dict[str, Any]:
+    have = [r for r in rows if key in r]
+    return (min if low else max)(have, key=lambda r: r[key])
+
+
+def checks(me: dict[str, Any], ok_peers: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """(measure, redisq, reference, ratio, target, pass or None) rows of the closing table."""
+    v = me["variants"]
+    light, incr = best(ok_peers, "drain_light_per_s"), best(ok_peers, "drain_per_s")
+    enq = best(ok_peers, "enqueue_per_s")
+    out: list[tuple[Any, ...]] = []
+
+    def add(name: str, mine: float, ref_name: str, ref: float, target: str,
+            ok: bool | None, unit: str = "/s") -> None:
+        fmt = (lambda x: f"{x:.2f} ms") if unit == "ms" else (lambda x: f"{x:,.0f}/s")
+        out.append((name, fmt(mine), f"{ref_name} {fmt(ref)}", mine / ref if ref else None,
+                    target, ok))
+
+    add("drain light, INFO", v["light_info"], light["library"], light["drain_light_per_s"],
+        ">= 5x best peer", v["light_info"] >= 5 * light["drain_light_per_s"])
+    add("drain light, quiet", v["light_quiet"], light["library"], light["drain_light_per_s"],
+        "(information)", None)
+    add("drain INCR, quiet", v["incr_quiet"], incr["library"], incr["drain_per_s"],
+        "(information)", None)
+    add("drain INCR, INFO", v["incr_info"], incr["library"], incr["drain_per_s"],
+        "(information)", None)
+    add("drain INCR vs task floor", v["incr_quiet"], f"INCR x{Redisq.concurrency}",
+        me["task_floor_per_s"], ">= 0.8 of the floor",
+        v["incr_quiet"] >= 0.8 * me["task_floor_per_s"])
+    add("INFO logging, light", v["light_info"], "quiet", v["light_quiet"],
+        ">= 0.90 (costs <= 10 %)", v["light_info"] >= 0.9 * v["light_quiet"])
+    add("INFO logging, INCR", v["incr_info"], "quiet", v["incr_quiet"],
+        ">= 0.90 (costs <= 10 %)", v["incr_info"] >= 0.9 * v["incr_quiet"])
+    add("--processes 2, light", v["light_quiet_p2"], "1 process", v["light_quiet"],
+        ">= 1.3x one process", v["light_quiet_p2"] >= 1.3 * v["light_quiet"])
+    add("delay() vs LPUSH", me["delay_per_s"], "LPUSH", me["lpush_floor_per_s"],
+        ">= 0.95 of LPUSH", me["delay_per_s"] >= 0.95 * me["lpush_floor_per_s"])
+    add("enqueue one by one", me["enqueue_per_s"], enq["library"], enq["enqueue_per_s"],
+        "(information)", None)
+    add("task.map", me["map_per_s"], "-", 0, ">= 100,000/s", me["map_per_s"] >= 100_000)
+    for label, key in (("spaced", "latency"), ("back-to-back", "latency_b2b")):
+        p50, p99 = best(ok_peers, f"{key}_p50_ms", low=True), best(ok_peers, f"{key}_p99_ms", low=True)
+        add(f"start p50, {label}", me[f"{key}_p50_ms"], p50["library"], p50[f"{key}_p50_ms"],
+            "<= best peer's", me[f"{key}_p50_ms"] <= p50[f"{key}_p50_ms"], "ms")
+        add(f"start p99, {label}", me[f"{key}_p99_ms"], p99["library"], p99[f"{key}_p99_ms"],
+            "<= 1 ms", me[f"{key}_p99_ms"] <= 1.0, "ms")
+    return out
 
 
 def main() -> None:
@@ -165,45 +255,27 @@ def main() -> None:
     peer_data = (json.loads(Path(opts.peers_json).read_text()) if opts.peers_json
                  else run_peers(opts.reps, opts.scale))
     me = run_redisq(opts.reps, opts.scale)
-    rows = [me, *peer_data["results"]]
+    peer_redis = peer_data["versions"].get("redis", "?")
+    same = "the same" if peer_redis == redis.__version__ else "DIFFERENT (rerun setup_peers.sh)"
     print(f"\npeers measured {peer_data['measured_at']} ({peer_data['versions']}); "
-          f"redisq now; {opts.reps} reps\n")
-    peers.print_table(rows)
+          f"redisq now; {opts.reps} reps\nredis-py: peers {peer_redis}, redisq "
+          f"{redis.__version__}: {same}\n")
+    peers.print_table([me, *peer_data["results"]])
 
     ok_peers = [r for r in peer_data["results"] if "error" not in r]
-    if "drain_per_s" not in me or not ok_peers:
-        print("\nno ratios: redisq " + ("pending" if me.get("pending") else "failed")
-              if "drain_per_s" not in me else "\nno ratios: no peer succeeded")
+    if "variants" not in me or not ok_peers:
+        print("\nno ratios: " + (f"redisq {me.get('error') or me.get('pending')}"
+                                 if "variants" not in me else "no peer succeeded"))
     else:
-        drain = max(ok_peers, key=lambda r: r["drain_per_s"])
-        enq = max(ok_peers, key=lambda r: r["enqueue_per_s"])
-        p50 = min(ok_peers, key=lambda r: r["latency_p50_ms"])
-        p99 = min(ok_peers, key=lambda r: r["latency_p99_ms"])
-        checks = [
-            ("drain, 1 worker process", f"{me['drain_per_s']:,}/s",
-             f"{drain['library']} {drain['drain_per_s']:,}/s", me["drain_per_s"] / drain["drain_per_s"],
-             ">= 5x fastest peer", me["drain_per_s"] >= 5 * drain["drain_per_s"]),
-            ("enqueue one by one", f"{me['enqueue_per_s']:,}/s",
-             f"{enq['library']} {enq['enqueue_per_s']:,}/s", me["enqueue_per_s"] / enq["enqueue_per_s"],
-             "(information)", None),
-            ("delay() vs LPUSH floor", f"{me['delay_per_s']:,}/s",
-             f"LPUSH {me['lpush_floor_per_s']:,}/s", me["delay_per_s"] / me["lpush_floor_per_s"],
-             ">= 0.90 of LPUSH", me["delay_per_s"] >= 0.9 * me["lpush_floor_per_s"]),
-            ("task.map bulk enqueue", f"{me['map_per_s']:,}/s", "-", None,
-             ">= 100,000/s", me["map_per_s"] >= 100_000),
-            ("enqueue→start p50", f"{me['latency_p50_ms']:.2f} ms",
-             f"{p50['library']} {p50['latency_p50_ms']:.2f} ms",
-             me["latency_p50_ms"] / p50["latency_p50_ms"], "<= best peer's",
-             me["latency_p50_ms"] <= p50["latency_p50_ms"]),
-            ("enqueue→start p99", f"{me['latency_p99_ms']:.2f} ms",
-             f"{p99['library']} {p99['latency_p99_ms']:.2f} ms",
-             me["latency_p99_ms"] / p99["latency_p99_ms"], "<= 2 ms", me["latency_p99_ms"] <= 2.0),
-        ]
-        print(f"\n{'measure':<26}{'redisq':>14}  {'best peer':<24}{'ratio':>7}  target")
-        for name, mine, best, ratio, target, ok in checks:
+        v = me["variants"]
+        print(f"\nredisq drains (median of {opts.reps}, alternating): "
+              + ", ".join(f"{k} {x:,}/s" for k, x in v.items())
+              + f"; INCR floor ({Redisq.concurrency} threads) {me['task_floor_per_s']:,}/s")
+        print(f"\n{'measure':<26}{'redisq':>14}  {'reference':<26}{'ratio':>7}  target")
+        for name, mine, ref, ratio, target, ok in checks(me, ok_peers):
             r_txt = f"{ratio:>7.2f}" if ratio is not None else f"{'':>7}"
-            mark = "" if ok is None else verdict(ok)
-            print(f"{name:<26}{mine:>14}  {best:<24}{r_txt}  {target:<20}{mark}")
+            mark = "" if ok is None else ("PASS" if ok else "FAIL")
+            print(f"{name:<26}{mine:>14}  {ref:<26}{r_txt}  {target:<24}{mark}")
     out = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "redisq": me, "peers": peer_data}
     (RESULTS / "compare.json").write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwritten to {RESULTS / 'compare.json'}")

@@ -67,6 +67,9 @@ class Adapter:
     def enqueue_noop(self) -> None:
         raise NotImplementedError
 
+    def enqueue_light(self) -> None:
+        raise NotImplementedError
+
     def enqueue_stamp(self, sent: float) -> None:
         raise NotImplementedError
 
@@ -106,30 +109,71 @@ def wait_counter(r: redis.Redis, n: int, timeout_s: float, proc: subprocess.Pope
     return time.perf_counter()
 
 
+def enqueue_many(adapter: Adapter, kind: str, n: int) -> float:
+    """Enqueue ``n`` jobs of ``kind`` (incr or light) one by one; returns jobs/s."""
+    fn = adapter.enqueue_noop if kind == "incr" else adapter.enqueue_light
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return n / (time.perf_counter() - t)
+
+
+def drain(r: redis.Redis, kind: str, n: int, proc: subprocess.Popen[bytes]) -> float:
+    """Jobs/s of the worker ``proc`` over ``n`` queued jobs of ``kind``: for the INCR task the
+    time from the counter's first INCR to its N-th (worker start-up excluded); for the light
+    task the first and last job's times as the jobs themselves took them (lightcount.py)."""
+    wait_counter(r, 1, 60, proc)
+    t0 = time.perf_counter()
+    t1 = wait_counter(r, n, max(120.0, n / 10), proc)
+    if kind == "incr":
+        return (n - 1) / (t1 - t0)
+    first = min(float(v) for v in r.hvals("light:first"))
+    last = max(float(v) for v in r.hvals("light:last"))
+    return (n - 1) / (last - first)
+
+
+def latency(adapter: Adapter, r: redis.Redis, lat_n: int, spaced: bool) -> list[float]:
+    """Enqueue → start latency (ms) of ``lat_n`` stamp jobs, one at a time (closed loop: each
+    is sent once the previous one started): ``spaced`` 5-15 ms (random) apart, so the worker is
+    idle when each arrives; else back to back (t0 taken before the enqueue call)."""
+    lat: list[float] = []
+    r.delete("lat")
+    for _ in range(lat_n):
+        if spaced:
+            time.sleep(random.uniform(0.005, 0.015))
+        adapter.enqueue_stamp(time.monotonic())
+        got = r.blpop(["lat"], timeout=10)
+        if got is None:
+            raise TimeoutError("a stamp job did not start within 10 s")
+        lat.append(float(got[1]) * 1000)
+    return lat
+
+
+def drain_once(adapter: Adapter, r: redis.Redis, url: str, kind: str, n: int) -> float:
+    """A fresh queue of ``n`` jobs of ``kind``, drained by a fresh worker: jobs/s."""
+    r.flushall()
+    enqueue_many(adapter, kind, n)
+    proc = start_worker(adapter, url)
+    try:
+        return drain(r, kind, n, proc)
+    finally:
+        stop_worker(proc)
+
+
 def measure_once(adapter: Adapter, r: redis.Redis, url: str, n: int,
                  lat_n: int) -> dict[str, Any]:
     r.flushall()
-    t = time.perf_counter()
-    for _ in range(n):
-        adapter.enqueue_noop()
-    enqueue_rate = n / (time.perf_counter() - t)
+    enqueue_rate = enqueue_many(adapter, "incr", n)
     proc = start_worker(adapter, url)
     try:
-        wait_counter(r, 1, 60, proc)
-        t0 = time.perf_counter()
-        drain_rate = (n - 1) / (wait_counter(r, n, max(120.0, n / 10), proc) - t0)
-        lat: list[float] = []
-        r.delete("lat")
-        for _ in range(lat_n):
-            time.sleep(random.uniform(0.005, 0.015))
-            adapter.enqueue_stamp(time.monotonic())
-            got = r.blpop(["lat"], timeout=10)
-            if got is None:
-                raise TimeoutError("a stamp job did not start within 10 s")
-            lat.append(float(got[1]) * 1000)
+        drain_rate = drain(r, "incr", n, proc)
+        spaced = latency(adapter, r, lat_n, spaced=True)
+        b2b = latency(adapter, r, lat_n, spaced=False)
     finally:
         stop_worker(proc)
-    return {"enqueue_per_s": enqueue_rate, "drain_per_s": drain_rate, "latency_ms": lat}
+    light_rate = drain_once(adapter, r, url, "light", n)
+    return {"enqueue_per_s": enqueue_rate, "drain_per_s": drain_rate,
+            "drain_light_per_s": light_rate, "latency_ms": spaced, "latency_b2b_ms": b2b}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -139,7 +183,7 @@ def pct(values: list[float], p: float) -> float:
 
 def measure(adapter: Adapter, url: str, reps: int = 3, scale: float = 1.0,
             lat_n: int = LAT_N) -> dict[str, Any]:
-    """The three measurements of one library against the (fresh) Redis at ``url``."""
+    """The measurements of one library against the (fresh) Redis at ``url``."""
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"worker-{adapter.name}.log").write_bytes(b"")  # this run's worker output only
     n = max(100, int(adapter.drain_n * scale))
@@ -153,17 +197,23 @@ def measure(adapter: Adapter, url: str, reps: int = 3, scale: float = 1.0,
         adapter.close()
         r.flushall()
     lat = [x for run in runs for x in run["latency_ms"]]
+    b2b = [x for run in runs for x in run["latency_b2b_ms"]]
     return {
         "library": adapter.name,
         "worker": adapter.worker_label,
+        "redis_py": redis.__version__,
         "jobs": n,
         "reps": reps,
         "enqueue_per_s": round(statistics.median(x["enqueue_per_s"] for x in runs)),
         "drain_per_s": round(statistics.median(x["drain_per_s"] for x in runs)),
+        "drain_light_per_s": round(statistics.median(x["drain_light_per_s"] for x in runs)),
         "latency_p50_ms": round(pct(lat, 0.50), 3),
         "latency_p99_ms": round(pct(lat, 0.99), 3),
+        "latency_b2b_p50_ms": round(pct(b2b, 0.50), 3),
+        "latency_b2b_p99_ms": round(pct(b2b, 0.99), 3),
         "latency_samples": len(lat),
         "runs": [{"enqueue_per_s": round(x["enqueue_per_s"]), "drain_per_s": round(x["drain_per_s"]),
+                  "drain_light_per_s": round(x["drain_light_per_s"]),
                   "latency_p50_ms": round(pct(x["latency_ms"], 0.5), 3)} for x in runs],
     }
 
@@ -178,6 +228,9 @@ class Huey(Adapter):
 
     def enqueue_noop(self) -> None:
         self.m.noop()
+
+    def enqueue_light(self) -> None:
+        self.m.light()
 
     def enqueue_stamp(self, sent: float) -> None:
         self.m.stamp(sent)
@@ -195,6 +248,9 @@ class Dramatiq(Adapter):
 
     def enqueue_noop(self) -> None:
         self.m.noop.send()
+
+    def enqueue_light(self) -> None:
+        self.m.light.send()
 
     def enqueue_stamp(self, sent: float) -> None:
         self.m.stamp.send(sent)
@@ -214,6 +270,9 @@ class Saq(Adapter):
 
     def enqueue_noop(self) -> None:
         self.loop.run_until_complete(self.m.queue.enqueue("noop"))
+
+    def enqueue_light(self) -> None:
+        self.loop.run_until_complete(self.m.queue.enqueue("light"))
 
     def enqueue_stamp(self, sent: float) -> None:
         self.loop.run_until_complete(self.m.queue.enqueue("stamp", sent=sent))
@@ -238,6 +297,9 @@ class Arq(Adapter):
     def enqueue_noop(self) -> None:
         self.loop.run_until_complete(self.pool.enqueue_job("noop"))
 
+    def enqueue_light(self) -> None:
+        self.loop.run_until_complete(self.pool.enqueue_job("light"))
+
     def enqueue_stamp(self, sent: float) -> None:
         self.loop.run_until_complete(self.pool.enqueue_job("stamp", sent))
 
@@ -259,6 +321,9 @@ class Celery(Adapter):
     def enqueue_noop(self) -> None:
         self.m.noop.delay()
 
+    def enqueue_light(self) -> None:
+        self.m.light.delay()
+
     def enqueue_stamp(self, sent: float) -> None:
         self.m.stamp.delay(sent)
 
@@ -275,6 +340,9 @@ class Rq(Adapter):
 
     def enqueue_noop(self) -> None:
         self.m.queue.enqueue(self.m.noop)
+
+    def enqueue_light(self) -> None:
+        self.m.queue.enqueue(self.m.light)
 
     def enqueue_stamp(self, sent: float) -> None:
         self.m.queue.enqueue(self.m.stamp, sent)
@@ -308,8 +376,8 @@ def versions() -> dict[str, str]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'library':<10}{'worker':<32}{'jobs':>6}{'enqueue/s':>11}{'drain/s':>10}"
-          f"{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'library':<10}{'worker':<32}{'jobs':>6}{'enqueue/s':>11}{'INCR/s':>9}{'light/s':>9}"
+          f"{'p50 ms':>8}{'p99 ms':>8}{'b2b p50':>9}{'b2b p99':>9}")
     for row in rows:
         if "error" in row:
             print(f"{row['library']:<10}{'':<32} {row['error']}")
@@ -318,7 +386,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print(f"{row['library']:<10}{'':<32} pending: {row['pending']}")
             continue
         print(f"{row['library']:<10}{row['worker']:<32}{row['jobs']:>6}{row['enqueue_per_s']:>11,}"
-              f"{row['drain_per_s']:>10,}{row['latency_p50_ms']:>9.2f}{row['latency_p99_ms']:>9.2f}")
+              f"{row['drain_per_s']:>9,}{row.get('drain_light_per_s', 0):>9,}"
+              f"{row['latency_p50_ms']:>8.2f}{row['latency_p99_ms']:>8.2f}"
+              f"{row.get('latency_b2b_p50_ms', 0):>9.2f}{row.get('latency_b2b_p99_ms', 0):>9.2f}")
 
 
 def run_child(name: str, url: str, reps: int, scale: float) -> None:

@@ -11,16 +11,26 @@ default, so that nothing here talks to a machine's Redis by accident).
 """
 
 import os
+import sys
 import time
+from pathlib import Path
 
 import redis
 
 from redisq import App
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peer_tasks"))
+import lightcount
+
 URL = os.environ["REDIS_URL"]
 
 app = App(URL)
 r = redis.Redis.from_url(URL)
+
+
+@app.task(name="bench.light", queue="default")
+def light():
+    lightcount.light()
 
 
 @app.task(name="bench.noop", queue="default")

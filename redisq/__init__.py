@@ -15,20 +15,27 @@ from .errors import (
 )
 from .job import Job, JobContext, current_job
 from .locks import Lock
+from .middleware import Middleware
+from .model import Envelope, Outcome
+from .tasks import CallOptions
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "CallOptions",
     "ConfigError",
     "DuplicateJob",
+    "Envelope",
     "Job",
     "JobContext",
     "JobFailed",
     "JobTimeout",
     "Lock",
     "LockNotAcquired",
+    "Middleware",
     "NotReplicated",
+    "Outcome",
     "RedisqError",
     "Retry",
     "SerializationError",

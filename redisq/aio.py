@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -25,12 +25,11 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry as RedisRetry
 
 from .app import App
-from .backend import keys
+from .backend import finished, keys
 from .backend.backoff import doubling
 from .backend.cluster import sharded_pubsub
-from .backend.connection import client_name
+from .backend.connection import NO_SETINFO, client_name
 from .backend.index import ProducerIndex
-from .backend.records import complete_record
 from .backend.scripts import source
 from .backend.urls import (
     ConnectionOptions,
@@ -44,7 +43,6 @@ from .backend.urls import (
 from .broker.channel import CLASSIC_CHANNELS
 from .errors import ConfigError, NotReplicated
 from .job import RESULT_FIRST_POLL_S, final_result, still_running
-from .model import as_text
 from .producer import delay_from
 from .tasks import split_call
 
@@ -62,12 +60,15 @@ class AsyncJob:
         return f"<AsyncJob {self.id} queue={self.queue}>"
 
     async def info(self) -> dict[str, Any]:
-        raw = await self._producer.client.hgetall(keys.job(self.queue, self.id))
-        return complete_record(raw, self.queue, self.id)
+        """The whole record (empty once it expired or if it never existed), read as
+        :meth:`Job.info` reads it (``lua/record.lua``)."""
+        ks, argv = finished.read_call(self.queue, self.id)
+        reply = await self._producer._record(keys=ks, args=argv)
+        return finished.record_from_reply(reply, self.queue, self.id)
 
     async def status(self) -> str | None:
-        raw = await self._producer.client.hget(keys.job(self.queue, self.id), "status")
-        return as_text(raw) if raw is not None else None
+        status: str | None = (await self.info()).get("status")
+        return status
 
     async def result(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> Any:
         """Wait for the job to end; raises JobFailed / JobTimeout like :meth:`Job.result`."""
@@ -93,7 +94,7 @@ def async_client(url: str, opts: ConnectionOptions, max_connections: int) -> aio
     common: dict[str, Any] = {
         "socket_timeout": opts.socket_timeout_s, "socket_connect_timeout": opts.connect_timeout_s,
         "retry": RedisRetry(NoBackoff(), 0), "client_name": client_name("aio-producer"),
-        "max_connections": max_connections}
+        "max_connections": max_connections, **NO_SETINFO}
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
     # The same TLS options as connect() (hostname checking on unless the URL says otherwise).
@@ -132,6 +133,10 @@ class AsyncProducer:
     """Enqueue and publish from asyncio code through one ``redis.asyncio`` client."""
 
     def __init__(self, app: App, max_connections: int = 50) -> None:
+        if app.eager:  # it would send the jobs to Redis: not what a test of an eager App means
+            raise ConfigError("AsyncProducer has no eager mode (App(eager=True) or "
+                              "REDISQ_EAGER): call the tasks' delay() in the test, or test on "
+                              "fakeredis with redisq.testing (docs/testing.md)")
         self.app = app
         self._cluster = urlparse(app.url).scheme.endswith("+cluster")
         if self._cluster and app.wait_replicas:
@@ -140,23 +145,26 @@ class AsyncProducer:
         self.client: aioredis.Redis = async_client(app.url, app.options, max_connections)
         self._sharded: bool | None = None  # decided at the first publish on a cluster
         self._enqueue = self.client.register_script(source("enqueue"))
+        self._record = self.client.register_script(source("record"))
         self._publish_durable = self.client.register_script(source("publish_durable"))
         self._index = ProducerIndex(None)  # when to register; the writes are async, below
 
     async def enqueue(self, task_name: str, args: Sequence[Any] = (),
                       kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                       delay_s: float | None = None, job_id: str | None = None,
-                      eta: datetime | float | None = None) -> AsyncJob:
-        """Queue a call (one round trip); same rules as :meth:`App.enqueue`."""
-        prepared = self.app.prepare(task_name, args, kwargs, queue, job_id)
+                      eta: datetime | float | None = None,
+                      options: Mapping[str, Any] | None = None) -> AsyncJob:
+        """Queue a call (one round trip); same rules, per-call ``options`` and middleware as
+        :meth:`App.enqueue` (its ``after_enqueue`` sees the synchronous :class:`Job`)."""
+        delay_s = delay_from(delay_s, eta)
+        prepared = self.app.prepare(task_name, args, kwargs, queue, job_id, options, delay_s)
         q = prepared.env.queue
         if self._index.due(q):  # see redisq.index: on a queue's first write, then now and then
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.sadd(keys.QUEUES, q)
                 pipe.zadd(keys.QUEUES_SEEN, {q: time.time()})
                 await pipe.execute()
-        _, ks, argv = self.app.records.enqueue_call(prepared.env, prepared.message,
-                                                    delay_from(delay_s, eta),
+        _, ks, argv = self.app.records.enqueue_call(prepared.env, prepared.message, delay_s,
                                                     prepared.unique_ttl_s, prepared.fresh_id)
         if self.app.wait_replicas:
             created, jid = await self._enqueue_replicated(ks, argv)
@@ -188,15 +196,18 @@ class AsyncProducer:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def enqueue_many(self, task_name: str, calls: Iterable[Any],
-                           concurrency: int = 50, queue: str | None = None) -> list[AsyncJob]:
+                           concurrency: int = 50, queue: str | None = None,
+                           options: Mapping[str, Any] | None = None) -> list[AsyncJob]:
         """Queue many calls with at most ``concurrency`` in flight at once (bounded, so a bulk
         send cannot open thousands of connections or starve the event loop)."""
+        if options and "job_id" in options:
+            raise TypeError("enqueue_many queues many jobs: a job_id option cannot apply to all")
         gate = asyncio.Semaphore(concurrency)
 
         async def one(call: Any) -> AsyncJob:
             args, kwargs = split_call(call)
             async with gate:
-                return await self.enqueue(task_name, args, kwargs, queue=queue)
+                return await self.enqueue(task_name, args, kwargs, queue=queue, options=options)
 
         return list(await asyncio.gather(*(one(c) for c in calls)))
 

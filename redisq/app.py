@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 import redis
 
-from . import limits, serializers
-from .backend import index, keys
+from . import config, limits, serializers
+from .backend import control, index, keys
 from .backend.connection import ConnectionOptions, connect, resolve_url
 from .backend.records import Records
 from .backend.scripts import Scripts
 from .backend.urls import is_embedded
 from .broker.channel import Channel
 from .broker.queue import Queue
+from .eager import EagerRecords, EagerRunner
 from .job import Job
 from .locks import Lock
+from .middleware import HookMiddleware, Hooks
 from .model import new_id
 from .periodic import Periodic, job_id
 from .producer import Messages, Prepared, delay_from, job_for
@@ -57,17 +59,6 @@ R = TypeVar("R")
 BULK_CHUNK = 500  # jobs per enqueue_many script call: big enough to amortise, short enough for Redis
 
 
-@dataclass
-class Hooks:
-    """Callables run by the worker around jobs and its own life."""
-
-    before_job: list[Callable[..., Any]] = field(default_factory=list)
-    after_job: list[Callable[..., Any]] = field(default_factory=list)
-    on_failure: list[Callable[..., Any]] = field(default_factory=list)
-    startup: list[Callable[..., Any]] = field(default_factory=list)
-    shutdown: list[Callable[..., Any]] = field(default_factory=list)
-
-
 @dataclass(frozen=True)
 class SubscriberSpec:
     channel: str
@@ -84,7 +75,8 @@ class App:
                  dead_max: int = 10_000, options: ConnectionOptions | None = None,
                  events: bool = True, wait_replicas: int = 0,
                  wait_timeout_s: float = 1.0, args_summary_bytes: int = 48,
-                 max_message_bytes: int = limits.DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = limits.DEFAULT_MAX_MESSAGE_BYTES,
+                 eager: bool | None = None, eager_raise: bool = True) -> None:
         """``wait_replicas``: durable enqueue. With N > 0, ``enqueue`` (and ``enqueue_many``,
         ``task.map``) returns only once N replicas have the job (``WAIT`` on the same
         connection, same round trip), else raises :class:`NotReplicated`; asynchronous
@@ -93,7 +85,14 @@ class App:
         record keeps (0 none, -1 the whole message; docs/deployment.md, sizing).
 
         ``max_message_bytes``: the largest encoded message (job or published) a producer
-        sends and a worker parses (``MessageTooLarge`` beyond it; workers dead-letter it)."""
+        sends and a worker parses (``MessageTooLarge`` beyond it; workers dead-letter it).
+
+        ``eager`` (default: ``$REDISQ_EAGER``, else off): tests only. ``delay``/``enqueue``/
+        ``map`` run the task inline in the caller's thread, through the worker's decode,
+        execute and retry steps (delays skipped), and return the finished job; no Redis is
+        used. ``eager_raise``: a job that fails for good raises its exception there (else it
+        is recorded, and ``job.result()`` raises :class:`JobFailed`). See :mod:`redisq.eager`
+        and docs/testing.md."""
         self._url = url
         self.serializer = serializers.get(serializer)
         self.options = options or ConnectionOptions()
@@ -117,8 +116,16 @@ class App:
         self.durable_channels: set[str] = set()
         self.hooks = Hooks()
         self.periodic_jobs: dict[str, Periodic] = {}  # task name → its schedule
+        self.eager = config.eager_from_env() if eager is None else bool(eager)
+        #: An eager App's runner and in-memory records (None: jobs go to Redis).
+        self.eager_runner: EagerRunner | None = None
+        if self.eager:
+            self.eager_runner = EagerRunner(self.tasks, self.hooks, self.serializer,
+                                            lambda: self.max_message_bytes, eager_raise,
+                                            EagerRecords())
         self._client: redis.Redis | None = None
         self._records: Records | None = None
+        self._client_factory: Callable[[str], redis.Redis] | None = None
 
     # -- connection --------------------------------------------------------------------------
     @property
@@ -134,9 +141,21 @@ class App:
         URL an application module gave it)."""
         self._url = url
 
-    def connect(self, role: str = "producer") -> redis.Redis:
-        """A new client for this app's Redis (workers make their own, named by role)."""
-        return connect(self.url, role=role, options=self.options)
+    def connect(self, role: str = "producer",
+                options: ConnectionOptions | None = None) -> redis.Redis:
+        """A new client for this app's Redis (workers make their own, named by role;
+        ``options``: instead of the App's)."""
+        if self._client_factory is not None:
+            return self._client_factory(role)
+        return connect(self.url, role=role, options=options or self.options)
+
+    def use_client_factory(self, factory: Callable[[str], redis.Redis] | None) -> None:
+        """Make every client of this App, its producer's and those of workers run in this
+        process, with ``factory(role)`` instead of from its URL (None: from the URL again).
+        For tests on fakeredis (:mod:`redisq.testing`); a worker in another process still
+        uses the URL."""
+        self.close()
+        self._client_factory = factory
 
     @property
     def client(self) -> redis.Redis:
@@ -179,11 +198,14 @@ class App:
              queue: str = "default", retries: int = 3, timeout_s: float | None = 300.0,
              retry_backoff_s: float = 1.0, retry_backoff_cap_s: float = 600.0,
              unique_by: UniqueBy = None, on_duplicate: str = "return", bind: bool = False,
-             dead_letter: bool = True) -> Any:
+             dead_letter: bool = True, rate_limit: str | None = None,
+             concurrency_limit: int | None = None) -> Any:
         """Register a task (``@app.task`` or ``@app.task(...)``) under ``module.function``
-        or ``name``. Only registered tasks run in a worker."""
+        or ``name``. Only registered tasks run in a worker. ``rate_limit="100/m"`` and
+        ``concurrency_limit=2`` hold across every worker (see docs/control.md)."""
         opts = TaskOptions(queue, retries, timeout_s, retry_backoff_s, retry_backoff_cap_s,
-                           unique_by, on_duplicate, bind, dead_letter)
+                           unique_by, on_duplicate, bind, dead_letter, rate_limit,
+                           concurrency_limit)
 
         def register(func: Callable[..., Any]) -> Task[..., Any]:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
@@ -212,7 +234,9 @@ class App:
         def decorate(func: Callable[..., Any]) -> Task[..., Any]:
             task: Task[..., Any] = self.task(name=name, queue=queue, **task_options)(func)
             # Build a tick's message now, so the first tick is not where a bad argument shows.
-            self.prepare(task.name, spec.args, spec.kwargs, queue, job_id(task.name, 0.0))
+            # (Not through the middleware: no job is sent here.)
+            self.messages.prepare(task.name, spec.args, spec.kwargs, queue,
+                                  job_id(task.name, 0.0))
             self.periodic_jobs[task.name] = replace(spec, task=task.name)
             return task
 
@@ -235,17 +259,34 @@ class App:
         bucket.append(fn)
         return fn
 
+    def add_middleware(self, middleware: Any) -> None:
+        """Install ``middleware``: an object with some of ``before_enqueue(envelope)``,
+        ``after_enqueue(job)``, ``before_execute(job)``, ``after_execute(job, outcome)``,
+        ``on_retry(job, outcome)``, ``on_dead(job, outcome)`` (see :mod:`redisq.middleware`
+        and docs/middleware.md). Producers and workers of this App both use it."""
+        self.hooks.middleware.add(middleware)
+
+    def _job_hook(self, bucket: list[Callable[..., Any]], fn: F) -> F:
+        """A job hook: sugar over one middleware, installed with the first hook (so an App
+        without hooks or middleware pays nothing per job)."""
+        if not self.hooks._job_hooks:
+            self.hooks._job_hooks = True
+            self.hooks.middleware.add(HookMiddleware(self.hooks.before_job, self.hooks.after_job,
+                                                     self.hooks.on_failure))
+        return self._hook(bucket, fn)
+
     def before_job(self, fn: F) -> F:
-        """``fn(job_context)`` before each job (close stale DB connections here)."""
-        return self._hook(self.hooks.before_job, fn)
+        """``fn(job_context)`` before each job (close stale DB connections here); an error
+        fails the attempt."""
+        return self._job_hook(self.hooks.before_job, fn)
 
     def after_job(self, fn: F) -> F:
         """``fn(job_context, outcome)`` after each attempt, whatever its outcome."""
-        return self._hook(self.hooks.after_job, fn)
+        return self._job_hook(self.hooks.after_job, fn)
 
     def on_failure(self, fn: F) -> F:
         """``fn(job_context, exception)`` when an attempt raises."""
-        return self._hook(self.hooks.on_failure, fn)
+        return self._job_hook(self.hooks.on_failure, fn)
 
     def on_startup(self, fn: F) -> F:
         """``fn(worker)`` once when a worker starts."""
@@ -271,10 +312,17 @@ class App:
     def enqueue(self, task_name: str, args: Sequence[Any] = (),
                 kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
-                eta: datetime | float | None = None) -> Job[Any]:
-        """Queue a call of ``task_name`` (registered here or only in the worker)."""
-        prepared = self.prepare(task_name, args, kwargs, queue, job_id)
+                eta: datetime | float | None = None,
+                options: Mapping[str, Any] | None = None) -> Job[Any]:
+        """Queue a call of ``task_name`` (registered here or only in the worker); an eager
+        App runs it now and returns it finished (``delay_s``/``eta`` ignored).
+        ``options``: per-call options (:class:`~redisq.tasks.CallOptions`: ``queue``,
+        ``timeout_s``, ``retries``, ``expires_s``, ``result_ttl_s``, ``job_id``, ``headers``),
+        carried in the message, so a producer that does not import the task can set them."""
         delay_s = delay_from(delay_s, eta)
+        prepared = self.prepare(task_name, args, kwargs, queue, job_id, options, delay_s)
+        if self.eager_runner is not None:
+            return self.eager_runner.run(prepared)
         self.records.register_queue(prepared.env.queue)
         if (prepared.fresh_id and prepared.env.unique is None and delay_s is None
                 and self.records.transactions):
@@ -291,24 +339,46 @@ class App:
         return self.finish_enqueue(prepared, bool(created), jid)
 
     def prepare(self, task_name: str, args: Sequence[Any], kwargs: dict[str, Any] | None,
-                queue: str | None, job_id: str | None) -> Prepared:
-        """Validate a call and build its message (pure: see :meth:`Messages.prepare`)."""
-        return self.messages.prepare(task_name, args, kwargs, queue, job_id)
+                queue: str | None, job_id: str | None, options: Mapping[str, Any] | None = None,
+                delay_s: float | None = None) -> Prepared:
+        """Validate a call and build its message (pure: see :meth:`Messages.prepare`), as
+        the middleware's ``before_enqueue`` leaves it."""
+        mw = self.hooks.middleware
+        edit = mw.before_enqueue if mw.items and mw.has("before_enqueue") else None
+        return self.messages.prepare(task_name, args, kwargs, queue, job_id, options, delay_s,
+                                     edit)
 
     def finish_enqueue(self, prepared: Prepared, created: bool, job_id: bytes | str) -> Job[Any]:
-        """The Job handle for an enqueue's answer (or the duplicate rule's error)."""
-        return job_for(self.records, prepared, created, job_id)
+        """The Job handle for an enqueue's answer (or the duplicate rule's error); the
+        middleware's ``after_enqueue`` sees it."""
+        job = job_for(self.records, prepared, created, job_id)
+        if self.hooks.middleware.items:
+            self.hooks.middleware.after_enqueue(job)
+        return job
 
     def enqueue_many(self, task_name: str,
                      calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
-                     queue: str | None = None) -> list[Job[Any]]:
-        """Queue many calls of one task in as few round trips as possible."""
+                     queue: str | None = None,
+                     options: Mapping[str, Any] | None = None) -> list[Job[Any]]:
+        """Queue many calls of one task in as few round trips as possible, each with
+        ``options`` (as :meth:`enqueue`'s, but no ``job_id``)."""
+        options = dict(options or {})
+        if "job_id" in options:
+            raise TypeError("enqueue_many queues many jobs: a job_id option cannot apply to all")
+        queue = queue or options.pop("queue", None)
+        if self.eager_runner is not None:  # every call validated before any runs, as below
+            prepared = [self.prepare(task_name, a, k, queue, None, options) for a, k in calls]
+            return [self.eager_runner.run(p) for p in prepared]
         task = self.tasks.get(task_name)
         q = keys.check_name(queue or (task.options.queue if task else "default"))
         if task is not None and task.options.unique_by is not None:
-            return [self.enqueue(task_name, a, k, queue=q) for a, k in calls]
+            return [self.enqueue(task_name, a, k, queue=q, options=options) for a, k in calls]
         now = round(time.time(), 3)
-        message = self.messages.bulk_builder(task_name, q, now)
+        mw = self.hooks.middleware
+        headers_of: dict[str, str] = {}  # job id -> its headers, for its record
+        message = self.messages.bulk_builder(
+            task_name, q, now, options,
+            mw.before_enqueue if mw.items and mw.has("before_enqueue") else None, headers_of)
         jobs: list[Job[Any]] = []
         batch: list[tuple[str, bytes]] = []
         # Everything is validated and encoded before anything is sent: a bad call anywhere
@@ -327,18 +397,40 @@ class App:
         for i in range(0, len(batch), BULK_CHUNK):
             part = batch[i:i + BULK_CHUNK]
             ks = [keys.pending(q), keys.stats(q), *(keys.job(q, jid) for jid, _ in part)]
-            calls_out.append(("enqueue_many", ks, [task_name, repr(now), *(m for _, m in part)]))
+            heads = [headers_of.get(jid, "") for jid, _ in part] if headers_of else []
+            calls_out.append(("enqueue_many", ks, [task_name, repr(now), *(m for _, m in part),
+                                                   *heads]))
         for i in range(0, len(calls_out), 20):
             self.records.scripts.run_many(calls_out[i:i + 20], self.wait_replicas,
                                           self.wait_timeout_s)
+        if mw.items:
+            for job in jobs:
+                mw.after_enqueue(job)
         return jobs
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any] | None:
         """The handle of an existing job, or None when no queue has a record for it."""
+        if self.eager_runner is not None:
+            store = self.eager_runner.records
+            q = queue or store.find_queue(job_id)
+            return Job(store, job_id, q) if q is not None and store.status(q, job_id) else None
         q = queue or self.records.find_queue(job_id)
         if q is None or not self.records.status(q, job_id):
             return None
         return Job(self.records, job_id, q)
+
+    def pause(self, queue: str) -> bool:
+        """Stop workers taking jobs from ``queue`` (within 0.5 s; queued jobs stay as they
+        are); returns False if it was paused already."""
+        return control.pause(self.client, queue)
+
+    def resume(self, queue: str) -> bool:
+        """Let workers take from ``queue`` again; returns False if it was not paused."""
+        return control.resume(self.client, queue)
+
+    def paused(self) -> set[str]:
+        """The paused queues."""
+        return control.paused(self.client)
 
     def queue(self, name: str) -> Queue:
         return Queue(self.client, name, self.records.scripts)

@@ -38,13 +38,21 @@ class Settings:
     mode: str = "prodcons"
     """Worker mode: ``prodcons`` (queues) or ``pubsub`` (channels)."""
     queues: tuple[str, ...] = ("default",)
-    """Queues to consume, highest priority first."""
+    """Queues to consume, highest priority first; ``high:5,default:1``: weighted, none starves."""
+    abort_grace_s: float = 5.0
+    """How long an aborted running job may take to stop by itself before it is forced."""
     channels: tuple[str, ...] = ()
     """Channels to subscribe to in pubsub mode (default: every ``@app.subscriber``)."""
     concurrency: int = 8
     """Jobs run at once by one worker process (threads)."""
+    processes: int = 1
+    """Worker processes (prodcons) a supervisor forks, each with ``concurrency`` threads."""
+    max_jobs_per_child: int = 0
+    """A worker process is replaced (gracefully) after this many jobs (0: never)."""
+    max_memory_per_child_mb: float = 0.0
+    """A worker process is replaced (gracefully) once its RSS exceeds this (0: never)."""
     burst: bool = False
-    """Drain the queues, then exit."""
+    """Drain the queues (nothing queued, due for retry or running), then exit."""
     grace_s: float = 30.0
     """On SIGTERM/SIGINT, how long running jobs may finish before they are requeued."""
     block_timeout_s: float = 5.0
@@ -78,6 +86,8 @@ class Settings:
     """``text`` (key=value) or ``json`` log lines."""
     data_dir: str = ".redisq"
     """Data directory of the embedded server."""
+    eager: bool = False
+    """Tests only: ``delay()`` runs the task inline in the caller's thread, no Redis (docs/testing.md)."""
     web_token: str | None = None
     """Write token (16+ chars): every POST needs ``Authorization: Bearer <token>``; reads too."""
     web_read_token: str | None = None
@@ -177,15 +187,48 @@ def load(overrides: Mapping[str, Any] | None = None,
         if raw is not None:
             values[name] = _convert(name, raw)
     settings = Settings(**values)
+    queue_weights(settings.queues)  # raises ConfigError for a bad weight
     if not settings.queues:
         raise ConfigError("setting queues must name at least one queue")
     if settings.concurrency < 1:
         raise ConfigError("setting concurrency must be >= 1")
+    if settings.processes < 1:
+        raise ConfigError("setting processes must be >= 1")
     if settings.max_message_bytes < 1:
         raise ConfigError("setting max_message_bytes must be >= 1")
     if settings.block_timeout_s <= 0 or settings.lease_s <= settings.block_timeout_s:
         raise ConfigError("settings need 0 < block_timeout_s < lease_s")
     return settings
+
+
+def queue_weights(queues: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
+    """Split ``("high:5", "default:1")`` into names and weights; ``(names, None)`` when no
+    item carries a weight (strict priority order). A weight is the digits after the last
+    colon (a queue whose name ends in ``:<digits>`` is written with an explicit weight)."""
+    names: list[str] = []
+    weights: list[int] = []
+    for item in queues:
+        name, sep, weight = item.rpartition(":")
+        if sep and weight.isdigit() and name:
+            names.append(name)
+            weights.append(int(weight))
+        else:
+            names.append(item)
+            weights.append(0)
+    if not any(weights):
+        return tuple(names), None
+    if len(set(names)) != len(names):
+        raise ConfigError(f"setting queues names a queue twice: {','.join(queues)}")
+    if not all(weights):
+        raise ConfigError("setting queues: give every queue a weight (high:5,default:1) or none")
+    return tuple(names), tuple(weights)
+
+
+def eager_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """``REDISQ_EAGER`` as a bool (an App given no ``eager=`` reads it; a bad value is a
+    :class:`ConfigError`, as for every setting)."""
+    raw = (os.environ if environ is None else environ).get(ENV_PREFIX + "EAGER")
+    return bool(_convert("eager", raw)) if raw is not None else False
 
 
 MIN_TOKEN_CHARS = 16

@@ -12,6 +12,7 @@ gets the real measure (:func:`json_depth_exceeds`), whose loops also run in C.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 from .errors import SerializationError
@@ -23,6 +24,9 @@ MAX_DEPTH = 64
 JOB_WRAPPING = 2
 #: Default largest encoded message, in bytes (``max_message_bytes``).
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
+#: Largest a job's headers may be, as compact JSON: they are metadata (a request id, a trace
+#: context), copied into the job's record, and must not turn every record into a blob.
+MAX_HEADERS_BYTES = 4096
 
 # What is left of JSON text once strings are gone: brackets, all made square (a level is a
 # level; text where they do not match is no JSON and fails to parse anyway).
@@ -36,6 +40,29 @@ class MessageTooLarge(SerializationError, ValueError):
 
 class MessageTooDeep(SerializationError, ValueError):
     """A message nests values deeper than :data:`MAX_DEPTH` levels."""
+
+
+class HeadersTooLarge(SerializationError, ValueError):
+    """A job's headers are larger than :data:`MAX_HEADERS_BYTES` as JSON."""
+
+
+def headers_json(headers: dict[str, Any]) -> str:
+    """``headers`` as compact JSON (what the job record keeps), if they are a JSON object of
+    at most :data:`MAX_HEADERS_BYTES`; else :class:`HeadersTooLarge`, or ``TypeError`` /
+    :class:`SerializationError` for what is not a JSON object with string keys."""
+    if not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers):
+        raise TypeError("headers must be a dict with string keys")
+    try:
+        text = json.dumps(headers, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"headers must be plain JSON: {exc}") from None
+    except RecursionError:
+        raise HeadersTooLarge("headers nest too deep") from None
+    size = len(text.encode())
+    if size > MAX_HEADERS_BYTES:
+        raise HeadersTooLarge(f"headers of {size:,} bytes (as JSON) are larger than "
+                              f"MAX_HEADERS_BYTES={MAX_HEADERS_BYTES:,}")
+    return text
 
 
 def json_depth_exceeds(data: bytes, limit: int) -> bool:
@@ -140,7 +167,7 @@ def max_message_bytes(app_bytes: int, setting_bytes: int) -> int:
 def poison_reason(exc: BaseException) -> tuple[str, str]:
     """``(error_type, reason)`` for the dead letter of a message that could not be decoded:
     one line, bounded (an exception's text may quote the message)."""
-    if isinstance(exc, (MessageTooLarge, MessageTooDeep)):
+    if isinstance(exc, (MessageTooLarge, MessageTooDeep, HeadersTooLarge)):
         error_type, text = type(exc).__name__, str(exc)
     else:
         error_type = "BadMessage"
@@ -154,11 +181,14 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "JOB_WRAPPING",
     "MAX_DEPTH",
+    "MAX_HEADERS_BYTES",
     "Decoder",
+    "HeadersTooLarge",
     "MessageTooDeep",
     "MessageTooLarge",
     "check_message",
     "decode",
+    "headers_json",
     "json_depth_exceeds",
     "max_message_bytes",
     "poison_reason",

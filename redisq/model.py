@@ -7,16 +7,31 @@ redisq but :mod:`redisq.errors`, and nothing here touches Redis.
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 QUEUED, STARTED, SUCCEEDED, FAILED = "queued", "started", "succeeded", "failed"
 RETRYING, DEAD, CANCELLED = "retrying", "dead", "cancelled"
-STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED)
+EXPIRED = "expired"  # not started by its deadline (``expires_s``): recorded, never run
+#: Stopped by ``job.abort()`` while it ran (terminal, never retried); waiting in the delayed
+#: set for a rate or concurrency limit slot (see docs/control.md).
+ABORTED, THROTTLED = "aborted", "throttled"
+STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED, EXPIRED,
+            ABORTED, THROTTLED)
 #: Statuses after which a job never runs again (unless a dead job is requeued).
-TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED})
+TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED, EXPIRED, ABORTED})
+
+#: The per-call options a message may carry (``task.options(...)``, ``app.enqueue(...,
+#: options=)``), each with the types it may have. They override the registered task's defaults
+#: for that one job: ``retries`` (>= 0), ``timeout_s`` (> 0, or null: no limit),
+#: ``result_ttl_s`` (> 0: the succeeded/cancelled/expired record's TTL) and ``expires_at``
+#: (unix seconds, the producer's clock: an attempt not started by then is not run).
+OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "retries": (int,), "timeout_s": (int, float, type(None)), "result_ttl_s": (int, float),
+    "expires_at": (int, float)}
 
 
 def new_id() -> str:
@@ -41,6 +56,11 @@ class Envelope:
     attempt: int = 1
     enqueued_at: float = 0.0
     unique: str | None = None
+    #: The caller's metadata (``task.options(headers=...)``, middleware such as tracing):
+    #: a small JSON object, visible as ``current_job().headers`` and on the job record.
+    headers: dict[str, Any] = field(default_factory=dict)
+    #: Per-call overrides of the task's options (see :data:`OPTION_TYPES`).
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         # Empty args and kwargs are left out (from_dict defaults them): a message is most of
@@ -53,6 +73,11 @@ class Envelope:
         out.update(queue=self.queue, attempt=self.attempt, enqueued_at=self.enqueued_at)
         if self.unique is not None:
             out["unique"] = self.unique
+        # Left out when empty, like args: most jobs carry neither.
+        if self.headers:
+            out["headers"] = self.headers
+        if self.options:
+            out["options"] = self.options
         return out
 
     def next_attempt(self) -> Envelope:
@@ -66,12 +91,14 @@ class Envelope:
             env = cls(id=data["id"], task=data["task"], args=data.get("args", []),
                       kwargs=data.get("kwargs", {}), queue=data.get("queue", ""),
                       attempt=data.get("attempt", 1), enqueued_at=data.get("enqueued_at", 0.0),
-                      unique=data.get("unique"))
+                      unique=data.get("unique"), headers=data.get("headers", {}),
+                      options=data.get("options", {}))
         except KeyError as exc:
             raise BadMessage(f"job message lacks the field {exc.args[0]!r}") from None
         for name, kind in (("id", str), ("task", str), ("args", list), ("kwargs", dict),
                            ("queue", str), ("attempt", int), ("enqueued_at", (int, float)),
-                           ("unique", (str, type(None)))):
+                           ("unique", (str, type(None))), ("headers", dict),
+                           ("options", dict)):
             value = getattr(env, name)
             # bool is an int to isinstance, but True is no attempt number or time.
             if not isinstance(value, kind) or isinstance(value, bool):
@@ -84,14 +111,40 @@ class Envelope:
             raise BadMessage("job message field 'id' must not contain quotes or backslashes")
         if env.attempt < 1:
             raise BadMessage(f"job message field 'attempt' must be >= 1, not {env.attempt}")
+        if env.options:
+            check_options(env.options, BadMessage)
+        if env.headers and not all(isinstance(k, str) for k in env.headers):
+            raise BadMessage("job message field 'headers' must have string keys")
         return env
+
+
+def check_options(options: dict[str, Any], error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` naming the first option of ``options`` that is unknown, of a wrong type
+    or out of range (see :data:`OPTION_TYPES`); the producers' check and the workers' alike."""
+    for name, value in options.items():
+        kinds = OPTION_TYPES.get(name)
+        if kinds is None:
+            raise error(f"unknown job option {name!r} (known: {', '.join(OPTION_TYPES)})")
+        # bool is an int to isinstance, but True is no number of retries.
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise error(f"job option {name!r} must be {names}, not {value!r}")
+        if value is None:
+            continue
+        number = float(cast(float, value))
+        if not math.isfinite(number):
+            raise error(f"job option {name!r} must be a finite number, not {value!r}")
+        if (name == "retries" and number < 0) or (name in ("timeout_s", "result_ttl_s")
+                                                   and number <= 0):
+            raise error(f"job option {name!r} must be {'>= 0' if name == 'retries' else '> 0'}"
+                        f", not {value!r}")
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How one attempt ended; built by the pure ``execute`` step, written by ``settle``."""
 
-    status: str  # succeeded | failed | retrying | dead | cancelled
+    status: str  # succeeded | failed | retrying | dead | cancelled | expired
     result: Any = None
     error_type: str = ""
     error_message: str = ""
@@ -99,6 +152,9 @@ class Outcome:
     retry_in_s: float = 0.0
     duration_s: float = 0.0
     result_json: str = "null"
+    #: What the attempt raised (for middleware: error reporters want the object, not its
+    #: text); None when it did not run or succeeded. Never written to Redis.
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ and build its message (pure: no Redis), and turn an enqueue's answer into a :cla
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,8 +16,11 @@ from . import limits, serializers
 from .backend import keys
 from .backend.records import Records
 from .job import Job
-from .model import Envelope
-from .tasks import AnyTask, duplicate, make_envelope
+from .model import Envelope, check_options
+from .tasks import AnyTask, check_call_options, duplicate, make_envelope
+
+#: ``edit(envelope) -> envelope``: what middleware makes of a job before it is encoded.
+Edit = Callable[[Envelope], Envelope]
 
 log = logging.getLogger("redisq.app")
 
@@ -46,11 +50,19 @@ class Messages:
         self._json_templates: dict[tuple[str, str], serializers.JobEncoder] = {}
 
     def prepare(self, task_name: str, args: Sequence[Any], kwargs: dict[str, Any] | None,
-                queue: str | None, job_id: str | None) -> Prepared:
+                queue: str | None, job_id: str | None, options: Mapping[str, Any] | None = None,
+                delay_s: float | None = None, edit: Edit | None = None) -> Prepared:
         """Validate a call and build its message (pure: no Redis). Raises ``TypeError`` for
-        arguments the task cannot take, ``SerializationError`` for values JSON cannot carry,
-        and :class:`~redisq.limits.MessageTooLarge` / :class:`~redisq.limits.MessageTooDeep`
-        (also ``ValueError``) beyond the size cap or :data:`~redisq.limits.MAX_DEPTH`."""
+        arguments the task cannot take or unknown ``options`` (:class:`~redisq.tasks.
+        CallOptions`), ``ValueError`` for option values out of range,
+        ``SerializationError`` for values JSON cannot carry, and
+        :class:`~redisq.limits.MessageTooLarge` / :class:`~redisq.limits.MessageTooDeep` /
+        :class:`~redisq.limits.HeadersTooLarge` (also ``ValueError``) beyond the size caps or
+        :data:`~redisq.limits.MAX_DEPTH`. ``edit``: the middleware's ``before_enqueue``."""
+        headers: dict[str, Any] = {}
+        wire: dict[str, Any] = {}
+        if options:
+            queue, job_id, headers, wire = split_options(options, queue, job_id, delay_s)
         task = self.tasks.get(task_name)
         check_call(task_name, args, kwargs, job_id)
         kwargs = dict(kwargs or {})
@@ -59,8 +71,11 @@ class Messages:
         if task is not None:
             task.check_args(args, kwargs)
             unique = task.unique_key(args, kwargs)
-        env = make_envelope(task_name, q, args, kwargs, job_id, unique)
-        if unique is None and job_id is None and self.serializer.name == "json":
+        env = make_envelope(task_name, q, args, kwargs, job_id, unique, headers, wire)
+        if edit is not None:
+            env = edit(env)
+        if (unique is None and job_id is None and self.serializer.name == "json"
+                and not env.headers and not env.options and edit is None):
             # (A caller's job id goes through the encoder: it escapes what the template would
             # copy as is.)
             message = self._json_message(task_name, q)(env.id, args, kwargs, env.enqueued_at)
@@ -69,18 +84,32 @@ class Messages:
         self.check_job(message, env)
         return Prepared(task, env, message, unique_ttl_s(task), fresh_id=job_id is None)
 
-    def bulk_builder(self, task_name: str, queue: str,
-                     now: float) -> Callable[[str, Sequence[Any], dict[str, Any]], bytes]:
-        """``message(job_id, args, kwargs)`` for many jobs of one task enqueued at ``now``."""
+    def bulk_builder(self, task_name: str, queue: str, now: float,
+                     options: Mapping[str, Any] | None = None, edit: Edit | None = None,
+                     headers_of: dict[str, str] | None = None,
+                     ) -> Callable[[str, Sequence[Any], dict[str, Any]], bytes]:
+        """``message(job_id, args, kwargs)`` for many jobs of one task enqueued at ``now``,
+        each with ``options`` (no ``queue`` or ``job_id`` among them) and ``edit``ed;
+        ``headers_of`` gets each job's headers as JSON (for its record), if it has any."""
         check = self.check_job
-        if self.serializer.name == "json":
+        headers: dict[str, Any] = {}
+        wire: dict[str, Any] = {}
+        if options:
+            _, _, headers, wire = split_options(options, None, None, None)
+        if self.serializer.name == "json" and not headers and not wire and edit is None:
             encode = self._json_message(task_name, queue)
             return lambda jid, args, kwargs: check(encode(jid, args, kwargs, now))
         dumps = self.serializer.dumps
 
         def generic(jid: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
-            env = make_envelope(task_name, queue, args, kwargs, jid, None)
-            return check(dumps({**env.to_dict(), "enqueued_at": now}), env)
+            env = replace(make_envelope(task_name, queue, args, kwargs, jid, None, dict(headers),
+                                       dict(wire)),
+                          enqueued_at=now)
+            if edit is not None:
+                env = edit(env)
+            if env.headers and headers_of is not None:
+                headers_of[jid] = limits.headers_json(env.headers)
+            return check(dumps(env.to_dict()), env)
         return generic
 
     def check_job(self, message: bytes, env: Envelope | None = None) -> bytes:
@@ -115,6 +144,35 @@ def job_for(records: Records, prepared: Prepared, created: bool, job_id: bytes |
         return duplicate(prepared.task, job)
     log.debug("job=%s task=%s queue=%s enqueued", jid, env.task, env.queue)
     return job
+
+
+def split_options(options: Mapping[str, Any], queue: str | None, job_id: str | None,
+                  delay_s: float | None) -> tuple[str | None, str | None, dict[str, Any],
+                                                  dict[str, Any]]:
+    """``(queue, job_id, headers, message options)`` of a call's :class:`~redisq.tasks.
+    CallOptions`: ``expires_s`` becomes the absolute ``expires_at`` (counted from when the job
+    is due), the others are checked as a worker will check them."""
+    opts = check_call_options(options)
+    for name, given in (("queue", queue), ("job_id", job_id)):
+        if name in opts:
+            value = opts.pop(name)
+            if given is not None and given != value:
+                raise TypeError(f"{name} given twice: {given!r} and options[{name!r}]={value!r}")
+            if name == "queue":
+                queue = value
+            else:
+                job_id = value
+    headers = opts.pop("headers", None) or {}
+    if headers:
+        limits.headers_json(headers)
+    expires_s = opts.pop("expires_s", None)
+    if expires_s is not None:
+        if (isinstance(expires_s, bool) or not isinstance(expires_s, (int, float))
+                or not math.isfinite(expires_s) or expires_s <= 0):
+            raise ValueError(f"job option 'expires_s' must be a number > 0, not {expires_s!r}")
+        opts["expires_at"] = round(time.time() + max(delay_s or 0.0, 0.0) + expires_s, 3)
+    check_options(opts, ValueError)
+    return queue, job_id, dict(headers), opts
 
 
 def check_call(task_name: Any, args: Any, kwargs: Any, job_id: Any) -> None:

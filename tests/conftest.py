@@ -8,6 +8,7 @@ fails the suite: ``find_server_binary`` raises instead of skipping.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import redis
 
 from redisq import App
 from redisq.backend import urls
-from redisq.backend.embedded import RedisServer, find_server_binary, free_port
+from redisq.backend.embedded import RedisServer, embedded_binary, find_server_binary, free_port
 from tests.support.cluster import ClusterSet
+from tests.support.tls import server_description
 
 # Tests must never fall back to an ambient REDIS_URL/REDISQ_URL (e.g. the machine's own 6379),
 # nor to the default URL (redis://127.0.0.1:6379/0, the machine's Redis): code under test that
@@ -27,8 +29,31 @@ os.environ.pop("REDISQ_URL", None)
 urls.DEFAULT_URL = "redis://127.0.0.1:1/0"
 
 
+# REDISQ_TEST_SERVER=embedded (`make test-embedded`): the whole suite on the `embedded` extra's
+# server, as on a machine whose only server is that one: its binary is put first on PATH as
+# redis-server and valkey-server, for this process and every subprocess it starts. Popped
+# from the environment: it is no redisq setting (an unknown REDISQ_* variable is an error).
+TEST_SERVER = os.environ.pop("REDISQ_TEST_SERVER", "path")
+if TEST_SERVER == "embedded":
+    _embedded = embedded_binary()
+    if _embedded is None:
+        raise RuntimeError("REDISQ_TEST_SERVER=embedded needs the embedded extra installed")
+    _bin = Path(tempfile.mkdtemp(prefix="redisq-test-bin-"))
+    for _name in ("redis-server", "valkey-server"):
+        (_bin / _name).symlink_to(_embedded)
+    os.environ["PATH"] = f"{_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+elif TEST_SERVER != "path":
+    raise RuntimeError(f"REDISQ_TEST_SERVER is 'path' (the default) or 'embedded', "
+                       f"not {TEST_SERVER!r}")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     find_server_binary()  # raises ServerNotFound: the suite fails loudly, nothing is skipped
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which server the suite runs on, and how its TLS tests get TLS (tests/support/tls.py)."""
+    return [f"redis server: {server_description()}"]
 
 
 def start_server(tmp: Path, **kwargs: object) -> RedisServer:

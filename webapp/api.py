@@ -7,6 +7,7 @@ JSON encode.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -17,6 +18,7 @@ from redisq import DuplicateJob, SerializationError
 from redisq.backend import keys
 from redisq.backend.actions import ActionRefused
 from redisq.backend.actions import cancel as cancel_job
+from redisq.tasks import check_call_options
 
 from .http import error, page, state, wants_html
 from .security import is_json
@@ -125,11 +127,12 @@ def _name(value: str, what: str) -> str:
 
 @api.post("/prodcons")
 def enqueue() -> Response:
-    """Queue a registered task: ``{task, args?, kwargs?, queue?, delay_s?}`` → 202
+    """Queue a registered task: ``{task, args?, kwargs?, queue?, delay_s?, options?}`` → 202
     ``{job_id, status_url}``; 409 when a unique task's job is already queued or running and
-    the task says ``on_duplicate="raise"``."""
+    the task says ``on_duplicate="raise"``. ``options``: per-call options (``timeout_s``,
+    ``retries``, ``expires_s``, ``result_ttl_s``, ``job_id``, ``headers``, ``queue``)."""
     body = json_body({"task": str}, {"args": list, "kwargs": dict, "queue": str,
-                                     "delay_s": (int, float)})
+                                     "delay_s": (int, float), "options": dict})
     queue_app = state().queue_app
     task = body["task"]
     if task not in queue_app.tasks:  # only registered tasks: a name must not pick arbitrary code
@@ -140,9 +143,10 @@ def enqueue() -> Response:
     queue = body.get("queue")
     if queue is not None:
         _check_queue(_name(queue, "queue"))
+    options = _options(body.get("options"))
     try:
         job = queue_app.enqueue(task, args=body.get("args") or (), kwargs=body.get("kwargs"),
-                         queue=queue, delay_s=delay_s)
+                                queue=queue, delay_s=delay_s, options=options)
     except DuplicateJob as exc:
         return error(409, "duplicate job", job_id=exc.existing_id)
     except (TypeError, ValueError, SerializationError, RecursionError) as exc:
@@ -182,6 +186,22 @@ def channel_refusal(channel: str) -> Response | None:
     return None
 
 
+def _options(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The request's per-call options, their names checked (400 naming the first unknown one;
+    their values are checked with the call's, as ``App.enqueue`` does)."""
+    if not options:
+        return None
+    try:
+        options = check_call_options(options)
+    except TypeError as exc:
+        raise BadRequest(400, f"field 'options': {exc}") from None
+    if options.get("queue") is not None:
+        if not isinstance(options["queue"], str):
+            raise BadRequest(400, "field 'options': queue must be a string")
+        _check_queue(_name(options["queue"], "queue"))
+    return options
+
+
 def _check_queue(queue: str) -> None:
     """Only the queues the App's tasks declare (or ``web_queues``): every accepted name would
     otherwise become a queue that every snapshot and scrape walks for good."""
@@ -212,6 +232,9 @@ def job_status(job_id: str) -> Response:
     for name in ("attempts", "progress", "enqueued_at", "started_at", "finished_at", "due_at"):
         if name in out:
             out[name] = _number(out[name])
+    if info.get("headers"):  # the job's headers (task.options(headers=...)); not JSON: left out
+        with contextlib.suppress(ValueError, RecursionError):
+            out["headers"] = json.loads(info["headers"])
     if info.get("result"):
         try:
             out["result"] = json.loads(info["result"])
@@ -253,6 +276,35 @@ def requeue(queue: str) -> Response:
 def purge(queue: str) -> Response:
     """Delete the queue's waiting messages."""
     return _json({"queue": queue, "purged": state().queue_app.queue(_name(queue, "queue")).purge()}, 200)
+
+
+@api.post("/jobs/<job_id>/abort")
+def abort(job_id: str) -> Response:
+    """Stop a job: cancelled if waiting, asked to stop if running (it ends ``aborted``); 409
+    when it already finished."""
+    job = state().queue_app.job(job_id)
+    if job is None:
+        return error(404, f"no job {job_id}")
+    done = job.abort()
+    if not done:
+        return error(409, f"job {job_id} is {job.status}; it cannot be aborted")
+    return _json({"id": job_id, "status": done}, 200)
+
+
+@api.post("/queues/<queue>/pause")
+def pause(queue: str) -> Response:
+    """Workers stop taking jobs from the queue (within half a second); nothing is removed."""
+    _check_queue(_name(queue, "queue"))
+    state().queue_app.pause(queue)
+    return _json({"queue": queue, "paused": True}, 200)
+
+
+@api.post("/queues/<queue>/resume")
+def resume(queue: str) -> Response:
+    """Workers take jobs from the queue again."""
+    _name(queue, "queue")  # (any paused queue may be resumed, declared or not)
+    state().queue_app.resume(queue)
+    return _json({"queue": queue, "paused": False}, 200)
 
 
 @api.get("/prodcons")

@@ -23,10 +23,13 @@ log = logging.getLogger("redisq.web")
 ops = Blueprint("ops", __name__)
 
 _GAUGES = {"depth": "Messages waiting", "in_flight": "Messages reserved by a worker",
-           "delayed": "Messages scheduled for later", "dead_letters": "Dead-letter entries"}
+           "delayed": "Messages scheduled for later", "dead_letters": "Dead-letter entries",
+           "paused": "1 while the queue is paused (workers take nothing from it)"}
 _COUNTERS = {"enqueued": "Jobs enqueued", "succeeded": "Job attempts that succeeded",
              "failed": "Job attempts that failed", "retrying": "Failed attempts retried",
-             "dead": "Jobs dead-lettered"}
+             "dead": "Jobs dead-lettered", "expired": "Jobs expired before they started",
+             "throttled": "Job starts a rate or concurrency limit sent back to wait",
+             "aborted": "Running jobs stopped by job.abort()"}
 
 
 @ops.get("/healthz")

@@ -2,7 +2,12 @@
 import os
 import time
 
+import lightcount
 from arq.connections import RedisSettings
+
+
+async def light(ctx):
+    lightcount.light()
 
 
 async def noop(ctx):
@@ -14,7 +19,7 @@ async def stamp(ctx, sent):
 
 
 class WorkerSettings:
-    functions = [noop, stamp]
+    functions = [light, noop, stamp]
     redis_settings = RedisSettings.from_dsn(os.environ["REDIS_URL"])
     poll_delay = 0.01
     max_jobs = 10  # arq's default

@@ -3,11 +3,17 @@ import os
 import time
 
 import dramatiq
+import lightcount
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
 r = redis.Redis.from_url(os.environ["REDIS_URL"])
 dramatiq.set_broker(RedisBroker(url=os.environ["REDIS_URL"]))
+
+
+@dramatiq.actor
+def light():
+    lightcount.light()
 
 
 @dramatiq.actor

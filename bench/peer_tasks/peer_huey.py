@@ -2,11 +2,17 @@
 import os
 import time
 
+import lightcount
 import redis
 from huey import RedisHuey
 
 r = redis.Redis.from_url(os.environ["REDIS_URL"])
 huey = RedisHuey("bench", url=os.environ["REDIS_URL"])
+
+
+@huey.task()
+def light():
+    lightcount.light()
 
 
 @huey.task()

@@ -2,11 +2,16 @@
 import os
 import time
 
+import lightcount
 import redis
 from rq import Queue
 
 r = redis.Redis.from_url(os.environ["REDIS_URL"])
 queue = Queue("default", connection=redis.Redis.from_url(os.environ["REDIS_URL"]))
+
+
+def light():
+    lightcount.light()
 
 
 def noop():

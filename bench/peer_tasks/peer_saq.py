@@ -2,11 +2,16 @@
 import os
 import time
 
+import lightcount
 import redis.asyncio as aioredis
 from saq import Queue
 
 queue = Queue.from_url(os.environ["REDIS_URL"])
 r = aioredis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+async def light(ctx):
+    lightcount.light()
 
 
 async def noop(ctx):
@@ -17,4 +22,4 @@ async def stamp(ctx, *, sent):
     await r.rpush("lat", repr(time.monotonic() - sent))
 
 
-settings = {"queue": queue, "functions": [noop, stamp], "concurrency": 10}
+settings = {"queue": queue, "functions": [light, noop, stamp], "concurrency": 10}

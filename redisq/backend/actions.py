@@ -19,7 +19,8 @@ from . import jobindex, keys
 from .records import Records, find_message
 
 #: Statuses "retry now" accepts: finished without success, or waiting for the next attempt.
-RETRYABLE = frozenset({model.FAILED, model.DEAD, model.RETRYING, model.CANCELLED})
+RETRYABLE = frozenset({model.FAILED, model.DEAD, model.RETRYING, model.CANCELLED,
+                       model.EXPIRED, model.ABORTED})
 #: Dead-letter entries read while looking for one job's.
 DEAD_SCAN = 10_000
 

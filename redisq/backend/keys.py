@@ -15,7 +15,16 @@ key                                    type      meaning
 ``redisq:{q}:delayed``                 zset      messages due later; score = due time (ms, Redis clock)
 ``redisq:{q}:dead``                    list      dead-lettered messages (JSON: reason + message)
 ``redisq:{q}:stats``                   hash      counters: enqueued, acked, requeued, dead, recovered
-``redisq:{q}:job:<id>``                hash      job record (status, times, result or error)
+``redisq:{q}:job:<id>``                hash      job record (status, times, result or error) while
+                                                 the job waits or runs, and once it failed, died
+                                                 or is kept whole (see ``done``)
+``redisq:{q}:done``                    zset      live done buckets: member and score = the
+                                                 bucket's end (unix ms); TTL = the last end
+``redisq:{q}:done:<end ms>``           hash      finished records (succeeded, cancelled by a
+                                                 worker): job id → packed record, and the
+                                                 task/worker names they use (fields starting
+                                                 with \\x01; see :mod:`redisq.backend.finished`);
+                                                 expires whole at its end
 ``redisq:{q}:unique:<key>``            string    id of the queued/running job holding a unique key
 ``redisq:{q}:idx:<status>``            zset      job ids that reached ``status`` (succeeded, failed,
                                                  dead, retrying, cancelled...), score = when (unix
@@ -24,6 +33,16 @@ key                                    type      meaning
                                                  u32 slots (BITFIELD): processed, failed, depth,
                                                  enqueue→start latency histogram (``jobindex``);
                                                  expires after ``SERIES_TTL_S``
+``redisq:{q}:abort:<id>``              string    ``job.abort()`` asked a running job to stop; the
+                                                 worker running it sees it at its heartbeat
+``redisq:{q}:rate:<task>``             string    GCRA theoretical arrival time (ms) of a task's
+                                                 ``rate_limit`` on this queue, its last start, its interval
+``redisq:{q}:rate:<task>:slots``       hash      throttled job id → its reserved start slot (ms)
+``redisq:{q}:running:<task>``          zset      ``concurrency_limit`` holders: job id, score =
+                                                 lease expiry (ms, Redis clock)
+``redisq:{q}:waiting:<task>``          zset      messages throttled by ``concurrency_limit``
+                                                 (also in ``delayed``): woken one per release
+``redisq:paused``                      set       paused queues (workers take nothing from them)
 ``redisq:queues``                      set       names of the known queues (see :mod:`redisq.index`)
 ``redisq:queues:seen``                 zset      queue → last producer or worker activity (unix s);
                                                  idle, empty queues drop out of the index
@@ -53,6 +72,7 @@ QUEUES_SEEN = f"{PREFIX}:queues:seen"
 WORKERS = f"{PREFIX}:workers"
 SCHEDULER_LEADER = f"{PREFIX}:scheduler:leader"
 PERIODIC_INDEX = f"{PREFIX}:periodic"
+PAUSED = f"{PREFIX}:paused"
 
 
 
@@ -104,6 +124,18 @@ def job_prefix(queue: str) -> str:
     return f"{_q(queue)}:job:"
 
 
+def done(queue: str) -> str:
+    """The index of a queue's done buckets (``lua/settle.lua`` writes them, ``lua/record.lua``
+    reads them); a bucket's key is this key, ``:`` and the bucket's end (:func:`done_bucket`),
+    which the scripts build from the index key (same hash tag, same Cluster slot)."""
+    return f"{_q(queue)}:done"
+
+
+def done_bucket(queue: str, end_ms: int) -> str:
+    """One done bucket: the finished records that expire at ``end_ms`` (unix ms)."""
+    return f"{done(queue)}:{end_ms}"
+
+
 def unique(queue: str, unique_key: str) -> str:
     return f"{_q(queue)}:unique:{unique_key}"
 
@@ -142,3 +174,26 @@ def periodic_last(queue: str, name: str) -> str:
 def channel_dead(channel: str) -> str:
     """Dead letters of a pub/sub channel (messages its handler could not take)."""
     return f"{PREFIX}:channel:{{{channel}}}:dead"
+
+
+def abort(queue: str, job_id: str) -> str:
+    """The flag ``job.abort()`` sets for a running job (under the queue's tag)."""
+    return f"{_q(queue)}:abort:{job_id}"
+
+
+def rate(queue: str, task: str) -> str:
+    """A task's ``rate_limit`` state on ``queue`` (limits count per queue: one slot per step)."""
+    return f"{_q(queue)}:rate:{task}"
+
+
+def rate_slots(queue: str, task: str) -> str:
+    return f"{_q(queue)}:rate:{task}:slots"
+
+
+def running(queue: str, task: str) -> str:
+    """A task's ``concurrency_limit`` holders on ``queue``."""
+    return f"{_q(queue)}:running:{task}"
+
+
+def waiting(queue: str, task: str) -> str:
+    return f"{_q(queue)}:waiting:{task}"

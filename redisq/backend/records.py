@@ -9,18 +9,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis
 
 from .. import limits
 from ..model import Envelope, Message, Outcome, as_text
-from ..serializers import JSONSerializer
-from . import index, keys
-from .bulkread import as_dict, read_many
+from ..serializers import JSONSerializer, compact_json
+from . import finished, index, keys
 from .cluster import is_cluster
 from .dead import dead_entry, dead_message
+from .finished import complete_record
 from .jobindex import Sampler, index_keys
 from .pressure import is_oom
 from .scripts import Scripts
@@ -35,35 +36,14 @@ SETTLE_FENCED = -1
 SETTLE_DUPLICATE = -2
 
 
-def complete_record(raw: Mapping[bytes | str, bytes | str], queue: str,
-                    job_id: str) -> dict[str, Any]:
-    """A record as text, with what records leave out filled in: the queue (in the key),
-    attempts (none yet), progress 1 once succeeded, and the enqueue time of a record written
-    by an older version (from the message it copied)."""
-    out: dict[str, Any] = {as_text(k): as_text(v, "replace") for k, v in raw.items()}
-    if not out:
-        return out
-    out["id"] = job_id
-    out.setdefault("queue", queue)
-    out.setdefault("attempts", "0")
-    if out.get("status") == "succeeded":
-        out.setdefault("progress", "1")
-    if "enqueued_at" not in out and "message" in out:
-        try:
-            at = json.loads(out["message"]).get("enqueued_at")
-        # Not JSON (msgpack), not an object, or poison (RecursionError, MemoryError).
-        except Exception:
-            at = None
-        if isinstance(at, (int, float)):
-            out["enqueued_at"] = repr(float(at))
-    return out
-
-
 class Records:
     """Job records of every queue on one client."""
 
     #: Dead letters whose message is larger are not requeued (set by ``App.make_records``).
     max_message_bytes = limits.DEFAULT_MAX_MESSAGE_BYTES
+    #: Whether succeeded (and worker-cancelled) records kept for a time go to done buckets
+    #: (:mod:`redisq.backend.finished`); False keeps each one a key of its own, as before.
+    done_buckets = True
     #: Most ids each per-queue status index keeps; 0: no indexes, no series (``index_max``).
     index_max = 10_000
 
@@ -102,7 +82,8 @@ class Records:
         # The unique key's lease starts now, the job's life when it is due.
         lease_ms = max(int(unique_ttl_s * 1000), 1) + max(delay_ms, 0)
         args: list[Any] = [message, env.id, delay_ms, lease_ms, env.task, q, env.enqueued_at,
-                           1 if fresh_id else 0, keys.job_prefix(q)]
+                           1 if fresh_id else 0, keys.job_prefix(q),
+                           limits.headers_json(env.headers) if env.headers else ""]
         return "enqueue", ks, args
 
     def enqueue_fresh(self, env: Envelope, message: bytes, replicas: int = 0,
@@ -117,7 +98,8 @@ class Records:
         replies = self._wire.execute([
             ("MULTI",),
             ("HSET", keys.job(q, env.id), "status", "queued", "task", env.task,
-             "enqueued_at", repr(env.enqueued_at)),
+             "enqueued_at", repr(env.enqueued_at),
+             *(("headers", limits.headers_json(env.headers)) if env.headers else ())),
             ("LPUSH", keys.pending(q), message),
             ("HINCRBY", keys.stats(q), "enqueued", 1),
             ("EXEC",), *wait])
@@ -137,21 +119,26 @@ class Records:
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, queue: str, job_id: str) -> dict[str, Any]:
-        raw = self.client.hgetall(keys.job(queue, job_id))
-        return complete_record(raw, queue, job_id)
+        """The record of ``job_id`` (its key, or its finished record in a done bucket: see
+        :mod:`redisq.backend.finished`), completed by :func:`complete_record`; empty if none."""
+        reply = self.scripts.run("record", *finished.read_call(queue, job_id))
+        return finished.record_from_reply(reply, queue, job_id)
 
     def get_many(self, jobs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         """:meth:`get` of each (queue, job id) in one round trip ({} for one that is gone)."""
-        replies = read_many(self.client, [("HGETALL", keys.job(q, jid)) for q, jid in jobs])
-        return [complete_record(as_dict(raw), q, jid)
-                for (q, jid), raw in zip(jobs, replies, strict=True)]
+        replies = self.scripts.run_many([("record", *finished.read_call(q, jid))
+                                         for q, jid in jobs])
+        return [finished.record_from_reply(reply, q, jid)
+                for (q, jid), reply in zip(jobs, replies, strict=True)]
 
     def status(self, queue: str, job_id: str) -> str | None:
-        raw = self.client.hget(keys.job(queue, job_id), "status")
-        return as_text(raw) if raw is not None else None
+        """The job's status (None: no record), read as :meth:`get` reads it."""
+        status: str | None = self.get(queue, job_id).get("status")
+        return status
 
     def find_queue(self, job_id: str) -> str | None:
-        """Which known queue holds a record for ``job_id`` (one round trip)."""
+        """Which known queue holds a record for ``job_id``: one round trip for a job whose
+        record is a key (waiting, running, failed), a second for a finished one."""
         queues = index.known(self.client)
         if not queues:
             return None
@@ -161,17 +148,21 @@ class Records:
         for q, found in zip(queues, pipe.execute(), strict=True):
             if found:
                 return q
-        return None
+        replies = self.scripts.run_many([("record", *finished.read_call(q, job_id))
+                                         for q in queues])
+        return next((q for q, reply in zip(queues, replies, strict=True) if reply), None)
 
     def note(self, queue: str, job_id: str, line: str) -> None:
         """Append one line to a job's ``history`` (operator actions; a rare write)."""
         key = keys.job(queue, job_id)
         old = self.client.hget(key, "history")
-        self.client.hset(key, "history", (as_text(old) if old else "") + line + "\n")
+        # A finished record in a done bucket is not a key: a history line would make one.
+        if old is not None or self.client.exists(key):
+            self.client.hset(key, "history", (as_text(old) if old else "") + line + "\n")
 
     def cancel(self, queue: str, job_id: str) -> bool:
         status, message = self.client.hmget(keys.job(queue, job_id), "status", "message")
-        if status not in (b"queued", b"retrying"):
+        if status not in (b"queued", b"retrying", b"throttled"):
             return False
         # The message lives in the queue only: find it there (a record written by an older
         # version still names it). Not found: a worker took it, too late.
@@ -179,11 +170,11 @@ class Records:
         if message is None:
             return False
         ks = [keys.job(queue, job_id), keys.pending(queue), keys.delayed(queue)]
-        unique = _unique_of(message)
+        unique, ttl_s = _unique_and_ttl_of(message, self.result_ttl_s)
         if unique is not None:
             ks.append(keys.unique(queue, unique))
         done = self.scripts.run("cancel", ks, [job_id, f"{time.time():.3f}", message,
-                                               int(self.result_ttl_s * 1000)])
+                                               max(int(ttl_s * 1000), 1)])
         if done:
             self._publish({"type": "job", "id": job_id, "queue": queue, "status": "cancelled"})
         return bool(done)
@@ -205,8 +196,10 @@ class Records:
         now = f"{time.time():.3f}"
         calls = []
         for (q, token), idx in groups.items():
-            calls.append(("start", [keys.epochs(q), *(keys.job(q, jobs[i].id) for i in idx)],
-                          [worker_id, now, consumer_id, token, *(jobs[i].attempt for i in idx)]))
+            calls.append(("start", [keys.epochs(q), keys.done(q),
+                                    *(keys.job(q, jobs[i].id) for i in idx)],
+                          [worker_id, now, consumer_id, token, *(jobs[i].attempt for i in idx),
+                           *(jobs[i].id for i in idx)]))
         for idx, res in zip(groups.values(), self.scripts.run_many(calls), strict=True):
             if isinstance(res, int):  # -1: that epoch ended
                 for i in idx:
@@ -224,8 +217,8 @@ class Records:
         q, now = msg.queue, time.time()
         ks = [keys.processing(q, consumer_id), keys.job(q, env.id), keys.stats(q),
               keys.delayed(q), keys.dead(q), keys.epochs(q),
-              keys.unique(q, env.unique or ""), *index_keys(q, outcome.status, now)]
-        # (KEYS[7] is a placeholder for a job without a unique key: settle.lua's KEYS are
+              keys.done(q), keys.unique(q, env.unique or ""), *index_keys(q, outcome.status, now)]
+        # (KEYS[8] is a placeholder for a job without a unique key: settle.lua's KEYS are
         # numbered, and the job index block's come after it.)
         # Attempts and start time again: a job taken by a blocking move is marked started
         # after it was handed to a thread, and a fast one may settle first (start.lua then
@@ -233,20 +226,41 @@ class Records:
         fields: list[Any] = ["status", outcome.status, "worker", worker_id,
                              "attempts", env.attempt, "started_at",
                              f"{now - outcome.duration_s:.3f}"]
+        if env.headers:  # (also written at enqueue; a finished record keeps them)
+            fields += ["headers", limits.headers_json(env.headers)]
         extra, ttl_s, delay_ms = self._outcome_fields(fields, msg, env, outcome, now,
                                                       serializer_dumps)
         event = b""
         if self.events:
-            event = json.dumps({"type": "job", "id": env.id, "queue": q, "task": env.task,
-                                "status": outcome.status, "duration_s": round(outcome.duration_s, 6),
-                                "error_type": outcome.error_type}).encode()
+            event = compact_json({"type": "job", "id": env.id, "queue": q, "task": env.task,
+                                  "status": outcome.status,
+                                  "duration_s": round(outcome.duration_s, 6),
+                                  "error_type": outcome.error_type}).encode()
         timed = outcome.status in ("succeeded", "failed", "dead", "retrying") and env.task != ""
-        args = [outcome.status, msg.body, extra, delay_ms, int(ttl_s * 1000), env.id,
+        # (A TTL of 0 keeps the record for ever: a positive one is at least 1 ms.)
+        args = [outcome.status, msg.body, extra, delay_ms, ttl_s and max(int(ttl_s * 1000), 1),
+                env.id,
                 self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
                 duration_field(outcome.duration_s) if timed else "",
                 f"{outcome.duration_s:.6f}", consumer_id, msg.token or "", worker_id, env.attempt,
-                *fields, *self._sampler.args(now, self.index_max, env, outcome.duration_s)]
+                *self._record_args(fields, env, outcome, worker_id, ttl_s),
+                *self._sampler.args(now, self.index_max, env, outcome.duration_s)]
         return "settle", ks, args
+
+    def _record_args(self, fields: list[Any], env: Envelope, outcome: Outcome, worker_id: str,
+                     ttl_s: float) -> list[Any]:
+        """settle.lua's ARGV[16..]: a finished record that goes to a done bucket (succeeded or
+        cancelled, kept for a time, not whole) as the bucket width and the packed record; any
+        other as the key's field, value pairs (see :mod:`redisq.backend.finished`)."""
+        if (not self.done_buckets or outcome.status not in finished.CODES or ttl_s <= 0
+                or "message" in fields[::2]):
+            return [0, "", *fields]
+        record = dict(zip(fields[0::2], fields[1::2], strict=True))
+        packed = finished.pack(outcome.status, env.task, env.enqueued_at, record["started_at"],
+                               record["finished_at"], env.attempt, worker_id,
+                               record.get("args"), record.get("result", "null"),
+                               record.get("headers", ""))
+        return [finished.bucket_width_ms(int(ttl_s * 1000)), packed]
 
     def _outcome_fields(self, fields: list[Any], msg: Message, env: Envelope, outcome: Outcome,
                         now: float, serializer_dumps: Any) -> tuple[bytes, float, int]:
@@ -254,14 +268,20 @@ class Records:
         extra payload (the next attempt's message, or the dead letter), the record's TTL and
         the retry delay in milliseconds."""
         extra, ttl_s, delay_ms = b"", 0.0, 0
+        # A job's own result_ttl_s (task.options(result_ttl_s=...)) over the App's.
+        result_ttl_s = env.options.get("result_ttl_s", self.result_ttl_s) if env.options \
+            else self.result_ttl_s
         if outcome.status == "succeeded":
             # (progress: Records.get says 1 for a succeeded job; not stored, per job.)
             fields += ["result", outcome.result_json, "finished_at", f"{now:.3f}",
                        *self._arguments(msg, env)]
-            ttl_s = self.result_ttl_s
-        elif outcome.status == "cancelled":
+            ttl_s = result_ttl_s
+        elif outcome.status in ("cancelled", "expired"):
             fields += ["finished_at", f"{now:.3f}", *self._arguments(msg, env)]
-            ttl_s = self.result_ttl_s
+            if outcome.error_message:  # expired: when its deadline was
+                fields += ["error_type", outcome.error_type, "error_message",
+                           outcome.error_message]
+            ttl_s = result_ttl_s
         else:
             fields += ["error_type", outcome.error_type, "error_message", outcome.error_message,
                        "traceback", outcome.traceback]
@@ -291,14 +311,12 @@ class Records:
         return self.scripts.run_many(calls)
 
     def report_progress(self, queue: str, job_id: str, fraction: float, message: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(keys.job(queue, job_id), mapping={"progress": f"{fraction:.4f}",
-                                                      "progress_message": message})
-        if self.events:
-            pipe.publish(keys.EVENTS_CHANNEL, json.dumps(
-                {"type": "progress", "id": job_id, "queue": queue, "progress": fraction,
-                 "message": message}))
-        pipe.execute()
+        """Record a running job's progress (``lua/progress.lua``: a job that is not running
+        any more is left as it is) and publish it."""
+        event = json.dumps({"type": "progress", "id": job_id, "queue": queue,
+                            "progress": fraction, "message": message}) if self.events else ""
+        self.scripts.run("progress", [keys.job(queue, job_id)],
+                         [f"{fraction:.4f}", message, keys.EVENTS_CHANNEL if event else "", event])
 
     # -- dead letters ------------------------------------------------------------------------
     def requeue_dead(self, queue: str, limit: int | None = None,
@@ -313,7 +331,9 @@ class Records:
                 continue  # malformed messages cannot run; they stay for inspection/purge
             if job_ids is not None and env.id not in job_ids:
                 continue
-            fresh = json.dumps({**env.to_dict(), "attempt": 1, "queue": queue},
+            # Brought back by hand: its deadline (expires_s) is over, not its run.
+            options = {k: v for k, v in env.options.items() if k != "expires_at"}
+            fresh = json.dumps(replace(env, attempt=1, queue=queue, options=options).to_dict(),
                                separators=(",", ":")).encode()
             moved += int(self.scripts.run("requeue_dead", [keys.dead(queue), keys.pending(queue),
                                           keys.job(queue, env.id), keys.stats(queue)],
@@ -402,14 +422,15 @@ def find_message(client: redis.Redis, queue: str, job_id: str) -> bytes | None:
     return None
 
 
-def _unique_of(raw: bytes | str | None) -> str | None:
-    if raw is None:
-        return None
+def _unique_and_ttl_of(raw: bytes | str | None, ttl_s: float) -> tuple[str | None, float]:
+    """A message's unique key, and its own ``result_ttl_s`` option (else ``ttl_s``)."""
     try:
-        value = json.loads(raw).get("unique")
+        data = json.loads(raw) if raw is not None else {}
+        unique, own = data.get("unique"), (data.get("options") or {}).get("result_ttl_s", ttl_s)
     except Exception:  # not JSON, not an object, or poison (RecursionError, MemoryError)
-        return None
-    return value if isinstance(value, str) else None
+        return None, ttl_s
+    ok = isinstance(own, (int, float)) and not isinstance(own, bool) and own > 0
+    return unique if isinstance(unique, str) else None, own if ok else ttl_s
 
 
 _JSON = JSONSerializer()

@@ -31,7 +31,9 @@ NAMES = (
     "reserve", "ack", "nack", "bury", "requeue_stale", "schedule", "promote_due",
     "publish_durable", "enqueue", "start", "settle", "cancel", "requeue_dead",
     "lock_release", "lock_extend", "enqueue_many", "leader", "fire_periodic", "renew",
-    "beat", "beat_index", "release", "retry_now", "delete_job",
+    "beat", "beat_index", "release", "record", "progress",
+    "gate", "limit_release",  # rate and concurrency limits
+    "retry_now", "delete_job",  # the dashboard's job actions
 )
 
 

@@ -29,6 +29,7 @@ from ..model import Message
 from .holding import Holder
 from .resting import RestingQueues
 from .waits import Waits
+from .weights import WeightedOrder
 
 log = logging.getLogger("redisq.queue")
 
@@ -65,9 +66,11 @@ class Consumer(Holder):
         clock: Callable[[], float] = time.monotonic,
         mark_jobs: str | None = None,
         pressure: MemoryPressure | None = None,
+        weights: Sequence[int] | None = None,
     ) -> None:
         """``mark_jobs``: a worker id; batch reservations then also mark job records started
-        (see ``lua/reserve.lua``) and report each job's status before."""
+        (see ``lua/reserve.lua``) and report each job's status before. ``weights``: one per
+        queue: weighted order instead of strict priority (see :mod:`redisq.broker.weights`)."""
         if not queues:
             raise ValueError("a consumer needs at least one queue")
         self.client = client
@@ -97,11 +100,12 @@ class Consumer(Holder):
         #: ``skip(q)``: take no more messages from ``q`` for now (a worker sets it: too many
         #: outcomes of ``q``'s jobs wait to be written). Messages already in flight still come.
         self.skip: Callable[[str], bool] = lambda q: False
+        self.order = WeightedOrder(self.queues, weights) if weights else None
 
     # -- keys --------------------------------------------------------------------------------
     def _reserve_keys(self, q: str) -> list[str]:
         return [keys.pending(q), keys.processing(q, self.id), keys.lease(q, self.id),
-                keys.consumers(q), keys.epochs(q)]
+                keys.consumers(q), keys.epochs(q), keys.done(q)]
 
     # -- reserving ---------------------------------------------------------------------------
     def reserve(self, n: int = 1, timeout_s: float | None = None) -> list[Message]:
@@ -170,7 +174,8 @@ class Consumer(Holder):
         return self.take_with([], n)[1]
 
     def _queues_now(self) -> list[str]:
-        queues = self.queues if self._rest is None else self._rest.awake(self.queues)
+        queues = self.queues if self.order is None else self.order.next()
+        queues = queues if self._rest is None else self._rest.awake(queues)
         return [q for q in queues if not self.skip(q)]
 
     def take_with(self, calls: list[tuple[str, list[str], list[Any]]],

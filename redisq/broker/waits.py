@@ -27,6 +27,11 @@ from ..model import as_bytes
 Move = Callable[[str, float], "bytes | None"]
 
 
+def _carries(future: Future[bytes | None]) -> bool:
+    """Whether a finished waiter answered with a message (not a timeout, not an error)."""
+    return future.exception() is None and future.result() is not None
+
+
 class Waits:
     def __init__(self, client: redis.Redis, consumer_id: str, threads: int) -> None:
         self.client = client
@@ -101,8 +106,11 @@ class Waits:
         return q in self._futures
 
     def busy(self) -> bool:
-        """Whether a waiter is between moving a message and having it collected."""
-        return any(not f.done() for f in self._futures.values())
+        """Whether a waiter is between moving a message and having it collected: still in its
+        move (the server may have moved one already), or answered with a message that is not
+        collected yet. Either message is in our processing list and not handed out: it must
+        not pass for an orphan, or it would run twice (once as the orphan, once collected)."""
+        return any(not f.done() or _carries(f) for f in self._futures.values())
 
     def wait_any(self, timeout_s: float) -> None:
         """Until a waiter answers (or ``timeout_s``; or an interrupt when none waits)."""

@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 runtime error, 2 bad configuration or usage.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -19,8 +20,8 @@ import click
 from .. import config, loading
 from ..app import App
 from ..backend.urls import configured_url, is_embedded
-from ..errors import ConfigError, RedisqError
-from . import jobs_cli, logs
+from ..errors import ConfigError, RedisqError, SerializationError
+from . import control_cli, jobs_cli, logs
 
 APP_HELP = "The App, as package.module:attribute (env REDISQ_APP)."
 #: The web app factory ``redisq web`` serves (``redisq up`` runs it under gunicorn).
@@ -106,14 +107,26 @@ def main() -> None:
     """redisq: Redis-backed job queue and pub/sub, with a worker daemon."""
 
 
+control_cli.add_commands(main, lambda url: load_app(None, settings_from(url=url).url),
+                         handles_errors, URL_HELP)  # pause, resume, abort
+
 @main.command()
 @click.option("--app", "app_spec", help=APP_HELP)
 @click.option("--url", help=URL_HELP)
 @click.option("--mode", type=click.Choice(["prodcons", "pubsub"]), help="Consume queues or channels.")
-@click.option("--queues", help="Comma-separated queues, highest priority first.")
+@click.option("--queues", help="Comma-separated queues, highest priority first; "
+              "high:5,default:1 weighs them instead (none starves).")
 @click.option("--channels", help="Comma-separated channels (pubsub mode).")
 @click.option("--concurrency", type=int, help="Jobs run at once (threads).")
-@click.option("--burst/--no-burst", default=None, help="Drain the queues, then exit.")
+@click.option("--processes", type=int,
+              help="Worker processes (prodcons), each with --concurrency threads, under a "
+                   "supervisor.")
+@click.option("--max-jobs-per-child", type=int,
+              help="Replace a worker process after this many jobs (0: never).")
+@click.option("--max-memory-per-child-mb", type=float,
+              help="Replace a worker process once its RSS exceeds this (0: never).")
+@click.option("--burst/--no-burst", default=None,
+              help="Drain the queues (nothing queued, waiting to be retried or running), then exit.")
 @click.option("--grace-s", type=float, help="On SIGTERM, seconds running jobs may finish.")
 @click.option("--block-timeout-s", type=float, help="Longest blocking wait on Redis.")
 @click.option("--lease-s", type=float, help="Consumer lease; dead workers' jobs return after it.")
@@ -160,16 +173,37 @@ def server(data_dir: str | None, port: int | None) -> None:
 @click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
 @click.option("--queue", help="Queue (default: the task's, else 'default').")
 @click.option("--delay-s", type=float, help="Run no earlier than this many seconds from now.")
+@click.option("--options", "options_json", default="{}",
+              help="JSON object of per-call options: timeout_s, retries, expires_s, "
+                   "result_ttl_s, job_id, headers (docs/middleware.md).")
 @click.option("--app", "app_spec", help=APP_HELP)
 @click.option("--url", help=URL_HELP)
 @handles_errors
 def enqueue(task: str, args_json: str, kwargs_json: str, queue: str | None,
-            delay_s: float | None, app_spec: str | None, url: str | None) -> None:
-    """Queue a job of TASK by name; prints its id."""
+            delay_s: float | None, options_json: str, app_spec: str | None,
+            url: str | None) -> None:
+    """Queue a job of TASK by name; prints its id. With --app (or REDISQ_APP), TASK must be
+    one of that App's tasks and the arguments must fit it (as the web API requires)."""
     args, kwargs = _json_arg("--args", args_json, list), _json_arg("--kwargs", kwargs_json, dict)
+    options = _json_arg("--options", options_json, dict) or None
     settings = settings_from(app=app_spec, url=url)
     app = apply_settings(load_app(settings.app, settings.url), settings)
-    job = app.enqueue(task, args=args, kwargs=kwargs, queue=queue, delay_s=delay_s)
+    if settings.app and task not in app.tasks:
+        # A worker of that App would dead-letter it: refuse it here, where the typo is seen.
+        close = difflib.get_close_matches(task, list(app.tasks), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else (
+            f"; it has {len(app.tasks)} task(s): {', '.join(sorted(app.tasks)[:10])}"
+            if app.tasks else "; it has none")
+        raise click.UsageError(f"unknown task {task!r}: not registered in {settings.app}{hint}")
+    try:
+        job = app.enqueue(task, args=args, kwargs=kwargs, queue=queue, delay_s=delay_s,
+                          options=options)
+    except SerializationError as exc:  # a message limit: exit 1 naming the error, as publish
+        raise type(exc)(f"task {task!r}: {exc}") from None
+    except TypeError as exc:  # the arguments (or options) do not fit: bad usage
+        raise click.UsageError(f"bad arguments for task {task!r}: {exc}") from None
+    except ValueError as exc:  # an option's value (or a name) out of range
+        raise click.UsageError(f"bad options for task {task!r}: {exc}") from None
     click.echo(job.id)
 
 
@@ -194,7 +228,7 @@ def publish(channel: str, message: str, durable: bool, url: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handles_errors
 def info(url: str | None, watch: bool, interval_s: float, as_json: bool) -> None:
-    """Queues (depth, in flight, delayed, dead, rate) and live workers."""
+    """Queues (depth, in flight, delayed, dead, succeeded, failed, expired, rate) and live workers."""
     from .stats import format_snapshot, snapshot, with_rates
 
     app = load_app(None, settings_from(url=url).url)
@@ -274,8 +308,9 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None,
     app.client.ping()
     registry = Registry(app.client)
     workers = registry.workers()
-    if worker_id:
-        workers = [w for w in workers if w["id"] == worker_id]
+    if worker_id:  # and, under a supervisor (--processes), its children: <id>.0, <id>.1...
+        workers = [w for w in workers
+                   if w["id"] == worker_id or _child_of(str(w["id"]), worker_id)]
         if not workers:
             click.echo(f"unhealthy: worker {worker_id} is not registered (dead or never started)")
             sys.exit(1)
@@ -287,6 +322,12 @@ def health(url: str | None, worker_id: str | None, max_age_s: float | None,
     if stale:
         sys.exit(1)
     click.echo(f"ok: redis reachable, {len(workers)} worker(s) progressing")
+
+
+def _child_of(worker_id: str, parent_id: str) -> bool:
+    """Whether ``worker_id`` names a child of the supervisor with ``parent_id``."""
+    head, dot, slot = worker_id.rpartition(".")
+    return bool(dot) and head == parent_id and slot.isdigit()
 
 
 @main.command()

@@ -200,6 +200,9 @@ def detail(app: App, queue: str, job_id: str) -> dict[str, Any]:
     if out.get("result"):
         with contextlib.suppress(ValueError, RecursionError):
             out["result"] = json.loads(out["result"])
+    if isinstance(out.get("headers"), str):  # a finished record keeps them as JSON text
+        with contextlib.suppress(ValueError, RecursionError):
+            out["headers"] = json.loads(out["headers"])
     out["history"] = history(rec)
     return out
 

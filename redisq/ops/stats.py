@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from ..backend import index, keys
+from ..backend import control, index, keys
 from ..backend.bulkread import read_many
 from ..backend.registry import Registry
 from ..broker.queue import counts_many
@@ -30,8 +30,12 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
     dues = read_many(client, [("ZCOUNT", keys.delayed(name), "-inf", now_ms) for name in names])
     for name, due in zip(names, dues, strict=True):
         queues[name]["delayed_due"] = int(due)
+    paused = control.paused(client)  # workers take nothing from these
+    for name, counts in queues.items():
+        counts["paused"] = name in paused  # (and "throttled": starts refused by a limit)
     return {"time": time.time(), "queues": queues, "workers": Registry(client).workers(),
-            "periodic": periodic_index(client), "memory": memory(client)}
+            "periodic": periodic_index(client), "memory": memory(client),
+            "paused": sorted(paused)}
 
 
 def memory(client: redis.Redis) -> dict[str, Any] | None:
@@ -61,7 +65,7 @@ def with_rates(prev: dict[str, Any] | None, cur: dict[str, Any]) -> dict[str, An
 
 def settled_jobs(counts: dict[str, Any]) -> int:
     """Jobs (and messages) a queue's counters say were settled: its rate's numerator."""
-    return sum(int(counts.get(k, 0)) for k in ("succeeded", "failed", "dead", "acked"))
+    return sum(int(counts.get(k, 0)) for k in ("succeeded", "failed", "dead", "expired", "acked"))
 
 
 def periodic_index(client: Any) -> list[dict[str, Any]]:
@@ -151,11 +155,17 @@ def running_jobs(client: Any, queues: list[str], limit: int) -> list[dict[str, A
 def format_snapshot(snap: dict[str, Any], with_rate: bool) -> str:
     """A :func:`snapshot` as the text ``redisq info`` shows (``with_rate``: a rate column)."""
     lines = [f"{'queue':<20}{'depth':>9}{'in flight':>11}{'delayed':>9}{'dead':>7}"
-             f"{'succeeded':>11}{'failed':>8}" + (f"{'rate/s':>9}" if with_rate else "")]
+             f"{'succeeded':>11}{'failed':>8}{'expired':>9}"
+             + (f"{'rate/s':>9}" if with_rate else "")]
     for name, c in snap["queues"].items():
         lines.append(f"{name:<20}{c['depth']:>9}{c['in_flight']:>11}{c['delayed']:>9}"
                      f"{c['dead_letters']:>7}{c.get('succeeded', 0):>11}{c.get('failed', 0):>8}"
-                     + (f"{c['rate']:>9}" if with_rate else ""))
+                     f"{c.get('expired', 0):>9}" + (f"{c['rate']:>9}" if with_rate else ""))
+    if snap.get("paused"):
+        lines.append("paused (workers take nothing): " + ", ".join(snap["paused"]))
+    throttled = {n: c["throttled"] for n, c in snap["queues"].items() if c.get("throttled")}
+    if throttled:  # starts a rate or concurrency limit sent back to the delayed set
+        lines.append("throttled starts: " + ", ".join(f"{n}={k}" for n, k in throttled.items()))
     due = {n: c["delayed_due"] for n, c in snap["queues"].items() if c.get("delayed_due")}
     if due:
         lines.append("delayed jobs due: " + ", ".join(f"{n}={k}" for n, k in due.items()))

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ..backend.connection import CONNECTION_ERRORS, Outage, connect
+from ..backend.connection import CONNECTION_ERRORS, Outage
 from ..backend.pressure import MemoryPressure, check_eviction_policy, is_oom
 from ..backend.registry import Registry
+from ..errors import ConfigError
 from .notify import Notifier
 
 if TYPE_CHECKING:
@@ -47,6 +48,12 @@ class Daemon:
 
     def __init__(self, app: App, settings: Settings, notifier: Notifier | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if app.eager:
+            # Its tasks' own enqueues would run inline in this process, and nothing it
+            # enqueues would reach a queue: REDISQ_EAGER leaked into a worker's environment.
+            raise ConfigError("this App is eager (App(eager=True) or REDISQ_EAGER): jobs run "
+                              "where they are enqueued, a worker has nothing to do; eager "
+                              "mode is for tests, unset it for workers")
         self.app = app
         self.settings = settings
         self.id = settings.worker_id or default_worker_id()
@@ -57,7 +64,7 @@ class Daemon:
         options = app.options
         if options.block_timeout_s < settings.block_timeout_s:
             options = replace(options, block_timeout_s=settings.block_timeout_s)
-        self.client = connect(app.url, role=f"worker-{self.mode}", options=options)
+        self.client = app.connect(f"worker-{self.mode}", options)
         self.registry = Registry(self.client)
         self.outage = Outage(f"worker {self.id}")
         self.pressure = MemoryPressure(f"worker {self.id}")

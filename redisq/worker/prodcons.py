@@ -1,7 +1,7 @@
 """The prodcons worker: ``redisq worker --mode prodcons``.
 
 Its main loop is three named steps: :meth:`ProdconsWorker.reserve` (take up to one message per free
-slot, in one round trip when they wait), :func:`redisq.worker.execute.execute` (run the task; pure, no
+slot, in one round trip when they wait), :func:`redisq.execution.execute` (run the task; pure, no
 Redis) in a pool thread, and :meth:`ProdconsWorker.record` (settle the attempt in one Lua step).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +21,14 @@ from ..backend.index import WorkerIndex
 from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
 from ..broker.consumer import Consumer
 from ..broker.queue import Queue
+from ..config import queue_weights
+from ..execution import AsyncRunner, Reserved, TimeLimiter, execute
 from ..job import JobContext
 from ..limits import max_message_bytes
-from ..model import SUCCEEDED, Message, Outcome
+from ..model import EXPIRED, SUCCEEDED, Message, Outcome
+from .burst import Burst
+from .control import Control
 from .daemon import Daemon
-from .execute import AsyncRunner, Reserved, TimeLimiter, execute
 from .intake import Intake
 from .pool import Pool
 from .recorder import Recorder
@@ -53,7 +56,7 @@ TAKE_SHORT = 4
 PASSING_ERRORS = CONNECTION_OR_REPLY_ERRORS
 
 
-class ProdconsWorker(Intake, Daemon):
+class ProdconsWorker(Control, Intake, Daemon):
     """Consumes ``settings.queues`` (priority order) with ``settings.concurrency`` threads."""
 
     mode = "prodcons"
@@ -61,7 +64,9 @@ class ProdconsWorker(Intake, Daemon):
     def __init__(self, app: App, settings: Settings, notifier: Notifier | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(app, settings, notifier, clock)
-        self.queues = list(settings.queues)
+        names, weights = queue_weights(settings.queues)  # high:5,default:1: weighted
+        self.queues = list(names)
+        self._init_control()
         self.concurrency = settings.concurrency
         self.max_message_bytes = max_message_bytes(app.max_message_bytes,
                                                    settings.max_message_bytes)
@@ -70,7 +75,7 @@ class ProdconsWorker(Intake, Daemon):
         self.consumer = Consumer(self.client, self.queues, consumer_id=self.id,
                                  lease_s=settings.lease_s, block_timeout_s=settings.block_timeout_s,
                                  dead_max=settings.dead_max, outage=self.outage, clock=clock,
-                                 mark_jobs=self.id, pressure=self.pressure)
+                                 mark_jobs=self.id, pressure=self.pressure, weights=weights)
         self.limiter = TimeLimiter()
         self.runner = AsyncRunner() if any(t.is_async for t in app.tasks.values()) else None
         self.pool = Pool(self.concurrency, "redisq-job")
@@ -81,7 +86,7 @@ class ProdconsWorker(Intake, Daemon):
                                  app.serializer.dumps, self._settled, self.forced,
                                  resting=self.consumer.resting, on_parked=self._parked,
                                  cap=self.concurrency)
-        self.consumer.skip = self.recorder.full
+        self.consumer.skip = lambda q: q in self.paused or self.recorder.full(q)
         # The queue index: refreshed for our queues, pruned of idle ones (see redisq.index).
         self.index = WorkerIndex(self.client, self.queues, max(
             settings.queue_idle_ttl_s, app.result_ttl_s, app.failure_ttl_s), clock)
@@ -91,7 +96,11 @@ class ProdconsWorker(Intake, Daemon):
         self._slots = threading.Condition()
         self._running = 0
         self._last_promote = float("-inf")
-        self._idle_passes = 0
+        self.burst = Burst([Queue(self.client, q, self.records.scripts) for q in self.queues],
+                           app.serializer.loads, clock)
+        #: Recorded attempts by outcome status (succeeded, retrying, dead, failed...).
+        self.outcomes: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
         self._backlog = False
         self._burying = threading.Semaphore(1)  # at most one big poison message buried aside
         self.scheduler = None
@@ -154,8 +163,14 @@ class ProdconsWorker(Intake, Daemon):
                         self._track(job)
                 continue
             ctx = JobContext(job.env.id, job.env.task, job.env.queue, job.env.attempt,
-                             self._report_progress)
-            outcome = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
+                             self._report_progress, job.env.headers)
+            self.running_begins(job, ctx)
+            ran = execute(job.task, job.env, ctx, self.app.hooks, self.limiter, self.runner)
+            self._ran(job)
+            outcome = self.running_ends(job, ctx, ran)  # job.abort(): "aborted"
+            if outcome is None:  # abandoned (see redisq.worker.control): recorded already
+                self._hand_off(taken)
+                return
             if taken and not self.stopping.is_set():
                 self.record(job, outcome, holds_slot=True)  # batched by the recorder
                 job = taken.popleft()
@@ -176,11 +191,16 @@ class ProdconsWorker(Intake, Daemon):
                 job = None
         self._leave(taken)
 
+    def _ran(self, job: Reserved) -> None:
+        """Called in the job's thread as soon as it has run, before its outcome is written
+        (which the recorder may batch): a supervisor's child counts its jobs here."""
+
     def _abandon(self, job: Reserved) -> None:
         """Give up a job that must not start here: its slot and our hold of it (if its epoch
         still holds after all, it is in our processing list: the orphan check delivers it)."""
         self.consumer.forget(job.message)
         self.consumer.recheck()
+        self.release_limits(job)
         with self._slots:
             self._running -= 1
             self.current.pop(job.env.id, None)
@@ -192,6 +212,8 @@ class ProdconsWorker(Intake, Daemon):
         if taken:
             log.info("worker=%s %d taken job(s) not started; they go back to the queue",
                      self.id, len(taken))
+            for job in taken:
+                self.release_limits(job)
             with self._slots:
                 self._running -= len(taken)
                 self._slots.notify_all()
@@ -235,6 +257,7 @@ class ProdconsWorker(Intake, Daemon):
 
     def _settled(self, job: Reserved, outcome: Outcome, holds_slot: bool, answer: Any = 1) -> None:
         self.consumer.forget(job.message)
+        self.release_limits(job)  # concurrency_limit: the slot back, one waiter woken
         if answer in (SETTLE_FENCED, SETTLE_DUPLICATE):
             self._log_refused(job, outcome, answer)
         else:
@@ -272,10 +295,16 @@ class ProdconsWorker(Intake, Daemon):
             self.consumer.forget(job.message)
 
     def _count_and_log(self, job: Reserved, outcome: Outcome) -> None:
+        with self._counts_lock:  # pool threads and the recorder count at once
+            self.outcomes[outcome.status] += 1
         if outcome.status == SUCCEEDED:
             self.processed += 1
             log.info("job=%s task=%s queue=%s succeeded duration_s=%.6f", job.env.id,
                      job.env.task, job.env.queue, outcome.duration_s)
+            return
+        if outcome.status == EXPIRED:  # not run: neither processed nor failed here
+            log.warning("job=%s task=%s queue=%s expired, not run: %s", job.env.id,
+                        job.env.task, job.env.queue, outcome.error_message)
             return
         self.failed += 1
         extra = f" retry_in_s={outcome.retry_in_s:.3f}" if outcome.retry_in_s else ""
@@ -302,16 +331,10 @@ class ProdconsWorker(Intake, Daemon):
             return max(self.concurrency - self._running, 0)  # taken short jobs may exceed it
 
     def _check_burst_end(self, got: bool) -> None:
-        if got or self._running or self.recorder.parked():  # parked: their node is down
-            self._idle_passes = 0
-            return
-        self._idle_passes += 1
-        if self._idle_passes < 2:
-            return
-        # Jobs already due in the delayed set count as waiting; later ones stay queued.
-        promoted = sum(Queue(self.client, q, self.records.scripts).promote_due()
-                       for q in self.queues)
-        if not promoted and not any(Queue(self.client, q).depth() for q in self.queues):
+        # parked: their node is down; waker: jobs a limit sent to wait for their slot
+        if got or self._running or self.recorder.parked() or self.waker.pending():
+            self.burst.busy()
+        elif self.burst.done():
             log.info("worker=%s burst: queues drained", self.id)
             self.stop()
 
@@ -323,6 +346,7 @@ class ProdconsWorker(Intake, Daemon):
 
     def tick(self) -> None:
         self.limiter.enforce()  # also while stopping: running jobs keep their time limits
+        self.control_tick()  # aborted jobs past their grace; paused queues
         self.consumer.probe_resting()  # also with every slot busy (see probe_resting)
         if self.scheduler is not None and not self.stopping.is_set():  # resigned at stop
             self.scheduler.tick()  # also promotes due delayed jobs of every queue
@@ -341,6 +365,7 @@ class ProdconsWorker(Intake, Daemon):
         self.consumer.heartbeat()
         self.consumer.requeue_stale()
         self.index.heartbeat()
+        self.control_beat()  # abort requests; concurrency leases (never raises)
 
     def state(self) -> dict[str, Any]:
         with self._slots:
@@ -348,6 +373,7 @@ class ProdconsWorker(Intake, Daemon):
         return {"queues": self.queues, "concurrency": self.concurrency,
                 "processed": self.processed, "failed": self.failed, "current": current,
                 "parked": self.recorder.parked(),  # outcomes waiting for a node that is down
+                "paused": sorted(self.paused),  # queues it takes nothing from
                 **({"leading": self.scheduler.leading} if self.scheduler is not None else {})}
 
     # -- stopping ----------------------------------------------------------------------------

@@ -29,8 +29,8 @@ from ..backend.connection import CONNECTION_OR_REPLY_ERRORS
 
 if TYPE_CHECKING:
     from ..backend.records import Records
+    from ..execution import Reserved
     from ..model import Outcome
-    from .execute import Reserved
 
 log = logging.getLogger("redisq.worker")
 

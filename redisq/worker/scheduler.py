@@ -32,6 +32,7 @@ from ..backend import index, keys
 from ..backend.connection import CONNECTION_ERRORS
 from ..backend.pressure import MemoryPressure, is_oom
 from ..broker.queue import Queue
+from ..job import Job
 from ..periodic import MAX_CATCH_UP, MISFIRE_POLICIES, Periodic, Plan, index_row, job_id
 from .daemon import Daemon
 
@@ -132,6 +133,9 @@ class Scheduler:
         unique = [keys.unique(spec.queue, env.unique)] if env.unique is not None else []
         done = self._run_fire(spec, keys.periodic_last(spec.queue, name), tick, message, jid,
                               now, unique, prepared.unique_ttl_s)
+        if self.app.hooks.middleware:  # prepare() ran before_enqueue: its pair, queued or not
+            self.app.hooks.middleware.after_enqueue(Job(self.app.records, jid, spec.queue,
+                                                        done == 1))
         if done == 1:
             self._last_fired[name] = tick
             log.info("job=%s task=%s queue=%s queued for periodic tick %s", jid, spec.task,
@@ -147,7 +151,7 @@ class Scheduler:
         q = spec.queue
         ks = [mark, keys.pending(q), keys.job(q, jid), keys.stats(q), *(unique or [])]
         argv = [f"{tick:.3f}", message, spec.task, q, f"{now:.6f}",
-                max(int(unique_ttl_s * 1000), 1), jid, keys.job_prefix(q)]
+                max(int(unique_ttl_s * 1000), 1), jid, keys.job_prefix(q), keys.done(q)]
         if self.app.wait_replicas:
             res = self.scripts.run_replicated("fire_periodic", ks, argv, self.app.wait_replicas,
                                               self.app.wait_timeout_s)

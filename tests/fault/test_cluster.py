@@ -64,9 +64,11 @@ def test_queues_spread_over_nodes_and_two_workers_drain_them(cluster: ClusterSet
     procs = workers(cluster.url, runs_file, 2)
     # Both registered (the registry spans nodes too) before the jobs, so both get some.
     wait_until(lambda: len(Registry(app.client).workers()) == 2, 6, what="two workers")
+    firsts = {}
     for q in QUEUES:  # one by one, and in bulk (one script call per chunk, on the queue's node)
         for i in range(PER_QUEUE // 3):
-            app.enqueue("r.record", (number(q, i),), queue=q)
+            job = app.enqueue("r.record", (number(q, i),), queue=q)
+            firsts.setdefault(q, job)
         app.enqueue_many("r.record", [((number(q, i),), {}) for i in range(PER_QUEUE // 3,
                                                                           PER_QUEUE)], queue=q)
     sub = Subscriber(app.connect("sub"), channels=["news"], durable=["log"],
@@ -81,6 +83,10 @@ def test_queues_spread_over_nodes_and_two_workers_drain_them(cluster: ClusterSet
         for q in QUEUES:
             wait_until(lambda q=q: app.queue(q).counts().get("succeeded") == PER_QUEUE, 3,
                        what=f"queue {q}'s records")
+            # Finished records (in done buckets, read by one script on the queue's node), found
+            # by id alone too (one look-up per queue, routed to each queue's node).
+            assert firsts[q].info()["status"] == "succeeded"
+            assert app.job(firsts[q].id).queue == q  # type: ignore[union-attr]
         app.publish("news", {"n": 1})
         app.publish("log", {"n": 2}, durable=True)
         got = {m.channel for m in (sub.get(2), sub.get(2)) if m is not None}

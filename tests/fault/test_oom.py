@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from redisq import App
-from redisq.backend import keys
+from redisq.backend import finished, keys
 from redisq.backend.embedded import RedisServer, free_port
 from redisq.backend.registry import Registry
 from redisq.broker.consumer import Consumer
@@ -111,11 +111,16 @@ def test_worker_drains_at_maxmemory_and_redis_has_room_after(small_server: Redis
         wait_until(lambda: admin.llen(keys.pending(QUEUE)) == 0, DRAIN_S, what="the drain")
         watch.done.set()
         watch.join()
-        # Every acknowledged enqueue ran.
-        pipe = admin.pipeline(transaction=False)
-        for job_id in acked:
-            pipe.hget(keys.job(QUEUE, job_id), "status")
-        wait_until(lambda: set(pipe.execute()) == {b"succeeded"}, 2,
+        # Every acknowledged enqueue ran (its record read where it lives: a succeeded job's
+        # is in a done bucket; one pipelined round trip of record.lua steps).
+        calls = [("record", *finished.read_call(QUEUE, job_id)) for job_id in acked]
+
+        def statuses() -> set[str]:
+            return {finished.record_from_reply(reply, QUEUE, job_id).get("status", "")
+                    for job_id, reply in zip(acked, producer.records.scripts.run_many(calls),
+                                             strict=True)}
+
+        wait_until(lambda: statuses() == {"succeeded"}, 2,
                    what="every acknowledged job to succeed")
         print(f"acked={len(acked)} refused={refused} longest_pause_s="
               f"{watch.longest_pause_s:.3f} used_memory={admin.info('memory')['used_memory']}")

@@ -42,7 +42,8 @@ def test_enqueue_then_job_shows_the_record(redis_url: str, app: App) -> None:
 def test_enqueue_checks_the_call_against_the_app(redis_url: str, app: App) -> None:
     wrong = cli(redis_url, "enqueue", "t.record", "--args", "[1, 2]", "--app",
                 "tests.worker_app:app")
-    assert wrong.exit_code == 1 and "TypeError" in wrong.stderr
+    assert wrong.exit_code == 2  # bad usage: the call does not fit the task, named here
+    assert "bad arguments for task 't.record': too many positional arguments" in wrong.stderr
     ok = cli(redis_url, "enqueue", "t.record", "--args", "[1]", "--app", "tests.worker_app:app")
     assert ok.exit_code == 0
     assert app.job(ok.stdout.strip()).info()["task"] == "t.record"
@@ -50,6 +51,25 @@ def test_enqueue_checks_the_call_against_the_app(redis_url: str, app: App) -> No
     assert missing.exit_code == 2 and "cannot import" in missing.stderr
     not_app = cli(redis_url, "enqueue", "t.record", "--app", "tests.worker_app:record")
     assert not_app.exit_code == 2 and "not a redisq App" in not_app.stderr
+
+
+def test_enqueue_with_an_app_refuses_unknown_tasks(redis_url: str, app: App) -> None:
+    """As the web API does: a name the App does not register would only be dead-lettered by
+    its workers; without --app any name goes (a producer need not import the tasks)."""
+    typo = cli(redis_url, "enqueue", "t.recrd", "--args", "[1]", "--app", "tests.worker_app:app")
+    assert typo.exit_code == 2
+    assert ("unknown task 't.recrd': not registered in tests.worker_app:app; did you mean "
+            "t.record?") in typo.stderr
+    other = cli(redis_url, "enqueue", "zzz", "--app", "tests.worker_app:app")
+    assert other.exit_code == 2 and "unknown task 'zzz'" in other.stderr
+    assert "t.block, t.flaky" in other.stderr  # what it does have
+    by_env = cli(redis_url, "enqueue", "zzz", env={"REDISQ_APP": "tests.worker_app:app"})
+    assert by_env.exit_code == 2 and "unknown task 'zzz'" in by_env.stderr
+    assert app.client.llen(keys.pending("default")) == 0  # nothing was sent
+    assert cli(redis_url, "enqueue", "zzz").exit_code == 0  # no App: by name, unchecked
+    big = cli(redis_url, "enqueue", "zzz", "--args", json.dumps(["x" * 2048]),
+              env={"REDISQ_MAX_MESSAGE_BYTES": "1024"})
+    assert big.exit_code == 1 and "MessageTooLarge: task 'zzz': " in big.stderr
 
 
 @pytest.mark.parametrize("args", [

@@ -95,12 +95,16 @@ def test_job_detail_retry_now_keeps_history_then_succeeds(redis_url: str) -> Non
         assert shown["args"] == [7] and shown["attempts"] == 1 and shown["arguments_complete"]
         assert "ValueError: bad input 7" in shown["traceback"]
         assert [e["event"] for e in shown["history"]][-1] == "dead"
+        actions.retry_now(app.records, "default", job.id)  # still failing: dead again
+        wait_until(lambda: job.status == "dead" and "retry" in str(job.info().get("history")))
+        events = [e["event"] for e in jobs.detail(app, "default", job.id)["history"]]
+        assert "retry" in events and events[-1] == "dead"
         app.client.set("heal", 1)
         actions.retry_now(app.records, "default", job.id)
         wait_until(lambda: job.status == "succeeded")
+    # (A succeeded record goes to a done bucket, which keeps no action history.)
     shown = jobs.detail(app, "default", job.id)
-    events = [e["event"] for e in shown["history"]]
-    assert "retry" in events and events[-1] == "succeeded"
+    assert [e["event"] for e in shown["history"]][-1] == "succeeded"
     assert app.client.zscore(keys.status_index("default", "dead"), job.id) is None
     assert app.client.llen(keys.dead("default")) == 0  # its dead letter went back to the queue
     assert app.client.zscore(keys.status_index("default", "succeeded"), job.id) is not None
@@ -163,8 +167,9 @@ def test_cli_jobs_job_retry_delete(redis_url: str) -> None:
         code, out, _ = cli(redis_url, "retry", "--all-failed")
         assert (code, out.strip()) == (0, "3")
         wait_until(lambda: all(b.status == "succeeded" for b in bad))
-    code, out, _ = cli(redis_url, "delete", bad[1].id, "--yes")
-    assert code == 0 and bad[1].status is None
+    later = app.enqueue("t.ok", [9], delay_s=60)
+    code, out, _ = cli(redis_url, "delete", later.id, "--yes")
+    assert code == 0 and later.status is None and app.client.zcard(keys.delayed("default")) == 0
     code, _, err = cli(redis_url, "cancel", bad[0].id)
     assert code == 1 and "cancelled" in err
     code, _, err = cli(redis_url, "job", "zzzzzzzz")

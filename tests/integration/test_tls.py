@@ -4,6 +4,7 @@ CA; a server whose certificate the CA did not sign is refused (an error, not a h
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,9 @@ import redis
 
 from redisq import App, config
 from redisq.backend.connection import connect
-from redisq.backend.embedded import RedisServer, free_port
 from redisq.broker.channel import Subscriber
 from redisq.worker.prodcons import Worker
+from tests.support.tls import TLSFront, tls_redis
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -32,16 +33,13 @@ def make_ca_and_cert(d: Path, name: str) -> None:
 
 
 @pytest.fixture
-def tls_server(tmp_path: Path):
+def tls_server(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A server reached over TLS (natively, or through tests/support/tls.py's front when the
+    binary has no TLS) with a certificate the "good" CA signed."""
     make_ca_and_cert(tmp_path, "good")
     make_ca_and_cert(tmp_path, "other")
-    tls_port = free_port()
-    srv = RedisServer(tmp_path / "data", port=free_port(), extra_args=(
-        "--tls-port", str(tls_port), "--tls-cert-file", str(tmp_path / "good.pem"),
-        "--tls-key-file", str(tmp_path / "good.key"), "--tls-ca-cert-file",
-        str(tmp_path / "good-ca.pem"), "--tls-auth-clients", "no")).start()
-    yield tmp_path, tls_port
-    srv.kill()
+    with tls_redis(tmp_path / "data", tmp_path, "good") as tls_port:
+        yield tmp_path, tls_port
 
 
 def test_everything_over_tls(tls_server: tuple[Path, int]) -> None:
@@ -70,3 +68,25 @@ def test_wrong_ca_is_refused(tls_server: tuple[Path, int]) -> None:
     client = connect(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs / 'other-ca.pem'}", "t")
     with pytest.raises(redis.ConnectionError):
         client.ping()
+
+
+def test_the_tls_front_for_binaries_without_tls(tmp_path: Path, redis_url: str) -> None:
+    """tests/support/tls.py's front, which the TLS tests use when the server binary has no TLS
+    (REDISQ_TEST_SERVER=embedded): exercised here on every run, so it cannot rot unseen on a
+    machine whose binary has TLS. Verified TLS passes; a wrong CA is refused; with plain_too a
+    plain client gets through on the same port (the sentinel test needs that)."""
+    make_ca_and_cert(tmp_path, "good")
+    make_ca_and_cert(tmp_path, "other")
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    front = TLSFront(port, tmp_path / "good.pem", tmp_path / "good.key", plain_too=True)
+    try:
+        ok = connect(f"rediss://127.0.0.1:{front.port}/0?ssl_ca_certs={tmp_path / 'good-ca.pem'}",
+                     "t")
+        assert ok.set("via", "front") and ok.get("via") == b"front"
+        bad = connect(f"rediss://127.0.0.1:{front.port}/0?ssl_ca_certs={tmp_path / 'other-ca.pem'}",
+                      "t")
+        with pytest.raises(redis.ConnectionError):
+            bad.ping()
+        assert redis.Redis(port=front.port, socket_timeout=2).get("via") == b"front"  # plain
+    finally:
+        front.close()

@@ -6,6 +6,7 @@ talks TLS to the sentinels as well as to the master."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import subprocess
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from redisq.aio import async_client
 from redisq.backend.connection import ConnectionOptions, connect
 from redisq.backend.embedded import RedisServer, find_server_binary, free_port
 from tests.integration.test_tls import make_ca_and_cert, openssl
+from tests.support.tls import TLSFront, has_native_tls, tls_redis
 from tests.support.wait import wait_until
 
 FAST = ConnectionOptions(block_timeout_s=0.5, read_margin_s=1.0, connect_timeout_s=2.0)
@@ -34,12 +36,6 @@ def make_cert_for(d: Path, ca: str, name: str, san: str) -> None:
             cwd=d)
 
 
-def tls_args(d: Path, tls_port: int, cert: str) -> tuple[str, ...]:
-    return ("--tls-port", str(tls_port), "--tls-cert-file", str(d / f"{cert}.pem"),
-            "--tls-key-file", str(d / f"{cert}.key"), "--tls-ca-cert-file", str(d / "good-ca.pem"),
-            "--tls-auth-clients", "no")
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("certs")
@@ -51,11 +47,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def wrong_host(certs: Path, tmp_path: Path) -> Iterator[int]:
     """A server whose certificate (signed by the trusted CA) names another host."""
-    port = free_port()
-    srv = RedisServer(tmp_path / "data", port=free_port(),
-                      extra_args=tls_args(certs, port, "wrong")).start()
-    yield port
-    srv.kill()
+    with tls_redis(tmp_path / "data", certs, "wrong") as port:
+        yield port
 
 
 def test_a_certificate_for_another_host_is_refused_by_default(certs: Path,
@@ -88,11 +81,8 @@ def test_asyncio_client_checks_hostnames_too(certs: Path, wrong_host: int) -> No
 
 @pytest.fixture
 def good_server(certs: Path, tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    srv = RedisServer(tmp_path / "data", port=free_port(),
-                      extra_args=tls_args(certs, port, "good")).start()
-    yield port
-    srv.kill()
+    with tls_redis(tmp_path / "data", certs, "good") as port:
+        yield port
 
 
 def test_ca_directory_from_the_url(certs: Path, good_server: int, tmp_path: Path) -> None:
@@ -118,46 +108,64 @@ def test_no_certificate_check_is_logged(good_server: int,
     assert not any("hunter2" in w for w in warnings)
 
 
-def _sentinel_conf(d: Path, tls_port: int, master_tls_port: int) -> str:
-    return "\n".join([
-        "port 0", f"tls-port {tls_port}", "bind 127.0.0.1", "daemonize no",
-        f"tls-cert-file {d / 'good.pem'}", f"tls-key-file {d / 'good.key'}",
-        f"tls-ca-cert-file {d / 'good-ca.pem'}", "tls-auth-clients no",
-        "tls-replication yes",  # the sentinel's own links to the master are TLS too
-        "sentinel resolve-hostnames no",
-        f"sentinel monitor mymaster 127.0.0.1 {master_tls_port} 1"]) + "\n"
+def _sentinel_conf(d: Path, port: int, master_port: int, native: bool) -> str:
+    if native:  # the sentinel speaks TLS only, its own links to the master too
+        tls = [f"tls-port {port}", "port 0", f"tls-cert-file {d / 'good.pem'}",
+               f"tls-key-file {d / 'good.key'}", f"tls-ca-cert-file {d / 'good-ca.pem'}",
+               "tls-auth-clients no", "tls-replication yes"]
+    else:  # plain, behind a TLS front; its links to the master go through the master's
+        tls = [f"port {port}"]
+    return "\n".join([*tls, "bind 127.0.0.1", "daemonize no", "sentinel resolve-hostnames no",
+                      f"sentinel monitor mymaster 127.0.0.1 {master_port} 1"]) + "\n"
+
+
+@contextlib.contextmanager
+def _master(certs: Path, tmp_path: Path) -> Iterator[int]:
+    """The master, on the port the sentinel monitors and reports: TLS only when the binary
+    has TLS; else a plain master behind a front that also lets the (plain) sentinel in."""
+    if has_native_tls():
+        with tls_redis(tmp_path / "master", certs, "good") as port:
+            yield port
+        return
+    master = RedisServer(tmp_path / "master", port=free_port()).start()
+    front = TLSFront(master.port or 0, certs / "good.pem", certs / "good.key", plain_too=True)
+    try:
+        yield front.port
+    finally:
+        front.close()
+        master.kill()
 
 
 @pytest.fixture
 def tls_sentinel(certs: Path, tmp_path: Path) -> Iterator[str]:
-    """A master and a sentinel that both speak TLS only (no plaintext port to fall back to)."""
-    master_tls = free_port()
-    master = RedisServer(tmp_path / "master", port=free_port(),
-                         extra_args=tls_args(certs, master_tls, "good")).start()
-    port = free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(_sentinel_conf(certs, port, master_tls))
-    proc = subprocess.Popen([find_server_binary(), str(conf), "--sentinel", "--logfile",
-                             str(tmp_path / "sentinel.log")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    admin = redis.Redis(port=port, ssl=True, ssl_ca_certs=str(certs / "good-ca.pem"),
-                        socket_timeout=1)
+    """A master and a sentinel that clients reach over TLS only (no plaintext port to fall
+    back to; without native TLS, through tests/support/tls.py's fronts)."""
+    native = has_native_tls()
+    with contextlib.ExitStack() as stack:
+        master_port = stack.enter_context(_master(certs, tmp_path))
+        port = free_port()
+        own = port if native else free_port()  # the sentinel's own port (plain: behind a front)
+        conf = tmp_path / "sentinel.conf"
+        conf.write_text(_sentinel_conf(certs, own, master_port, native))
+        proc = subprocess.Popen([find_server_binary(), str(conf), "--sentinel", "--logfile",
+                                 str(tmp_path / "sentinel.log")], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        stack.callback(lambda: (proc.kill(), proc.wait(5)))
+        if not native:
+            stack.callback(TLSFront(own, certs / "good.pem", certs / "good.key", port).close)
+        admin = redis.Redis(port=port, ssl=True, ssl_ca_certs=str(certs / "good-ca.pem"),
+                            socket_timeout=1)
+        stack.callback(admin.close)
 
-    def knows_master() -> bool:
-        try:
-            return admin.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[
-                1] == str(master_tls).encode()
-        except (redis.RedisError, OSError, TypeError):
-            return False
+        def knows_master() -> bool:
+            try:
+                return admin.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[
+                    1] == str(master_port).encode()
+            except (redis.RedisError, OSError, TypeError):
+                return False
 
-    try:
         wait_until(knows_master, 5, interval_s=0.05, what="the TLS sentinel to answer")
         yield f"127.0.0.1:{port}"
-    finally:
-        admin.close()
-        proc.kill()
-        proc.wait(5)
-        master.kill()
 
 
 def test_sentinel_over_tls(certs: Path, tls_sentinel: str) -> None:

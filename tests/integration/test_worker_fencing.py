@@ -56,3 +56,33 @@ def test_a_job_held_up_past_the_lease_before_it_runs_does_not_start(app: App) ->
         assert fenced.delay(2).result(5) == 2, "the worker carries on under its new epoch"
         assert ran == [2]
     assert job.status == "succeeded" and job.info()["worker"] == "other"
+
+
+def test_a_duplicate_delivered_after_the_record_moved_to_a_bucket_is_not_run_again(
+        app: App) -> None:
+    """A job succeeded and its record went to a done bucket (no key any more); a copy of its
+    message arrives again (a frozen worker's recovery, an at-least-once producer): the worker
+    reports it already succeeded and does not run it, whether it was taken alone by a
+    blocking move or in a batch."""
+    ran: list[int] = []
+
+    @app.task(name="t.once")
+    def once(n: int) -> int:
+        ran.append(n)
+        return n
+
+    job = once.delay(1)
+    (body,) = app.client.lrange(keys.pending("default"), 0, -1)
+    with running(app) as worker:
+        assert job.result(5) == 1
+        assert not app.client.exists(keys.job("default", job.id)), "moved to a done bucket"
+        app.client.lpush(keys.pending("default"), body)  # alone: a blocking move takes it
+        wait_until(lambda: worker.consumer.held() == 0 and not app.client.llen(
+            keys.pending("default")), 5, what="the duplicate to be settled")
+        app.client.lpush(keys.pending("default"), *([body] * 3))  # in a batch, with others
+        later = once.delay(2)
+        assert later.result(5) == 2
+        wait_until(lambda: worker.consumer.held() == 0, 5, what="the duplicates to be settled")
+    assert ran == [1, 2], "the finished job did not run again"
+    assert job.info()["status"] == "succeeded" and job.result(1) == 1
+    assert not app.client.exists(keys.job("default", job.id)), "no record key made again"

@@ -3,8 +3,12 @@ notify test is in test_worker_notify.py, job policy in test_worker_jobs.py."""
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
+
+import pytest
 
 from redisq import App, current_job
 from redisq.backend.registry import Registry
@@ -120,3 +124,38 @@ def test_worker_with_scheduler_runs_periodic_jobs(app: App) -> None:
         wait_until(lambda: len(runs) >= 2, 5, what="two periodic runs")
     # Ticks are 0.5 s apart; each fires within one supervisor tick (0.25 s) after it is due.
     assert runs[1] - runs[0] >= 0.2
+
+
+def test_one_info_line_per_job_with_its_duration(app: App, caplog: pytest.LogCaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """At INFO the operator sees every job once, when it ends (issue 17: a second line per job
+    cost ~10 % of the throughput); 'started' is a DEBUG line."""
+    @app.task(name="t.quick")
+    def quick(n: int) -> int:
+        return n
+
+    @app.task(name="t.broken", retries=0)
+    def broken() -> None:
+        raise ValueError("no")
+
+    jobs = [quick.delay(i) for i in range(20)] + [broken.delay()]
+    with caplog.at_level(logging.INFO, logger="redisq.worker"), running(app):
+        assert [j.result(5) for j in jobs[:20]] == list(range(20))
+        wait_until(lambda: jobs[-1].status in ("dead", "failed"), what="the failure")
+        wait_until(lambda: len([r for r in caplog.records if "job=" in r.getMessage()]) == 21,
+                   what="21 job lines")
+    lines = [r for r in caplog.records if "job=" in r.getMessage()]
+    assert not any("started" in r.getMessage() for r in lines)
+    for job in jobs[:20]:
+        (line,) = [r for r in lines if f"job={job.id}" in r.getMessage()]
+        assert line.levelno == logging.INFO
+        assert re.search(r"task=t\.quick queue=default succeeded duration_s=\d+\.\d{6}$",
+                         line.getMessage())
+    (failed,) = [r for r in lines if f"job={jobs[-1].id}" in r.getMessage()]
+    assert failed.levelno == logging.WARNING and "error=ValueError: no" in failed.getMessage()
+    caplog.clear()
+    debug_job = quick.delay(99)
+    with caplog.at_level(logging.DEBUG, logger="redisq.worker"), running(app):
+        assert debug_job.result(5) == 99
+    assert any(f"job={debug_job.id} task=t.quick queue=default started attempt=1"
+               in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)

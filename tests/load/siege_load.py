@@ -216,6 +216,9 @@ def check_exactly_once(server: RedisServer,
     seen = {k.decode(): int(v) for k, v in client.hgetall(SEEN).items()}
     prefix = keys.job("default", "")
     records = {k.decode()[len(prefix):] for k in client.scan_iter(match=prefix + "*", count=1000)}
+    for end in client.zrange(keys.done("default"), 0, -1):  # succeeded: in done buckets
+        records |= {f.decode() for f in client.hkeys(keys.done_bucket("default", int(end)))
+                    if not f.startswith(b"\x01")}  # (not the bucket's task/worker names)
     twice = sum(1 for v in seen.values() if v != 1)
     succeeded = int(client.hget(stats, "succeeded") or 0)
     print(f"accepted jobs {accepted} (siege counted {posted} 2xx), job records {len(records)}, "

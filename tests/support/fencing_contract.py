@@ -20,6 +20,7 @@ from redisq.backend import keys
 from redisq.backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
 from redisq.broker.consumer import Consumer
 from redisq.model import Envelope, Message, Outcome
+from tests.support.records import job_ids_in
 
 Q = "default"
 
@@ -225,6 +226,52 @@ class FencingContract:
         assert env_of(second).attempt == 2
         assert settle(app, wa, second, "succeeded", result_json="1") == 1
         assert status_and_worker(app, job.id) == ("succeeded", "wa")
+
+    # -- duplicates of a job whose finished record moved to a done bucket --------------------
+    def test_a_duplicate_after_the_record_moved_to_a_bucket_is_not_run_again(
+            self, app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A succeeded record is no key any more (redisq/backend/finished.py): a copy of its
+        message delivered again, by a batch reservation or a blocking move, is reported
+        finished and not started, and no record key is made for it."""
+        wa, wb = consumer(app, "wa"), consumer(app, "wb")
+        job = app.enqueue("t.x", args=(1,))
+        (m,) = wb.reserve(1, timeout_s=0)
+        assert settle(app, wb, m, "succeeded", result_json="1") == 1
+        assert not app.client.exists(keys.job(Q, job.id)), "in a done bucket"
+        app.client.rpush(keys.pending(Q), m.body)  # delivered again
+        (dup,) = wa.reserve(5, timeout_s=0)  # a batch reservation (reserve.lua)
+        assert dup.before == "succeeded"
+        wa.forget(dup)
+
+        def blocking_move(q: str, timeout_s: float) -> bytes | None:
+            app.client.rpush(keys.pending(Q), m.body)  # and once more, while wa waits
+            return app.client.lmove(keys.pending(q), keys.processing(q, "wa"),  # type: ignore[no-any-return]
+                                    "RIGHT", "LEFT")
+
+        monkeypatch.setattr(wa, "_blmove", blocking_move)
+        (moved,) = wa.reserve(1, timeout_s=0.1)
+        assert moved.before is None and moved.token == wa.token(Q)
+        assert app.records.start("wa", [env_of(moved)], "wa", [moved.token or ""]) == [
+            "succeeded"]  # (start.lua)
+        assert not app.client.exists(keys.job(Q, job.id)), "no started record was made"
+        # Had a copy run anyway, its outcome would not overwrite the first (settle.lua).
+        assert settle(app, wa, moved, "failed", error_type="E") == SETTLE_DUPLICATE
+        assert status_and_worker(app, job.id) == ("succeeded", "wb")
+        assert not app.client.exists(keys.job(Q, job.id))
+
+    def test_a_settle_repeated_after_a_lost_reply_finds_its_record_in_a_bucket(
+            self, app: App) -> None:
+        """The same worker settles again (its reply was lost): nothing moves, nothing is
+        written twice, and it is not taken for another worker's duplicate."""
+        wa = consumer(app, "wa")
+        job = app.enqueue("t.x", args=(1,))
+        (m,) = wa.reserve(1, timeout_s=0)
+        assert settle(app, wa, m, "succeeded", result_json="1") == 1
+        assert settle(app, wa, m, "succeeded", result_json="1") == 0
+        assert status_and_worker(app, job.id) == ("succeeded", "wa")
+        (end,) = app.client.zrange(keys.done(Q), 0, -1)
+        assert job_ids_in(app.client, keys.done_bucket(Q, int(end))) == [job.id]
+        assert app.queue(Q).counts()["succeeded"] == 1
 
     # -- the consumer's own bookkeeping ------------------------------------------------------
     def test_settling_a_message_of_an_ended_epoch_keeps_the_new_hold_of_it(self,

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from redisq import App, Retry, current_job
+from redisq.execution import AsyncRunner, JobTimeLimit, TimeLimiter, execute, failure_outcome
 from redisq.job import JobContext
 from redisq.model import Envelope, Outcome
-from redisq.worker.execute import AsyncRunner, JobTimeLimit, TimeLimiter, execute, failure_outcome
 
 
 @pytest.fixture
@@ -117,7 +117,9 @@ def test_unjsonable_result_fails_the_attempt(app: App) -> None:
         return {1}
 
     assert run(app, "t.nan").status == "dead"
-    assert run(app, "t.set").error_type == "TypeError"
+    # (The error arguments get too: a TypeError that says what JSON cannot carry.)
+    assert run(app, "t.set").error_type == "SerializationError"
+    assert "set cannot be carried as JSON" in run(app, "t.set").error_message
 
 
 def test_system_exit_in_a_task_is_its_error_not_the_workers(app: App) -> None:

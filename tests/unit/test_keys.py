@@ -12,7 +12,8 @@ from redisq.backend import keys
 def queue_keys(q: str, consumer: str = "c1") -> list[str]:
     return [keys.pending(q), keys.processing(q, consumer), keys.lease(q, consumer),
             keys.consumers(q), keys.delayed(q), keys.dead(q), keys.stats(q), keys.job(q, "j1"),
-            keys.unique(q, "u"), keys.periodic_last(q, "tick")]
+            keys.unique(q, "u"), keys.periodic_last(q, "tick"), keys.done(q),
+            keys.done_bucket(q, 1_764_765_600_000)]
 
 
 @pytest.mark.parametrize("q", ["default", "high", "emails.v2", "a:b", "ünïcode"])
@@ -39,6 +40,12 @@ def test_keys_of_different_consumers_and_queues_differ() -> None:
 def test_job_prefix_builds_the_job_key() -> None:
     """reserve.lua derives a record key as prefix .. id: it must equal keys.job()."""
     assert keys.job_prefix("q") + "abc" == keys.job("q", "abc")
+
+
+def test_the_scripts_build_a_done_bucket_from_the_index_key() -> None:
+    """settle.lua, record.lua (and reserve/start) build a bucket's key as index .. ':' .. end."""
+    assert keys.done("q") + ":42" == keys.done_bucket("q", 42)
+    assert not keys.done_bucket("q", 42).startswith(keys.job_prefix("q"))
 
 
 def test_channel_keys_carry_the_channel_tag() -> None:

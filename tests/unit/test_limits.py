@@ -223,14 +223,15 @@ def test_envelope_refuses_wrong_types_and_values(data: dict[str, Any], reason: s
 
 def test_readers_of_stored_values_survive_poison(fake_redis: redis.Redis) -> None:
     from redisq import JobFailed
-    from redisq.backend.records import _unique_of, complete_record
+    from redisq.backend.records import _unique_and_ttl_of, complete_record
     from redisq.backend.registry import Registry
     from redisq.job import final_result
     from redisq.ops.stats import periodic_index
 
     deep = b"[" * 100_000 + b"]" * 100_000
     assert complete_record({b"status": b"queued", b"message": deep}, "q", "j")["status"] == "queued"
-    assert _unique_of(deep) is None and _unique_of(b"\xff") is None
+    assert _unique_and_ttl_of(deep, 5.0) == (None, 5.0)
+    assert _unique_and_ttl_of(b"\xff", 5.0) == (None, 5.0)
     with pytest.raises(JobFailed) as failed:
         final_result("j", {"status": "succeeded", "result": deep.decode()})
     assert failed.value.error_type == "BadResult"

@@ -42,6 +42,11 @@ add.delay("1", 2)  # error: str for int
 fetch.delay(url=3)  # error: int for str
 report.delay()  # error: n missing (the context is not the caller's)
 wrong: str = add.delay(1, 2).result()  # error: the result is an int
+high: int = add.options(queue="high", retries=0, headers={"r": 1}).delay(1, 2).result()
+add.options(queue="high").delay("1", 2)  # error: per-call options keep the signature
+add.options(retry=0)  # error: no such option
+add.options(timeout_s="5")  # error: a number
+later: str = add.options(expires_s=60).enqueue((1, 2)).result()  # error: the result is an int
 '''
 
 

@@ -72,9 +72,11 @@ def test_actions_retry_copy_cancel_delete_and_bulk(client: FlaskClient, rq: App,
     later = rq.enqueue("web.add", [1, 1], delay_s=60)
     assert post(client, f"/jobs/{later.id}/cancel").status_code == 200
     assert "cancel" in [e["event"] for e in client.get(f"/api/jobs/{later.id}").json["history"]]
-    res = post(client, "/jobs/bulk", {"action": "delete", "jobs": [later.id, done.id, "f" * 32]})
+    wait_until(lambda: rq.job(copy["job_id"]).status == "dead")
+    res = post(client, "/jobs/bulk", {"action": "delete",
+                                      "jobs": [later.id, copy["job_id"], "f" * 32]})
     assert res.json["done"] == 2 and list(res.json["refused"]) == ["f" * 32]
-    assert rq.job(later.id) is None and rq.job(done.id) is None
+    assert rq.job(later.id) is None and rq.job(copy["job_id"]) is None
     assert post(client, "/jobs/bulk", {"action": "explode", "jobs": []}).status_code == 400
     assert post(client, "/jobs/bulk", {"action": "retry", "jobs": [1]}).status_code == 400
 

@@ -82,7 +82,7 @@ function bar(fraction) {
 function fillBars(root) {
   for (const el of root.querySelectorAll(".bar[aria-valuenow]")) el.firstElementChild.style.width = el.getAttribute("aria-valuenow") + "%";
 }
-const FINAL = ["succeeded", "dead", "failed", "cancelled"];
+const FINAL = ["succeeded", "dead", "failed", "cancelled", "expired"];
 
 function redisqDashboard() {
   const jobs = new Map();  // the jobs this page enqueued, newest last
@@ -106,8 +106,8 @@ function redisqDashboard() {
     const list = (v) => (Array.isArray(v) ? v : []);
     const running = list(s.running);
     rows("#queues", Object.entries(s.queues || {}), ([q, c]) =>
-      `<tr><td><a href="${at("/jobs")}?queue=${encodeURIComponent(q)}">${esc(q)}</a></td><td><a href="${at("/jobs")}?status=queued&queue=${encodeURIComponent(q)}">${num(c.depth)}</a></td><td>${num(c.in_flight)}</td>` +
-      `<td><a href="${at("/jobs")}?status=scheduled&queue=${encodeURIComponent(q)}">${num(c.delayed)}</a></td><td><a href="${at("/jobs")}?status=failed&queue=${encodeURIComponent(q)}">${num(c.dead_letters)}</a></td>` +
+      `<tr><td><a href="${at("/jobs")}?queue=${encodeURIComponent(q)}">${esc(q)}</a>${c.paused ? ' <span class="badge paused">paused</span>' : ""}` +
+      `${c.throttled ? ` <span class="badge" title="starts sent back by a rate or concurrency limit">throttled ${num(c.throttled)}</span>` : ""}</td><td><a href="${at("/jobs")}?status=queued&queue=${encodeURIComponent(q)}">${num(c.depth)}</a></td><td>${num(c.in_flight)}</td><td><a href="${at("/jobs")}?status=scheduled&queue=${encodeURIComponent(q)}">${num(c.delayed)}</a></td><td><a href="${at("/jobs")}?status=failed&queue=${encodeURIComponent(q)}">${num(c.dead_letters)}</a></td>` +
       `<td><a href="${at("/jobs")}?status=succeeded&queue=${encodeURIComponent(q)}">${num(c.succeeded)}</a></td><td>${num(c.rate)}</td><td class="actions"><button data-act="requeue" data-q="${esc(q)}">retry dead</button> ` +
       `<button data-act="purge" data-q="${esc(q)}">purge</button></td></tr>`, "no queues yet");
     rows("#workers", list(s.workers), (w) =>

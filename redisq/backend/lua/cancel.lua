@@ -16,7 +16,8 @@
 -- ARGV[4]  record TTL in ms (0 = keep)
 -- returns  1 if cancelled, 0 if the job was not waiting any more
 local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'queued' and status ~= 'retrying' then return 0 end
+-- (A throttled job waits in the delayed set: it is cancelled like a retrying one.)
+if status ~= 'queued' and status ~= 'retrying' and status ~= 'throttled' then return 0 end
 local message = ARGV[3]
 local removed = redis.call('LREM', KEYS[2], 1, message) + redis.call('ZREM', KEYS[3], message)
 if removed == 0 then return 0 end

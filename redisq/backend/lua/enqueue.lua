@@ -18,6 +18,7 @@
 --          the look-up is skipped: this is the hot path of delay()), else "0"
 -- ARGV[9]  job record prefix redisq:{q}:job:  (to look up the unique key's holder; it carries
 --          the queue's hash tag, so the holder's record is in the same Cluster slot)
+-- ARGV[10] the job's headers as JSON, copied into its record ('' or absent = none)
 -- returns  { 1, id } when queued, { 0, existing id } when a duplicate was refused
 local status = false
 if ARGV[8] ~= '1' then
@@ -42,6 +43,8 @@ if status then redis.call('DEL', KEYS[3]) end  -- a finished job's id reused: st
 -- The message lives in the queue only (the record does not copy it): Records.get fills in the
 -- queue (from the key) and attempts (none yet).
 redis.call('HSET', KEYS[3], 'status', 'queued', 'task', ARGV[5], 'enqueued_at', ARGV[7])
+-- Headers (task.options(headers=...)): on the record from the start, for job.headers.
+if ARGV[10] and ARGV[10] ~= '' then redis.call('HSET', KEYS[3], 'headers', ARGV[10]) end
 local delay = tonumber(ARGV[3])
 if delay < 0 then
   redis.call('LPUSH', KEYS[1], ARGV[1])

@@ -17,6 +17,8 @@
 -- ARGV[6]  unique key lease in ms (when KEYS[5] is given)
 -- ARGV[7]  job id (the unique key's value)
 -- ARGV[8]  job record prefix redisq:{q}:job:  (to look up the unique key's holder; same slot)
+-- ARGV[9]  done index redisq:{q}:done  (a finished tick's record may be in a done bucket,
+--          redisq:{q}:done:<end ms>; same slot)
 -- returns  1 queued; 0 this tick (or a later one) was already fired; 2 the tick is spent
 --          without a job (skipped, or the task's unique key is held by a queued or running
 --          job)
@@ -25,6 +27,15 @@ if last and tonumber(last) >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 if ARGV[2] == '' then return 2 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+-- [done buckets] the tick's job already finished, its record packed in a live done bucket
+local done = ARGV[9] or ''
+if done ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for _, e in ipairs(redis.call('ZRANGEBYSCORE', done, string.format('(%d', now), '+inf')) do
+    if redis.call('HEXISTS', done .. ':' .. e, ARGV[7]) == 1 then return 0 end
+  end
+end
 if KEYS[5] then
   if not redis.call('SET', KEYS[5], ARGV[7], 'NX', 'PX', ARGV[6]) then
     local held = redis.call('HGET', ARGV[8] .. redis.call('GET', KEYS[5]), 'status')

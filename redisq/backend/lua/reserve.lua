@@ -13,6 +13,7 @@
 -- KEYS[3]  lease key         redisq:{q}:lease:<consumer>
 -- KEYS[4]  consumers set     redisq:{q}:consumers
 -- KEYS[5]  epochs hash       redisq:{q}:epochs    (with a prefix)
+-- KEYS[6]  done index        redisq:{q}:done      (with a prefix: where finished records are)
 -- ARGV[1]  N: most messages to move (integer >= 1)
 -- ARGV[2]  consumer id
 -- ARGV[3]  lease length in milliseconds, or 0 when the caller's heartbeat keeps the lease
@@ -25,9 +26,10 @@
 --          messages were recovered after its lease expired: it must register again);
 --          without a prefix: the moved messages, oldest first (may be empty);
 --          with a prefix: message, status-before pairs, flattened. A status before of
---          'succeeded', 'failed', 'dead' or 'cancelled' leaves the record untouched (the job
---          must not run again: a duplicate delivery, or a cancel); '' means no record,
---          '?' a message that is not a job (left for the worker to dead-letter).
+--          'succeeded', 'failed', 'dead', 'cancelled', 'aborted' or 'expired' leaves the record untouched
+--          (the job must not run again: a duplicate delivery, or a cancel; a job without a
+--          record whose finished record is in a done bucket counts as finished too); '' means
+--          no record, '?' a message that is not a job (left for the worker to dead-letter).
 if ARGV[3] ~= '0' then
   redis.call('SADD', KEYS[4], ARGV[2])
   redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
@@ -36,6 +38,21 @@ local prefix = ARGV[4] or ''
 if prefix ~= '' and (ARGV[7] or '') ~= '' and redis.call('HGET', KEYS[5], ARGV[2]) ~= ARGV[7] then
   return -1
 end
+
+-- [done buckets] The status of job `id`'s finished record packed in a done bucket, or ''
+-- (asked only for a job without a record: the hot path pays nothing).
+local function done_status(index, id)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for _, e in ipairs(redis.call('ZRANGEBYSCORE', index, string.format('(%d', now), '+inf')) do
+    local done = redis.call('HGET', index .. ':' .. e, id)
+    if done then  -- the packed record's second field is its status code (finished.CODES)
+      return string.match(done, '^[^\31]*\31c') and 'cancelled' or 'succeeded'
+    end
+  end
+  return ''
+end
+
 local out = {}
 for i = 1, tonumber(ARGV[1]) do
   local msg = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
@@ -58,8 +75,10 @@ for i = 1, tonumber(ARGV[1]) do
     if id then
       local record = prefix .. id
       before = redis.call('HGET', record, 'status') or ''
+      if before == '' and KEYS[6] then before = done_status(KEYS[6], id) end
       if before ~= 'succeeded' and before ~= 'failed' and before ~= 'dead'
-          and before ~= 'cancelled' then
+          and before ~= 'cancelled' and before ~= 'aborted'
+          and before ~= 'expired' then
         -- Only finished records carry a TTL, and those are skipped: no PERSIST needed.
         redis.call('HSET', record, 'status', 'started', 'started_at', ARGV[6],
           'worker', ARGV[5], 'attempts', attempt or '1')
