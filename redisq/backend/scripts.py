@@ -33,6 +33,7 @@ NAMES = (
     "lock_release", "lock_extend", "enqueue_many", "leader", "fire_periodic", "renew",
     "beat", "beat_index", "release", "record", "progress",
     "gate", "limit_release",  # rate and concurrency limits
+    "retry_now", "delete_job",  # the dashboard's job actions
 )
 
 
