@@ -110,6 +110,8 @@ class App:
                 or max_message_bytes < 1:
             raise ValueError(f"max_message_bytes must be a positive int, not {max_message_bytes!r}")
         self.max_message_bytes = max_message_bytes
+        #: Most job ids each per-queue status index keeps (0: none; ``index_max`` setting).
+        self.index_max = 10_000
         self.tasks: dict[str, AnyTask] = {}
         self._commit_hook: CommitHook | None = None  # what delay_on_commit queues through
         self.messages = Messages(self.serializer, self.tasks, lambda: self.max_message_bytes)
@@ -174,6 +176,7 @@ class App:
         records = Records(client, Scripts(client), self.result_ttl_s, self.failure_ttl_s,
                           self.dead_max, self.events, self.args_summary_bytes)
         records.max_message_bytes = self.max_message_bytes
+        records.index_max = self.index_max
         return records
 
     def close(self) -> None:

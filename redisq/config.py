@@ -65,6 +65,8 @@ class Settings:
     """How long a failed or dead job's record is kept."""
     dead_max: int = 10_000
     """Most entries a queue's dead-letter list keeps."""
+    index_max: int = 10_000
+    """Most job ids each per-queue status index (succeeded, failed, dead...) keeps (0: none)."""
     queue_idle_ttl_s: float = 691_200.0
     """A queue with nothing queued, delayed, running or dead and no producer or worker activity
     for this long (at least the record TTLs) drops out of the queue index."""

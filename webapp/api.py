@@ -16,10 +16,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from redisq import DuplicateJob, SerializationError
 from redisq.backend import keys
+from redisq.backend.actions import ActionRefused
+from redisq.backend.actions import cancel as cancel_job
 from redisq.canvas import Chord, Group, Signature, chain, group
 from redisq.tasks import check_call_options
 
-from .http import error, page, state
+from .http import error, page, state, wants_html
 from .security import is_json
 
 api = Blueprint("api", __name__)
@@ -292,7 +294,12 @@ def _short(exc: BaseException) -> str:
 
 @api.get("/jobs/<job_id>")
 def job_status(job_id: str) -> Response:
-    """Status, progress, result or error of a job; 404 for an unknown id."""
+    """Status, progress, result or error of a job; 404 for an unknown id. A browser (``Accept``
+    preferring HTML) gets the job page instead (``webapp.jobs``)."""
+    if wants_html():
+        from .jobs import job_page
+
+        return job_page(job_id)
     job = state().queue_app.job(job_id)
     info = job.info() if job is not None else None
     if not info:
@@ -328,7 +335,9 @@ def cancel(job_id: str) -> Response:
     job = state().queue_app.job(job_id)
     if job is None:
         return error(404, f"no job {job_id}")
-    if not job.cancel():
+    try:  # recorded in the job's history and the cancelled index
+        cancel_job(state().queue_app.records, job.queue, job_id)
+    except ActionRefused:
         return error(409, f"job {job_id} is {job.status}; only queued jobs can be cancelled")
     return _json({"id": job_id, "status": "cancelled"}, 200)
 

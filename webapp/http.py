@@ -90,6 +90,12 @@ def page(template: str, **context: Any) -> Response:
     return response
 
 
+def wants_html() -> bool:
+    """Whether the client (a browser navigating) prefers HTML to JSON."""
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html"
+
+
 def error(code: int, message: str, headers: dict[str, str] | None = None,
           **extra: Any) -> Response:
     """A JSON error response: ``{"error": message, ...}`` with HTTP status ``code``."""
@@ -112,4 +118,5 @@ def unexpected_error(exc: Exception) -> Response:
     return error(500, "internal error")  # the traceback goes to the log, never over HTTP
 
 
-__all__ = ["PAGE_HEADERS", "WebState", "error", "http_error", "page", "state", "unexpected_error"]
+__all__ = ["PAGE_HEADERS", "WebState", "error", "http_error", "page", "state", "unexpected_error",
+           "wants_html"]

@@ -28,6 +28,7 @@ from . import security
 from .api import api
 from .http import STATIC, WebState, http_error, unexpected_error
 from .hub import Hub
+from .jobs import jobs_bp
 from .ops import ops
 from .stream import stream
 
@@ -35,7 +36,7 @@ BLUEPRINT = "redisq"  # the mount's blueprint: its endpoints are "redisq.api.enq
 #: Every blueprint of the web app: create_app registers them at its root, Redisq under its
 #: prefix (a new blueprint goes here, and its pages and scripts build their links from
 #: ``rq_root``/``rq_static`` and ``at()`` in app.js, so they work in both).
-BLUEPRINTS = (api, stream, ops)
+BLUEPRINTS = (api, stream, ops, jobs_bp)
 DEMO_APP = "webapp.tasks:app"  # only when asked for: REDISQ_APP=webapp.tasks:app, redisq up --demo
 
 

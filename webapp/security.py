@@ -32,12 +32,16 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from redisq import config as rq_config
 
-from .http import error, state
+from .http import error, state, wants_html
 
 auth = Blueprint("auth", __name__)
 
 READ_ENDPOINTS = frozenset({"stream.events", "stream.channel_events", "stream.api_snapshot",
-                            "api.job_status", "ops.metrics"})
+                            "api.job_status", "ops.metrics", "jobs.api_jobs", "jobs.api_job",
+                            "jobs.api_series"})
+#: Read endpoints that answer a browser with a page shell (no job data: the page reads it
+#: through the endpoints above), which it may load before logging in.
+SHELL_WHEN_HTML = frozenset({"api.job_status"})
 OPEN_ENDPOINTS = frozenset({"ops.healthz"})
 LOGIN_ENDPOINTS = frozenset({"auth.login", "auth.logout"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -114,7 +118,8 @@ class _Guard:
             return None  # a 404 or 405 follows: no view runs
         if environ["REQUEST_METHOD"] not in SAFE_METHODS:
             return self._check_write(environ, endpoint)
-        if endpoint in READ_ENDPOINTS and self.read and not self._reader(environ):
+        if (endpoint in READ_ENDPOINTS and self.read and not self._reader(environ)
+                and not (endpoint in SHELL_WHEN_HTML and wants_html())):
             return error(401, "this read needs a token (Authorization: Bearer <token>, or log in"
                               " on the dashboard)", headers={"WWW-Authenticate": "Bearer"})
         return None

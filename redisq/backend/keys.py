@@ -26,6 +26,13 @@ key                                    type      meaning
                                                  with \\x01; see :mod:`redisq.backend.finished`);
                                                  expires whole at its end
 ``redisq:{q}:unique:<key>``            string    id of the queued/running job holding a unique key
+``redisq:{q}:idx:<status>``            zset      job ids that reached ``status`` (succeeded, failed,
+                                                 dead, retrying, cancelled...), score = when (unix
+                                                 ms); capped at ``index_max`` (see ``jobindex``)
+``redisq:{q}:series:<minute>``         string    per-second counters of one minute (unix s / 60),
+                                                 u32 slots (BITFIELD): processed, failed, depth,
+                                                 enqueue→start latency histogram (``jobindex``);
+                                                 expires after ``SERIES_TTL_S``
 ``redisq:{q}:abort:<id>``              string    ``job.abort()`` asked a running job to stop; the
                                                  worker running it sees it at its heartbeat
 ``redisq:{q}:rate:<task>``             string    GCRA theoretical arrival time (ms) of a task's
@@ -142,6 +149,20 @@ def done_bucket(queue: str, end_ms: int) -> str:
 
 def unique(queue: str, unique_key: str) -> str:
     return f"{_q(queue)}:unique:{unique_key}"
+
+
+def status_index(queue: str, status: str) -> str:
+    """Job ids of ``queue`` that reached ``status``, newest highest (see ``backend/jobindex``)."""
+    return f"{_q(queue)}:idx:{status}"
+
+
+#: How long a minute of per-second counters is kept: the graphs show the last hour.
+SERIES_TTL_S = 3_900
+
+
+def series(queue: str, minute: int) -> str:
+    """The per-second counters of ``queue`` during ``minute`` (unix seconds // 60)."""
+    return f"{_q(queue)}:series:{minute}"
 
 
 def worker(worker_id: str) -> str:

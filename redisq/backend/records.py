@@ -16,12 +16,13 @@ from typing import Any
 import redis
 
 from .. import limits
-from ..model import Envelope, Message, Outcome
+from ..model import Envelope, Message, Outcome, as_text
 from ..serializers import JSONSerializer, compact_json
 from . import finished, index, keys, workflows
 from .cluster import is_cluster
 from .dead import dead_entry, dead_message
 from .finished import complete_record
+from .jobindex import Sampler, index_keys
 from .pressure import is_oom
 from .scripts import Scripts
 from .wire import wire_for
@@ -43,6 +44,8 @@ class Records:
     #: Whether succeeded (and worker-cancelled) records kept for a time go to done buckets
     #: (:mod:`redisq.backend.finished`); False keeps each one a key of its own, as before.
     done_buckets = True
+    #: Most ids each per-queue status index keeps; 0: no indexes, no series (``index_max``).
+    index_max = 10_000
 
     def __init__(self, client: redis.Redis, scripts: Scripts | None = None,
                  result_ttl_s: float = 86_400.0, failure_ttl_s: float = 7 * 86_400.0,
@@ -57,6 +60,7 @@ class Records:
         self.args_summary_bytes = args_summary_bytes
         self._index = index.ProducerIndex(client)
         self._wire = wire_for(client)
+        self._sampler = Sampler()  # which settles sample the graphs' series
         #: Whether :meth:`enqueue_fresh` may be used (a cluster routes scripts, not MULTI).
         self.transactions = not is_cluster(client)
 
@@ -120,6 +124,13 @@ class Records:
         reply = self.scripts.run("record", *finished.read_call(queue, job_id))
         return finished.record_from_reply(reply, queue, job_id)
 
+    def get_many(self, jobs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """:meth:`get` of each (queue, job id) in one round trip ({} for one that is gone)."""
+        replies = self.scripts.run_many([("record", *finished.read_call(q, jid))
+                                         for q, jid in jobs])
+        return [finished.record_from_reply(reply, q, jid)
+                for (q, jid), reply in zip(jobs, replies, strict=True)]
+
     def status(self, queue: str, job_id: str) -> str | None:
         """The job's status (None: no record), read as :meth:`get` reads it."""
         status: str | None = self.get(queue, job_id).get("status")
@@ -140,6 +151,14 @@ class Records:
         replies = self.scripts.run_many([("record", *finished.read_call(q, job_id))
                                          for q in queues])
         return next((q for q, reply in zip(queues, replies, strict=True) if reply), None)
+
+    def note(self, queue: str, job_id: str, line: str) -> None:
+        """Append one line to a job's ``history`` (operator actions; a rare write)."""
+        key = keys.job(queue, job_id)
+        old = self.client.hget(key, "history")
+        # A finished record in a done bucket is not a key: a history line would make one.
+        if old is not None or self.client.exists(key):
+            self.client.hset(key, "history", (as_text(old) if old else "") + line + "\n")
 
     def cancel(self, queue: str, job_id: str) -> bool:
         status, message = self.client.hmget(keys.job(queue, job_id), "status", "message")
@@ -198,12 +217,12 @@ class Records:
         """The script call that records ``outcome`` and moves ``msg`` accordingly; it is
         refused (:data:`SETTLE_FENCED`) when the epoch ``msg`` was reserved under has ended,
         and never overwrites another worker's outcome (:data:`SETTLE_DUPLICATE`)."""
-        q = msg.queue
+        q, now = msg.queue, time.time()
         ks = [keys.processing(q, consumer_id), keys.job(q, env.id), keys.stats(q),
-              keys.delayed(q), keys.dead(q), keys.epochs(q), keys.done(q)]
-        if env.unique is not None:
-            ks.append(keys.unique(q, env.unique))
-        now = time.time()
+              keys.delayed(q), keys.dead(q), keys.epochs(q),
+              keys.done(q), keys.unique(q, env.unique or ""), *index_keys(q, outcome.status, now)]
+        # (KEYS[8] is a placeholder for a job without a unique key: settle.lua's KEYS are
+        # numbered, and the job index block's come after it.)
         # Attempts and start time again: a job taken by a blocking move is marked started
         # after it was handed to a thread, and a fast one may settle first (start.lua then
         # leaves the finished record alone), so the settle writes them too.
@@ -227,7 +246,8 @@ class Records:
                 self.dead_max, keys.EVENTS_CHANNEL if self.events else "", event,
                 duration_field(outcome.duration_s) if timed else "",
                 f"{outcome.duration_s:.6f}", consumer_id, msg.token or "", worker_id, env.attempt,
-                *self._record_args(fields, env, outcome, worker_id, ttl_s)]
+                *self._record_args(fields, env, outcome, worker_id, ttl_s),
+                *self._sampler.args(now, self.index_max, env, outcome.duration_s)]
         return "settle", ks, args
 
     def _record_args(self, fields: list[Any], env: Envelope, outcome: Outcome, worker_id: str,

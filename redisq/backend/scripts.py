@@ -36,6 +36,7 @@ NAMES = (
     "wf_group", "wf_member", "wf_next", "wf_cancel", "wf_defer", "wf_depend", "wf_resolve",
     "wf_release",
     "gate", "limit_release",  # rate and concurrency limits
+    "retry_now", "delete_job",  # the dashboard's job actions
 )
 
 

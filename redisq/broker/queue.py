@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import redis
 
 from ..backend import keys
+from ..backend.bulkread import as_dict, read_many
 from ..backend.scripts import Scripts
 from ..model import as_bytes
 
@@ -121,23 +122,17 @@ def counts_many(client: redis.Redis, names: list[str]) -> dict[str, dict[str, in
     many queues must not cost two round trips per queue)."""
     if not names:
         return {}
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.smembers(keys.consumers(name))
-        pipe.llen(keys.pending(name))
-        pipe.zcard(keys.delayed(name))
-        pipe.llen(keys.dead(name))
-        pipe.hgetall(keys.stats(name))
-    first = pipe.execute()
+    first = read_many(client, [cmd for name in names for cmd in (
+        ("SMEMBERS", keys.consumers(name)), ("LLEN", keys.pending(name)),
+        ("ZCARD", keys.delayed(name)), ("LLEN", keys.dead(name)),
+        ("HGETALL", keys.stats(name)))])
     members = {name: sorted(m.decode() for m in first[5 * i]) for i, name in enumerate(names)}
-    for name in names:
-        for member in members[name]:
-            pipe.llen(keys.processing(name, member))
-    inflight = iter(pipe.execute() if any(members.values()) else [])
+    inflight = iter(read_many(client, [("LLEN", keys.processing(name, member))
+                                       for name in names for member in members[name]]))
     out = {}
     for i, name in enumerate(names):
         depth, delayed, dead, stats = first[5 * i + 1:5 * i + 5]
-        counts = _counters(stats)
+        counts = _counters(as_dict(stats))
         counts.update(depth=depth, delayed=delayed, dead_letters=dead,
                       in_flight=sum(next(inflight) for _ in members[name]),
                       consumers=len(members[name]))

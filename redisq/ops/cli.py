@@ -21,7 +21,7 @@ from .. import config, loading
 from ..app import App
 from ..backend.urls import configured_url, is_embedded
 from ..errors import ConfigError, RedisqError, SerializationError
-from . import control_cli, logs
+from . import control_cli, jobs_cli, logs
 
 APP_HELP = "The App, as package.module:attribute (env REDISQ_APP)."
 #: The web app factory ``redisq web`` serves (``redisq up`` runs it under gunicorn).
@@ -69,7 +69,7 @@ def apply_settings(app: App, settings: config.Settings) -> App:
     the App's own (a default must not)."""
     defaults = config.Settings()
     for name in ("result_ttl_s", "failure_ttl_s", "dead_max", "args_summary_bytes",
-                 "max_message_bytes"):
+                 "max_message_bytes", "index_max"):
         if getattr(settings, name) != getattr(defaults, name):
             setattr(app, name, getattr(settings, name))
     return app
@@ -246,22 +246,6 @@ def info(url: str | None, watch: bool, interval_s: float, as_json: bool) -> None
 
 
 @main.command()
-@click.argument("job_id")
-@click.option("--url", help=URL_HELP)
-@handles_errors
-def job(job_id: str, url: str | None) -> None:
-    """Show one job's record as JSON (exit 1 if unknown)."""
-    app = load_app(None, settings_from(url=url).url)
-    handle = app.job(job_id)
-    if handle is None:
-        click.echo(f"error: no job {job_id}", err=True)
-        sys.exit(1)
-    record = handle.info()
-    record.pop("message", None)
-    click.echo(json.dumps(record, indent=2))
-
-
-@main.command()
 @click.option("--queue", "queues", multiple=True, help="Queue(s); default: every known queue.")
 @click.option("--job", "job_ids", multiple=True, help="Only these job ids.")
 @click.option("--limit", type=int, help="At most this many per queue.")
@@ -416,6 +400,13 @@ def _json_arg(name: str, text: str, kind: type) -> Any:
         raise click.BadParameter(f"must be a JSON {kind.__name__}", param_hint=name)
     return value
 
+
+def _app_for(url: str | None) -> App:
+    return load_app(None, settings_from(url=url).url)
+
+
+for _command in jobs_cli.commands(handles_errors, _app_for):
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

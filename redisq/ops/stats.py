@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from ..backend import control, index, keys, workflows
+from ..backend.bulkread import read_many
 from ..backend.registry import Registry
 from ..broker.queue import counts_many
 from ..periodic import index_row
@@ -26,10 +27,8 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
     queues = counts_many(client, names)
     sec, usec = client.time()
     now_ms = int(sec) * 1000 + int(usec) // 1000  # the delayed zset's scores: Redis's clock, ms
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.zcount(keys.delayed(name), "-inf", now_ms)
-    for name, due in zip(names, pipe.execute(), strict=True):
+    dues = read_many(client, [("ZCOUNT", keys.delayed(name), "-inf", now_ms) for name in names])
+    for name, due in zip(names, dues, strict=True):
         queues[name]["delayed_due"] = int(due)
     paused = control.paused(client)  # workers take nothing from these
     for name, counts in queues.items():
@@ -84,11 +83,9 @@ def recent_failures(client: Any, queues: list[str], limit: int) -> list[dict[str
     """The newest ``limit`` dead letters of ``queues`` (job, task, error, reason, when)."""
     if not queues:
         return []
-    pipe = client.pipeline(transaction=False)
-    for q in queues:
-        pipe.lrange(keys.dead(q), 0, limit - 1)
     failures = []
-    for q, entries in zip(queues, pipe.execute(), strict=True):
+    lists = read_many(client, [("LRANGE", keys.dead(q), 0, limit - 1) for q in queues])
+    for q, entries in zip(queues, lists, strict=True):
         for raw in entries:
             entry = _dead_entry(raw)
             if entry is not None:
@@ -127,25 +124,23 @@ def _float(value: Any) -> float:
 def running_jobs(client: Any, queues: list[str], limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` started jobs, read from the queues' in-flight lists and the job records: live,
     where the workers' registry entries are only as fresh as their last heartbeat."""
-    pipe = client.pipeline(transaction=False)
-    for q in queues:
-        pipe.smembers(keys.consumers(q))
-    lists = [(q, m.decode()) for q, members in zip(queues, pipe.execute() if queues else [],
-                                                   strict=True) for m in members]
-    for q, member in lists:
-        pipe.lrange(keys.processing(q, member), 0, limit - 1)
+    consumers = read_many(client, [("SMEMBERS", keys.consumers(q)) for q in queues])
+    lists = [(q, m.decode()) for q, members in zip(queues, consumers, strict=True)
+             for m in members]
+    held = read_many(client, [("LRANGE", keys.processing(q, member), 0, limit - 1)
+                              for q, member in lists])
     jobs = []
-    for (q, _), messages in zip(lists, pipe.execute() if lists else [], strict=True):
+    for (q, _), messages in zip(lists, held, strict=True):
         for raw in messages:
             try:
                 message = json.loads(raw)
                 jobs.append({"id": str(message["id"]), "task": str(message["task"]), "queue": q})
             except (ValueError, KeyError, TypeError, RecursionError):
                 continue  # a malformed message: the worker dead-letters it
-    for job in jobs:
-        pipe.hmget(keys.job(job["queue"], job["id"]), *_RUNNING_FIELDS)
     running = []
-    for job, values in zip(jobs, pipe.execute() if jobs else [], strict=True):
+    fields = read_many(client, [("HMGET", keys.job(job["queue"], job["id"]), *_RUNNING_FIELDS)
+                                for job in jobs])
+    for job, values in zip(jobs, fields, strict=True):
         record = {k: v.decode("utf-8", "replace") if v is not None else None
                   for k, v in zip(_RUNNING_FIELDS, values, strict=True)}
         if record["status"] != "started":

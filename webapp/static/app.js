@@ -88,7 +88,7 @@ function redisqDashboard() {
   const jobs = new Map();  // the jobs this page enqueued, newest last
   function renderJobs() {
     rows("#jobs", [...jobs.values()].reverse(), (j) =>
-      `<tr data-job="${esc(j.id)}"><td><code title="${esc(j.id)}">${esc(String(j.id).slice(0, 8))}</code></td><td>${esc(j.task)}</td>` +
+      `<tr data-job="${esc(j.id)}"><td><a href="${at("/jobs")}/${encodeURIComponent(j.id)}"><code title="${esc(j.id)}">${esc(String(j.id).slice(0, 8))}</code></a></td><td>${esc(j.task)}</td>` +
       `<td class="status status-${esc(j.status)}">${esc(j.status)}</td>` +
       `<td>${j.status === "started" && j.progress !== undefined ? bar(j.progress) + " " : ""}${esc(j.detail || "")}</td>` +
       `<td>${j.status === "queued" ? `<button data-cancel="${esc(j.id)}">cancel</button>` : ""}</td></tr>`,
@@ -106,9 +106,9 @@ function redisqDashboard() {
     const list = (v) => (Array.isArray(v) ? v : []);
     const running = list(s.running);
     rows("#queues", Object.entries(s.queues || {}), ([q, c]) =>
-      `<tr><td>${esc(q)}${c.paused ? ' <span class="badge paused">paused</span>' : ""}` +
-      `${c.throttled ? ` <span class="badge" title="starts sent back by a rate or concurrency limit">throttled ${num(c.throttled)}</span>` : ""}</td><td>${num(c.depth)}</td><td>${num(c.in_flight)}</td><td>${num(c.delayed)}</td><td>${num(c.dead_letters)}</td>` +
-      `<td>${num(c.succeeded)}</td><td>${num(c.rate)}</td><td class="actions"><button data-act="requeue" data-q="${esc(q)}">retry dead</button> ` +
+      `<tr><td><a href="${at("/jobs")}?queue=${encodeURIComponent(q)}">${esc(q)}</a>${c.paused ? ' <span class="badge paused">paused</span>' : ""}` +
+      `${c.throttled ? ` <span class="badge" title="starts sent back by a rate or concurrency limit">throttled ${num(c.throttled)}</span>` : ""}</td><td><a href="${at("/jobs")}?status=queued&queue=${encodeURIComponent(q)}">${num(c.depth)}</a></td><td>${num(c.in_flight)}</td><td><a href="${at("/jobs")}?status=scheduled&queue=${encodeURIComponent(q)}">${num(c.delayed)}</a></td><td><a href="${at("/jobs")}?status=failed&queue=${encodeURIComponent(q)}">${num(c.dead_letters)}</a></td>` +
+      `<td><a href="${at("/jobs")}?status=succeeded&queue=${encodeURIComponent(q)}">${num(c.succeeded)}</a></td><td>${num(c.rate)}</td><td class="actions"><button data-act="requeue" data-q="${esc(q)}">retry dead</button> ` +
       `<button data-act="purge" data-q="${esc(q)}">purge</button></td></tr>`, "no queues yet");
     rows("#workers", list(s.workers), (w) =>
       `<tr><td>${esc(w.id)}</td><td>${esc(w.mode)}</td><td>${esc(list(w.queues || w.channels).join(", "))}</td>` +
@@ -116,10 +116,10 @@ function redisqDashboard() {
     "no live worker: start one with  redisq worker --app webapp.tasks:app");
     rows("#failures", list(s.failures), (f) =>
       `<tr><td>${esc(ago(f.failed_at))}</td><td>${esc(f.queue)}</td><td>${esc(f.task)}</td>` +
-      `<td class="error">${esc(f.error_type)}: ${esc(f.reason)}</td><td>${f.job_id ? `<code>${esc(String(f.job_id).slice(0, 8))}</code>` : ""}</td></tr>`,
+      `<td class="error">${esc(f.error_type)}: ${esc(f.reason)}</td><td>${f.job_id ? `<a href="${at("/jobs")}/${encodeURIComponent(f.job_id)}"><code>${esc(String(f.job_id).slice(0, 8))}</code></a>` : ""}</td></tr>`,
     "no failures");
     rows("#running", running, (j) =>
-      `<tr data-running="${esc(j.id)}"><td>${esc(j.task)}</td><td><code>${esc(String(j.id).slice(0, 8))}</code></td>` +
+      `<tr data-running="${esc(j.id)}"><td>${esc(j.task)}</td><td><a href="${at("/jobs")}/${encodeURIComponent(j.id)}"><code>${esc(String(j.id).slice(0, 8))}</code></a></td>` +
       `<td class="progress">${bar(j.progress)}</td><td class="progress-msg">${esc(j.progress_message)}</td><td>${esc(j.worker)}</td></tr>`,
     "nothing running");
     const scheduled = list(s.scheduled);
@@ -129,10 +129,11 @@ function redisqDashboard() {
     }).join("") : "no periodic jobs";
   }
   function setLive(text, on) { $("#live").textContent = text; $("#live").classList.toggle("on", on); }
+  const graphs = graphsOnDashboard();  // jobs.js
   const LIVE = { live: "live", reconnecting: "reconnecting…", token: "token required: enter it above" };
   stream("/events", (es) => {
     es.addEventListener("redis", () => setLive("redis unreachable, retrying…", false));
-    es.addEventListener("snapshot", (e) => { setLive("live", true); renderSnapshot(JSON.parse(e.data)); });
+    es.addEventListener("snapshot", (e) => { setLive("live", true); const snap = JSON.parse(e.data); renderSnapshot(snap); graphs(snap); });
     es.addEventListener("job", (e) => {
       const ev = JSON.parse(e.data);
       if (ev.id && jobs.has(ev.id)) refreshJob(ev.id);
@@ -217,7 +218,7 @@ function redisqPubsub() {
 // Each page names itself (<body data-page>): no inline script, so the pages are served with a
 // Content-Security-Policy that allows this origin only.
 document.addEventListener("DOMContentLoaded", () => {
-  const pages = { dashboard: redisqDashboard, prodcons: redisqProdcons, pubsub: redisqPubsub };
+  const pages = { dashboard: redisqDashboard, prodcons: redisqProdcons, pubsub: redisqPubsub, jobs: redisqJobs, job: redisqJob };
   const start = pages[document.body.dataset.page];
   if (start) start();
 });

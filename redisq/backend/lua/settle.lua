@@ -8,8 +8,13 @@
 -- KEYS[5]  dead list         redisq:{q}:dead      (where a dead job's entry goes)
 -- KEYS[6]  epochs hash       redisq:{q}:epochs
 -- KEYS[7]  done index        redisq:{q}:done   (its buckets: redisq:{q}:done:<end ms>)
--- KEYS[8]  unique key        redisq:{q}:unique:<key>   (only when the job holds one; it was
---          KEYS[7] before the done buckets: optional keys come last)
+-- KEYS[8]  unique key        redisq:{q}:unique:<key>   (a job without one: a placeholder,
+--          redisq:{q}:unique: , never read: see ARGV[n-5]; it was KEYS[7] before the done
+--          buckets)
+-- KEYS[9]  status index      redisq:{q}:idx:<outcome>     (job index block, below)
+-- KEYS[10] retrying index    redisq:{q}:idx:retrying
+-- KEYS[11] series string     redisq:{q}:series:<minute>   (u32 counters: see jobindex.py)
+-- KEYS[12] pending list      redisq:{q}:pending
 -- ARGV[1]  outcome: succeeded | failed | retrying | dead | cancelled | expired
 -- ARGV[2]  the message as reserved (removed from the processing list)
 -- ARGV[3]  retrying: the next attempt's message; dead: the dead-letter entry; else ''
@@ -28,7 +33,15 @@
 -- ARGV[16] done bucket width in ms; '0' = the record stays a key (see done buckets below)
 -- ARGV[17] with a width: the packed record (redisq/backend/finished.py), starting with the
 --          separator (this step puts the progress message in front)
--- ARGV[18..] record field, value pairs (without a width; they were ARGV[16..] before)
+-- ARGV[18..n-6] record field, value pairs (without a width; they were ARGV[16..] before)
+-- ARGV[n-5] '1' when the job holds a unique key (KEYS[8] is real), else '0'
+-- ARGV[n-4] settle time (unix ms)                          (job index block, below)
+-- ARGV[n-3] most ids a status index keeps (0 = keep no index and no series); once over it,
+--           an index is trimmed a hundredth below it, so most settles trim nothing
+-- ARGV[n-2] the second within the minute (0..59) of the settle time
+-- ARGV[n-1] the latency bucket (0..12) of a sampled first attempt's enqueue -> start, or ''
+-- ARGV[n]   series TTL in seconds on the worker's first settle of the queue in a second (it
+--           also samples the depth then), else ''
 -- returns  1 if the message was still held by this consumer, 0 if not (a settle repeated
 --          after a lost reply: the record is written again, the message is not moved);
 --          -1 when the token is not the consumer's epoch any more: the message was recovered
@@ -85,6 +98,7 @@ if held == 1 then
     redis.call('HINCRBYFLOAT', KEYS[3], 'dur:sum', ARGV[11])
   end
 end
+local n = #ARGV
 local ttl = tonumber(ARGV[5])
 local width = tonumber(ARGV[16])
 if width > 0 and ttl > 0 then
@@ -115,11 +129,38 @@ if width > 0 and ttl > 0 then
   end
   redis.call('DEL', KEYS[2])
 else
-  if #ARGV >= 18 then redis.call('HSET', KEYS[2], unpack(ARGV, 18)) end
+  if n - 6 >= 18 then redis.call('HSET', KEYS[2], unpack(ARGV, 18, n - 6)) end
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 end
-if KEYS[8] and outcome ~= 'retrying' and redis.call('GET', KEYS[8]) == ARGV[6] then
+if ARGV[n - 5] == '1' and outcome ~= 'retrying' and redis.call('GET', KEYS[8]) == ARGV[6] then
   redis.call('DEL', KEYS[8])
+end
+-- Job index block (issue 16): the job joins its outcome's index (leaving the retrying one
+-- once a later attempt settles), trimmed in this same step so no index outgrows its cap; the
+-- attempt counts in the minute's per-second counters (one BITFIELD: u32 #s processed,
+-- #60+s failed, #120 depth, #121+b latency histogram; see jobindex.py).
+local cap = tonumber(ARGV[n - 3])
+if cap > 0 then
+  redis.call('ZADD', KEYS[9], ARGV[n - 4], ARGV[6])
+  if redis.call('ZCARD', KEYS[9]) > cap then
+    redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(cap - math.floor(cap / 100)) - 1)
+  end
+  if outcome ~= 'retrying' and tonumber(ARGV[15]) > 1 then redis.call('ZREM', KEYS[10], ARGV[6]) end
+  if held == 1 then
+    local sec = tonumber(ARGV[n - 2])
+    if outcome == 'succeeded' or outcome == 'cancelled' then
+      redis.call('BITFIELD', KEYS[11], 'INCRBY', 'u32', '#' .. sec, 1)
+    else
+      redis.call('BITFIELD', KEYS[11], 'INCRBY', 'u32', '#' .. sec, 1, 'INCRBY', 'u32', '#' .. (60 + sec), 1)
+    end
+    if ARGV[n - 1] ~= '' then
+      redis.call('BITFIELD', KEYS[11], 'INCRBY', 'u32', '#' .. (121 + tonumber(ARGV[n - 1])), 1)
+    end
+    if ARGV[n] ~= '' then
+      redis.call('BITFIELD', KEYS[11], 'SET', 'u32', '#120', redis.call('LLEN', KEYS[12]))
+      redis.call('EXPIRE', KEYS[11], ARGV[n])
+    end
+  end
 end
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return held
