@@ -127,6 +127,7 @@ def delete(records: Records, queue: str, job_id: str) -> None:
     dead = find_dead_entry(records, queue, job_id) if status in (model.DEAD, "") else None
     res = records.scripts.run("delete_job", [
         keys.job(queue, job_id), keys.pending(queue), keys.delayed(queue), keys.dead(queue),
+        keys.done(queue),
         *(keys.status_index(queue, s) for s in jobindex.INDEXED)],
         [job_id, waiting or b"", dead or b""])
     if res == -1:

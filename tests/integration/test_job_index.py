@@ -143,6 +143,18 @@ def test_cancel_and_delete(redis_url: str) -> None:
         actions.delete(app.records, "default", waiting.id)
 
 
+def test_delete_forgets_a_succeeded_job_whose_record_is_in_a_done_bucket(redis_url: str) -> None:
+    app = make_app(redis_url)
+    job = app.enqueue("t.ok", [1])
+    with running(app):
+        wait_until(lambda: job.status == "succeeded")
+    assert not app.client.exists(keys.job("default", job.id))  # packed into a bucket
+    actions.delete(app.records, "default", job.id)
+    assert job.status is None and app.records.get("default", job.id) == {}
+    with pytest.raises(actions.ActionRefused):
+        actions.delete(app.records, "default", job.id)
+
+
 def cli(url: str, *args: str) -> tuple[int, str, str]:
     res = CliRunner().invoke(main, list(args), env={"REDIS_URL": url}, catch_exceptions=False)
     return res.exit_code, res.stdout, res.stderr
