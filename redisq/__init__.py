@@ -1,6 +1,7 @@
 """redisq: a small, correct Redis-backed job queue and pub/sub library with a worker daemon."""
 
 from .app import App
+from .canvas import Signature, chain, group
 from .errors import (
     ConfigError,
     DuplicateJob,
@@ -18,15 +19,18 @@ from .locks import Lock
 from .middleware import Middleware
 from .model import Envelope, Outcome
 from .tasks import CallOptions
+from .workflow_jobs import ChainJob, GroupJob
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
     "CallOptions",
+    "ChainJob",
     "ConfigError",
     "DuplicateJob",
     "Envelope",
+    "GroupJob",
     "Job",
     "JobContext",
     "JobFailed",
@@ -39,7 +43,10 @@ __all__ = [
     "RedisqError",
     "Retry",
     "SerializationError",
+    "Signature",
     "UnknownTask",
     "__version__",
+    "chain",
     "current_job",
+    "group",
 ]

@@ -27,7 +27,10 @@ from .backend.scripts import Scripts
 from .backend.urls import is_embedded
 from .broker.channel import Channel
 from .broker.queue import Queue
+from .canvas import Signature
+from .dependencies import enqueue_deferred
 from .eager import EagerRecords, EagerRunner
+from .errors import ConfigError
 from .job import Job
 from .locks import Lock
 from .middleware import HookMiddleware, Hooks
@@ -313,14 +316,22 @@ class App:
                 kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
                 eta: datetime | float | None = None,
-                options: Mapping[str, Any] | None = None) -> Job[Any]:
+                options: Mapping[str, Any] | None = None,
+                depends_on: Sequence[Any] | None = None) -> Job[Any]:
         """Queue a call of ``task_name`` (registered here or only in the worker); an eager
         App runs it now and returns it finished (``delay_s``/``eta`` ignored).
         ``options``: per-call options (:class:`~redisq.tasks.CallOptions`: ``queue``,
         ``timeout_s``, ``retries``, ``expires_s``, ``result_ttl_s``, ``job_id``, ``headers``),
-        carried in the message, so a producer that does not import the task can set them."""
+        carried in the message, so a producer that does not import the task can set them.
+        ``depends_on``: queue it only once all these jobs succeeded (docs/workflows.md)."""
+        if depends_on is not None and (delay_s is not None or eta is not None):
+            raise ValueError("depends_on cannot be combined with a delay")
         delay_s = delay_from(delay_s, eta)
         prepared = self.prepare(task_name, args, kwargs, queue, job_id, options, delay_s)
+        if depends_on is not None:
+            if self.eager_runner is not None:
+                raise ConfigError("depends_on needs Redis: eager mode does not run it")
+            return enqueue_deferred(self, prepared, depends_on)
         if self.eager_runner is not None:
             return self.eager_runner.run(prepared)
         self.records.register_queue(prepared.env.queue)
@@ -407,6 +418,12 @@ class App:
             for job in jobs:
                 mw.after_enqueue(job)
         return jobs
+
+    def signature(self, task_name: str, args: Sequence[Any] = (),
+                  kwargs: dict[str, Any] | None = None, queue: str | None = None) -> Signature:
+        """A signature of ``task_name`` by name (the task need not be registered here), for
+        :func:`redisq.chain` and :func:`redisq.group`."""
+        return Signature(task_name, tuple(args), dict(kwargs or {}), queue, self)
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any] | None:
         """The handle of an existing job, or None when no queue has a record for it."""

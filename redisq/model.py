@@ -15,12 +15,13 @@ from typing import Any, cast
 
 QUEUED, STARTED, SUCCEEDED, FAILED = "queued", "started", "succeeded", "failed"
 RETRYING, DEAD, CANCELLED = "retrying", "dead", "cancelled"
+DEFERRED = "deferred"  # waiting on other jobs (depends_on, a chord's callback): not queued yet
 EXPIRED = "expired"  # not started by its deadline (``expires_s``): recorded, never run
 #: Stopped by ``job.abort()`` while it ran (terminal, never retried); waiting in the delayed
 #: set for a rate or concurrency limit slot (see docs/control.md).
 ABORTED, THROTTLED = "aborted", "throttled"
 STATUSES = (QUEUED, STARTED, SUCCEEDED, FAILED, RETRYING, DEAD, CANCELLED, EXPIRED,
-            ABORTED, THROTTLED)
+            ABORTED, THROTTLED, DEFERRED)
 #: Statuses after which a job never runs again (unless a dead job is requeued).
 TERMINAL = frozenset({SUCCEEDED, FAILED, DEAD, CANCELLED, EXPIRED, ABORTED})
 
@@ -61,6 +62,9 @@ class Envelope:
     headers: dict[str, Any] = field(default_factory=dict)
     #: Per-call overrides of the task's options (see :data:`OPTION_TYPES`).
     options: dict[str, Any] = field(default_factory=dict)
+    #: The job's place in a workflow (chain step, group member; see redisq/canvas.py), or
+    #: None: a JSON object the worker acts on when the job ends (backend/workflows.py).
+    workflow: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Empty args and kwargs are left out (from_dict defaults them): a message is most of
@@ -78,6 +82,8 @@ class Envelope:
             out["headers"] = self.headers
         if self.options:
             out["options"] = self.options
+        if self.workflow is not None:
+            out["workflow"] = self.workflow
         return out
 
     def next_attempt(self) -> Envelope:
@@ -92,13 +98,13 @@ class Envelope:
                       kwargs=data.get("kwargs", {}), queue=data.get("queue", ""),
                       attempt=data.get("attempt", 1), enqueued_at=data.get("enqueued_at", 0.0),
                       unique=data.get("unique"), headers=data.get("headers", {}),
-                      options=data.get("options", {}))
+                      options=data.get("options", {}), workflow=data.get("workflow"))
         except KeyError as exc:
             raise BadMessage(f"job message lacks the field {exc.args[0]!r}") from None
         for name, kind in (("id", str), ("task", str), ("args", list), ("kwargs", dict),
                            ("queue", str), ("attempt", int), ("enqueued_at", (int, float)),
                            ("unique", (str, type(None))), ("headers", dict),
-                           ("options", dict)):
+                           ("options", dict), ("workflow", (dict, type(None)))):
             value = getattr(env, name)
             # bool is an int to isinstance, but True is no attempt number or time.
             if not isinstance(value, kind) or isinstance(value, bool):
@@ -115,6 +121,7 @@ class Envelope:
             check_options(env.options, BadMessage)
         if env.headers and not all(isinstance(k, str) for k in env.headers):
             raise BadMessage("job message field 'headers' must have string keys")
+        check_workflow(env.workflow)
         return env
 
 
@@ -211,3 +218,55 @@ def valid_name(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_workflow(data: Any) -> None:
+    """Raise :class:`BadMessage` unless ``data`` is a workflow field a worker can act on."""
+    if data is None:
+        return
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+        raise BadMessage("job message field 'workflow' must be an object with an 'id'")
+    kind = data.get("kind")
+    if kind == "member":
+        index, queue = data.get("index"), data.get("queue")
+        if (not isinstance(index, int) or isinstance(index, bool) or index < 0
+                or not isinstance(queue, str) or not valid_name(queue)
+                or not isinstance(data.get("callback", ""), str)):
+            raise BadMessage("a group member's 'workflow' needs 'index' (int >= 0) and 'queue'")
+    elif kind == "chain":
+        step, rest = data.get("step"), data.get("next")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0 \
+                or not isinstance(rest, list):
+            raise BadMessage("a chain step's 'workflow' needs 'step' (int >= 0) and 'next'")
+        for i, sig in enumerate(rest):
+            if isinstance(sig, dict) and "group" in sig and i == len(rest) - 1:
+                check_group_spec(sig)  # a group (or chord) may end a chain
+            else:
+                check_signature(sig)
+    else:
+        raise BadMessage(f"unknown workflow kind {kind!r}")
+
+
+def check_signature(sig: Any) -> None:
+    """Raise :class:`BadMessage` unless ``sig`` is a signature's JSON (task, args, kwargs,
+    queue)."""
+    if (not isinstance(sig, dict) or not isinstance(sig.get("task"), str) or not sig["task"]
+            or not isinstance(sig.get("args", []), list)
+            or not isinstance(sig.get("kwargs", {}), dict)
+            or not valid_name(sig.get("queue", "default"))):
+        raise BadMessage("a signature is an object with 'task' (and 'args', 'kwargs', 'queue')")
+
+
+def check_group_spec(spec: dict[str, Any]) -> None:
+    """Raise :class:`BadMessage` unless ``spec`` is a group ending a chain: ``{"group":
+    [signature, ...], "then"?: signature, "on_failure"?: "fail" | "skip" | "run"}``."""
+    members = spec.get("group")
+    if (not isinstance(members, list) or not members
+            or spec.get("on_failure", "fail") not in ("fail", "skip", "run")
+            or set(spec) - {"group", "then", "on_failure"}):
+        raise BadMessage("a chain's final group needs 'group' (signatures), optional 'then' "
+                         "and 'on_failure'")
+    for sig in members:
+        check_signature(sig)
+    if spec.get("then") is not None:
+        check_signature(spec["then"])

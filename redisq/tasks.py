@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
 from .backend import keys
+from .canvas import Signature
 from .errors import ConfigError, DuplicateJob
 from .job import Job, JobContext
 from .model import Envelope, new_id
@@ -64,7 +65,8 @@ class Producer(Protocol):
                 kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
                 eta: datetime | float | None = None,
-                options: Mapping[str, Any] | None = None) -> Job[Any]: ...
+                options: Mapping[str, Any] | None = None,
+                depends_on: Sequence[Any] | None = None) -> Job[Any]: ...
 
     def enqueue_many(self, task_name: str,
                      calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
@@ -237,10 +239,16 @@ class Task(Generic[P, R]):
 
     def enqueue(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
                 delay_s: float | None = None, job_id: str | None = None,
-                queue: str | None = None, eta: datetime | float | None = None) -> Job[R]:
-        """Queue a call with job options kept apart from the task's arguments."""
+                queue: str | None = None, eta: datetime | float | None = None,
+                depends_on: Sequence[Any] | None = None) -> Job[R]:
+        """Queue a call with job options kept apart from the task's arguments;
+        ``depends_on``: only once all these jobs succeeded (docs/workflows.md)."""
         return self.app.enqueue(self.name, args=args, kwargs=kwargs, delay_s=delay_s,
-                                job_id=job_id, queue=queue, eta=eta)
+                                job_id=job_id, queue=queue, eta=eta, depends_on=depends_on)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task with these arguments (for ``chain`` and ``group``)."""
+        return Signature(self.name, args, kwargs, self.options.queue, self.app)
 
     def map(self, calls: Iterable[Any], queue: str | None = None) -> list[Job[R]]:
         """Queue many calls in pipelined round trips. Each item is an args tuple, a single

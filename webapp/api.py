@@ -18,6 +18,7 @@ from redisq import DuplicateJob, SerializationError
 from redisq.backend import keys
 from redisq.backend.actions import ActionRefused
 from redisq.backend.actions import cancel as cancel_job
+from redisq.canvas import Chord, Group, Signature, chain, group
 from redisq.tasks import check_call_options
 
 from .http import error, page, state, wants_html
@@ -130,9 +131,18 @@ def enqueue() -> Response:
     """Queue a registered task: ``{task, args?, kwargs?, queue?, delay_s?, options?}`` → 202
     ``{job_id, status_url}``; 409 when a unique task's job is already queued or running and
     the task says ``on_duplicate="raise"``. ``options``: per-call options (``timeout_s``,
-    ``retries``, ``expires_s``, ``result_ttl_s``, ``job_id``, ``headers``, ``queue``)."""
-    body = json_body({"task": str}, {"args": list, "kwargs": dict, "queue": str,
-                                     "delay_s": (int, float), "options": dict})
+    ``retries``, ``expires_s``, ``result_ttl_s``, ``job_id``, ``headers``, ``queue``). A
+    workflow instead (docs/workflows.md): ``{chain: [signature, ...]}`` or ``{group:
+    [signature, ...], then?: signature, on_failure?}``, each signature ``{task, args?, kwargs?,
+    queue?}`` → 202 with the ids."""
+    body = json_body({}, {"task": str, "args": list, "kwargs": dict, "queue": str,
+                          "delay_s": (int, float), "options": dict, **WORKFLOW_FIELDS})
+    if "chain" in body or "group" in body:
+        return enqueue_workflow(body)
+    if "task" not in body:
+        raise BadRequest(400, "missing field 'task' (or 'chain' / 'group')")
+    if body["task"] is None:  # (optional only beside a workflow)
+        raise BadRequest(400, "field 'task' must be a string")
     queue_app = state().queue_app
     task = body["task"]
     if task not in queue_app.tasks:  # only registered tasks: a name must not pick arbitrary code
@@ -153,6 +163,72 @@ def enqueue() -> Response:
         raise BadRequest(400, f"bad arguments for {task}: {_short(exc)}") from None
     return _json({"job_id": job.id, "status_url": f"{request.script_root}{state().url_prefix}"
                   f"/jobs/{job.id}", "duplicate": not job.created}, 202)
+
+
+WORKFLOW_FIELDS: dict[str, Kind] = {"chain": list, "group": list, "then": dict,
+                                    "on_failure": str}
+MAX_WORKFLOW_STEPS = 10_000
+
+
+def enqueue_workflow(body: dict[str, Any]) -> Response:
+    """``POST /prodcons`` with a chain or group body (validated as strictly as a task call)."""
+    kind = "chain" if "chain" in body else "group"
+    extra = set(body) - ({"chain"} if kind == "chain" else {"group", "then", "on_failure"})
+    if extra:
+        raise BadRequest(400, f"field(s) {sorted(extra)} do not go with {kind!r}")
+    items = body[kind]
+    if not items and kind == "chain":
+        raise BadRequest(400, "field 'chain' must not be empty")
+    if len(items) > MAX_WORKFLOW_STEPS:
+        raise BadRequest(400, f"field {kind!r} holds at most {MAX_WORKFLOW_STEPS} signatures")
+    ending = None
+    if kind == "chain" and isinstance(items[-1], dict) and "group" in items[-1]:
+        ending, items = _final_group(items[-1], f"chain[{len(items) - 1}]"), items[:-1]
+    sigs = [_signature(item, f"{kind}[{i}]") for i, item in enumerate(items)]
+    try:
+        if kind == "chain":
+            c = chain(*sigs, *([ending] if ending is not None else [])).delay()
+            return _json({"chain_id": c.id, "job_ids": [s.id for s in c.steps],
+                          "group_id": c.ending.id if c.ending else None,
+                          "status_url": f"{request.script_root}{state().url_prefix}"
+                                        f"/jobs/{c.steps[-1].id}"}, 202)
+        wf: Group | Chord = group(sigs)
+        if body.get("then") is not None:
+            wf = wf.then(_signature(body["then"], "then"), body.get("on_failure") or "fail")
+        g = wf.delay(state().queue_app)
+    except (TypeError, ValueError, SerializationError, RecursionError) as exc:
+        raise BadRequest(400, f"bad {kind}: {_short(exc)}") from None
+    return _json({"group_id": g.id, "job_ids": [m.id for m in g.members],
+                  "callback_id": g.callback.id if g.callback else None}, 202)
+
+
+def _final_group(item: dict[str, Any], where: str) -> Group | Chord:
+    """A group (with ``then``: a chord) ending a chain body."""
+    extra = set(item) - {"group", "then", "on_failure"}
+    if extra or not isinstance(item["group"], list) or not item["group"]:
+        raise BadRequest(400, f"{where}: a final group is {{group: [signature, ...], then?, "
+                              "on_failure?}")
+    members = group(_signature(m, f"{where}.group[{i}]") for i, m in enumerate(item["group"]))
+    if item.get("then") is None:
+        return members
+    policy = item.get("on_failure") or "fail"
+    if not isinstance(policy, str) or policy not in ("fail", "skip", "run"):
+        raise BadRequest(400, f"{where}: on_failure is fail, skip or run")
+    return members.then(_signature(item["then"], f"{where}.then"), policy)
+
+
+def _signature(item: Any, where: str) -> Signature:
+    """One signature of a workflow body: a registered task, a declared queue."""
+    queue_app = state().queue_app
+    try:
+        sig = Signature.from_dict(item, queue_app)
+    except ValueError as exc:
+        raise BadRequest(400, f"{where}: {exc}") from None
+    if sig.task not in queue_app.tasks:  # only registered tasks, as for a single job
+        raise BadRequest(400, f"{where}: unknown task {sig.task!r}")
+    if sig.queue is not None:
+        _check_queue(_name(sig.queue, "queue"))
+    return sig
 
 
 @api.post("/pubsub")

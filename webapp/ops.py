@@ -108,7 +108,7 @@ class RedisqCollector:
                 family.add_metric([w["id"]], w.get(n, 0))
             full.add_metric([w["id"]], 1.0 if w.get("redis_full") is True else 0.0)
         yield from (*gauges.values(), *counters.values(), hist, workers, *per_worker.values(),
-                    full, *_memory(snap.get("memory")))
+                    full, *_memory(snap.get("memory")), *_workflows(snap.get("workflows")))
 
 
 def _memory(mem: dict[str, Any] | None) -> list[Any]:
@@ -121,6 +121,19 @@ def _memory(mem: dict[str, Any] | None) -> list[Any]:
     limit = GaugeMetricFamily("redisq_redis_maxmemory_bytes", "Redis maxmemory (0: none)")
     limit.add_metric([], mem["max_bytes"])
     return [used, limit]
+
+
+def _workflows(wf: dict[str, Any] | None) -> list[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    if not wf:
+        return []
+    groups = GaugeMetricFamily("redisq_workflow_groups_active", "Groups not complete yet")
+    groups.add_metric([], wf["groups_active"])
+    awaited = GaugeMetricFamily("redisq_workflow_awaited_jobs",
+                                "Jobs that deferred jobs wait on (depends_on)")
+    awaited.add_metric([], wf["awaited_jobs"])
+    return [groups, awaited]
 
 
 def _buckets(durations: dict[str, float]) -> tuple[list[tuple[str, float]], float]:

@@ -54,6 +54,17 @@ key                                    type      meaning
 ``redisq:{q}:periodic:<name>``         string    last fired tick of a periodic job (unix s); only
                                                  moves forward (its job: ``job:periodic:<name>:<tick>``)
 ``redisq:periodic``                    hash      periodic job name → JSON (schedule, next/last run)
+``redisq:{q}:wf:group:<id>``           hash      a group's state (total, failure policy, callback
+                                                 message template, fired flag); under the tag of
+                                                 the queue its callback goes to
+``redisq:{q}:wf:group:<id>:results``   hash      a group's member outcomes: index → s<json> | f<json>
+``redisq:{q}:wf:active``               zset      groups not complete yet → creation time (unix s)
+``redisq:{q}:wf:sent:<job id>``        string    a workflow step's job was enqueued (once only)
+``redisq:{q}:wf:held:<job id>``        string    a deferred job's message, held until its
+                                                 dependencies are over
+``redisq:{q}:wf:wait:<job id>``        set       parent "queue|id" a deferred job still waits on
+``redisq:{q}:wf:deps:<job id>``        set       "queue|id" of the jobs waiting on this one
+``redisq:{q}:wf:parents``              zset      jobs of this queue with dependents → since
 ``redisq:channel:{<ch>}:dead``         list      dead letters of a pub/sub channel
 ``redisq:events``                      channel   job and worker events for dashboards
 =====================================  ========  ==============================================
@@ -174,6 +185,40 @@ def periodic_last(queue: str, name: str) -> str:
 def channel_dead(channel: str) -> str:
     """Dead letters of a pub/sub channel (messages its handler could not take)."""
     return f"{PREFIX}:channel:{{{channel}}}:dead"
+
+
+# -- workflows (redisq/backend/workflows.py) -------------------------------------------------
+def wf_state(queue: str, wf_id: str) -> str:
+    """A group's state, under the tag of the queue its callback goes to."""
+    return f"{_q(queue)}:wf:group:{wf_id}"
+
+
+def wf_results(queue: str, wf_id: str) -> str:
+    return f"{_q(queue)}:wf:group:{wf_id}:results"
+
+
+def wf_active(queue: str) -> str:
+    return f"{_q(queue)}:wf:active"
+
+
+def wf_sent(queue: str, job_id: str) -> str:
+    return f"{_q(queue)}:wf:sent:{job_id}"
+
+
+def wf_held(queue: str, job_id: str) -> str:
+    return f"{_q(queue)}:wf:held:{job_id}"
+
+
+def wf_wait(queue: str, job_id: str) -> str:
+    return f"{_q(queue)}:wf:wait:{job_id}"
+
+
+def wf_deps(queue: str, job_id: str) -> str:
+    return f"{_q(queue)}:wf:deps:{job_id}"
+
+
+def wf_parents(queue: str) -> str:
+    return f"{_q(queue)}:wf:parents"
 
 
 def abort(queue: str, job_id: str) -> str:

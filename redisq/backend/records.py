@@ -18,7 +18,7 @@ import redis
 from .. import limits
 from ..model import Envelope, Message, Outcome, as_text
 from ..serializers import JSONSerializer, compact_json
-from . import finished, index, keys
+from . import finished, index, keys, workflows
 from .cluster import is_cluster
 from .dead import dead_entry, dead_message
 from .finished import complete_record
@@ -162,6 +162,8 @@ class Records:
 
     def cancel(self, queue: str, job_id: str) -> bool:
         status, message = self.client.hmget(keys.job(queue, job_id), "status", "message")
+        if status == b"deferred":  # a workflow's job, not queued yet
+            return workflows.cancel_deferred(self.scripts, queue, job_id, self.result_ttl_s)
         if status not in (b"queued", b"retrying", b"throttled"):
             return False
         # The message lives in the queue only: find it there (a record written by an older
@@ -177,6 +179,7 @@ class Records:
                                                max(int(ttl_s * 1000), 1)])
         if done:
             self._publish({"type": "job", "id": job_id, "queue": queue, "status": "cancelled"})
+            workflows.after_cancel(self.scripts, message)  # a group member: count it as ended
         return bool(done)
 
     # -- working -----------------------------------------------------------------------------

@@ -32,6 +32,9 @@ NAMES = (
     "publish_durable", "enqueue", "start", "settle", "cancel", "requeue_dead",
     "lock_release", "lock_extend", "enqueue_many", "leader", "fire_periodic", "renew",
     "beat", "beat_index", "release", "record", "progress",
+    # workflows (redisq/backend/workflows.py)
+    "wf_group", "wf_member", "wf_next", "wf_cancel", "wf_defer", "wf_depend", "wf_resolve",
+    "wf_release",
     "gate", "limit_release",  # rate and concurrency limits
     "retry_now", "delete_job",  # the dashboard's job actions
 )

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from ..backend import control, index, keys
+from ..backend import control, index, keys, workflows
 from ..backend.bulkread import read_many
 from ..backend.registry import Registry
 from ..broker.queue import counts_many
@@ -35,7 +35,7 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
         counts["paused"] = name in paused  # (and "throttled": starts refused by a limit)
     return {"time": time.time(), "queues": queues, "workers": Registry(client).workers(),
             "periodic": periodic_index(client), "memory": memory(client),
-            "paused": sorted(paused)}
+            "paused": sorted(paused), "workflows": workflows.progress(client, names)}
 
 
 def memory(client: redis.Redis) -> dict[str, Any] | None:
@@ -177,6 +177,7 @@ def format_snapshot(snap: dict[str, Any], with_rate: bool) -> str:
         lines.append(f"redis memory: {mem['used_bytes'] / 2**20:.1f} MiB of maxmemory "
                      f"{mem['max_bytes'] / 2**20:.1f} MiB ({mem['policy']})"
                      + (" FULL: enqueues are refused" if mem["full"] else ""))
+    lines += format_workflows(snap.get("workflows"))
     lines.append("")
     lines.append(f"{len(snap['workers'])} worker(s)")
     for w in snap["workers"]:
@@ -186,3 +187,15 @@ def format_snapshot(snap: dict[str, Any], with_rate: bool) -> str:
                      f"running={len(w.get('current') or [])}"
                      + (" REDIS FULL (maxmemory)" if w.get("redis_full") is True else ""))
     return "\n".join(lines)
+
+
+def format_workflows(wf: dict[str, Any] | None) -> list[str]:
+    """``redisq info``'s workflow lines: groups in progress, jobs others wait on."""
+    if not wf or not (wf["groups_active"] or wf["awaited_jobs"]):
+        return []
+    lines = [f"workflows: {wf['groups_active']} group(s) in progress, {wf['awaited_jobs']} "
+             "job(s) awaited by deferred jobs (depends_on)"]
+    for g in wf["groups"]:
+        lines.append(f"  group {g['id']} on {g['queue']}: {g['done']}/{g['total']} ended"
+                     + (f", then {g['callback']}" if g["callback"] else ""))
+    return lines

@@ -27,8 +27,11 @@ class Burst:
     """The end-of-burst check of one worker over ``queues``."""
 
     def __init__(self, queues: list[Queue], loads: Callable[[bytes], Any],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 release: Callable[[], int] = lambda: 0) -> None:
+        """``release()``: queue what waited on jobs that are over (depends_on); how many."""
         self.queues = queues
+        self.release = release
         self.loads = loads
         self.clock = clock
         #: Make pending retries due at once rather than wait out their delays.
@@ -49,7 +52,8 @@ class Burst:
         if self._idle_passes < 2 or self.clock() < self._wait_until:
             return False
         # Jobs already due in the delayed set count as waiting; later first attempts do not.
-        if sum(q.promote_due() for q in self.queues) or any(q.depth() for q in self.queues):
+        if (sum(q.promote_due() for q in self.queues) + self.release()
+                or any(q.depth() for q in self.queues)):
             return False
         retries = {q: found for q in self.queues if (found := self.waiting_retries(q))}
         if not retries:

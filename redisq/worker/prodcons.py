@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from ..backend import dependencies, workflows
 from ..backend.connection import CONNECTION_ERRORS, CONNECTION_OR_REPLY_ERRORS
 from ..backend.index import WorkerIndex
 from ..backend.records import SETTLE_DUPLICATE, SETTLE_FENCED
@@ -96,8 +97,12 @@ class ProdconsWorker(Control, Intake, Daemon):
         self._slots = threading.Condition()
         self._running = 0
         self._last_promote = float("-inf")
+        self._awaited: dict[str, frozenset[str]] = {}  # per queue: parents seen running
+        # Deferred jobs whose parents are over (depends_on) count as waiting work too: the
+        # burst's end check sweeps for them as it promotes due jobs.
         self.burst = Burst([Queue(self.client, q, self.records.scripts) for q in self.queues],
-                           app.serializer.loads, clock)
+                           app.serializer.loads, clock,
+                           release=lambda: sum(self._sweep_parents(q) for q in self.queues))
         #: Recorded attempts by outcome status (succeeded, retrying, dead, failed...).
         self.outcomes: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
@@ -226,8 +231,10 @@ class ProdconsWorker(Control, Intake, Daemon):
 
     def _record_and_take(self, job: Reserved, outcome: Outcome,
                          taken: deque[Reserved]) -> Reserved | None:
-        if self.stopping.is_set() or self.consumer.resting(job.message.queue):
+        if (self.stopping.is_set() or self.consumer.resting(job.message.queue)
+                or job.env.workflow is not None):
             # Resting: its node is down; the recorder keeps the outcome and frees the slot.
+            # A workflow job: the recorder moves its workflow on before it settles it.
             self.record(job, outcome, holds_slot=True)
             return None
         call = self.records.settle_call(self.consumer.id, job.message, job.env, outcome, self.id,
@@ -262,11 +269,29 @@ class ProdconsWorker(Control, Intake, Daemon):
             self._log_refused(job, outcome, answer)
         else:
             self._count_and_log(job, outcome)
+            if (job.env.id in self._awaited.get(job.message.queue, ())
+                    and outcome.status in workflows.FINAL):
+                self._release_dependents(job, outcome)  # without waiting for the next sweep
         if holds_slot:
             with self._slots:
                 self._running -= 1
                 self.current.pop(job.env.id, None)
                 self._slots.notify()
+
+    def _sweep_parents(self, q: str) -> int:
+        """Jobs waiting on ``q``'s jobs (depends_on) whose parents ended: queued or cancelled
+        here, by whichever worker comes first (idempotent). Parents still running are noted:
+        settling one releases its dependents at once (see :meth:`_settled`)."""
+        released, self._awaited[q] = dependencies.sweep_parents(
+            self.client, self.records.scripts, q, self.records.status)
+        return released
+
+    def _release_dependents(self, job: Reserved, outcome: Outcome) -> None:
+        try:
+            dependencies.release_parent(self.client, self.records.scripts, job.message.queue,
+                                     job.env.id, outcome.status)
+        except CONNECTION_OR_REPLY_ERRORS as exc:  # the next sweep does it
+            log.debug("job=%s: releasing its dependents failed: %s", job.env.id, exc)
 
     def _parked(self, job: Reserved) -> None:
         """``job``'s outcome waits in the recorder for its node: its slot is free for another
@@ -358,6 +383,7 @@ class ProdconsWorker(Control, Intake, Daemon):
                     continue
                 try:
                     Queue(self.client, q, self.records.scripts).promote_due()
+                    self._sweep_parents(q)
                 except CONNECTION_ERRORS as exc:  # on a cluster: that queue's node; go on
                     log.debug("worker=%s could not promote queue %s: %s", self.id, q, exc)
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from ..backend import workflows
 from ..backend.backoff import Backoff
 from ..backend.connection import CONNECTION_OR_REPLY_ERRORS
 
@@ -197,6 +198,13 @@ class Recorder:
         return failed
 
     def _record(self, batch: list[Item]) -> None:
+        # Workflow jobs move their workflow on BEFORE they are settled (acked): a worker lost
+        # in between runs the job again, and these idempotent steps count nothing twice; the
+        # other way round, a lost worker would leave a chord that never fires.
+        wf_calls = [c for job, outcome, _ in batch if job.env.workflow is not None
+                    for c in self._workflow_calls(job, outcome)]
+        if wf_calls:
+            workflows.run_end_calls(self.records.scripts, wf_calls)
         calls = [self.records.settle_call(self.consumer_id, job.message, job.env, outcome,
                                           self.worker_id, self.dumps)
                  for job, outcome, _ in batch]
@@ -206,6 +214,14 @@ class Recorder:
                 self.on_settled(job, outcome, holds_slot, answer)
             except Exception:
                 log.exception("job=%s: after-settle step failed", job.env.id)
+
+    def _workflow_calls(self, job: Reserved, outcome: Outcome) -> list[workflows.Call]:
+        try:
+            return workflows.end_calls(job.env, outcome, self.dumps)
+        except Exception:  # e.g. a next step's message the serializer cannot encode
+            log.exception("job=%s task=%s: its workflow cannot move on", job.env.id,
+                          job.env.task)
+            return []
 
     @staticmethod
     def _log_failure(batch: list[Item], exc: BaseException) -> None:

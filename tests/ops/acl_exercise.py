@@ -2,7 +2,8 @@
 delayed, unique, durable enqueue), cancelling, locks, a prodcons worker with the scheduler
 inside (retries, dead letters, periodic jobs, recovering a dead worker's job), a pubsub worker
 (plain, durable and pattern channels), operator actions (requeue, purge, stats, registry,
-`redisq health`), the web app (with a job in progress) and the asyncio producer.
+`redisq health`), the web app (with a job in progress), the asyncio producer and workflows
+(a chain, a chord, depends_on, their progress).
 tests/ops/test_acl.py runs it as the ACL user of docs/security.md."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 from click.testing import CliRunner
 
-from redisq import App, JobFailed, NotReplicated
+from redisq import App, JobFailed, NotReplicated, chain, group
 from redisq.aio import AsyncProducer
 from redisq.backend import keys
 from redisq.backend.registry import Registry
@@ -49,6 +50,10 @@ def build(url: str) -> Exercise:
     @app.task(name="acl.once", unique_by="key")
     def once(key: str) -> str:
         return key
+
+    @app.task(name="acl.total")
+    def total(values: list) -> int:
+        return sum(values)
 
     @app.task(name="acl.hold", retries=0)
     def hold() -> None:
@@ -96,11 +101,23 @@ def produce_and_work(ex: Exercise) -> None:
         assert health.exit_code == 0, health.output
         web(ex)
         aio(app)
+        workflows(app)
     assert app.requeue_dead("default") == 1
     assert app.queue("default").purge() == 1
     assert snapshot(app.client)["queues"]["default"]["depth"] == 0
     with pytest.raises(NotReplicated):  # WAIT: no replica here, so it cannot confirm
         App(app.url, wait_replicas=1, wait_timeout_s=0.05).enqueue("acl.add", args=(1, 1))
+
+
+def workflows(app: App) -> None:
+    add, total = app.tasks["acl.add"], app.tasks["acl.total"]
+    flow = chain(add.s(1, 2), add.s(10)).delay()
+    chord = group([add.s(1, 1), add.s(2, 2)]).then(total.s()).delay()
+    after = add.enqueue(args=(3, 4), depends_on=[flow])
+    assert snapshot(app.client)["workflows"]["groups_active"] in (0, 1)
+    assert flow.result(5) == 13 and after.result(5) == 7
+    assert chord.callback is not None and chord.callback.result(5) == 6
+    assert chord.results(5) == [2, 4] and chord.status == "succeeded"
 
 
 def web(ex: Exercise) -> None:

@@ -13,7 +13,10 @@ def queue_keys(q: str, consumer: str = "c1") -> list[str]:
     return [keys.pending(q), keys.processing(q, consumer), keys.lease(q, consumer),
             keys.consumers(q), keys.delayed(q), keys.dead(q), keys.stats(q), keys.job(q, "j1"),
             keys.unique(q, "u"), keys.periodic_last(q, "tick"), keys.done(q),
-            keys.done_bucket(q, 1_764_765_600_000)]
+            keys.done_bucket(q, 1_764_765_600_000), keys.wf_state(q, "g1"),
+            keys.wf_results(q, "g1"), keys.wf_active(q), keys.wf_sent(q, "j1"),
+            keys.wf_held(q, "j1"), keys.wf_wait(q, "j1"), keys.wf_deps(q, "j1"),
+            keys.wf_parents(q)]
 
 
 @pytest.mark.parametrize("q", ["default", "high", "emails.v2", "a:b", "ünïcode"])

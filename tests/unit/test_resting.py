@@ -61,7 +61,8 @@ class FailingRecords:
 
 
 def job(queue: str, job_id: str) -> Any:
-    return SimpleNamespace(message=SimpleNamespace(queue=queue), env=SimpleNamespace(id=job_id))
+    return SimpleNamespace(message=SimpleNamespace(queue=queue),
+                           env=SimpleNamespace(id=job_id, workflow=None))
 
 
 def test_the_recorder_records_other_queues_while_one_fails_and_that_one_later() -> None:
