@@ -140,8 +140,13 @@ class App:
         return self._url
 
     def use_url(self, url: str) -> None:
-        """Point this App at ``url`` before it connects (``--url``/``REDISQ_URL`` win over the
-        URL an application module gave it)."""
+        """Point this App at ``url`` (``--url``/``REDISQ_URL`` win over the URL an application
+        module gave it). A client it made already for another URL is closed, so the next
+        Redis call goes to ``url``: a module that used its App on import, or an App loaded
+        again in the same process (tests, ``redisq enqueue --app``), must not keep talking
+        to the old server."""
+        if url != self._url:
+            self.close()
         self._url = url
 
     def connect(self, role: str = "producer",
