@@ -1,4 +1,5 @@
-"""The :class:`App`: the registry of tasks and subscribers, and the producer API.
+"""The :class:`App`: the registry of tasks and subscribers (:mod:`redisq.registration`), and
+the producer API.
 
 >>> app = App("redis://localhost:6379/0")   # App() alone: $REDISQ_URL, $REDIS_URL, else that
 >>> @app.task(queue="default", retries=3, timeout_s=300)
@@ -13,9 +14,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
+from typing import Any
 
 import redis
 
@@ -33,45 +33,19 @@ from .eager import EagerRecords, EagerRunner
 from .errors import ConfigError
 from .job import Job
 from .locks import Lock
-from .middleware import HookMiddleware, Hooks
+from .middleware import Hooks
 from .model import new_id
-from .periodic import Periodic, job_id
 from .producer import Messages, Prepared, delay_from, job_for
-from .tasks import (
-    AnyTask,
-    BoundTaskDecorator,
-    CommitHook,
-    Task,
-    TaskDecorator,
-    TaskKwargs,
-    TaskOptions,
-    UniqueBy,
-)
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
-    from typing_extensions import Unpack
+from .registration import Registrations, SubscriberSpec
 
 log = logging.getLogger("redisq.app")
-
-F = TypeVar("F", bound=Callable[..., Any])  # a hook: returned as it was given
-P = ParamSpec("P")
-R = TypeVar("R")
 
 BULK_CHUNK = 500  # jobs per enqueue_many script call: big enough to amortise, short enough for Redis
 
 
-@dataclass(frozen=True)
-class SubscriberSpec:
-    channel: str
-    handler: Callable[[Any], Any]
-    durable: bool = False
-    pattern: bool = False
-
-
-class App:
-    """Tasks, subscribers and hooks, plus the producer side: enqueue, publish, jobs, locks."""
+class App(Registrations):
+    """Tasks, subscribers and hooks (registered through :class:`Registrations`), plus the
+    producer side: enqueue, publish, jobs, locks."""
 
     def __init__(self, url: str | None = None, *, serializer: str = "json",
                  result_ttl_s: float = 86_400.0, failure_ttl_s: float = 604_800.0,
@@ -112,13 +86,8 @@ class App:
         self.max_message_bytes = max_message_bytes
         #: Most job ids each per-queue status index keeps (0: none; ``index_max`` setting).
         self.index_max = 10_000
-        self.tasks: dict[str, AnyTask] = {}
-        self._commit_hook: CommitHook | None = None  # what delay_on_commit queues through
+        super().__init__()  # tasks, subscribers, hooks, periodic jobs: empty
         self.messages = Messages(self.serializer, self.tasks, lambda: self.max_message_bytes)
-        self.subscribers: dict[str, SubscriberSpec] = {}
-        self.durable_channels: set[str] = set()
-        self.hooks = Hooks()
-        self.periodic_jobs: dict[str, Periodic] = {}  # task name → its schedule
         self.eager = config.eager_from_env() if eager is None else bool(eager)
         #: An eager App's runner and in-memory records (None: jobs go to Redis).
         self.eager_runner: EagerRunner | None = None
@@ -140,8 +109,13 @@ class App:
         return self._url
 
     def use_url(self, url: str) -> None:
-        """Point this App at ``url`` before it connects (``--url``/``REDISQ_URL`` win over the
-        URL an application module gave it)."""
+        """Point this App at ``url`` (``--url``/``REDISQ_URL`` win over the URL an application
+        module gave it). A client it made already for another URL is closed, so the next
+        Redis call goes to ``url``: a module that used its App on import, or an App loaded
+        again in the same process (tests, ``redisq enqueue --app``), must not keep talking
+        to the old server."""
+        if url != self._url:
+            self.close()
         self._url = url
 
     def connect(self, role: str = "producer",
@@ -184,132 +158,6 @@ class App:
             self._client.close()
             self._client = None
             self._records = None
-
-    # -- registration ------------------------------------------------------------------------
-    @overload
-    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
-    @overload
-    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
-    @overload
-    def task(self, fn: None = None, *, bind: Literal[False] = False,
-             **options: Unpack[TaskKwargs]) -> TaskDecorator: ...
-    @overload
-    def task(self, fn: None = None, *, bind: Literal[True],
-             **options: Unpack[TaskKwargs]) -> BoundTaskDecorator: ...
-
-    def task(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
-             queue: str = "default", retries: int = 3, timeout_s: float | None = 300.0,
-             retry_backoff_s: float = 1.0, retry_backoff_cap_s: float = 600.0,
-             unique_by: UniqueBy = None, on_duplicate: str = "return", bind: bool = False,
-             dead_letter: bool = True, rate_limit: str | None = None,
-             concurrency_limit: int | None = None) -> Any:
-        """Register a task (``@app.task`` or ``@app.task(...)``) under ``module.function``
-        or ``name``. Only registered tasks run in a worker. ``rate_limit="100/m"`` and
-        ``concurrency_limit=2`` hold across every worker (see docs/control.md)."""
-        opts = TaskOptions(queue, retries, timeout_s, retry_backoff_s, retry_backoff_cap_s,
-                           unique_by, on_duplicate, bind, dead_letter, rate_limit,
-                           concurrency_limit)
-
-        def register(func: Callable[..., Any]) -> Task[..., Any]:
-            task_name = name or f"{func.__module__}.{func.__qualname__}"
-            if task_name in self.tasks and self.tasks[task_name].fn is not func:
-                raise ValueError(f"a different task is already registered as {task_name!r}")
-            task: AnyTask = Task(self, func, task_name, opts)
-            self.tasks[task_name] = task
-            return task
-
-        return register(fn) if fn is not None else register
-
-    def periodic(self, *, cron: str | None = None, every_s: float | None = None,
-                 tz: str = "UTC", misfire: str = "once", misfire_grace_s: float = 60.0,
-                 args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
-                 name: str | None = None, queue: str = "default", **task_options: Any) -> Any:
-        """Register a task that ``redisq scheduler`` (or ``worker --with-scheduler``) queues
-        on a schedule: ``@app.periodic(cron="*/5 * * * *", tz="Europe/Paris")`` or
-        ``@app.periodic(every_s=60)``. Each tick fires exactly once across schedulers; ticks
-        missed while no scheduler ran follow ``misfire`` ("once", "all" or "skip") once older
-        than ``misfire_grace_s``. Other keywords go to :meth:`task` (see docs/scheduling.md)."""
-        # A bad schedule fails here, at import; arguments the task cannot take or JSON cannot
-        # carry fail when the function is decorated.
-        spec = Periodic("?", queue, cron, every_s, tz, misfire, misfire_grace_s, tuple(args),
-                        dict(kwargs or {}))
-
-        def decorate(func: Callable[..., Any]) -> Task[..., Any]:
-            task: Task[..., Any] = self.task(name=name, queue=queue, **task_options)(func)
-            # Build a tick's message now, so the first tick is not where a bad argument shows.
-            # (Not through the middleware: no job is sent here.)
-            self.messages.prepare(task.name, spec.args, spec.kwargs, queue,
-                                  job_id(task.name, 0.0))
-            self.periodic_jobs[task.name] = replace(spec, task=task.name)
-            return task
-
-        return decorate
-
-    def subscriber(self, channel: str, *, durable: bool = False, pattern: bool = False) -> Any:
-        """Register a handler for ``redisq worker --mode pubsub`` (``handler(message)``)."""
-        keys.check_name(channel, "channel")
-
-        def register(func: Callable[[Any], Any]) -> Callable[[Any], Any]:
-            self.subscribers[channel] = SubscriberSpec(channel, func, durable, pattern)
-            if durable:
-                self.durable_channels.add(channel)
-            return func
-
-        return register
-
-    @staticmethod
-    def _hook(bucket: list[Callable[..., Any]], fn: F) -> F:
-        bucket.append(fn)
-        return fn
-
-    def add_middleware(self, middleware: Any) -> None:
-        """Install ``middleware``: an object with some of ``before_enqueue(envelope)``,
-        ``after_enqueue(job)``, ``before_execute(job)``, ``after_execute(job, outcome)``,
-        ``on_retry(job, outcome)``, ``on_dead(job, outcome)`` (see :mod:`redisq.middleware`
-        and docs/middleware.md). Producers and workers of this App both use it."""
-        self.hooks.middleware.add(middleware)
-
-    def _job_hook(self, bucket: list[Callable[..., Any]], fn: F) -> F:
-        """A job hook: sugar over one middleware, installed with the first hook (so an App
-        without hooks or middleware pays nothing per job)."""
-        if not self.hooks._job_hooks:
-            self.hooks._job_hooks = True
-            self.hooks.middleware.add(HookMiddleware(self.hooks.before_job, self.hooks.after_job,
-                                                     self.hooks.on_failure))
-        return self._hook(bucket, fn)
-
-    def before_job(self, fn: F) -> F:
-        """``fn(job_context)`` before each job (close stale DB connections here); an error
-        fails the attempt."""
-        return self._job_hook(self.hooks.before_job, fn)
-
-    def after_job(self, fn: F) -> F:
-        """``fn(job_context, outcome)`` after each attempt, whatever its outcome."""
-        return self._job_hook(self.hooks.after_job, fn)
-
-    def on_failure(self, fn: F) -> F:
-        """``fn(job_context, exception)`` when an attempt raises."""
-        return self._job_hook(self.hooks.on_failure, fn)
-
-    def on_startup(self, fn: F) -> F:
-        """``fn(worker)`` once when a worker starts."""
-        return self._hook(self.hooks.startup, fn)
-
-    def on_shutdown(self, fn: F) -> F:
-        """``fn(worker)`` once when a worker stops."""
-        return self._hook(self.hooks.shutdown, fn)
-
-    @property
-    def commit_hook(self) -> CommitHook | None:
-        """What ``task.delay_on_commit`` queues through (None: it raises ConfigError)."""
-        return self._commit_hook
-
-    def use_commit_hook(self, hook: CommitHook | None) -> None:
-        """``hook(callback)`` runs ``callback`` once the caller's database transaction commits
-        (at once outside a transaction) and never if it rolls back: Django's
-        ``transaction.on_commit``, which ``redisq.contrib.django`` installs, or an ORM's
-        after-commit event. ``task.delay_on_commit`` enqueues through it."""
-        self._commit_hook = hook
 
     # -- producing ---------------------------------------------------------------------------
     def enqueue(self, task_name: str, args: Sequence[Any] = (),

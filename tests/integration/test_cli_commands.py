@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner, Result
@@ -14,6 +15,7 @@ from redisq import App
 from redisq.backend import keys
 from redisq.backend.registry import Registry
 from redisq.ops.cli import main
+from tests import worker_app
 from tests.support.inproc import running
 from tests.support.wait import wait_until
 
@@ -39,6 +41,20 @@ def test_enqueue_then_job_shows_the_record(redis_url: str, app: App) -> None:
     assert later.exit_code == 0 and app.client.zcard(keys.delayed("default")) == 1
 
 
+@pytest.fixture
+def module_app(redis_url: str) -> Iterator[App]:
+    """tests.worker_app:app, which ``--app`` loads in this process, with a fresh client. Other
+    tests (test_worker_cli.py) used it on this server before it was flushed, and its producer
+    remembers registering its queues in the queue index (for index.REFRESH_S): a job it then
+    queued would be missing from the index, and ``app.job(id)`` would not find it. A new
+    process, as a real ``redisq enqueue`` is, starts with nothing remembered."""
+    worker_app.app.use_url(redis_url)
+    worker_app.app.close()
+    yield worker_app.app
+    worker_app.app.close()
+
+
+@pytest.mark.usefixtures("module_app")
 def test_enqueue_checks_the_call_against_the_app(redis_url: str, app: App) -> None:
     wrong = cli(redis_url, "enqueue", "t.record", "--args", "[1, 2]", "--app",
                 "tests.worker_app:app")

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,28 +121,57 @@ def test_a_worker_with_a_smaller_cap_fails_the_job_instead_of_hanging(redis_url:
         stop(worker)
 
 
+def cpu_s(pid: int) -> float:
+    """The CPU time (user + system, all threads) process ``pid`` has used, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def test_pubsub_worker_survives_poison_published_raw(redis_url: str) -> None:
+    """The next good message is handled within a second of a plain subscriber getting it,
+    and the poison costs the worker under a second of CPU. Not one wall-clock second from
+    the publish, as this test had: that is mostly moving 16 MiB (0.25 s idle, 1.2 s seen on
+    a loaded machine), which says more about the machine than about the worker. A plain
+    redis-py subscriber on the same channel gets the same bytes at the same time under the
+    same load, so what the worker takes beyond it is the worker's doing (a stall, a backoff,
+    a resubscription); its CPU time, which load hardly stretches, is what the poison cost it
+    (parsing or keeping the 16 MiB would show there)."""
     r = use(redis_url)
     worker = start_worker(redis_url, "--mode", "pubsub", "--channels", "events")
     poison = {DEEP: "MessageTooDeep", GARBAGE: "MessageTooLarge",
               b'{"kind": "\xc3\x28"}': "BadMessage", b"{not json": "BadMessage",
               b"[1, 2]": "TypeError"}  # valid JSON the handler cannot take: its error
+    plain_got_good: list[float] = []  # when the plain subscriber got the first good message
+
+    def plain(message: dict[str, Any]) -> None:
+        if not plain_got_good and len(message["data"]) < 100 and b"after" in message["data"]:
+            plain_got_good.append(time.monotonic())
+
+    reference = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
+    reference.subscribe(events=plain)
+    listener = reference.run_in_thread(sleep_time=0.01, daemon=True)
     try:
-        wait_until(lambda: r.pubsub_numsub("events")[0][1] >= 1, 8, what="the subscription")
+        wait_until(lambda: r.pubsub_numsub("events")[0][1] >= 2, 8, what="the subscriptions")
+        cpu0 = cpu_s(worker.pid)
         for body in poison:
             r.publish("events", body)
-        t0 = time.monotonic()
         wait_until(lambda: worker_app.app.publish("events", {"kind": "after"})
-                   and r.hget("events", "after"), 5, interval_s=0.05, what="a good message")
-        assert time.monotonic() - t0 < 1.0
+                   and r.hget("events", "after"), 5, interval_s=0.02, what="a good message")
+        late = time.monotonic() - wait_until(lambda: plain_got_good, 5, what="the plain one")[0]
         wait_until(lambda: r.llen(keys.channel_dead("events")) == len(poison), 5,
                    what="dead letters")
+        cpu = cpu_s(worker.pid) - cpu0
+        assert late < 1.0, f"the worker handled the good message {late:.2f} s after a plain client"
+        assert cpu < 1.0, f"the poison cost the worker {cpu:.2f} s of CPU"
         assert worker.poll() is None
         by_message = {dead_message(d): d for d in dead_entries(r, keys.channel_dead("events"))}
         assert by_message[GARBAGE[:DEAD_HEAD_BYTES]]["message_truncated"]
         assert {b: d["error_type"] for b, d in by_message.items()} == {
             GARBAGE[:DEAD_HEAD_BYTES] if b is GARBAGE else b: e for b, e in poison.items()}
     finally:
+        listener.stop()
+        listener.join(2)
+        reference.close()
         stop(worker)
 
 

@@ -91,3 +91,18 @@ def test_connection_errors_cover_timeouts_and_os_errors() -> None:
     for exc in (redis.ConnectionError(), redis.TimeoutError(), ConnectionResetError(),
                 TimeoutError()):
         assert isinstance(exc, connection.CONNECTION_ERRORS)
+
+
+def test_use_url_drops_a_client_made_for_another_url() -> None:
+    """--url / REDIS_URL win over the App's own URL even once the App has connected (the
+    module used it on import, or it was loaded before in this process)."""
+    from redisq import App
+
+    app = App("redis://127.0.0.1:1/0")
+    old = app.client
+    app.use_url("redis://127.0.0.1:2/0")
+    assert app.client is not old
+    assert app.client.connection_pool.connection_kwargs["port"] == 2
+    same = app.client
+    app.use_url("redis://127.0.0.1:2/0")  # the same URL: the client stays
+    assert app.client is same
