@@ -111,11 +111,7 @@ def cancel(records: Records, queue: str, job_id: str) -> None:
     if not records.cancel(queue, job_id):
         raise ActionRefused(f"job {job_id} is {records.status(queue, job_id) or 'gone'}; only "
                             "queued or retrying jobs can be cancelled")
-    append_history(records, queue, job_id, history_line("cancel", before))
-    pipe = records.client.pipeline(transaction=False)
-    jobindex.note_outcome(pipe, queue, job_id, model.CANCELLED, time.time(), records.index_max,
-                          leaving=[model.RETRYING] if before == model.RETRYING else [])
-    pipe.execute()
+    append_history(records, queue, job_id, history_line("cancel", before))  # (indexed by it)
 
 
 def delete(records: Records, queue: str, job_id: str) -> None:

@@ -22,7 +22,7 @@ from . import finished, index, keys, workflows
 from .cluster import is_cluster
 from .dead import dead_entry, dead_message
 from .finished import complete_record
-from .jobindex import Sampler, index_keys
+from .jobindex import Sampler, index_keys, note_outcome
 from .pressure import is_oom
 from .scripts import Scripts
 from .wire import wire_for
@@ -161,7 +161,20 @@ class Records:
             self.client.hset(key, "history", (as_text(old) if old else "") + line + "\n")
 
     def cancel(self, queue: str, job_id: str) -> bool:
-        status, message = self.client.hmget(keys.job(queue, job_id), "status", "message")
+        """Cancel a job that waits (queued, retrying, throttled, or deferred by a workflow);
+        returns whether it was cancelled. Every caller (``job.cancel()``, the CLI, the
+        dashboard) gets the job into the ``cancelled`` index."""
+        status = self.client.hget(keys.job(queue, job_id), "status")
+        done = self._cancel(queue, job_id, status)
+        if done and self.index_max > 0:
+            pipe = self.client.pipeline(transaction=False)
+            note_outcome(pipe, queue, job_id, "cancelled", time.time(), self.index_max,
+                         leaving=[as_text(status)] if status in (b"retrying", b"deferred") else [])
+            pipe.execute()
+        return done
+
+    def _cancel(self, queue: str, job_id: str, status: bytes | str | None) -> bool:
+        message = self.client.hget(keys.job(queue, job_id), "message")
         if status == b"deferred":  # a workflow's job, not queued yet
             return workflows.cancel_deferred(self.scripts, queue, job_id, self.result_ttl_s)
         if status not in (b"queued", b"retrying", b"throttled"):

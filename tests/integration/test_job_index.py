@@ -143,6 +143,18 @@ def test_cancel_and_delete(redis_url: str) -> None:
         actions.delete(app.records, "default", waiting.id)
 
 
+def test_every_cancel_path_indexes_the_job_as_cancelled(redis_url: str) -> None:
+    app = make_app(redis_url)
+    queued = app.enqueue("t.ok", [1])
+    parent = app.enqueue("t.ok", [2], delay_s=60)
+    deferred = app.tasks["t.ok"].enqueue(args=(3,), depends_on=[parent])
+    assert deferred.status == "deferred"
+    assert queued.cancel() and deferred.cancel()  # the API, not the dashboard's actions
+    found = {j["id"] for j in jobs.search(app, jobs.Query(status="cancelled"))["jobs"]}
+    assert found == {queued.id, deferred.id}
+    assert app.client.zcard(keys.status_index("default", "deferred")) == 0
+
+
 def test_delete_forgets_a_succeeded_job_whose_record_is_in_a_done_bucket(redis_url: str) -> None:
     app = make_app(redis_url)
     job = app.enqueue("t.ok", [1])
