@@ -90,8 +90,12 @@ def retry_now(records: Records, queue: str, job_id: str) -> None:
     if message is None:
         raise ActionRefused(f"job {job_id}'s message is not kept (only a summary of its "
                             "arguments: args_summary_bytes); enqueue a new job instead")
-    data = json.loads(message)
-    Envelope.from_dict(data)  # a message that cannot run is not queued again
+    try:  # a message that cannot run (a buried poison message too) is not queued again
+        data = json.loads(message)
+        Envelope.from_dict(data)
+    except (ValueError, RecursionError) as exc:  # BadMessage is a ValueError
+        raise ActionRefused(f"job {job_id}'s message cannot run ({exc}); it is not "
+                            "queued again") from None
     # A retrying job's waiting message goes as it is; a finished one starts its tries afresh
     # (as requeue_dead does); the history keeps what happened before.
     fresh = message if status == model.RETRYING else json.dumps(

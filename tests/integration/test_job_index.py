@@ -143,6 +143,17 @@ def test_cancel_and_delete(redis_url: str) -> None:
         actions.delete(app.records, "default", waiting.id)
 
 
+def test_retry_now_refuses_a_message_that_cannot_run(redis_url: str) -> None:
+    app = make_app(redis_url)
+    job = app.enqueue("t.ok", [1], delay_s=60)
+    for garbage in (b"not json", b"[" * 100_000, b'{"id": "x"}'):
+        app.client.hset(keys.job("default", job.id), mapping={"status": "failed",
+                                                               "message": garbage})
+        with pytest.raises(actions.ActionRefused, match="cannot run"):
+            actions.retry_now(app.records, "default", job.id)
+    assert app.client.llen(keys.pending("default")) == 0
+
+
 def test_every_cancel_path_indexes_the_job_as_cancelled(redis_url: str) -> None:
     app = make_app(redis_url)
     queued = app.enqueue("t.ok", [1])
