@@ -268,6 +268,9 @@ class Supervisor:
         # Signals wait until each process has the handlers it should: the child must not run
         # the supervisor's handler, and the supervisor must not miss a child's pid.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        if self.stopping:  # a stop signal came since the caller looked: start nothing more
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            return
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the supervisor's code
@@ -279,15 +282,22 @@ class Supervisor:
             finally:
                 logging.shutdown()
                 os._exit(code)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        # The pid is known before a waiting stop signal's handler runs (at the unblock), so
+        # the handler signals this child too: none is left running after a stop.
         slot.pid, slot.started, slot.killed_hung = pid, time.monotonic(), False
         log.info("supervisor: started worker process slot=%d pid=%d", slot.index, pid)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
     def _child(self, index: int, parent: int) -> int:
         for sig in _STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)  # until the worker installs its own
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         _die_with_parent(parent)
+        # A client the App made before the fork (the supervisor's start-up checks, or an
+        # application module that used it on import) shares its socket with the supervisor
+        # and the other children: two processes on one connection read each other's replies.
+        # Closing it here only closes this process's copy; the next call connects anew.
+        self.app.close()
         base = self.settings.worker_id
         settings = self.settings.replace(worker_id=f"{base}.{index}" if base else None)
         worker = ChildWorker(self.app, settings, notifier=SlotNotifier(self.board, index))
