@@ -164,8 +164,8 @@ class Records:
         """Cancel a job that waits (queued, retrying, throttled, or deferred by a workflow);
         returns whether it was cancelled. Every caller (``job.cancel()``, the CLI, the
         dashboard) gets the job into the ``cancelled`` index."""
-        status = self.client.hget(keys.job(queue, job_id), "status")
-        done = self._cancel(queue, job_id, status)
+        status, message = self.client.hmget(keys.job(queue, job_id), "status", "message")
+        done = self._cancel(queue, job_id, status, message)
         if done and self.index_max > 0:
             pipe = self.client.pipeline(transaction=False)
             note_outcome(pipe, queue, job_id, "cancelled", time.time(), self.index_max,
@@ -173,8 +173,8 @@ class Records:
             pipe.execute()
         return done
 
-    def _cancel(self, queue: str, job_id: str, status: bytes | str | None) -> bool:
-        message = self.client.hget(keys.job(queue, job_id), "message")
+    def _cancel(self, queue: str, job_id: str, status: bytes | str | None,
+                message: bytes | str | None) -> bool:
         if status == b"deferred":  # a workflow's job, not queued yet
             return workflows.cancel_deferred(self.scripts, queue, job_id, self.result_ttl_s)
         if status not in (b"queued", b"retrying", b"throttled"):
