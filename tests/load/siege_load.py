@@ -185,10 +185,10 @@ def run_all(rc: Path, runs: list[tuple[str, ...]], targets: dict[str, str], roun
     """Each run against each target; also the CPU each request cost the web tier and Redis
     (a machine shared with other work moves trans/s much more than it moves CPU per request)."""
     results = []
-    for n in range(rounds):
+    for rnd in range(rounds):
         for run in runs:
             order = list(targets.items())
-            for name, line in order[::-1] if n % 2 else order:
+            for name, line in order[::-1] if rnd % 2 else order:
                 web0, redis0 = cpu_s(web_pids), cpu_s([redis_pid])
                 r = siege(rc, line, *run)
                 n = max(r["transactions"], 1)
