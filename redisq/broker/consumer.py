@@ -122,9 +122,37 @@ class Consumer(Holder):
         errors: returns ``[]`` after backing off."""
         if n < 1:
             return []
+        timeout_s = self.block_timeout_s if timeout_s is None else timeout_s
+        return self._guarded(lambda got: self._reserve(n, timeout_s, got))
+
+    def can_wait_alone(self) -> bool:
+        """Whether :meth:`wait` applies: one queue, taken from, whose waits claim."""
+        return self._claims and len(self.queues) == 1 and not self.skip(self.queues[0])
+
+    def wait(self, timeout_s: float | None = None) -> list[Message]:
+        """Only the blocking part of :meth:`reserve` (see :meth:`can_wait_alone`), for a
+        caller that just found nothing without blocking and runs what comes on the thread
+        that waited (no hand-over on an idle worker's latency path). The wait counts as a
+        take in flight: an orphan check meanwhile is put off. Never raises on connection
+        errors (as :meth:`reserve`)."""
+        timeout_s = self.block_timeout_s if timeout_s is None else timeout_s
+        with self._lock:
+            self._takes += 1
+            self._takes_in_flight += 1
+        try:
+            got = self._guarded(lambda got: got.extend(self._block(timeout_s)))
+        finally:
+            with self._lock:
+                self._takes_in_flight -= 1
+        if not got:
+            self._check_orphans = True  # an empty wait: a cheap moment to look (see _reserve)
+        return got
+
+    def _guarded(self, fill: Callable[[list[Message]], object]) -> list[Message]:
+        """What ``fill`` puts in a list, with reserve's handling of errors."""
         got: list[Message] = []
         try:
-            self._reserve(n, self.block_timeout_s if timeout_s is None else timeout_s, got)
+            fill(got)
         except BaseException as exc:
             # Messages this call already took (orphans, a harvested wait, one queue of a
             # batch) never reach the caller: un-hold them so the orphan check delivers them
