@@ -213,3 +213,5 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    if sys.version_info >= (3, 12):  # the asyncio task's name: a look-up per line
+        logging.logAsyncioTasks = False

@@ -22,11 +22,11 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     saved = (logging._srcfile, logging.logThreads, logging.logProcesses,
-             logging.logMultiprocessing)
+             logging.logMultiprocessing, getattr(logging, "logAsyncioTasks", True))
     yield
     root.handlers[:], root.level = handlers, level
     (logging._srcfile, logging.logThreads, logging.logProcesses,
-     logging.logMultiprocessing) = saved
+     logging.logMultiprocessing, logging.logAsyncioTasks) = saved
 
 
 def record(created: float) -> logging.LogRecord:
