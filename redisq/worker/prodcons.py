@@ -128,8 +128,8 @@ class ProdconsWorker(Control, Intake, Daemon):
         # round trip, so batches stay large under load instead of shrinking to one job.
         self._backlog = len(messages) == free
         jobs = self.start(messages)
-        for job in jobs:
-            self._submit(job)
+        for i, job in enumerate(jobs):
+            self._submit(job, last=i == len(jobs) - 1)
         if burst:
             self._check_burst_end(bool(jobs))
 
@@ -143,11 +143,14 @@ class ProdconsWorker(Control, Intake, Daemon):
             self.outage.failed(exc)  # backs off; the next good reserve ends the "outage"
             return []
 
-    def _submit(self, job: Reserved) -> None:
+    def _submit(self, job: Reserved, last: bool = True) -> None:
         with self._slots:
             self._running += 1
             self._track(job)
-        self.pool.submit(lambda: self._run(job))
+        if last:  # the loop waits for the last one's start (the threads run on the GIL)
+            self.pool.hand_over(lambda: self._run(job))
+        else:
+            self.pool.submit(lambda: self._run(job))
 
     def _track(self, job: Reserved) -> None:
         self.current[job.env.id] = {"task": job.env.task, "queue": job.env.queue,
