@@ -2,14 +2,15 @@
 
 A worker logs one INFO line per finished job, so a line's cost is on the per-job path: the
 daemons turn off what no redisq line format shows (the caller's file and line, which walks the
-stack for every record; thread and process names); the text format renders its timestamp once
-per second and the line with one f-string (``logging.Formatter.format`` goes through the
-record's ``__dict__``: ~2.5 µs against ~1 µs). Lines below WARNING are written in batches
-(:class:`BatchingHandler`): a write per line is a system call that lets go of the GIL, and with
-8 job threads the writing thread then waits for it back, up to the switch interval. Nor does a
-line take the handler's lock: 8 job threads logging through one lock queue up on it whenever
-its holder is switched out (a forced GIL switch mid-line), and each waiter then costs two
-thread switches (measured: 13 µs a line from 8 threads, against 6 µs without the lock).
+stack for every record; thread, process and asyncio task names); the text format renders its
+timestamp once per second and the line with one f-string (``logging.Formatter.format`` goes
+through the record's ``__dict__``: 23k instructions a line, against 10k). Lines below WARNING
+are written in batches (:class:`BatchingHandler`): a write per line is a system call that lets
+go of the GIL, and with 8 job threads the writing thread then waits for it back, up to the
+switch interval. Nor does a line take the handler's lock: when its holder was switched out
+mid-line (a forced GIL switch), every job thread that reached its own line waited for the
+holder to get the GIL back, milliseconds (issue 17: the light-task drain at INFO was ~0.77 of
+the one at WARNING; see ``bench/log_cost.py``).
 """
 
 from __future__ import annotations
