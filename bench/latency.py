@@ -87,7 +87,8 @@ def main() -> None:
         worker = subprocess.Popen(
             [sys.executable, "-m", "redisq", "worker", "--app", "bench.latency_tasks:app",
              "--mode", "prodcons", "--queues", "default", "--concurrency", str(opts.concurrency),
-             "--url", url, "--log-level", opts.log_level], env=env, cwd=ROOT)
+             "--url", url, "--log-level", opts.log_level], env=env,
+            cwd=tree)  # (`-m` puts the working directory first on sys.path: the tree's redisq)
         import redisq
         from bench import latency_tasks
 

@@ -51,5 +51,7 @@ def stamp(sent):
     now = time.monotonic()
     r.rpush("lat", repr(now - sent))
     if "moved" in _at:  # the idle path (a job taken with a settle skips the move and mark)
-        r.rpush("lat:steps", " ".join(repr(_at.get(k, sent) - sent) for k in STEPS))
+        # (A claimed wait has no start step: mark_sent and marked are the move's end.)
+        moved = _at["moved"]
+        r.rpush("lat:steps", " ".join(repr(_at.get(k, moved) - sent) for k in STEPS))
         _at.clear()

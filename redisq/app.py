@@ -12,7 +12,10 @@ Creating an App connects to nothing; the first Redis call does.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -97,6 +100,12 @@ class App(Registrations):
                                             EagerRecords())
         self._client: redis.Redis | None = None
         self._records: Records | None = None
+        # Held while the client or records are made or dropped: threads that use a fresh App
+        # at once (job threads, web requests) must get one client. With two, the one stored
+        # second replaces the first, and the first's Redis.__del__ closes its pool, in-use
+        # connections included, under the thread still using it.
+        self._making = threading.RLock()
+        _APPS.add(self)
         self._client_factory: Callable[[str], redis.Redis] | None = None
 
     # -- connection --------------------------------------------------------------------------
@@ -136,15 +145,24 @@ class App(Registrations):
 
     @property
     def client(self) -> redis.Redis:
-        if self._client is None:
-            self._client = self.connect("producer")
-        return self._client
+        """This App's own client, made on first use (safe from any thread)."""
+        client = self._client
+        if client is None:
+            with self._making:
+                client = self._client
+                if client is None:
+                    client = self._client = self.connect("producer")
+        return client
 
     @property
     def records(self) -> Records:
-        if self._records is None:
-            self._records = self.make_records(self.client)
-        return self._records
+        records = self._records
+        if records is None:
+            with self._making:
+                records = self._records
+                if records is None:
+                    records = self._records = self.make_records(self.client)
+        return records
 
     def make_records(self, client: redis.Redis) -> Records:
         records = Records(client, Scripts(client), self.result_ttl_s, self.failure_ttl_s,
@@ -154,10 +172,13 @@ class App(Registrations):
         return records
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-            self._records = None
+        """Close this App's client (the next Redis call makes a new one). In a forked child,
+        the inherited connections are abandoned, not shut down: redis-py's pool sees the new
+        pid and starts afresh, so the parent's sockets stay usable."""
+        with self._making:
+            client, self._client, self._records = self._client, None, None
+        if client is not None:
+            client.close()
 
     # -- producing ---------------------------------------------------------------------------
     def enqueue(self, task_name: str, args: Sequence[Any] = (),
@@ -328,5 +349,16 @@ class App(Registrations):
         """A lease-based distributed mutex (``with app.lock("project:7"): ...``)."""
         return Lock(self.client, name, ttl_s, wait_s, auto_renew, self.records.scripts)
 
+
+_APPS: weakref.WeakSet[App] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held an App's lock at the fork: it never lets go here.
+    for app in list(_APPS):
+        app._making = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 __all__ = ["App", "Hooks", "SubscriberSpec"]

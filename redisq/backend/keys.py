@@ -9,6 +9,9 @@ key                                    type      meaning
 ``redisq:{q}:pending``                 list      messages waiting; producers LPUSH, consumers
                                                  take from the right (FIFO)
 ``redisq:{q}:processing:<consumer>``   list      messages reserved by one consumer, not yet acked
+``redisq:{q}:inbox:<consumer>``        list      where a worker's blocking wait moves a message,
+                                                 for the claim pipelined behind it (empty but
+                                                 for a moment; recovered like processing)
 ``redisq:{q}:lease:<consumer>``        string    the consumer's lease; TTL = ``lease_s``
 ``redisq:{q}:consumers``               set       consumer ids that may own a processing list
 ``redisq:{q}:epochs``                  hash      consumer id → its epoch token; recovery ends it
@@ -98,6 +101,12 @@ def pending(queue: str) -> str:
 
 def processing(queue: str, consumer: str) -> str:
     return f"{_q(queue)}:processing:{consumer}"
+
+
+def inbox(queue: str, consumer: str) -> str:
+    """Where a worker's blocking move puts a message, for the step pipelined behind it to
+    claim (mark started, into the processing list) at once: see ``lua/reserve.lua``."""
+    return f"{_q(queue)}:inbox:{consumer}"
 
 
 def lease(queue: str, consumer: str) -> str:

@@ -75,6 +75,10 @@ class Scripts:
             raise AttributeError(name)
         return lambda keys, args: self.run(name, list(keys), list(args))
 
+    def sha(self, name: str) -> str:
+        """The SHA1 of script ``name`` (for a call pipelined by hand: see redisq.broker.waits)."""
+        return str(self._scripts[name].sha)
+
     def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run one script (EVALSHA on this thread's lean connection; loads it on NOSCRIPT)."""
         script = self._scripts[name]

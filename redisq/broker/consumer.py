@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import redis
@@ -38,6 +39,9 @@ log = logging.getLogger("redisq.queue")
 PROBE_WAIT_S = 0.5
 #: At maxmemory, how often an idle consumer looks for messages (BLMOVE is refused there).
 OOM_POLL_S = 0.1
+#: Most messages one orphan check claims from an inbox (normally it holds none: a move's
+#: claim takes its one message in the same round trip).
+ORPHAN_CLAIM_N = 100
 
 
 def _nones() -> Iterable[None]:
@@ -84,11 +88,15 @@ class Consumer(Holder):
         self.scripts = Scripts(client)
         self._init_holding()
         self._check_orphans = True  # a previous run of this id may have left messages
-        self._waits = Waits(client, self.id, 2 * len(self.queues))  # waiters and probes
+        # waiters and probes
+        self._waits = Waits(client, self.id, 2 * len(self.queues), self.scripts)
         # The epoch token each waiter's blocking move was sent under (its message belongs
         # to that epoch).
         self._wait_tokens: dict[str, str] = {}
         self.mark_jobs = mark_jobs
+        # A worker's blocking moves claim what they bring in the same round trip (see
+        # redisq.broker.waits); on a cluster they do not (the caller marks them after).
+        self._claims = mark_jobs is not None and not is_cluster(client)
         self.pressure = pressure or MemoryPressure(f"consumer {self.id}")
         self._takes = 0  # reservations started by any thread (a seqlock for the orphan check)
         self._takes_in_flight = 0
@@ -114,9 +122,37 @@ class Consumer(Holder):
         errors: returns ``[]`` after backing off."""
         if n < 1:
             return []
+        timeout_s = self.block_timeout_s if timeout_s is None else timeout_s
+        return self._guarded(lambda got: self._reserve(n, timeout_s, got))
+
+    def can_wait_alone(self) -> bool:
+        """Whether :meth:`wait` applies: one queue, taken from, whose waits claim."""
+        return self._claims and len(self.queues) == 1 and not self.skip(self.queues[0])
+
+    def wait(self, timeout_s: float | None = None) -> list[Message]:
+        """Only the blocking part of :meth:`reserve` (see :meth:`can_wait_alone`), for a
+        caller that just found nothing without blocking and runs what comes on the thread
+        that waited (no hand-over on an idle worker's latency path). The wait counts as a
+        take in flight: an orphan check meanwhile is put off. Never raises on connection
+        errors (as :meth:`reserve`)."""
+        timeout_s = self.block_timeout_s if timeout_s is None else timeout_s
+        with self._lock:
+            self._takes += 1
+            self._takes_in_flight += 1
+        try:
+            got = self._guarded(lambda got: got.extend(self._block(timeout_s)))
+        finally:
+            with self._lock:
+                self._takes_in_flight -= 1
+        if not got:
+            self._check_orphans = True  # an empty wait: a cheap moment to look (see _reserve)
+        return got
+
+    def _guarded(self, fill: Callable[[list[Message]], object]) -> list[Message]:
+        """What ``fill`` puts in a list, with reserve's handling of errors."""
         got: list[Message] = []
         try:
-            self._reserve(n, self.block_timeout_s if timeout_s is None else timeout_s, got)
+            fill(got)
         except BaseException as exc:
             # Messages this call already took (orphans, a harvested wait, one queue of a
             # batch) never reach the caller: un-hold them so the orphan check delivers them
@@ -234,6 +270,14 @@ class Consumer(Holder):
             args += [keys.job_prefix(q), self.mark_jobs, f"{time.time():.3f}", token]
         return "reserve", self._reserve_keys(q), args
 
+    def _claim_call(self, q: str, token: str, n: int = 1) -> tuple[str, list[str], list[Any]]:
+        """The reserve step that claims what a blocking move put in our inbox (see
+        ``lua/reserve.lua``): marked started, fenced, into our processing list; given back
+        if the queue was paused or our epoch ended while the wait was out."""
+        return "reserve", [keys.inbox(q, self.id), *self._reserve_keys(q)[1:], keys.PAUSED,
+                           keys.pending(q)], [
+            n, self.id, 0, keys.job_prefix(q), self.mark_jobs, "", token, q]
+
     def _accept(self, q: str, answer: list[bytes] | int, token: str) -> list[Message]:
         if isinstance(answer, int):  # -1: our epoch on q ended; nothing was moved
             self.lease_lost(q, token)
@@ -242,9 +286,10 @@ class Consumer(Holder):
             return self._hold(q, answer, token=token)
         return self._hold(q, answer[0::2], (b.decode() for b in answer[1::2]), token)
 
-    def _blmove(self, q: str, timeout_s: float) -> bytes | None:
+    def _blmove(self, q: str, timeout_s: float, token: str) -> list[bytes] | int | None:
         try:
-            body = self._waits.move(q, timeout_s)
+            moved = self._waits.move(q, timeout_s,
+                                     self._claim_call(q, token) if self._claims else None)
         except redis.OutOfMemoryError as exc:
             # Redis refuses BLMOVE at maxmemory (a move may grow memory), not the reserve
             # step (allow-oom): wait a moment, then the next reserve takes what is waiting
@@ -253,7 +298,15 @@ class Consumer(Holder):
             self._waits.woken.wait(min(timeout_s, OOM_POLL_S))
             return None
         self.pressure.room()
-        return body
+        return moved
+
+    def _moved(self, q: str, moved: list[bytes] | int | None, token: str) -> list[Message]:
+        """The messages a blocking move brought (see :data:`redisq.broker.waits.Move`)."""
+        if moved is None:
+            return []
+        if self._claims or isinstance(moved, int):
+            return self._accept(q, moved, token)
+        return self._hold(q, moved, token=token)
 
     def interrupt(self) -> None:
         """End blocking waits now (from another thread, when the worker stops): each returns
@@ -266,14 +319,13 @@ class Consumer(Holder):
         if len(self.queues) == 1 and not self.skip(self.queues[0]):
             q = self.queues[0]
             token = self.token(q)
-            body = self._blmove(q, timeout_s)
-            return self._hold(q, [body], token=token) if body is not None else []
+            return self._moved(q, self._blmove(q, timeout_s, token), token)
         # Several queues: one blocking move per queue on a waiter thread; whichever returns
         # first wins. The others keep waiting and are harvested by later calls.
         for q in self._queues_now():
             if not self._waits.waiting(q):
-                self._wait_tokens[q] = self.token(q)
-            self._waits.start(q, self.block_timeout_s, self._blmove)
+                token = self._wait_tokens[q] = self.token(q)
+                self._waits.start(q, self.block_timeout_s, partial(self._blmove, token=token))
         # (None waiting: every queue rests on a cluster; their probes come later.)
         self._waits.wait_any(timeout_s if self._waits else min(timeout_s, PROBE_WAIT_S))
         return self._harvest_waiters(len(self.queues))
@@ -283,9 +335,9 @@ class Consumer(Holder):
         for q in self._waits.answered():
             if len(out) >= n:
                 break
-            token = self._wait_tokens.pop(q, None)
+            token = self._wait_tokens.pop(q, "")
             try:
-                body = self._waits.collect(q)  # re-raises a connection error of the waiter
+                moved = self._waits.collect(q)  # re-raises a connection error of the waiter
             except CONNECTION_ERRORS as exc:
                 if self._rest is None:
                     self._unhold(out)  # harvested from other queues: orphans again
@@ -297,8 +349,7 @@ class Consumer(Holder):
                 raise
             if self._rest is not None:
                 self._rest.woke(q)  # a waiter started before q rested may answer after
-            if body is not None:
-                out += self._hold(q, [body], token=token)
+            out += self._moved(q, moved, token)
         return out
 
     def _quiet(self) -> int | None:
@@ -315,6 +366,11 @@ class Consumer(Holder):
         before = self._quiet()
         if before is None:
             return []
+        if self._claims:
+            # What a move put in our inbox and its claim did not take (a lost reply, a
+            # flushed script cache): claimed now, it is among the orphans read next.
+            self.scripts.run_many([self._claim_call(q, self._tokens[q], ORPHAN_CLAIM_N)
+                                   for q in self.queues])
         stored_lists = self._processing_lists()
         orphans: list[Message] = []
         with self._lock:

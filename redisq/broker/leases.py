@@ -56,7 +56,7 @@ def recover_stale(client: redis.Redis, scripts: Scripts, q: str, consumer_id: st
         return 0
     ks = [keys.consumers(q), keys.pending(q), keys.stats(q), keys.epochs(q)]
     for m in stale:
-        ks += [keys.lease(q, m), keys.processing(q, m)]
+        ks += [keys.lease(q, m), keys.processing(q, m), keys.inbox(q, m)]
     n = int(scripts.requeue_stale(keys=ks, args=stale))
     if n:
         log.warning("queue %s: recovered %d message(s) of expired consumer(s) %s",
@@ -70,4 +70,4 @@ def release(client: redis.Redis, q: str, consumer_id: str, scripts: Scripts | No
     at maxmemory, see ``lua/release.lua``). It also ends our epoch (see the module)."""
     (scripts or Scripts(client)).run("release", [
         keys.processing(q, consumer_id), keys.pending(q), keys.consumers(q),
-        keys.lease(q, consumer_id), keys.epochs(q)], [consumer_id])
+        keys.lease(q, consumer_id), keys.epochs(q), keys.inbox(q, consumer_id)], [consumer_id])

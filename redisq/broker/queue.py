@@ -1,7 +1,8 @@
 """A reliable producer/consumer queue on Redis lists.
 
 Producers ``LPUSH`` onto ``pending``. A consumer *reserves* messages by moving them (``BLMOVE``,
-or the ``reserve`` Lua step for a batch) into its own ``processing`` list, and a message leaves
+or the ``reserve`` Lua step for a batch; a worker's ``BLMOVE`` goes through its inbox, see
+:mod:`redisq.broker.waits`) into its own ``processing`` list, and a message leaves
 Redis only when the consumer *acks* it. A consumer holds a *lease* (a key with a TTL it keeps
 refreshing); when the lease of a consumer expires (it was SIGKILLed, its host died, it lost
 Redis for longer than the lease), any other consumer moves its processing list back to

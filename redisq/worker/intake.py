@@ -64,8 +64,9 @@ class Intake:
 
     def start(self, messages: list[Message]) -> list[Reserved]:
         """Decode messages, dead-letter the ones that cannot run, and drop the ones whose job
-        must not run again (a batch reservation marked them started and reported each job's
-        status before; a blocking move's are marked here first: see :meth:`mark`)."""
+        must not run again (the reservation, or the claim behind a blocking wait, marked
+        them started and reported each job's status before; others are marked here first:
+        see :meth:`mark`)."""
         runnable = []
         decoded = [r for r in map(self._decode, messages) if r is not None]
         for r in self.mark(self.unpaused(decoded)):
@@ -103,13 +104,13 @@ class Intake:
         return True
 
     def mark(self, jobs: list[Reserved]) -> list[Reserved]:
-        """Mark jobs from a blocking move (or found as orphans) started before they run, and
-        learn each one's status before. This round trip is on an idle worker's latency path
-        because it is also the fence: a frozen worker may wake to the reply of a move the
-        server made while it was stopped, for a job recovered and run elsewhere since; the
-        mark is refused (its epoch ended) and the job does not run here. Jobs it refuses or
-        cannot mark are dropped (an unmarked one stays in our processing list, and the orphan
-        check delivers it again)."""
+        """Mark jobs found as orphans (or moved by a blocking wait on a cluster, where the
+        wait does not claim: see :mod:`redisq.broker.waits`) started before they run, and
+        learn each one's status before. It is also the fence: a frozen worker may wake to
+        the reply of a move the server made while it was stopped, for a job recovered and
+        run elsewhere since; the mark is refused (its epoch ended) and the job does not run
+        here. Jobs it refuses or cannot mark are dropped (an unmarked one stays in our
+        processing list, and the orphan check delivers it again)."""
         unmarked = [j for j in jobs if j.message.before is None]
         if not unmarked:
             return jobs

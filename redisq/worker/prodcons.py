@@ -51,6 +51,8 @@ BACKLOG_GATHER_S = 0.002  # longest wait for more free slots while messages are 
 #: were short). While they wait their records already say "started" (from the take); the
 #: settle then writes the real start time.
 SHORT_JOB_S = 0.002
+#: How much longer than a blocking wait the loop waits for a pool thread's wait to end.
+LEAD_SLACK_S = 1.0
 TAKE_SHORT = 4
 #: What a worker step outlives: connection trouble, and error replies that pass (OOM, MISCONF,
 #: READONLY during a failover); a worker that exited on them would need a restart to recover.
@@ -96,6 +98,7 @@ class ProdconsWorker(Control, Intake, Daemon):
         self.current: dict[str, dict[str, Any]] = {}
         self._slots = threading.Condition()
         self._running = 0
+        self._waiters = 0  # pool threads in a wait for the next job (see _lead_a_wait)
         self._last_promote = float("-inf")
         self._awaited: dict[str, frozenset[str]] = {}  # per queue: parents seen running
         # Deferred jobs whose parents are over (depends_on) count as waiting work too: the
@@ -123,15 +126,57 @@ class ProdconsWorker(Control, Intake, Daemon):
         if free == 0 or self.stopping.is_set():
             return
         burst = self.settings.burst
-        messages = self.reserve(free, 0.05 if burst else None)
+        alone = not burst and self.consumer.can_wait_alone()
+        messages = self.reserve(free, 0 if alone else 0.05 if burst else None)
+        if alone and not messages:
+            self._lead_a_wait()
+            return
         # A full batch means more are waiting: gather a few freed slots before the next
         # round trip, so batches stay large under load instead of shrinking to one job.
         self._backlog = len(messages) == free
         jobs = self.start(messages)
-        for job in jobs:
-            self._submit(job)
+        for i, job in enumerate(jobs):
+            self._submit(job, last=i == len(jobs) - 1)
         if burst:
             self._check_burst_end(bool(jobs))
+
+    def _lead_a_wait(self) -> None:
+        """The queue is empty: a pool thread waits for the next job and runs it itself, so
+        an idle worker's job starts on the thread that received it (a hand-over to another
+        thread costs ~0.1 ms of wake-up). This loop waits for that wait to end (a job came,
+        or it timed out) before it reserves again."""
+        with self._slots:
+            self._waiters += 1  # holds a slot (a pool thread) until it ends or brings a job
+        self.pool.submit(self._wait_and_run)
+        with self._slots:
+            self._slots.wait_for(lambda: not self._waiters or self.stopping.is_set(),
+                                 self.settings.block_timeout_s + LEAD_SLACK_S)
+
+    def _wait_and_run(self) -> None:
+        jobs: list[Reserved] = []
+        try:
+            jobs = self.start(self._wait())
+        finally:
+            with self._slots:
+                self._waiters -= 1
+                self._running += bool(jobs)  # its slot passes to the first job
+                self._slots.notify_all()
+        if jobs:
+            first, *more = jobs
+            with self._slots:
+                self._track(first)
+            for job in more:  # (a claimed wait brings one job)
+                self._submit(job, last=False)
+            self._run(first)
+
+    def _wait(self) -> list[Message]:
+        try:
+            return self.consumer.wait()
+        except redis.ResponseError as exc:  # as in reserve()
+            log.error("worker=%s could not wait for a job: %s", self.id, exc)
+            self.consumer.recheck()
+            self.outage.failed(exc)
+            return []
 
     def reserve(self, n: int, timeout_s: float | None = None) -> list[Message]:
         """Step 1: up to ``n`` messages (never raises on connection trouble or error replies)."""
@@ -143,11 +188,14 @@ class ProdconsWorker(Control, Intake, Daemon):
             self.outage.failed(exc)  # backs off; the next good reserve ends the "outage"
             return []
 
-    def _submit(self, job: Reserved) -> None:
+    def _submit(self, job: Reserved, last: bool = True) -> None:
         with self._slots:
             self._running += 1
             self._track(job)
-        self.pool.submit(lambda: self._run(job))
+        if last:  # the loop waits for the last one's start (the threads run on the GIL)
+            self.pool.hand_over(lambda: self._run(job))
+        else:
+            self.pool.submit(lambda: self._run(job))
 
     def _track(self, job: Reserved) -> None:
         self.current[job.env.id] = {"task": job.env.task, "queue": job.env.queue,
@@ -348,12 +396,13 @@ class ProdconsWorker(Control, Intake, Daemon):
     def _wait_for_slot(self) -> int:
         """Free slots, after waiting for one (or, with a backlog, briefly for half of them)."""
         with self._slots:
-            if self._running >= self.concurrency:
+            if self._running + self._waiters >= self.concurrency:
                 self._slots.wait(self.settings.block_timeout_s)
             if self._backlog:
                 want = self.concurrency - max(self.concurrency // 2, 1)
                 self._slots.wait_for(lambda: self._running <= want, BACKLOG_GATHER_S)
-            return max(self.concurrency - self._running, 0)  # taken short jobs may exceed it
+            # (Taken short jobs may exceed it.)
+            return max(self.concurrency - self._running - self._waiters, 0)
 
     def _check_burst_end(self, got: bool) -> None:
         # parked: their node is down; waker: jobs a limit sent to wait for their slot
@@ -411,8 +460,10 @@ class ProdconsWorker(Control, Intake, Daemon):
                 log.info("worker=%s could not resign the scheduler lease (%s)", self.id, exc)
         deadline = self.clock() + self.settings.grace_s
         with self._slots:  # parked outcomes too: their node may be back within the grace
-            while ((self._running or self.recorder.parked()) and not self.forced.is_set()
-                   and self.clock() < deadline):
+            # A pool thread's wait (interrupted by now) may still bring a job: it runs, and
+            # its message must not be given back under it.
+            while ((self._running or self._waiters or self.recorder.parked())
+                   and not self.forced.is_set() and self.clock() < deadline):
                 self._slots.wait(0.1)
             left = self._running
         if left:

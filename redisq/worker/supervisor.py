@@ -293,10 +293,11 @@ class Supervisor:
             signal.signal(sig, signal.SIG_DFL)  # until the worker installs its own
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         _die_with_parent(parent)
-        # A client the App made before the fork (the supervisor's start-up checks, or an
-        # application module that used it on import) shares its socket with the supervisor
-        # and the other children: two processes on one connection read each other's replies.
-        # Closing it here only closes this process's copy; the next call connects anew.
+        # A client the App made before the fork (an application module that used it on
+        # import) holds sockets the supervisor and the other children hold too. Closing it
+        # here abandons this process's copies (redis-py's pool sees the new pid and shuts
+        # nothing down); the first task to use app.client connects anew, once, however many
+        # job threads ask at the same moment (App.client makes it under a lock).
         self.app.close()
         base = self.settings.worker_id
         settings = self.settings.replace(worker_id=f"{base}.{index}" if base else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import signal
 import time
 
@@ -75,6 +76,25 @@ def test_sigterm_lets_running_jobs_finish(redis_url: str) -> None:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(8) == 0
         assert job.status == "succeeded" and r.get("slept") == b"1"
+    finally:
+        stop(worker)
+
+
+def test_sigterm_loses_no_job_line(redis_url: str) -> None:
+    """Every finished job's INFO line is written at a SIGTERM stop (lines wait up to 50 ms
+    to be written in batches: the clean exit writes what waits)."""
+    r = use(redis_url)
+    jobs = worker_app.record.map(range(100))
+    worker = start_worker(redis_url, "--log-level", "INFO")
+    try:
+        wait_until(lambda: r.hlen("runs") == 100, 8, what="100 jobs")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(8) == 0
+        assert worker.stderr is not None
+        log = worker.stderr.read().decode()
+        done = re.findall(r"level=INFO logger=redisq.worker job=(\w+) task=t\.record "
+                          r"queue=default succeeded duration_s=\d+\.\d{6}\n", log)
+        assert sorted(done) == sorted(j.id for j in jobs)
     finally:
         stop(worker)
 

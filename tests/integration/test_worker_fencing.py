@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from redisq import App
-from redisq.backend import keys
+from redisq.backend import control, keys
 from redisq.broker.consumer import Consumer
 from redisq.model import Outcome
 from tests.support.inproc import running
@@ -27,19 +27,24 @@ def test_a_job_held_up_past_the_lease_before_it_runs_does_not_start(app: App) ->
     taken: list[Any] = []
 
     def held_up(worker: Any) -> None:
-        submit = worker.pool.submit
+        run = worker._run
 
-        def frozen_then_submit(fn: Any) -> None:
-            worker.pool.submit = submit  # once
-            # The worker stops here for longer than its lease (so its last renewal is old);
-            # another consumer recovers the job and takes it.
+        def frozen_then_run(job: Any) -> None:
+            worker._run = run  # once
+            # The worker stops here, the job taken and marked started, for longer than its
+            # lease (so its last renewal is old); another consumer recovers the job and
+            # takes it.
             worker.consumer._confirmed["default"] = (float("-inf"), float("-inf"))
+            # (Its other threads are frozen too: they take nothing meanwhile.)
+            control.pause(app.client, "default")
+            worker.paused = {"default"}
             app.client.delete(keys.lease("default", worker.id))
             assert other.requeue_stale() == 1
             taken.extend(other.reserve(1, timeout_s=0))
-            submit(fn)
+            control.resume(app.client, "default")
+            run(job)
 
-        worker.pool.submit = frozen_then_submit
+        worker._run = frozen_then_run
 
     with running(app, before_start=held_up) as worker:
         first_epoch = worker.consumer.token("default")

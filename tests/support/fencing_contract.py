@@ -37,6 +37,27 @@ def expire_and_recover(app: App, frozen: Consumer, other: Consumer) -> int:
     return other.requeue_stale()
 
 
+def server_move(app: App, c: Consumer, q: str) -> list[bytes] | int | None:
+    """What the server does for ``c``'s blocking move once a message is there: the move, and
+    (a worker's consumer, off a cluster) the claim pipelined behind it (see waits.py)."""
+    if not c._claims:  # a plain move into the processing list; the caller marks it after
+        body = app.client.lmove(keys.pending(q), keys.processing(q, c.id), "RIGHT", "LEFT")
+        return [body] if body is not None else None  # type: ignore[list-item]
+    app.client.lmove(keys.pending(q), keys.inbox(q, c.id), "RIGHT", "LEFT")
+    (answer,) = c.scripts.run_many([c._claim_call(q, c.token(q))])
+    return answer or None  # type: ignore[no-any-return]
+
+
+class Clock:
+    """A consumer's monotonic clock, moved on by hand (a freeze)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def env_of(m: Message) -> Envelope:
     return Envelope.from_dict(json.loads(m.body))
 
@@ -121,53 +142,78 @@ class FencingContract:
         assert all(status_and_worker(app, j.id) == ("started", "wa") for j in jobs)
 
     # -- start (blocking moves) --------------------------------------------------------------
+    @pytest.mark.parametrize("claims", [True, False], ids=["claimed", "plain"])
     def test_a_blocking_move_answered_while_frozen_is_not_started(
-            self, app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The server makes the move while the consumer is stopped; recovery gives the job to
-        another worker, which finishes it; the frozen consumer then reads the reply."""
+            self, app: App, monkeypatch: pytest.MonkeyPatch, claims: bool) -> None:
+        """The server makes the move while the consumer is stopped (claimed: and marks it);
+        recovery gives the job to another worker, which finishes it; the frozen consumer then
+        reads the reply. Plain: the start step refuses it. Claimed: the consumer's clock says
+        it was held up past its lease, so the worker asks before it starts the job (see
+        ProdconsWorker._still_ours), and the answer is no."""
         wa, wb = consumer(app, "wa"), consumer(app, "wb")
+        wa.clock = clock = Clock()
+        wa._claims = claims
         wa.heartbeat()
         before = wa.token(Q)
         job_ids: list[str] = []
 
-        def frozen_move(q: str, timeout_s: float) -> bytes | None:
+        def frozen_move(q: str, timeout_s: float, token: str) -> list[bytes] | int | None:
             job_ids.append(app.enqueue("t.x", args=(1,)).id)
-            body = app.client.lmove(keys.pending(q), keys.processing(q, "wa"), "RIGHT", "LEFT")
-            assert expire_and_recover(app, wa, wb) == 1
+            moved = server_move(app, wa, q)
+            clock.now += wa.lease_s  # frozen past the lease...
+            assert expire_and_recover(app, wa, wb) == 1  # ...which expired: recovered
             (m,) = wb.reserve(1, timeout_s=0)
             assert settle(app, wb, m, "succeeded", result_json="1") == 1
-            return body  # type: ignore[no-any-return]
+            return moved
 
         monkeypatch.setattr(wa, "_blmove", frozen_move)
         (m,) = wa.reserve(1, timeout_s=0.1)
-        assert m.before is None and m.token == before
-        assert app.records.start("wa", [env_of(m)], "wa", [m.token or ""]) == [None]
+        assert m.token == before
+        if claims:
+            assert m.before == "queued"
+            assert wa.epoch_known(Q, m.token) is None, "held up: it must ask"
+            assert wa.epoch_holds(Q, m.token) is False
+        else:
+            assert m.before is None
+            assert app.records.start("wa", [env_of(m)], "wa", [m.token or ""]) == [None]
         assert status_and_worker(app, job_ids[0]) == ("succeeded", "wb")
 
+    @pytest.mark.parametrize("claims", [True, False], ids=["claimed", "plain"])
     def test_a_move_that_lands_after_recovery_runs_under_the_next_epoch(
-            self, app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+            self, app: App, monkeypatch: pytest.MonkeyPatch, claims: bool) -> None:
         """Recovery first (nothing held), then the server makes the move: the message is in
-        no one else's hands. Refused under the old epoch, it is delivered again (orphan check)
-        once the consumer registered anew, and starts then."""
+        no one else's hands. Refused under the old epoch (claimed: by the claim, which puts
+        it back in the queue), it is delivered again once the consumer registered anew (plain:
+        by the orphan check), and starts then."""
         wa, wb = consumer(app, "wa"), consumer(app, "wb")
+        wa._claims = claims
         wa.heartbeat()
 
-        def late_move(q: str, timeout_s: float) -> bytes | None:
+        def late_move(q: str, timeout_s: float, token: str) -> list[bytes] | int | None:
             expire_and_recover(app, wa, wb)
             app.enqueue("t.x", args=(1,))
-            return app.client.lmove(keys.pending(q), keys.processing(q, "wa"), "RIGHT",  # type: ignore[no-any-return]
-                                    "LEFT")
+            return server_move(app, wa, q)
 
         monkeypatch.setattr(wa, "_blmove", late_move)
-        (m,) = wa.reserve(1, timeout_s=0.1)
-        assert app.records.start("wa", [env_of(m)], "wa", [m.token or ""]) == [None]
-        wa.forget(m)
-        wa.lease_lost(Q, m.token or "")
-        monkeypatch.undo()
-        (again,) = wa.reserve(1, timeout_s=0)
-        assert again.body == m.body and again.token == wa.token(Q) != m.token
-        assert app.records.start("wa", [env_of(again)], "wa", [again.token or ""]) == ["queued"]
-        assert status_and_worker(app, env_of(m).id) == ("started", "wa")
+        if claims:
+            old = wa.token(Q)
+            assert wa.reserve(1, timeout_s=0.1) == []
+            assert app.client.llen(keys.pending(Q)) == 1, "back in the queue, unmarked"
+            assert not app.client.exists(keys.inbox(Q, "wa"))
+            monkeypatch.undo()
+            (again,) = wa.reserve(1, timeout_s=0)
+            assert again.token == wa.token(Q) != old and again.before == "queued"
+        else:
+            (m,) = wa.reserve(1, timeout_s=0.1)
+            assert app.records.start("wa", [env_of(m)], "wa", [m.token or ""]) == [None]
+            wa.forget(m)
+            wa.lease_lost(Q, m.token or "")
+            monkeypatch.undo()
+            (again,) = wa.reserve(1, timeout_s=0)
+            assert again.body == m.body and again.token == wa.token(Q) != m.token
+            assert app.records.start("wa", [env_of(again)], "wa", [again.token or ""]) == [
+                "queued"]
+        assert status_and_worker(app, env_of(again).id) == ("started", "wa")
 
     # -- settle ------------------------------------------------------------------------------
     def test_a_settle_under_an_ended_epoch_writes_and_moves_nothing(self, app: App) -> None:
@@ -243,16 +289,16 @@ class FencingContract:
         assert dup.before == "succeeded"
         wa.forget(dup)
 
-        def blocking_move(q: str, timeout_s: float) -> bytes | None:
+        def blocking_move(q: str, timeout_s: float, token: str) -> list[bytes] | int | None:
             app.client.rpush(keys.pending(Q), m.body)  # and once more, while wa waits
-            return app.client.lmove(keys.pending(q), keys.processing(q, "wa"),  # type: ignore[no-any-return]
-                                    "RIGHT", "LEFT")
+            return server_move(app, wa, q)
 
         monkeypatch.setattr(wa, "_blmove", blocking_move)
         (moved,) = wa.reserve(1, timeout_s=0.1)
-        assert moved.before is None and moved.token == wa.token(Q)
+        assert moved.token == wa.token(Q)
+        assert moved.before == "succeeded"  # the claim (reserve.lua) saw it; and start.lua:
         assert app.records.start("wa", [env_of(moved)], "wa", [moved.token or ""]) == [
-            "succeeded"]  # (start.lua)
+            "succeeded"]
         assert not app.client.exists(keys.job(Q, job.id)), "no started record was made"
         # Had a copy run anyway, its outcome would not overwrite the first (settle.lua).
         assert settle(app, wa, moved, "failed", error_type="E") == SETTLE_DUPLICATE

@@ -106,3 +106,35 @@ def test_use_url_drops_a_client_made_for_another_url() -> None:
     same = app.client
     app.use_url("redis://127.0.0.1:2/0")  # the same URL: the client stays
     assert app.client is same
+
+
+def test_app_client_is_made_once_when_threads_ask_at_once() -> None:
+    """Job threads (or web request threads) that use a fresh App's client at the same moment
+    must get one client. Two made at once: the one stored second replaces the first, whose
+    ``Redis.__del__`` closes its pool, in-use connections included, under the thread that is
+    using it ("Connection closed by server" / EBADF mid-command: the supervisor-child flake)."""
+    import threading
+
+    from redisq import App
+
+    app = App("redis://127.0.0.1:1/0")
+    made: list[redis.Redis] = []
+    got: dict[str, redis.Redis] = {}
+    others: list[threading.Thread] = []
+
+    def factory(role: str) -> redis.Redis:
+        made.append(redis.Redis(port=1))  # (lazy: nothing is dialled)
+        if len(made) == 1:
+            # While the first client is being made, a second thread asks for one. Unlocked,
+            # it makes its own at once; locked, it waits for the first (the join times out).
+            other = threading.Thread(target=lambda: got.update(other=app.client))
+            others.append(other)
+            other.start()
+            other.join(0.3)
+        return made[-1]
+
+    app.use_client_factory(factory)
+    got["first"] = app.client
+    others[0].join(5)
+    assert len(made) == 1
+    assert got["other"] is got["first"] is app.client

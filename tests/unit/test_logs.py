@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -20,11 +22,11 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     saved = (logging._srcfile, logging.logThreads, logging.logProcesses,
-             logging.logMultiprocessing)
+             logging.logMultiprocessing, getattr(logging, "logAsyncioTasks", True))
     yield
     root.handlers[:], root.level = handlers, level
     (logging._srcfile, logging.logThreads, logging.logProcesses,
-     logging.logMultiprocessing) = saved
+     logging.logMultiprocessing, logging.logAsyncioTasks) = saved
 
 
 def record(created: float) -> logging.LogRecord:
@@ -114,3 +116,56 @@ def test_many_threads_lose_and_reorder_nothing() -> None:
         mine = [int(x.rsplit("=", 1)[1]) for x in lines if f" t={t} " in x]
         assert mine == list(range(500))
     assert stream.writes < 4000 / 4  # batched: far fewer writes than lines
+
+
+def test_a_line_does_not_wait_for_the_handlers_lock() -> None:
+    """Job threads log without the handler's lock: 8 threads queueing on it cost two thread
+    switches per line whenever its holder was switched out (issue 17)."""
+    stream = Stream()
+    logger, handler = handler_on(stream)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with handler.lock:  # type: ignore[union-attr]
+            holding.set()
+            done.wait(5)
+
+    def log_two() -> None:
+        logger.info("job=1 succeeded")
+        logger.warning("job=2 failed")  # written at once, lock or not
+
+    holder, job_thread = threading.Thread(target=hold), threading.Thread(target=log_two)
+    holder.start()
+    try:
+        assert holding.wait(5)
+        job_thread.start()
+        job_thread.join(2)
+        assert not job_thread.is_alive(), "the line waited for the handler's lock"
+        assert stream.getvalue() == "INFO job=1 succeeded\nWARNING job=2 failed\n"
+    finally:
+        done.set()
+        holder.join()
+        job_thread.join()
+
+
+def test_shutdown_writes_what_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "FLUSH_EVERY_S", 60.0)  # the flusher would not come in time
+    stream = Stream()
+    logger, handler = handler_on(stream)
+    for i in range(10):
+        logger.info("job=%d succeeded", i)
+    assert stream.getvalue() == ""
+    logging.shutdown([weakref.ref(handler)])  # what atexit runs after SIGTERM's clean stop
+    assert stream.getvalue().splitlines() == [f"INFO job={i} succeeded" for i in range(10)]
+
+
+def test_text_lines_with_a_traceback() -> None:
+    try:
+        raise ValueError("no")
+    except ValueError:
+        rec = logging.LogRecord("redisq.worker", logging.ERROR, __file__, 1, "job=%s crashed",
+                                ("j1",), sys.exc_info())
+    rec.created, rec.msecs = 1_764_770_000.5, 500.0
+    first, *rest = logs.TextFormatter().format(rec).splitlines()
+    assert first == "2025-12-03T13:53:20.500Z level=ERROR logger=redisq.worker job=j1 crashed"
+    assert rest[0].startswith("Traceback") and rest[-1] == "ValueError: no"

@@ -14,9 +14,9 @@ def test_an_answered_waiter_is_busy_until_collected() -> None:
     waits = Waits(None, "c1", 2)  # type: ignore[arg-type] (the moves here need no client)
     release = threading.Event()
 
-    def move(q: str, timeout_s: float) -> bytes | None:
+    def move(q: str, timeout_s: float) -> list[bytes] | int | None:
         release.wait(5)
-        return b"message" if q == "a" else None
+        return [b"message"] if q == "a" else None
 
     waits.start("a", 1.0, move)
     waits.start("b", 1.0, move)
@@ -26,7 +26,7 @@ def test_an_answered_waiter_is_busy_until_collected() -> None:
     while len(waits.answered()) < 2:
         waits.wait_any(0.1)
     assert waits.busy()  # "a" answered with a message nobody collected yet
-    assert waits.collect("a") == b"message"
+    assert waits.collect("a") == [b"message"]
     assert not waits.busy()  # "b" timed out: nothing of it can be in the processing list
     assert waits.collect("b") is None
     waits.close()

@@ -8,11 +8,15 @@
 -- KEYS[3]  consumers set     redisq:{q}:consumers
 -- KEYS[4]  lease key         redisq:{q}:lease:<consumer>
 -- KEYS[5]  epochs hash       redisq:{q}:epochs   (our epoch ends: see renew.lua)
+-- KEYS[6]  inbox             redisq:{q}:inbox:<consumer>   (optional: a blocking move's
+--                                                          message not claimed yet)
 -- ARGV[1]  consumer id
 -- returns  number of messages given back
 local moved = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do
-  moved = moved + 1
+for _, list in ipairs({KEYS[1], KEYS[6]}) do
+  while redis.call('LMOVE', list, KEYS[2], 'LEFT', 'RIGHT') do
+    moved = moved + 1
+  end
 end
 redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[4])

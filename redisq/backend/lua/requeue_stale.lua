@@ -9,16 +9,19 @@
 -- KEYS[2]         pending list      redisq:{q}:pending
 -- KEYS[3]         stats hash        redisq:{q}:stats
 -- KEYS[4]         epochs hash       redisq:{q}:epochs
--- KEYS[3+2i]      lease key of candidate i       (i = 1..#ARGV)
--- KEYS[4+2i]      processing list of candidate i
+-- KEYS[2+3i]      lease key of candidate i       (i = 1..#ARGV)
+-- KEYS[3+3i]      processing list of candidate i
+-- KEYS[4+3i]      inbox of candidate i           (a blocking move's message not claimed yet)
 -- ARGV[i]         consumer id of candidate i
 -- returns         number of messages moved back to pending (to the front, oldest first)
 local moved = 0
 for i = 1, #ARGV do
-  local lease, processing = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  local lease = KEYS[2 + 3 * i]
   if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1 and redis.call('EXISTS', lease) == 0 then
-    while redis.call('LMOVE', processing, KEYS[2], 'LEFT', 'RIGHT') do
-      moved = moved + 1
+    for _, list in ipairs({KEYS[3 + 3 * i], KEYS[4 + 3 * i]}) do
+      while redis.call('LMOVE', list, KEYS[2], 'LEFT', 'RIGHT') do
+        moved = moved + 1
+      end
     end
     redis.call('SREM', KEYS[1], ARGV[i])
     redis.call('HDEL', KEYS[4], ARGV[i])

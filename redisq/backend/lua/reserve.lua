@@ -22,6 +22,15 @@
 -- ARGV[5]  worker id         (with a prefix)
 -- ARGV[6]  start time, unix seconds as text (with a prefix)
 -- ARGV[7]  the consumer's epoch token (with a prefix; see renew.lua; '' = not checked)
+--
+-- Claim mode (a worker's idle path): KEYS[1] is the consumer's inbox, which a BLMOVE sent in
+-- the same pipeline has just filled; this step runs right behind it on the server, so a job
+-- taken by a blocking wait is marked (and fenced) without a round trip of its own. Then:
+-- KEYS[7]  paused set        redisq:paused   (a queue paused while the wait was out: the
+--                                             message goes back, unmarked)
+-- KEYS[8]  pending list      redisq:{q}:pending   (where it goes back to, at the front)
+-- ARGV[8]  the queue's name  (to look up in the paused set)
+-- and ARGV[6] may be '' (the server's clock is the start time: the wait may have been long).
 -- returns  -1, moving nothing, when the token is not the consumer's epoch any more (its
 --          messages were recovered after its lease expired: it must register again);
 --          without a prefix: the moved messages, oldest first (may be empty);
@@ -35,8 +44,23 @@ if ARGV[3] ~= '0' then
   redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
 end
 local prefix = ARGV[4] or ''
+-- Claim mode: what the wait brought goes back to the front of the queue, untouched, when our
+-- epoch ended (recovery ran while the wait was out) or the queue was paused meanwhile.
+local function give_back()
+  while redis.call('LMOVE', KEYS[1], KEYS[8], 'RIGHT', 'RIGHT') do end
+end
 if prefix ~= '' and (ARGV[7] or '') ~= '' and redis.call('HGET', KEYS[5], ARGV[2]) ~= ARGV[7] then
+  if KEYS[8] then give_back() end
   return -1
+end
+if KEYS[8] and redis.call('SISMEMBER', KEYS[7], ARGV[8]) == 1 then
+  give_back()
+  return {}
+end
+local started = ARGV[6] or ''
+if prefix ~= '' and started == '' then
+  local t = redis.call('TIME')
+  started = string.format('%d.%03d', t[1], math.floor(tonumber(t[2]) / 1000))
 end
 
 -- [done buckets] The status of job `id`'s finished record packed in a done bucket, or ''
@@ -80,7 +104,7 @@ for i = 1, tonumber(ARGV[1]) do
           and before ~= 'cancelled' and before ~= 'aborted'
           and before ~= 'expired' then
         -- Only finished records carry a TTL, and those are skipped: no PERSIST needed.
-        redis.call('HSET', record, 'status', 'started', 'started_at', ARGV[6],
+        redis.call('HSET', record, 'status', 'started', 'started_at', started,
           'worker', ARGV[5], 'attempts', attempt or '1')
       end
     end
