@@ -117,7 +117,8 @@ def compact_json(value: Any) -> str:
     """``json.dumps(value, separators=(",", ":"), allow_nan=False, default=encode_extra)``
     (ASCII), faster with orjson; raises as it does for what JSON cannot carry."""
     out = _orjson_dumps(value)
-    if out is not None and out.isascii():
+    # (The standard encoder's ASCII mode also escapes DEL, 0x7f, which orjson writes as is.)
+    if out is not None and out.isascii() and b"\x7f" not in out:
         return out.decode()
     return _ASCII_COMPACT(value)
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from redisq import serializers
@@ -99,6 +99,7 @@ json_values = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(json_values)
+@example({"\x7f": None})  # DEL: escaped by the standard encoder's ASCII mode, not by orjson
 def test_any_value_encodes_alike(value: Any) -> None:
     fast, std = both(JSONSerializer().dumps, value)
     assert fast == std
