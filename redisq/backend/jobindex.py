@@ -4,7 +4,9 @@ Each queue keeps, per status a job can end an attempt in (``succeeded``, ``faile
 ``retrying``, ``cancelled``, and whatever :data:`redisq.model.STATUSES` gains), a sorted set of
 job ids scored by the time they got there (``keys.status_index``). ``settle.lua`` adds the id
 and trims the set to ``index_max`` in the step that records the outcome: no extra round trip,
-and no index outgrows its cap however many jobs run. Queued and scheduled jobs need no index of
+and no index outgrows its cap however many jobs run. The same step drops ids older than the
+record's TTL and gives the set that TTL: an index never lists more than the records that
+still exist, and an idle queue's indexes expire with its last records. Queued and scheduled jobs need no index of
 their own: the pending list and the delayed set are already ordered by time and bounded by the
 queue itself.
 
@@ -87,15 +89,21 @@ class Sampler:
 
 
 def note_outcome(pipe: Any, queue: str, job_id: str, status: str, now: float, cap: int,
-                 leaving: Sequence[str] = ()) -> None:
+                 leaving: Sequence[str] = (), ttl_s: float = 0.0) -> None:
     """Queue on ``pipe`` what a rare write (cancel, a manual retry, delete) does to the
-    indexes that ``settle.lua`` does for attempts: join ``status``'s index (trimmed to ``cap``)
-    and leave those in ``leaving``."""
+    indexes that ``settle.lua`` does for attempts: join ``status``'s index (trimmed to ``cap``,
+    and to the ids younger than ``ttl_s``, its record's TTL, which the index then expires
+    with) and leave those in ``leaving``."""
     for old in leaving:
         pipe.zrem(keys.status_index(queue, old), job_id)
     if status and cap > 0:
-        pipe.zadd(keys.status_index(queue, status), {job_id: int(now * 1000)})
-        pipe.zremrangebyrank(keys.status_index(queue, status), 0, -cap - 1)
+        key, now_ms = keys.status_index(queue, status), int(now * 1000)
+        pipe.zadd(key, {job_id: now_ms})
+        pipe.zremrangebyrank(key, 0, -cap - 1)
+        if ttl_s > 0:
+            ttl_ms = max(int(ttl_s * 1000), 1)
+            pipe.zremrangebyscore(key, "-inf", f"({now_ms - ttl_ms}")
+            pipe.pexpire(key, ttl_ms)
 
 
 def read_index(client: redis.Redis, queues: Sequence[str], status: str, since: float | None,

@@ -31,7 +31,8 @@ key                                    type      meaning
 ``redisq:{q}:unique:<key>``            string    id of the queued/running job holding a unique key
 ``redisq:{q}:idx:<status>``            zset      job ids that reached ``status`` (succeeded, failed,
                                                  dead, retrying, cancelled...), score = when (unix
-                                                 ms); capped at ``index_max`` (see ``jobindex``)
+                                                 ms); capped at ``index_max``, no id older
+                                                 than the record TTL (see ``jobindex``)
 ``redisq:{q}:series:<minute>``         string    per-second counters of one minute (unix s / 60),
                                                  u32 slots (BITFIELD): processed, failed, depth,
                                                  enqueue→start latency histogram (``jobindex``);

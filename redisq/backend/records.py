@@ -169,7 +169,8 @@ class Records:
         if done and self.index_max > 0:
             pipe = self.client.pipeline(transaction=False)
             note_outcome(pipe, queue, job_id, "cancelled", time.time(), self.index_max,
-                         leaving=[as_text(status)] if status in (b"retrying", b"deferred") else [])
+                         leaving=[as_text(status)] if status in (b"retrying", b"deferred") else [],
+                         ttl_s=self.result_ttl_s)
             pipe.execute()
         return done
 

@@ -43,6 +43,26 @@ def settled(app: App, queue: str, n: int) -> bool:
     return sum(counts.get(s, 0) for s in ("succeeded", "failed", "dead", "retrying")) >= n
 
 
+def test_an_index_keeps_no_id_longer_than_its_records(redis_url: str) -> None:
+    """Ids older than the record TTL are trimmed as new ones come, and an idle queue's index
+    expires with its last records (the 1M-job soak found 2.7 MB of ids of expired records)."""
+    app = make_app(redis_url)
+    app.result_ttl_s = 60.0
+    key = keys.status_index("default", "succeeded")
+    app.client.zadd(key, {"old-job": int((time.time() - 120) * 1000)})  # its record is gone
+    app.enqueue_many("t.ok", [((i,), {}) for i in range(5)])
+    with running(app):
+        wait_until(lambda: settled(app, "default", 5), what="5 settled jobs")
+    assert app.client.zscore(key, "old-job") is None
+    assert app.client.zcard(key) == 5
+    assert 0 < app.client.pttl(key) <= 60_000
+    app.result_ttl_s = 0.0  # records kept for ever: so is the index
+    app.enqueue("t.ok", args=(9,))
+    with running(app):
+        wait_until(lambda: settled(app, "default", 6), what="the 6th settled job")
+    assert app.client.ttl(key) == -1 and app.client.zcard(key) == 6
+
+
 def test_indexes_hold_their_cap_and_series_count_each_attempt(redis_url: str) -> None:
     app = make_app(redis_url, cap=25)
     app.enqueue_many("t.ok", [((i,), {}) for i in range(60)])

@@ -139,11 +139,20 @@ end
 -- once a later attempt settles), trimmed in this same step so no index outgrows its cap; the
 -- attempt counts in the minute's per-second counters (one BITFIELD: u32 #s processed,
 -- #60+s failed, #120 depth, #121+b latency histogram; see jobindex.py).
+-- An index also keeps no id longer than the record it points to: ids older than this record's
+-- TTL go, and the index expires with the last of them (an idle queue's index does not outlive
+-- its records).
 local cap = tonumber(ARGV[n - 3])
 if cap > 0 then
   redis.call('ZADD', KEYS[9], ARGV[n - 4], ARGV[6])
   if redis.call('ZCARD', KEYS[9]) > cap then
     redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(cap - math.floor(cap / 100)) - 1)
+  end
+  if ttl > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', '(' .. (tonumber(ARGV[n - 4]) - ttl))
+    redis.call('PEXPIRE', KEYS[9], ttl)
+  else
+    redis.call('PERSIST', KEYS[9])
   end
   if outcome ~= 'retrying' and tonumber(ARGV[15]) > 1 then redis.call('ZREM', KEYS[10], ARGV[6]) end
   if held == 1 then
