@@ -6,9 +6,9 @@ job ids scored by the time they got there (``keys.status_index``). ``settle.lua`
 and trims the set to ``index_max`` in the step that records the outcome: no extra round trip,
 and no index outgrows its cap however many jobs run. The same step drops ids older than the
 record's TTL and gives the set that TTL: an index never lists more than the records that
-still exist, and an idle queue's indexes expire with its last records. Queued and scheduled jobs need no index of
-their own: the pending list and the delayed set are already ordered by time and bounded by the
-queue itself.
+still exist, and an idle queue's indexes expire with its last records. Queued and scheduled
+jobs need no index of their own: the pending list and the delayed set are already ordered by
+time and bounded by the queue itself.
 
 The same step counts the attempt in a per-minute string of u32 counters (``keys.series``, one
 ``BITFIELD``): processed at slot ``s`` (the second), failed at ``60 + s``, the pending depth at

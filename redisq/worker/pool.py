@@ -10,9 +10,6 @@ from collections.abc import Callable
 
 log = logging.getLogger("redisq.worker")
 
-#: The longest a hand-over waits for a pool thread to begin (all busy: it begins later).
-HAND_OVER_S = 0.002
-
 
 class Pool:
     """Fixed daemon threads (so a job stuck in C code cannot keep the process from exiting)."""
@@ -37,20 +34,6 @@ class Pool:
 
     def submit(self, fn: Callable[[], None]) -> None:
         self._inbox.put(fn)
-
-    def hand_over(self, fn: Callable[[], None], timeout_s: float = HAND_OVER_S) -> bool:
-        """Submit ``fn`` and wait (up to ``timeout_s``) until a pool thread has begun it;
-        returns whether one did. The caller gives up the GIL while it waits: a pool thread
-        woken by :meth:`submit` otherwise waits for it until the caller's next system call
-        (~0.1 ms of Python on the worker loop), and that wait is on the job's start latency."""
-        begun = threading.Event()
-
-        def run() -> None:
-            begun.set()
-            fn()
-
-        self.submit(run)
-        return begun.wait(timeout_s)
 
     def _work(self) -> None:
         me = threading.get_ident()

@@ -135,8 +135,8 @@ class ProdconsWorker(Control, Intake, Daemon):
         # round trip, so batches stay large under load instead of shrinking to one job.
         self._backlog = len(messages) == free
         jobs = self.start(messages)
-        for i, job in enumerate(jobs):
-            self._submit(job, last=i == len(jobs) - 1)
+        for job in jobs:
+            self._submit(job)
         if burst:
             self._check_burst_end(bool(jobs))
 
@@ -166,7 +166,7 @@ class ProdconsWorker(Control, Intake, Daemon):
             with self._slots:
                 self._track(first)
             for job in more:  # (a claimed wait brings one job)
-                self._submit(job, last=False)
+                self._submit(job)
             self._run(first)
 
     def _wait(self) -> list[Message]:
@@ -188,14 +188,11 @@ class ProdconsWorker(Control, Intake, Daemon):
             self.outage.failed(exc)  # backs off; the next good reserve ends the "outage"
             return []
 
-    def _submit(self, job: Reserved, last: bool = True) -> None:
+    def _submit(self, job: Reserved) -> None:
         with self._slots:
             self._running += 1
             self._track(job)
-        if last:  # the loop waits for the last one's start (the threads run on the GIL)
-            self.pool.hand_over(lambda: self._run(job))
-        else:
-            self.pool.submit(lambda: self._run(job))
+        self.pool.submit(lambda: self._run(job))
 
     def _track(self, job: Reserved) -> None:
         self.current[job.env.id] = {"task": job.env.task, "queue": job.env.queue,
