@@ -1,6 +1,8 @@
 """The task of ``bench/latency.py``, and (with ``BENCH_LATENCY_TRACE=1``) the timestamps of each
 job's way through the worker: blocking move answered, start mark sent and answered, handed to
-a pool thread, pool thread running. Loaded by the worker (``--app bench.latency_tasks:app``)
+a pool thread, pool thread running (a claimed wait, redisq/broker/waits.py, has no start mark,
+and its job runs on the thread that waited: those steps then read as the move's end). Loaded
+by the worker (``--app bench.latency_tasks:app``)
 and by the producer; ``REDIS_URL`` is required (the benchmark's own server).
 """
 
