@@ -3,6 +3,8 @@
 Its main loop is three named steps: :meth:`ProdconsWorker.reserve` (take up to one message per free
 slot, in one round trip when they wait), :func:`redisq.execution.execute` (run the task; pure, no
 Redis) in a pool thread, and :meth:`ProdconsWorker.record` (settle the attempt in one Lua step).
+When nothing waits, the loop lends a pool thread the blocking wait, and that thread runs the job
+it brings (an idle worker's job starts one round trip after its enqueue, with no hand-off).
 """
 
 from __future__ import annotations
