@@ -19,7 +19,7 @@ from redisq.model import STATUSES
 from redisq.ops import jobs
 from redisq.ops.stats import running_jobs
 
-from .api import BadRequest, _name, json_body
+from .body import BadRequest, _name, json_body
 from .http import error, page, state
 
 jobs_bp = Blueprint("jobs", __name__)

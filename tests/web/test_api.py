@@ -15,7 +15,7 @@ from tests.support.inproc import running
 from tests.support.wait import wait_until
 from tests.web.conftest import MAX_BODY
 from webapp import create_app
-from webapp.api import _loads, _no_constants
+from webapp.body import _loads, _no_constants
 
 TOKEN = "s3cret-s3cret-s3cret"
 
